@@ -1,0 +1,3 @@
+from cloudcli.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""The `cloudcli` command: one thin subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cloudcli import __version__
+from cloudcli.errors import CloudcliError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproducible cloud-segmentation pipeline: each command is a DVC stage.")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Params file with every tunable value")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cloudcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit")] = False) -> None:
+    pass
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset to (created)")],
+    n_train: Annotated[int, typer.Option(help="Number of training images")] = 120,
+    n_test: Annotated[int, typer.Option(help="Number of test images")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files")] = 0,
+    height: Annotated[int, typer.Option(help="Image height in pixels (Kaggle: 1400)")] = 1400,
+    width: Annotated[int, typer.Option(help="Image width in pixels (Kaggle: 2100)")] = 2100,
+    workers: Annotated[int, typer.Option(help="Processes drawing images")] = 2,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output folder")] = False,
+) -> None:
+    """Write a synthetic dataset in the exact Kaggle format.
+
+    Writes train.csv, sample_submission.csv, train_images/, test_images/ and test_truth.csv
+    (the hidden test masks). The defaults make the demo dataset that data.dvc tracks.
+    """
+    from cloudcli.data.demo import DemoSpec, generate
+
+    generate(out, DemoSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
+
+
+@app.command()
+def preprocess(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="Cache folder to write")] = Path("artifacts/preprocessed"),
+    metrics: Annotated[Path, typer.Option(help="Label statistics (JSON)")] = Path("metrics/data.json"),
+) -> None:
+    """Decode and resize images and masks once into a compact cache for training.
+
+    Writes a few memory-mappable .npy files (images, packed masks, 350x525 truth masks) and
+    label statistics for `dvc metrics show`.
+    """
+    from cloudcli.config import load_params
+    from cloudcli.stages import preprocess as stage
+
+    p = load_params(params)
+    stage.run(p.data, p.preprocess, out, metrics)
+
+
+@app.command()
+def fold(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="Folds table to write (image_id, fold)")] = Path("artifacts/folds.csv"),
+    metrics: Annotated[Path, typer.Option(help="Fold sizes and class balance (JSON)")] = Path("metrics/folds.json"),
+) -> None:
+    """Split training images into K folds stratified on which classes each image has.
+
+    Writes a folds table (image_id, fold) and fold sizes and class balance as metrics.
+    """
+    from cloudcli.config import load_params
+    from cloudcli.stages import fold as stage
+
+    p = load_params(params)
+    stage.run(p.data, p.fold, out, metrics)
+
+
+def main() -> None:
+    """Entry point: expected errors become one red line on stderr and exit code 1."""
+    try:
+        app()
+    except CloudcliError as e:
+        from cloudcli.ui import console
+
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

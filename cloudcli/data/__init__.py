@@ -1,0 +1,1 @@
+"""Data: Kaggle-format IO, the demo generator, the preprocessed cache, folds."""

@@ -1,0 +1,63 @@
+"""The preprocessed cache: a few large .npy files a training loader memory-maps.
+
+    train_images.npy  (N, h, w, 3) uint8 RGB at preprocess.image_size
+    train_masks.npy   (N, h, w)    uint8, bit k set where class CLASSES[k] is present
+    train_truth.npy   (N, H, W)    uint8 bits as above, at data.score_size (350x525): scoring truth
+    test_images.npy   (M, h, w, 3) uint8 RGB
+    train.csv         image_id + one 0/1 presence column per class, in array row order
+    test.csv          image_id, in sample_submission.csv order
+    meta.json         sizes, classes, params and library versions that made the cache
+
+Masks are packed one bit per class so 4 classes cost one byte per pixel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloudcli import CLASSES
+from cloudcli.errors import DataError
+
+BITS = (1 << np.arange(len(CLASSES), dtype=np.uint8)).astype(np.uint8)  # [1, 2, 4, 8]
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """(..., C, H, W) 0/1 masks -> (..., H, W) uint8 with bit k = class k."""
+    masks = np.asarray(masks)
+    return np.tensordot(BITS[: masks.shape[-3]], (masks != 0).astype(np.uint8), axes=(0, -3)).astype(np.uint8)
+
+
+def unpack_masks(packed: np.ndarray, n_classes: int = len(CLASSES)) -> np.ndarray:
+    """(..., H, W) uint8 bits -> (..., C, H, W) uint8 0/1 masks."""
+    packed = np.asarray(packed)[..., None, :, :]
+    return ((packed & BITS[:n_classes, None, None]) != 0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Memory-mapped view of a preprocessed cache folder."""
+
+    folder: Path
+    train: pd.DataFrame  # image_id + presence columns
+    test: pd.DataFrame  # image_id
+    meta: dict
+
+    def array(self, name: str) -> np.ndarray:
+        """One of train_images, train_masks, train_truth, test_images, memory-mapped read-only."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+
+
+def open_cache(folder: str | Path) -> Cache:
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        train = pd.read_csv(folder / "train.csv", dtype={"image_id": str})
+        test = pd.read_csv(folder / "test.csv", dtype={"image_id": str})
+    except FileNotFoundError as e:
+        raise DataError(f"{e.filename}: missing; run `cloudcli preprocess` (or `dvc repro preprocess`) first") from None
+    return Cache(folder, train, test, meta)

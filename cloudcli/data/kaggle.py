@@ -1,0 +1,105 @@
+"""Kaggle "Understanding Clouds" files: train.csv, sample_submission.csv and the JPEG folders.
+
+Long view: one row per (image, class) label: `image_id, cls, rle, line` (line = CSV line number).
+Wide view: one row per image, one RLE column per class in CLASSES order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from cloudcli import CLASSES
+from cloudcli.errors import DataError
+from cloudcli.rle import RleError, parse
+
+HEADER = ["Image_Label", "EncodedPixels"]
+TRAIN_CSV, SUBMISSION_CSV, TEST_TRUTH_CSV = "train.csv", "sample_submission.csv", "test_truth.csv"
+IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
+
+
+def read_labels(path: str | Path, image_size: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Read and validate a label CSV into the long view; check RLEs when `image_size` is given."""
+    path = Path(path)
+    frame = _read_csv(path)
+    if list(frame.columns) != HEADER:
+        raise DataError(f"{path}: expected header {','.join(HEADER)!r}, got {','.join(map(str, frame.columns))!r}")
+    if frame.empty:
+        raise DataError(f"{path}: no label rows")
+    split = frame["Image_Label"].str.rsplit("_", n=1, expand=True).reindex(columns=[0, 1])
+    long = pd.DataFrame({"image_id": split[0], "cls": split[1], "rle": frame["EncodedPixels"].str.strip(),
+                         "line": np.arange(len(frame)) + 2})
+    unknown = long[~long["cls"].isin(CLASSES)]
+    if len(unknown):
+        row = unknown.iloc[0]
+        label = frame["Image_Label"].iloc[row.line - 2]
+        raise DataError(f"{path} line {row.line}: unknown class in {label!r}; expected '<image_id>_<Class>' "
+                        f"with Class one of {', '.join(CLASSES)}")
+    _check_four_rows(path, long)
+    if image_size is not None:
+        for row in long[long["rle"] != ""].itertuples():
+            try:
+                parse(row.rle, image_size)
+            except RleError as e:
+                raise DataError(f"{path} line {row.line} ({row.image_id}_{row.cls}): malformed RLE: {e}") from None
+    return long
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; is the raw data folder (data.raw in params.yaml) right?") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable CSV ({str(e).strip()})") from None
+
+
+def _check_four_rows(path: Path, long: pd.DataFrame) -> None:
+    dup = long[long.duplicated(["image_id", "cls"])]
+    if len(dup):
+        row = dup.iloc[0]
+        raise DataError(f"{path} line {row.line}: duplicate label {row.image_id}_{row.cls}")
+    counts = long.groupby("image_id", sort=False)["cls"].agg(set)
+    incomplete = counts[counts.map(len) != len(CLASSES)]
+    if len(incomplete):
+        image_id, present = incomplete.index[0], incomplete.iloc[0]
+        missing = [c for c in CLASSES if c not in present]
+        raise DataError(f"{path}: image {image_id} has no row for {', '.join(missing)}; "
+                        f"every image needs one row per class ({len(incomplete)} image(s) affected)")
+
+
+def to_wide(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per image (first-appearance order), one RLE column per class in CLASSES order."""
+    order = pd.unique(long["image_id"])
+    return long.pivot(index="image_id", columns="cls", values="rle").reindex(index=order, columns=list(CLASSES))
+
+
+def presence(wide: pd.DataFrame) -> np.ndarray:
+    """(N, 4) bool: which classes have a non-empty mask, per image of the wide view."""
+    return (wide[list(CLASSES)] != "").to_numpy()
+
+
+def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]:
+    """Paths of the JPEGs of `split` ('train' or 'test'); fails listing the first missing file."""
+    folder = Path(raw) / IMAGE_DIRS[split]
+    paths = [folder / image_id for image_id in image_ids]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: image not found ({len(missing)} of {len(paths)} {split} images missing); "
+                        f"check that {folder} holds every image listed in the CSV")
+    return paths
+
+
+def read_image(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
+    """Read a JPEG as (H, W, 3) uint8 RGB; fail naming the file if unreadable or of the wrong size."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: cannot read image (missing, empty or not a valid JPEG)")
+    if image.shape[:2] != tuple(image_size):
+        h, w = image.shape[:2]
+        raise DataError(f"{path}: image is {h}x{w} (HxW), expected {image_size[0]}x{image_size[1]} "
+                        "(data.image_size in params.yaml)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

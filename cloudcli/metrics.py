@@ -1,0 +1,82 @@
+"""The competition metric: mean Dice over all (image, class) rows. Pure numpy.
+
+Dice of one row is 1 when prediction and truth are both empty, 0 when exactly one is empty,
+else 2|P & T| / (|P| + |T|). Kaggle scores masks at 350x525.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloudcli import CLASSES
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of one (H, W) mask pair; any non-zero pixel is inside; empty/empty = 1."""
+    pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred shape {pred.shape} != truth shape {truth.shape}")
+    return float(dice_from_counts(np.sum(pred & truth), np.sum(pred), np.sum(truth)))
+
+
+def dice_from_counts(inter: np.ndarray, pred_area: np.ndarray, truth_area: np.ndarray) -> np.ndarray:
+    """Element-wise Dice from intersection and areas (any matching shapes)."""
+    inter, pred_area, truth_area = np.broadcast_arrays(inter, pred_area, truth_area)
+    total = pred_area.astype(np.float64) + truth_area
+    out = np.ones(total.shape, dtype=np.float64)  # both empty -> 1
+    np.divide(2.0 * inter, total, out=out, where=total > 0)
+    return out
+
+
+def row_counts(preds: np.ndarray, truths: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, ...]:
+    """(intersection, pred area, truth area), each (N, C) int64, for (N, C, H, W) stacks."""
+    if preds.shape != truths.shape or preds.ndim != 4:
+        raise ValueError(f"expected two (N, C, H, W) stacks of one shape, got {preds.shape} and {truths.shape}")
+    n, c = preds.shape[:2]
+    inter, pred_area, truth_area = (np.empty((n, c), dtype=np.int64) for _ in range(3))
+    for lo in range(0, n, chunk):  # bounded temporaries on large stacks
+        p, t = preds[lo : lo + chunk] != 0, truths[lo : lo + chunk] != 0
+        inter[lo : lo + chunk] = np.count_nonzero(p & t, axis=(2, 3))
+        pred_area[lo : lo + chunk] = np.count_nonzero(p, axis=(2, 3))
+        truth_area[lo : lo + chunk] = np.count_nonzero(t, axis=(2, 3))
+    return inter, pred_area, truth_area
+
+
+@dataclass(frozen=True)
+class DiceReport:
+    """Mean Dice over all rows, and its breakdowns (None where a group has no row)."""
+
+    mean: float
+    per_class: dict[str, float]
+    empty: float | None  # rows whose truth is empty
+    non_empty: float | None  # rows whose truth has a mask
+    n_rows: int
+
+    def as_dict(self) -> dict:
+        return {"dice": self.mean, "dice_empty": self.empty, "dice_non_empty": self.non_empty,
+                "n_rows": self.n_rows, **{f"dice_{k}": v for k, v in self.per_class.items()}}
+
+
+def summarize(scores: np.ndarray, truth_empty: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+    """Aggregate per-row Dice `scores` (N, C) given which truth rows are empty (N, C)."""
+    if scores.shape[1] != len(classes):
+        raise ValueError(f"{scores.shape[1]} class columns but {len(classes)} class names")
+
+    def mean_or_none(values: np.ndarray) -> float | None:
+        return float(values.mean()) if values.size else None
+
+    return DiceReport(
+        mean=float(scores.mean()),
+        per_class={name: float(scores[:, k].mean()) for k, name in enumerate(classes)},
+        empty=mean_or_none(scores[truth_empty]),
+        non_empty=mean_or_none(scores[~truth_empty]),
+        n_rows=int(scores.size),
+    )
+
+
+def kaggle_dice(preds: np.ndarray, truths: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+    """Competition Dice of (N, C, H, W) prediction and truth stacks (non-zero = inside)."""
+    inter, pred_area, truth_area = row_counts(np.asarray(preds), np.asarray(truths))
+    return summarize(dice_from_counts(inter, pred_area, truth_area), truth_area == 0, classes)

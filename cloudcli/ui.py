@@ -1,0 +1,42 @@
+"""What a stage prints: messages and progress on stderr, a Rich bar in a terminal, lines in logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True, highlight=False)
+
+
+def info(message: str) -> None:
+    console.print(message, soft_wrap=True)
+
+
+@contextmanager
+def progress(description: str, total: int, unit: str = "items") -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`. Terminal: a Rich bar. Logs: one line per ~10% and at the end."""
+    start = time.perf_counter()
+    if console.is_terminal:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+        return
+    done, next_report = 0, max(1, total // 10)
+
+    def advance(n: int = 1) -> None:
+        nonlocal done, next_report
+        done += n
+        if done >= next_report or done == total:
+            elapsed = time.perf_counter() - start
+            print(f"{description}: {done}/{total} {unit} ({100 * done // max(total, 1)}%) {elapsed:.1f}s",
+                  file=sys.stderr, flush=True)
+            next_report = done + max(1, total // 10)
+
+    yield advance
