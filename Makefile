@@ -29,8 +29,8 @@ quick-test: install  # skips the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check cloudcli tests benchmarks
-	$(BIN)/ruff format --check cloudcli tests benchmarks
+	$(BIN)/ruff check cloudcli tests
+	$(BIN)/ruff format --check cloudcli tests
 
 clean:
 	rm -rf artifacts metrics .pytest_cache

@@ -11,8 +11,12 @@ import typer
 from cloudcli import __version__
 from cloudcli.errors import CloudcliError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Reproducible cloud-segmentation pipeline: each command is a DVC stage.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Reproducible cloud-segmentation pipeline: each command is a DVC stage.",
+)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Params file with every tunable value")]
 
@@ -24,8 +28,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit")] = False) -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+) -> None:
     pass
 
 
@@ -62,9 +69,10 @@ def preprocess(
     label statistics for `dvc metrics show`.
     """
     from cloudcli.config import load_params
+
+    p = load_params(params)  # fail on params before the slow imports
     from cloudcli.stages import preprocess as stage
 
-    p = load_params(params)
     stage.run(p.data, p.preprocess, out, metrics)
 
 
@@ -79,9 +87,10 @@ def fold(
     Writes a folds table (image_id, fold) and fold sizes and class balance as metrics.
     """
     from cloudcli.config import load_params
+
+    p = load_params(params)  # fail on params before the slow imports
     from cloudcli.stages import fold as stage
 
-    p = load_params(params)
     stage.run(p.data, p.fold, out, metrics)
 
 
@@ -90,9 +99,11 @@ def main() -> None:
     try:
         app()
     except CloudcliError as e:
+        from rich.text import Text
+
         from cloudcli.ui import console
 
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, highlight=False)
+        console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)  # no markup: paths may hold [ ]
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

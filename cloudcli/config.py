@@ -44,9 +44,12 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         h, w = self.image_size
-        _check(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "preprocess.image_size",
-               f"must be positive multiples of 32 (encoders downsample 32x), got [{h}, {w}]; "
-               "e.g. [192, 288] or [384, 576]")
+        _check(
+            h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0,
+            "preprocess.image_size",
+            f"must be positive multiples of 32 (encoders downsample 32x), got [{h}, {w}]; "
+            "e.g. [192, 288] or [384, 576]",
+        )
         _check(self.workers >= 1, "preprocess.workers", f"must be >= 1, got {self.workers}")
 
 
@@ -90,11 +93,11 @@ def build(cls: type, raw: Any, where: str) -> Any:
     for key in raw:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {where}{close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-            raise ConfigError(f"unknown key {where}{key!r}{hint}")
+            hint = f"; did you mean '{where}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown key '{where}{key}'{hint}")
     for name in names:
         if name not in raw:
-            raise ConfigError(f"missing key {where}{name!r}")
+            raise ConfigError(f"missing key '{where}{name}'")
     return cls(**{name: _coerce(hints[name], raw[name], f"{where}{name}") for name in names})
 
 

@@ -55,8 +55,13 @@ class DiceReport:
     n_rows: int
 
     def as_dict(self) -> dict:
-        return {"dice": self.mean, "dice_empty": self.empty, "dice_non_empty": self.non_empty,
-                "n_rows": self.n_rows, **{f"dice_{k}": v for k, v in self.per_class.items()}}
+        return {
+            "dice": self.mean,
+            "dice_empty": self.empty,
+            "dice_non_empty": self.non_empty,
+            "n_rows": self.n_rows,
+            **{f"dice_{k}": v for k, v in self.per_class.items()},
+        }
 
 
 def summarize(scores: np.ndarray, truth_empty: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceReport:

@@ -11,8 +11,15 @@ from cloudcli.ui import progress
 Job = TypeVar("Job")
 
 
-def pmap(fn: Callable[[Job], Any], jobs: Sequence[Job], workers: int, description: str, unit: str = "items",
-         initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> list:
+def pmap(
+    fn: Callable[[Job], Any],
+    jobs: Sequence[Job],
+    workers: int,
+    description: str,
+    unit: str = "items",
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> list:
     """[fn(job) for job in jobs] in `workers` processes, in order; the first error cancels the rest."""
     results = []
     with progress(description, len(jobs), unit) as advance:

@@ -22,8 +22,13 @@ def progress(description: str, total: int, unit: str = "items") -> Iterator[Call
     """Yield `advance(n)`. Terminal: a Rich bar. Logs: one line per ~10% and at the end."""
     start = time.perf_counter()
     if console.is_terminal:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
@@ -35,8 +40,11 @@ def progress(description: str, total: int, unit: str = "items") -> Iterator[Call
         done += n
         if done >= next_report or done == total:
             elapsed = time.perf_counter() - start
-            print(f"{description}: {done}/{total} {unit} ({100 * done // max(total, 1)}%) {elapsed:.1f}s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{description}: {done}/{total} {unit} ({100 * done // max(total, 1)}%) {elapsed:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
             next_report = done + max(1, total // 10)
 
     yield advance

@@ -19,8 +19,8 @@ from cloudcli import CLASSES
 from cloudcli.data.kaggle import IMAGE_DIRS, SUBMISSION_CSV, TEST_TRUTH_CSV, TRAIN_CSV
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
-from cloudcli.rle import encode
 from cloudcli.parallel import pmap
+from cloudcli.rle import encode
 from cloudcli.ui import info
 
 N_CLASSES_P = (0.24, 0.43, 0.28, 0.05)  # P(1, 2, 3, 4 classes in an image), as in train.csv
@@ -43,19 +43,24 @@ def sample_classes(rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(len(CLASSES), size=k, replace=False, p=CLASS_P))
 
 
-def region_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """(H, W) uint8 mask of 1-2 box or blob regions, each 25-60% of the image per side."""
+def region_mask(rng: np.random.Generator, claimed: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 mask of 1-2 box or blob regions, each 20-50% of the image per side, placed
+    where they overlap the `claimed` pixels (other classes) least among 8 candidate positions."""
+    height, width = claimed.shape
     mask = np.zeros((height, width), np.uint8)
     for _ in range(rng.integers(1, 3)):
-        h, w = (rng.uniform(0.25, 0.6, 2) * (height, width)).astype(int)
-        y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
-        if rng.random() < 0.5:  # box, as the crowd-sourced labels mostly are
-            mask[y : y + h, x : x + w] = 1
-        else:  # blob: an ellipse with a wobbly outline
+        h, w = (rng.uniform(0.2, 0.5, 2) * (height, width)).astype(int)
+        blob = rng.random() < 0.5  # else a box, as the crowd-sourced labels mostly are
+        radius = rng.uniform(0.75, 1.0, 24)  # a blob is an ellipse with a wobbly outline
+        ys, xs = rng.integers(0, height - h + 1, 8), rng.integers(0, width - w + 1, 8)
+        overlap = [claimed[y : y + h, x : x + w].sum() for y, x in zip(ys, xs)]
+        y, x = ys[int(np.argmin(overlap))], xs[int(np.argmin(overlap))]
+        if blob:
             angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-            radius = rng.uniform(0.75, 1.0, 24)
             pts = np.stack([x + w / 2 * (1 + radius * np.cos(angles)), y + h / 2 * (1 + radius * np.sin(angles))], 1)
             cv2.fillPoly(mask, [pts.round().astype(np.int32)], 1)
+        else:
+            mask[y : y + h, x : x + w] = 1
     return mask
 
 
@@ -88,8 +93,10 @@ def render(seed_seq: np.random.SeedSequence, height: int, width: int) -> tuple[n
     sea = 35 + 25 * cv2.resize(rng.random((6, 9)).astype(np.float32), shape[::-1], interpolation=cv2.INTER_CUBIC)
     grey = cv2.resize(sea, (width, height), interpolation=cv2.INTER_LINEAR)
     rles = [""] * len(CLASSES)
+    claimed = np.zeros((height, width), np.uint8)
     for cls in sample_classes(rng):
-        mask = region_mask(rng, height, width)
+        mask = region_mask(rng, claimed)
+        claimed |= mask
         layer = cv2.resize(texture(rng, cls, shape).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
         grey = np.where(mask == 1, layer, grey)
         rles[cls] = encode(mask)
@@ -126,14 +133,21 @@ def generate(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 2, for
         labels = {}
         for code, (split, image_ids) in enumerate(splits.items()):
             (tmp / IMAGE_DIRS[split]).mkdir()
-            jobs = [(tmp / IMAGE_DIRS[split] / image_id, spec.seed, code, i, spec.height, spec.width)
-                    for i, image_id in enumerate(image_ids)]
+            jobs = [
+                (tmp / IMAGE_DIRS[split] / image_id, spec.seed, code, i, spec.height, spec.width)
+                for i, image_id in enumerate(image_ids)
+            ]
             rles = pmap(_write_one, jobs, workers, f"demo {split} images", "images")
             labels[split] = _labels(image_ids, rles)
-        write = {TRAIN_CSV: labels["train"], TEST_TRUTH_CSV: labels["test"],
-                 SUBMISSION_CSV: labels["test"].assign(EncodedPixels="1 1")}
+        write = {
+            TRAIN_CSV: labels["train"],
+            TEST_TRUTH_CSV: labels["test"],
+            SUBMISSION_CSV: labels["test"].assign(EncodedPixels="1 1"),
+        }
         for name, frame in write.items():
             frame.to_csv(tmp / name, index=False, lineterminator="\n")
     non_empty = (labels["train"]["EncodedPixels"] != "").mean()
-    info(f"demo data: {spec.n_train} train + {spec.n_test} test images of {spec.height}x{spec.width} "
-         f"in {out}; {non_empty:.0%} of train labels non-empty")
+    info(
+        f"demo data: {spec.n_train} train + {spec.n_test} test images of {spec.height}x{spec.width} "
+        f"in {out}; {non_empty:.0%} of train labels non-empty"
+    )

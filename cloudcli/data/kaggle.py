@@ -30,14 +30,22 @@ def read_labels(path: str | Path, image_size: tuple[int, int] | None = None) -> 
     if frame.empty:
         raise DataError(f"{path}: no label rows")
     split = frame["Image_Label"].str.rsplit("_", n=1, expand=True).reindex(columns=[0, 1])
-    long = pd.DataFrame({"image_id": split[0], "cls": split[1], "rle": frame["EncodedPixels"].str.strip(),
-                         "line": np.arange(len(frame)) + 2})
+    long = pd.DataFrame(
+        {
+            "image_id": split[0],
+            "cls": split[1],
+            "rle": frame["EncodedPixels"].str.strip(),
+            "line": frame.index,
+        }
+    )
     unknown = long[~long["cls"].isin(CLASSES)]
     if len(unknown):
         row = unknown.iloc[0]
-        label = frame["Image_Label"].iloc[row.line - 2]
-        raise DataError(f"{path} line {row.line}: unknown class in {label!r}; expected '<image_id>_<Class>' "
-                        f"with Class one of {', '.join(CLASSES)}")
+        label = frame["Image_Label"].loc[row.line]
+        raise DataError(
+            f"{path} line {row.line}: unknown class in {label!r}; expected '<image_id>_<Class>' "
+            f"with Class one of {', '.join(CLASSES)}"
+        )
     _check_four_rows(path, long)
     if image_size is not None:
         for row in long[long["rle"] != ""].itertuples():
@@ -50,7 +58,9 @@ def read_labels(path: str | Path, image_size: tuple[int, int] | None = None) -> 
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+        frame.index = np.arange(len(frame)) + 2  # CSV line numbers: line 1 is the header
+        return frame[(frame != "").any(axis=1)]  # drop blank lines, keep the numbering
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; is the raw data folder (data.raw in params.yaml) right?") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -67,8 +77,10 @@ def _check_four_rows(path: Path, long: pd.DataFrame) -> None:
     if len(incomplete):
         image_id, present = incomplete.index[0], incomplete.iloc[0]
         missing = [c for c in CLASSES if c not in present]
-        raise DataError(f"{path}: image {image_id} has no row for {', '.join(missing)}; "
-                        f"every image needs one row per class ({len(incomplete)} image(s) affected)")
+        raise DataError(
+            f"{path}: image {image_id} has no row for {', '.join(missing)}; "
+            f"every image needs one row per class ({len(incomplete)} image(s) affected)"
+        )
 
 
 def to_wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -88,8 +100,10 @@ def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]
     paths = [folder / image_id for image_id in image_ids]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"{missing[0]}: image not found ({len(missing)} of {len(paths)} {split} images missing); "
-                        f"check that {folder} holds every image listed in the CSV")
+        raise DataError(
+            f"{missing[0]}: image not found ({len(missing)} of {len(paths)} {split} images missing); "
+            f"check that {folder} holds every image listed in the CSV"
+        )
     return paths
 
 
@@ -100,6 +114,7 @@ def read_image(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
         raise DataError(f"{path}: cannot read image (missing, empty or not a valid JPEG)")
     if image.shape[:2] != tuple(image_size):
         h, w = image.shape[:2]
-        raise DataError(f"{path}: image is {h}x{w} (HxW), expected {image_size[0]}x{image_size[1]} "
-                        "(data.image_size in params.yaml)")
+        raise DataError(
+            f"{path}: image is {h}x{w} (HxW), expected {image_size[0]}x{image_size[1]} (data.image_size in params.yaml)"
+        )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -55,10 +55,16 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
     test_ids = list(pd.unique(read_labels(raw / SUBMISSION_CSV)["image_id"]))
     train_paths, test_paths = image_paths(raw, "train", list(train.index)), image_paths(raw, "test", test_ids)
     n, m, (h, w), (sh, sw) = len(train), len(test_ids), cfg.image_size, data.score_size
-    info(f"preprocess: {n} train + {m} test images {data.image_size[0]}x{data.image_size[1]} -> {h}x{w}, "
-         f"truth masks at {sh}x{sw}, {cfg.workers} workers")
-    shapes = {"train_images": (n, h, w, 3), "train_masks": (n, h, w), "train_truth": (n, sh, sw),
-              "test_images": (m, h, w, 3)}
+    info(
+        f"preprocess: {n} train + {m} test images {data.image_size[0]}x{data.image_size[1]} -> {h}x{w}, "
+        f"truth masks at {sh}x{sw}, {cfg.workers} workers"
+    )
+    shapes = {
+        "train_images": (n, h, w, 3),
+        "train_masks": (n, h, w),
+        "train_truth": (n, sh, sw),
+        "test_images": (m, h, w, 3),
+    }
     with atomic_path(out, is_dir=True) as tmp:
         for name, shape in shapes.items():
             np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
@@ -70,17 +76,26 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
         table = pd.DataFrame(present.astype(np.uint8), columns=list(CLASSES)).assign(image_id=list(train.index))
         write_csv(tmp / "train.csv", table[["image_id", *CLASSES]])
         write_csv(tmp / "test.csv", pd.DataFrame({"image_id": test_ids}))
-        write_json(tmp / "meta.json", {"classes": list(CLASSES), "mask_bits": {c: 1 << k for k, c in enumerate(CLASSES)},
-                                       "arrays": {k: list(v) for k, v in shapes.items()},
-                                       "params": {"data": asdict(data), "preprocess": asdict(cfg)},
-                                       "versions": versions()})
+        write_json(
+            tmp / "meta.json",
+            {
+                "classes": list(CLASSES),
+                "mask_bits": {c: 1 << k for k, c in enumerate(CLASSES)},
+                "arrays": {k: list(v) for k, v in shapes.items()},
+                "params": {"data": asdict(data), "preprocess": asdict(cfg)},
+                "versions": versions(),
+            },
+        )
     write_json(metrics, label_stats(present, m))
     info(f"preprocess: wrote {out}")
 
 
 def label_stats(present: np.ndarray, n_test: int) -> dict:
     """Label statistics of an (N, 4) presence matrix, for `dvc metrics show`."""
-    return {"n_train": int(len(present)), "n_test": int(n_test),
-            "labels_non_empty": round(float(present.mean()), 4),
-            "classes_per_image": round(float(present.sum(1).mean()), 4),
-            **{f"share_{c}": round(float(present[:, k].mean()), 4) for k, c in enumerate(CLASSES)}}
+    return {
+        "n_train": len(present),
+        "n_test": int(n_test),
+        "labels_non_empty": round(float(present.mean()), 4),
+        "classes_per_image": round(float(present.sum(1).mean()), 4),
+        **{f"share_{c}": round(float(present[:, k].mean()), 4) for k, c in enumerate(CLASSES)},
+    }

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny demo datasets and params for them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import TINY, cloudcli, tiny_params
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Kaggle-format demo dataset (24 train, 6 test images of 64x96); copy before changing it."""
+    root = tmp_path_factory.mktemp("tiny_demo")
+    cloudcli(
+        "demo-data",
+        "data",
+        "--n-train",
+        "24",
+        "--n-test",
+        "6",
+        "--height",
+        str(TINY["height"]),
+        "--width",
+        str(TINY["width"]),
+        "--workers",
+        "1",
+        cwd=root,
+    )
+    return root / "data"
+
+
+@pytest.fixture
+def tiny_project(tiny_demo: Path, tmp_path: Path) -> Path:
+    """A working folder with the tiny dataset in data/ and a matching params.yaml."""
+    shutil.copytree(tiny_demo, tmp_path / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    return tmp_path
