@@ -94,6 +94,60 @@ def fold(
     stage.run(p.data, p.fold, out, metrics)
 
 
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="Model name: a key of `models` in params.yaml")],
+    fold: Annotated[int, typer.Option(help="Fold held out for validation")],
+    params: ParamsOpt = Path("params.yaml"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    out: Annotated[Path | None, typer.Option(help="Checkpoint folder [default: models/MODEL/foldFOLD]")] = None,
+    live: Annotated[Path | None, typer.Option(help="DVCLive folder [default: dvclive/MODEL/foldFOLD]")] = None,
+    restart: Annotated[bool, typer.Option(help="Ignore last.pt and train from scratch")] = False,
+) -> None:
+    """Train one model on one fold; resumes from its last checkpoint if interrupted.
+
+    Writes best.pt, last.pt, config.json and summary.json, and DVCLive curves. Under
+    `torchrun --nproc_per_node=N` it trains with DistributedDataParallel.
+    """
+    from cloudcli.config import load_params, resolve_model
+
+    p = load_params(params)
+    spec = resolve_model(model, p.model, p.train, p.models)
+    from cloudcli.stages import train as stage
+
+    stage.run(
+        spec,
+        p.augment,
+        cache,
+        folds,
+        fold,
+        out or Path(f"models/{model}/fold{fold}"),
+        live or Path(f"dvclive/{model}/fold{fold}"),
+        restart,
+    )
+
+
+@app.command()
+def cv(
+    params: ParamsOpt = Path("params.yaml"),
+    models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = Path("models"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    out: Annotated[Path, typer.Option(help="CV scores (JSON)")] = Path("metrics/cv.json"),
+) -> None:
+    """Cross-validated score of every trained model, next to the all-empty baseline.
+
+    Segmentation: competition Dice over all out-of-fold rows; classifier: AUC and accuracy.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.stages import cv as stage
+
+    stage.run(p.cv, p.models, models_dir, cache, folds, out)
+
+
 def main() -> None:
     """Entry point: expected errors become one red line on stderr and exit code 1."""
     try:

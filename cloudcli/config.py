@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -19,6 +19,8 @@ import yaml
 from cloudcli.errors import ConfigError
 
 Size = tuple[int, int]  # (height, width) in pixels
+SEG_LOSSES = ("bce", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
+CLS_LOSSES = ("bce", "bce_balanced")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -63,10 +65,129 @@ class FoldConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    arch: str  # smp architecture (Unet, FPN, UnetPlusPlus, DeepLabV3Plus, ...); unused by classifiers
+    encoder: str  # smp encoder name, or a timm one as "tu-<name>"
+    encoder_weights: str | None  # null: random init (offline); "imagenet": downloaded on first use
+    freeze_encoder_stages: int  # freeze the first N encoder stages (0 = train everything)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    image_size: Size | None  # (H, W) fed to the model; null = the cache's preprocess.image_size
+    optimizer: Literal["adam", "adamw", "radam", "sgd"]
+    lr: float  # decoder / head learning rate
+    encoder_lr_mult: float  # encoder lr = lr * encoder_lr_mult
+    weight_decay: float
+    momentum: float  # SGD only
+    scheduler: Literal["none", "plateau", "cosine", "cosine_restarts", "onecycle"]
+    restart_epochs: int  # cosine_restarts: epochs of the first cycle
+    plateau_patience: int  # plateau: epochs without improvement before lowering the lr
+    plateau_factor: float  # plateau: lr multiplier
+    accumulate: int  # gradient accumulation steps
+    clip_grad: float  # max gradient norm; 0 = off
+    ema: float | None  # EMA decay of the weights (e.g. 0.99); null = off
+    precision: Literal["fp32", "bf16", "fp16"]  # autocast dtype on CUDA; CPU always runs fp32
+    channels_last: bool
+    compile: bool  # torch.compile the model
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    workers: int  # DataLoader worker processes
+    seed: int
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "accumulate", "restart_epochs"):
+            _check(getattr(self, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.workers >= 0, "train.workers", f"must be >= 0, got {self.workers}")
+        _check(self.ema is None or 0 < self.ema < 1, "train.ema", f"must be in (0, 1) or null, got {self.ema}")
+        if self.image_size is not None:
+            h, w = self.image_size
+            _check(
+                h % 32 == 0 and w % 32 == 0 and h > 0 < w,
+                "train.image_size",
+                f"must be positive multiples of 32, got [{h}, {w}]",
+            )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float  # probability of each transform
+    vflip: float
+    shift_scale_rotate: float
+    shift_limit: float  # fraction of the image size
+    scale_limit: float  # e.g. 0.1 = zoom in 0.9..1.1
+    rotate_limit: float  # degrees
+    grid_distortion: float
+    brightness_contrast: float
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    role: Literal["seg1", "seg2", "cls"]  # seg1: empty or not (BCE); seg2: mask shapes (Dice); cls: classifier
+    loss: dict[str, float]  # loss name -> weight; the weighted sum is minimised
+    model: dict = field(default_factory=dict)  # overrides of the `model` section
+    train: dict = field(default_factory=dict)  # overrides of the `train` section
+
+
+@dataclass(frozen=True)
+class CvConfig:
+    models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
+    folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig
     preprocess: PreprocessConfig
     fold: FoldConfig
+    model: ModelConfig
+    train: TrainConfig
+    augment: AugmentConfig
+    models: dict[str, ModelEntry]
+    cv: CvConfig
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One model's complete settings: the defaults with its own overrides applied."""
+
+    name: str
+    role: str
+    loss: dict[str, float]
+    model: ModelConfig
+    train: TrainConfig
+
+
+def resolve_model(name: str, defaults: ModelConfig, train: TrainConfig, models: dict[str, ModelEntry]) -> ResolvedModel:
+    """Apply `models.<name>` overrides to the shared `model` and `train` sections."""
+    if name not in models:
+        close = difflib.get_close_matches(name, list(models), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(models)}"
+        raise ConfigError(f"unknown model {name!r} (not a key of `models` in params.yaml); {hint}")
+    entry = models[name]
+    known = CLS_LOSSES if entry.role == "cls" else SEG_LOSSES
+    for loss, weight in entry.loss.items():
+        _check(
+            loss in known,
+            f"models.{name}.loss",
+            f"has unknown loss {loss!r} for role {entry.role}; choose from {', '.join(known)}",
+        )
+        _check(weight > 0, f"models.{name}.loss.{loss}", f"weight must be > 0, got {weight}")
+    _check(bool(entry.loss), f"models.{name}.loss", "must name at least one loss")
+    return ResolvedModel(
+        name=name,
+        role=entry.role,
+        loss=entry.loss,
+        model=_override(defaults, entry.model, f"models.{name}.model."),
+        train=_override(train, entry.train, f"models.{name}.train."),
+    )
+
+
+def _override(base: Any, changes: dict, where: str) -> Any:
+    raw = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(base).items()}
+    return build(type(base), {**raw, **changes}, where)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -79,9 +200,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     try:
-        return build(Params, raw, "")
+        params = build(Params, raw, "")
+        for name in params.models:  # overrides are checked now, not when the model trains
+            resolve_model(name, params.model, params.train, params.models)
+        for name in params.cv.models:
+            resolve_model(name, params.model, params.train, params.models)
+        _check(
+            all(0 <= k < params.fold.n_splits for k in params.cv.folds),
+            "cv.folds",
+            f"must be fold numbers 0..{params.fold.n_splits - 1} (fold.n_splits), got {list(params.cv.folds)}",
+        )
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    return params
 
 
 def build(cls: type, raw: Any, where: str) -> Any:
@@ -95,10 +226,17 @@ def build(cls: type, raw: Any, where: str) -> Any:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{where}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
             raise ConfigError(f"unknown key '{where}{key}'{hint}")
+    required = {f.name for f in dataclasses.fields(cls) if f.default is f.default_factory is dataclasses.MISSING}
     for name in names:
-        if name not in raw:
+        if name in required and name not in raw:
             raise ConfigError(f"missing key '{where}{name}'")
-    return cls(**{name: _coerce(hints[name], raw[name], f"{where}{name}") for name in names})
+    values = {name: _coerce(hints[name], raw[name], f"{where}{name}") for name in names if name in raw}
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        if where.startswith("models."):  # a value check inside an override: name the model
+            raise ConfigError(f"{where.rstrip('.').rsplit('.', 1)[0]}: {e}") from None
+        raise
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -114,6 +252,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {_describe(value)}")
+        _, v_type = args or (str, Any)
+        return {str(k): v if v_type is Any else _coerce(v_type, v, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list) or (args[-1] is not Ellipsis and len(value) != len(args)):
             n = "a list" if args[-1] is Ellipsis else f"a list of {len(args)} values"
@@ -124,6 +267,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 
 def _scalar(tp: type, value: Any, key: str) -> Any:
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {_describe(value)}")
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):

@@ -85,3 +85,44 @@ def kaggle_dice(preds: np.ndarray, truths: np.ndarray, classes: tuple[str, ...] 
     """Competition Dice of (N, C, H, W) prediction and truth stacks (non-zero = inside)."""
     inter, pred_area, truth_area = row_counts(np.asarray(preds), np.asarray(truths))
     return summarize(dice_from_counts(inter, pred_area, truth_area), truth_area == 0, classes)
+
+
+class DiceSums:
+    """Running sums of per-row Dice, so batches (and processes) can be added up exactly.
+
+    Vector layout: per-class sums (C), per-class counts (C), empty sum, empty count,
+    non-empty sum, non-empty count.
+    """
+
+    def __init__(self, n_classes: int = len(CLASSES)) -> None:
+        self.n_classes = n_classes
+        self.vector = np.zeros(2 * n_classes + 4, dtype=np.float64)
+
+    def add(self, scores: np.ndarray, truth_empty: np.ndarray) -> None:
+        """Add (B, C) per-row Dice and (B, C) truth-is-empty flags."""
+        c = self.n_classes
+        self.vector[:c] += scores.sum(0)
+        self.vector[c : 2 * c] += len(scores)
+        self.vector[2 * c : 2 * c + 4] += [
+            scores[truth_empty].sum(),
+            truth_empty.sum(),
+            scores[~truth_empty].sum(),
+            (~truth_empty).sum(),
+        ]
+
+    def report(self, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+        return sums_report(self.vector, classes)
+
+
+def sums_report(vector: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+    """DiceReport from a DiceSums vector (possibly summed over processes or folds)."""
+    c = len(classes)
+    sums, counts = vector[:c], vector[c : 2 * c]
+    es, en, ns, nn = vector[2 * c : 2 * c + 4]
+    return DiceReport(
+        mean=float(sums.sum() / counts.sum()),
+        per_class={name: float(sums[k] / counts[k]) for k, name in enumerate(classes)},
+        empty=float(es / en) if en else None,
+        non_empty=float(ns / nn) if nn else None,
+        n_rows=int(counts.sum()),
+    )

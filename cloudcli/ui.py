@@ -18,9 +18,15 @@ def info(message: str) -> None:
 
 
 @contextmanager
-def progress(description: str, total: int, unit: str = "items") -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`. Terminal: a Rich bar. Logs: one line per ~10% and at the end."""
+def progress(
+    description: str, total: int, unit: str = "items", lines: bool = True, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`. Terminal: a Rich bar. Logs: one line per ~10% and at the end, or none
+    when `lines` is false (the caller prints its own summary line)."""
     start = time.perf_counter()
+    if not enabled or (not lines and not console.is_terminal):
+        yield lambda n=1: None
+        return
     if console.is_terminal:
         columns = (
             TextColumn("{task.description}"),
@@ -29,7 +35,7 @@ def progress(description: str, total: int, unit: str = "items") -> Iterator[Call
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, console=console, transient=False) as bar:
+        with Progress(*columns, console=console, transient=not lines) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
         return

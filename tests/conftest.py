@@ -38,3 +38,15 @@ def tiny_project(tiny_demo: Path, tmp_path: Path) -> Path:
     shutil.copytree(tiny_demo, tmp_path / "data")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder after `preprocess` and `fold` (3 folds) on the tiny dataset; read-only."""
+    root = tmp_path_factory.mktemp("tiny_cache")
+    shutil.copytree(tiny_demo, root / "data")
+    params = tiny_params(fold={"n_splits": 3}, train={"epochs": 2, "batch_size": 4}, cv={"folds": [0, 1, 2]})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cloudcli("preprocess", cwd=root)
+    cloudcli("fold", cwd=root)
+    return root

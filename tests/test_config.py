@@ -78,5 +78,61 @@ def test_dvc_stages_declare_exactly_the_sections_they_read() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         module = importlib.import_module(f"cloudcli.stages.{name}")
-        assert tuple(stage["params"]) == module.PARAMS, name
-        assert set(module.PARAMS) <= {f.name for f in dataclasses.fields(Params)}
+        declared = tuple(p.replace("${item.model}", "{model}") for p in stage["params"])
+        assert declared == module.PARAMS, name
+        assert {p.split(".")[0] for p in module.PARAMS} <= {f.name for f in dataclasses.fields(Params)}
+
+
+def test_model_overrides_apply_on_the_shared_defaults() -> None:
+    from cloudcli.config import resolve_model
+
+    params = repo_params()
+    params["models"]["seg2"]["model"] = {"encoder": "densenet121"}
+    params["models"]["seg2"]["train"] = {"lr": 1.0e-4, "image_size": [128, 192]}
+    path = REPO / "tests" / ".override.yaml"
+    try:
+        path.write_text(yaml.safe_dump(params))
+        p = load_params(path)
+    finally:
+        path.unlink()
+    seg2 = resolve_model("seg2", p.model, p.train, p.models)
+    seg1 = resolve_model("seg1", p.model, p.train, p.models)
+    assert seg2.model.encoder == "densenet121" and seg2.train.lr == 1e-4 and seg2.train.image_size == (128, 192)
+    assert seg1.model.encoder == p.model.encoder and seg1.train.lr == p.train.lr  # untouched
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: p["models"]["seg2"].update(train={"lrr": 1.0}),
+            r"unknown key 'models.seg2.train.lrr'; did you mean 'models.seg2.train.lr'",
+        ),
+        (lambda p: p["models"]["seg2"].update(model={"encoder": 3}), r"models.seg2.model.encoder must be a string"),
+        (lambda p: p["models"]["seg2"].update(train={"epochs": 0}), r"models.seg2: train.epochs must be >= 1"),
+        (
+            lambda p: p["models"]["seg1"].update(loss={"dice_poss": 1.0}),
+            r"models.seg1.loss has unknown loss 'dice_poss'",
+        ),
+        (
+            lambda p: p["models"]["cls"].update(loss={"dice": 1.0}),
+            r"unknown loss 'dice' for role cls; choose from bce, bce_balanced",
+        ),
+        (
+            lambda p: p["models"]["cls"].update(role="classifier"),
+            r"models.cls.role must be one of 'seg1', 'seg2', 'cls'",
+        ),
+        (lambda p: p["cv"].update(models=["seg1", "seg3"]), r"unknown model 'seg3'.*did you mean 'seg\d'"),
+        (lambda p: p["cv"].update(folds=[0, 5]), r"cv.folds must be fold numbers 0..4"),
+        (lambda p: p["train"].update(lr="1e-3"), r"train.lr must be a number, got '1e-3'.*write 5.0e-4"),
+        (
+            lambda p: p["train"].update(optimizer="adamax"),
+            r"train.optimizer must be one of 'adam', 'adamw', 'radam', 'sgd'",
+        ),
+    ],
+)
+def test_bad_model_params_name_the_key(tmp_path, change, message: str) -> None:
+    params = repo_params()
+    change(params)
+    with pytest.raises(ConfigError, match=message):
+        load_params(write(tmp_path, params))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,16 +34,28 @@ def git_dvc_repo(path: Path) -> Path:
     return path
 
 
-def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
+def ran(output: str) -> set[str]:
+    """Names of the stages a dvc repro / exp run output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:
+    """A git + DVC repository with the real dvc.yaml, tiny data and params for 3 models x 1 fold."""
     repo = git_dvc_repo(tmp_path / "repo")
     shutil.copytree(tiny_demo, repo / "data")
     shutil.copy(REPO / "dvc.yaml", repo)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(fold={"n_splits": 3})))
+    params = tiny_params(fold={"n_splits": 3}, train={"epochs": 1, "batch_size": 4}, cv={"folds": [0]})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run("dvc", "add", "-q", "data", cwd=repo)
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", "tiny", cwd=repo)
+    return repo
+
+
+def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
+    repo = tiny_repo(tiny_demo, tmp_path)
     out = run("dvc", "repro", cwd=repo)
-    assert "Running stage 'preprocess'" in out and "Running stage 'fold'" in out
+    assert ran(out) == {"preprocess", "fold", "train@seg1-0", "train@seg2-0", "train@cls-0", "cv"}
     assert "up to date" in run("dvc", "status", cwd=repo)
     folds = pd.read_csv(repo / "artifacts/folds.csv")
     assert len(folds) == 24 and folds["image_id"].is_unique and set(folds["fold"]) == {0, 1, 2}
@@ -50,12 +63,35 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     assert meta["arrays"]["train_images"] == [24, 32, 64, 3]
     metrics = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
     assert json.dumps(metrics).count('"n_train": 24') == 1
-
-    # A params change re-runs only the stage that declares it.
+    cv = json.loads((repo / "metrics/cv.json").read_text())
+    assert set(cv) == {"seg1", "seg2", "cls", "all_empty"} and 0 <= cv["seg1"]["dice"] <= 1
+    assert json.loads(run("dvc", "plots", "show", "--json", cwd=repo))  # DVCLive curves are declared plots
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", "baseline", cwd=repo)
+
+    # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
+    out = run("dvc", "exp", "run", "-S", "models.seg2.loss={dice_pos: 0.5, bce: 0.5}", cwd=repo)
+    assert ran(out) == {"train@seg2-0", "cv"}
     out = run("dvc", "exp", "run", "-S", "fold.seed=7", cwd=repo)
-    assert "Running stage 'fold'" in out and "Running stage 'preprocess'" not in out
+    assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv"} <= ran(out)
+
+
+def test_exp_run_with_another_encoder(tiny_demo, tmp_path) -> None:
+    repo = tiny_repo(tiny_demo, tmp_path)
+    run("dvc", "repro", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "baseline", cwd=repo)
+    before = json.loads((repo / "metrics/cv.json").read_text())
+    out = run("dvc", "exp", "run", "-n", "mobilenet", "-S", "model.encoder=tu-mobilenetv3_small_100", cwd=repo)
+    assert {"train@seg1-0", "train@seg2-0", "train@cls-0", "cv"} <= ran(out) and "preprocess" not in ran(out)
+    config = json.loads((repo / "models/seg2/fold0/config.json").read_text())
+    assert config["model_config"]["encoder"] == "tu-mobilenetv3_small_100"
+    after = json.loads((repo / "metrics/cv.json").read_text())
+    assert after["seg1"]["dice"] != before["seg1"]["dice"]
+    shown = json.loads(run("dvc", "exp", "show", "--json", cwd=repo))
+    assert "mobilenet" in json.dumps(shown) and "tu-mobilenetv3_small_100" in json.dumps(shown)
+    diff = json.loads(run("dvc", "metrics", "diff", "--json", cwd=repo))
+    assert "metrics/cv.json" in diff
 
 
 def test_default_demo_data_matches_committed_data_dvc(tmp_path) -> None:

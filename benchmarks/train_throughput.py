@@ -1,0 +1,124 @@
+"""Training throughput: data loader alone, model step alone, and both, in images/s.
+
+    python benchmarks/train_throughput.py                        # params.yaml's seg1 on this machine
+    python benchmarks/train_throughput.py --size 384 576 --batch 16 --encoder resnet34 --arch FPN --workers 8
+
+Builds a synthetic preprocessed cache (random pixels and masks: throughput does not depend on
+content) at the requested size, then times the three settings on the same model and loader.
+The run is bound by whichever of loader and model step is slower; the last line says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cloudcli.config import load_params, resolve_model
+from cloudcli.data.cache import pack_masks
+from cloudcli.data.dataset import CacheDataset, ShardSampler, build_transform
+from cloudcli.engine.distributed import pick_device
+from cloudcli.models.factory import build_model, normalization
+from cloudcli.models.losses import build_loss
+
+
+def synthetic_cache(folder: Path, n: int, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    np.save(folder / "train_images.npy", rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
+    np.save(folder / "train_masks.npy", pack_masks(rng.random((n, 4, *size)) < 0.3))
+
+
+def timed(fn, batches: int, batch_size: int, device: torch.device) -> float:
+    """images/s of `fn(i)` over `batches` calls, after 2 warm-up calls."""
+    for i in range(2):
+        fn(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(batches):
+        fn(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model", default="seg1", help="a key of `models` in params.yaml")
+    ap.add_argument("--size", type=int, nargs=2, help="(H, W); default: preprocess.image_size")
+    ap.add_argument("--batch", type=int, help="default: train.batch_size")
+    ap.add_argument("--arch")
+    ap.add_argument("--encoder")
+    ap.add_argument("--workers", type=int, help="default: train.workers")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--batches", type=int, default=10, help="timed batches per setting")
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+
+    p = load_params(a.params)
+    spec = resolve_model(a.model, p.model, p.train, p.models)
+    model_changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
+    train_changes = {"batch_size": a.batch, "workers": a.workers, "precision": a.precision}
+    model_cfg = dataclasses.replace(spec.model, **model_changes)
+    cfg = dataclasses.replace(spec.train, **{k: v for k, v in train_changes.items() if v is not None})
+    size = tuple(a.size or p.preprocess.image_size)
+    device = pick_device(a.device)
+    torch.manual_seed(0)
+    net = build_model(spec.role, model_cfg).to(device, memory_format=torch.channels_last)
+    loss_fn, opt = build_loss(spec.role, spec.loss), torch.optim.Adam(net.parameters(), lr=1e-4)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if device.type == "cuda" else None
+    n = cfg.batch_size * (a.batches + 2)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        synthetic_cache(Path(tmp), n, size)
+        transform = build_transform(p.augment, size, size, *normalization(model_cfg))
+        ds = CacheDataset(tmp, np.arange(n), np.ones((n, 4), np.float32), transform, with_masks=spec.role != "cls")
+        loader = DataLoader(
+            ds,
+            batch_size=cfg.batch_size,
+            sampler=ShardSampler(n, shuffle=True),
+            drop_last=True,
+            num_workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+        )
+        fixed = next(iter(loader))
+
+        def step(batch: dict) -> None:
+            x = batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
+            y = (batch["labels"] if spec.role == "cls" else batch["masks"]).to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        it = iter(loader)
+        load_rate = timed(lambda i: next(it), a.batches, cfg.batch_size, device)
+        step_rate = timed(lambda i: step(fixed), a.batches, cfg.batch_size, device)
+        it = iter(loader)
+        both_rate = timed(lambda i: step(next(it)), a.batches, cfg.batch_size, device)
+
+    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "cls" else f"classifier-{model_cfg.encoder}"
+    print(
+        f"{name} {size[0]}x{size[1]} batch {cfg.batch_size} {device} {dtype or torch.float32} "
+        f"workers {cfg.workers} torch threads {torch.get_num_threads()}"
+    )
+    print(f"loader alone:         {load_rate:8.1f} images/s")
+    print(f"model step alone:     {step_rate:8.1f} images/s")
+    print(f"loader + model step:  {both_rate:8.1f} images/s")
+    bound = "loader" if load_rate < step_rate else "model step"
+    print(
+        f"bound by the {bound}: loader/step ratio {load_rate / step_rate:.2f}, "
+        f"full run reaches {both_rate / min(load_rate, step_rate):.0%} of the slower part"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training engine: the fit loop, validation, optimisers, checkpoints, distributed helpers."""

@@ -1,0 +1,1 @@
+"""Models: the factory over segmentation-models-pytorch, and the losses."""

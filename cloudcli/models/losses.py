@@ -1,0 +1,71 @@
+"""Losses on logits. Segmentation: (B, C, H, W) logits and 0/1 targets; classifier: (B, C).
+
+A loss spec maps names to weights, {bce: 0.5, dice: 0.5}: the weighted sum is minimised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def soft_dice_pairs(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice of every (image, class) pair: (B, C) in 0..1."""
+    probs = torch.sigmoid(logits.float()).flatten(2)
+    target = target.float().flatten(2)
+    inter = (probs * target).sum(-1)
+    return (2 * inter + smooth) / (probs.sum(-1) + target.sum(-1) + smooth)
+
+
+class PositiveDiceLoss(nn.Module):
+    """1 - soft Dice over the (image, class) pairs whose truth is non-empty; 0 when there is none."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        positive = target.flatten(2).amax(-1) > 0  # (B, C)
+        if not positive.any():
+            return logits.sum() * 0.0  # keeps the graph, contributes nothing
+        return 1 - soft_dice_pairs(logits, target)[positive].mean()
+
+
+class BalancedBCELoss(nn.Module):
+    """BCE with positive and negative labels weighted equally: 0.5 mean over each group."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+        pos, neg = target > 0.5, target <= 0.5
+        terms = [per[group].mean() for group in (pos, neg) if group.any()]
+        return sum(terms) / len(terms)
+
+
+SEG_LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "bce": nn.BCEWithLogitsLoss,
+    "dice": lambda: smp.losses.DiceLoss("multilabel", from_logits=True),
+    "dice_pos": PositiveDiceLoss,
+    "focal": lambda: smp.losses.FocalLoss("multilabel"),
+    "lovasz": lambda: smp.losses.LovaszLoss("multilabel", per_image=True, from_logits=True),
+}
+CLS_LOSSES: dict[str, Callable[[], nn.Module]] = {"bce": nn.BCEWithLogitsLoss, "bce_balanced": BalancedBCELoss}
+
+
+class WeightedSum(nn.Module):
+    """sum(weight * loss) over the spec; `last` holds each term's value of the last call."""
+
+    def __init__(self, spec: dict[str, float], registry: dict[str, Callable[[], nn.Module]]) -> None:
+        super().__init__()
+        self.weights = dict(spec)
+        self.terms = nn.ModuleDict({name: registry[name]() for name in spec})
+        self.last: dict[str, float] = {}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        values = {name: term(logits.float(), target.float()) for name, term in self.terms.items()}
+        self.last = {name: float(v.detach()) for name, v in values.items()}
+        return sum(self.weights[name] * v for name, v in values.items())
+
+
+def build_loss(role: str, spec: dict[str, float]) -> WeightedSum:
+    """The weighted loss of a model role ('cls' or a segmentation role)."""
+    return WeightedSum(spec, CLS_LOSSES if role == "cls" else SEG_LOSSES)

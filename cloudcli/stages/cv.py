@@ -1,0 +1,61 @@
+"""Stage `cv`: cross-validated scores of every trained model, for `dvc exp show`.
+
+Segmentation Dice is exact over all out-of-fold rows (each fold's best epoch, threshold 0.5):
+the per-row sums of every fold add up. Also the score of predicting every mask empty.
+Per-fold, per-class numbers are in each model's summary.json and DVCLive curves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloudcli import CLASSES
+from cloudcli.config import CvConfig, ModelEntry
+from cloudcli.errors import DataError
+from cloudcli.io import write_json
+from cloudcli.metrics import sums_report
+from cloudcli.ui import info
+
+PARAMS = ("cv", "models")
+
+
+def run(cv: CvConfig, models: dict[str, ModelEntry], models_dir: Path, cache: Path, folds_csv: Path, out: Path) -> dict:
+    result = {name: model_score(name, models[name].role, cv.folds, models_dir) for name in cv.models}
+    result["all_empty"] = {"dice": round(all_empty_dice(cache, folds_csv, cv.folds), 4)}
+    write_json(out, result)
+    for name, scores in result.items():
+        info(f"cv {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)))
+    return result
+
+
+def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path) -> dict:
+    summaries = []
+    for fold in folds:
+        path = models_dir / name / f"fold{fold}" / "summary.json"
+        if not path.exists():
+            raise DataError(f"{path}: missing; train it first: cloudcli train --model {name} --fold {fold}")
+        summaries.append(json.loads(path.read_text()))
+    if role == "cls":
+        weights = np.array([s["n_valid"] for s in summaries], dtype=float)
+        return {
+            k: round(float(np.average([s["metrics"][k] for s in summaries], weights=weights)), 4)
+            for k in ("auc", "accuracy")
+        }
+    report = sums_report(np.sum([s["metrics"]["sums"] for s in summaries], axis=0))
+    return {"dice": round(report.mean, 4), "dice_pos": _round(report.non_empty), "dice_neg": _round(report.empty)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def all_empty_dice(cache: Path, folds_csv: Path, folds: tuple[int, ...]) -> float:
+    """Dice of predicting every mask empty on the validation rows of `folds`: the empty-row share."""
+    presence = pd.read_csv(cache / "train.csv", dtype={"image_id": str}).set_index("image_id")[list(CLASSES)]
+    fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
+    rows = presence.loc[fold_of[fold_of.isin(folds)].index]
+    return float((rows.to_numpy() == 0).mean())

@@ -1,0 +1,28 @@
+"""Stage `train@<model>-<fold>`: train one model on one fold (under torchrun: on N processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cloudcli.config import AugmentConfig, ResolvedModel
+from cloudcli.engine.distributed import setup, teardown
+from cloudcli.engine.fit import fit
+
+PARAMS = ("model", "train", "augment", "models.{model}")  # {model}: the trained model's name
+
+
+def run(
+    spec: ResolvedModel,
+    augment: AugmentConfig,
+    cache: Path,
+    folds: Path,
+    fold: int,
+    out: Path,
+    live: Path,
+    restart: bool = False,
+) -> dict:
+    ctx = setup(spec.train.device)
+    try:
+        return fit(spec, augment, cache, folds, fold, out, live, ctx, restart)
+    finally:
+        teardown()

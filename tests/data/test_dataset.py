@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from cloudcli.config import AugmentConfig
+from cloudcli.data.cache import open_cache, unpack_masks
+from cloudcli.data.dataset import CacheDataset, NoSingletonBatchSampler, ShardSampler, build_transform
+
+NO_AUG = AugmentConfig(0, 0, 0, 0.1, 0.1, 10, 0, 0)
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def dataset(tiny_cache, aug, **kw) -> CacheDataset:
+    cache = open_cache(tiny_cache / "artifacts/preprocessed")
+    labels = cache.train.drop(columns="image_id").to_numpy()
+    return CacheDataset(
+        cache.folder, np.arange(len(labels)), labels, build_transform(aug, (32, 64), (32, 64), MEAN, STD), **kw
+    )
+
+
+def test_item_is_normalised_image_masks_and_labels(tiny_cache) -> None:
+    ds = dataset(tiny_cache, None)
+    cache = open_cache(tiny_cache / "artifacts/preprocessed")
+    item = ds[3]
+    image = cache.array("train_images")[3].astype(np.float32) / 255
+    np.testing.assert_allclose(item["image"].numpy(), ((image - 0.5) / 0.25).transpose(2, 0, 1), atol=1e-5)
+    np.testing.assert_array_equal(item["masks"].numpy(), unpack_masks(cache.array("train_masks")[3]))
+    assert item["labels"].tolist() == cache.train.iloc[3, 1:].astype(float).tolist() and item["index"] == 3
+
+
+def test_flip_moves_image_and_masks_together(tiny_cache) -> None:
+    plain, flipped = dataset(tiny_cache, None)[5], dataset(tiny_cache, AugmentConfig(1, 0, 0, 0.1, 0.1, 10, 0, 0))[5]
+    assert torch.equal(flipped["image"], plain["image"].flip(-1))
+    assert torch.equal(flipped["masks"], plain["masks"].flip(-1))
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_cache) -> None:
+    aug = AugmentConfig(0.5, 0.5, 1.0, 0.1, 0.1, 15, 0.5, 0.5)
+    a, b = dataset(tiny_cache, aug, seed=1), dataset(tiny_cache, aug, seed=1)
+    _ = b[0], b[7]  # other items drawn first must not matter
+    assert torch.equal(a[2]["image"], b[2]["image"]) and torch.equal(a[2]["masks"], b[2]["masks"])
+    b.set_epoch(1)
+    assert not torch.equal(a[2]["image"], b[2]["image"])
+
+
+@pytest.mark.parametrize(("n", "world"), [(10, 2), (11, 2), (7, 3), (5, 1)])
+def test_shards_cover_every_item_once(n: int, world: int) -> None:
+    for epoch in (0, 1):
+        shards = []
+        for rank in range(world):
+            sampler = ShardSampler(n, rank, world, shuffle=True, seed=3)
+            sampler.set_epoch(epoch)
+            shards.append(list(sampler))
+            assert len(shards[-1]) == len(sampler)
+        assert sorted(i for shard in shards for i in shard) == list(range(n))
+    s0, s1 = ShardSampler(n, 0, world, True, 3), ShardSampler(n, 0, world, True, 3)
+    s1.set_epoch(1)
+    assert n < 3 or list(s0) != list(s1)  # reshuffled each epoch
+
+
+@pytest.mark.parametrize(("n", "batch", "sizes"), [(9, 4, [4, 5]), (8, 4, [4, 4]), (10, 4, [4, 4, 2]), (1, 4, [1])])
+def test_a_singleton_tail_joins_the_previous_batch(n: int, batch: int, sizes: list) -> None:
+    batches = list(NoSingletonBatchSampler(ShardSampler(n, shuffle=False), batch))
+    assert [len(b) for b in batches] == sizes and len(NoSingletonBatchSampler(ShardSampler(n), batch)) == len(sizes)
+    assert sorted(i for b in batches for i in b) == list(range(n))

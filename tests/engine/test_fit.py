@@ -1,0 +1,168 @@
+"""Tiny real training runs on CPU."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import cloudcli
+
+from cloudcli.config import load_params, resolve_model
+from cloudcli.engine import checkpoint
+from cloudcli.stages import train
+
+
+def run(tiny_cache: Path, out: Path, model: str = "seg1", fold: int = 0, **train_changes) -> dict:
+    p = load_params(tiny_cache / "params.yaml")
+    spec = resolve_model(model, p.model, p.train, p.models)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **train_changes))
+    return train.run(
+        spec,
+        p.augment,
+        tiny_cache / "artifacts/preprocessed",
+        tiny_cache / "artifacts/folds.csv",
+        fold,
+        out / "ckpt",
+        out / "live",
+    )
+
+
+def tsv_rows(path: Path) -> int:
+    return len(path.read_text().strip().splitlines()) - 1
+
+
+@pytest.mark.parametrize(("model", "monitor"), [("seg1", "dice"), ("seg2", "dice_pos"), ("cls", "auc")])
+def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -> None:
+    summary = run(tiny_cache, tmp_path, model)
+    ckpt = tmp_path / "ckpt"
+    assert summary["monitor"] == monitor and summary["epochs"] == 2 and 1 <= summary["best_epoch"] <= 2
+    assert json.loads((ckpt / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["model_config"]["encoder"] == "resnet18" and "torch" in config["versions"]
+    best, last = checkpoint.load(ckpt / "best.pt"), checkpoint.load(ckpt / "last.pt")  # weights_only=True
+    assert last["epoch"] == 1 and best["monitor"] == monitor and set(best["model"]) == set(last["model"])
+    assert tsv_rows(tmp_path / "live/plots/metrics/train/loss.tsv") == 2
+    assert tsv_rows(tmp_path / f"live/plots/metrics/val/{monitor}.tsv") == 2
+    assert (tmp_path / "live/plots/metrics/lr/decoder.tsv").exists()
+    samples = json.loads((tmp_path / "live/metrics.json").read_text())["train"]["samples"]
+    assert samples == config["n_train"]  # every training image once per epoch
+    if model != "cls":
+        n_rows = sum(summary["metrics"]["sums"][4:8])
+        assert n_rows == 4 * config["n_valid"]  # every validation (image, class) row once
+
+
+def test_same_seed_same_metrics(tiny_cache, tmp_path) -> None:
+    a, b = run(tiny_cache, tmp_path / "a"), run(tiny_cache, tmp_path / "b")
+    assert a["metrics"] == b["metrics"]
+    c = run(tiny_cache, tmp_path / "c", seed=7)
+    assert c["metrics"] != a["metrics"]
+
+
+def test_training_options_run(tiny_cache, tmp_path) -> None:
+    summary = run(
+        tiny_cache,
+        tmp_path,
+        "seg2",
+        optimizer="adamw",
+        scheduler="onecycle",
+        accumulate=2,
+        clip_grad=1.0,
+        ema=0.9,
+        encoder_lr_mult=0.1,
+    )
+    assert summary["best_epoch"] >= 1
+    assert checkpoint.load(tmp_path / "ckpt/last.pt")["ema"] is not None
+
+
+def test_changed_settings_start_afresh(tiny_cache, tmp_path) -> None:
+    run(tiny_cache, tmp_path, epochs=1)
+    out = cloudcli(
+        "train",
+        "--model",
+        "seg1",
+        "--fold",
+        "0",
+        "--out",
+        str(tmp_path / "ckpt"),
+        "--live",
+        str(tmp_path / "live"),
+        cwd=tiny_cache,
+    )
+    assert "made with other settings, starting afresh" in out.stderr
+    assert checkpoint.load(tmp_path / "ckpt/last.pt")["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp_path) -> None:
+    args = ["--model", "seg1", "--fold", "1", "--params", str(tmp_path / "params.yaml")]
+    params = (tiny_cache / "params.yaml").read_text().replace("epochs: 2", "epochs: 5")
+    (tmp_path / "params.yaml").write_text(params)
+    cloudcli("train", *args, "--out", str(tmp_path / "full"), "--live", str(tmp_path / "full_live"), cwd=tiny_cache)
+    cmd = [
+        sys.executable,
+        "-m",
+        "cloudcli",
+        "train",
+        *args,
+        "--out",
+        str(tmp_path / "cut"),
+        "--live",
+        str(tmp_path / "cut_live"),
+    ]
+    proc = subprocess.Popen(cmd, cwd=tiny_cache, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "cut/last.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # killed right after its first checkpoint
+    proc.wait()
+    assert checkpoint.load(tmp_path / "cut/last.pt")["epoch"] < 4
+    resumed = cloudcli(
+        "train", *args, "--out", str(tmp_path / "cut"), "--live", str(tmp_path / "cut_live"), cwd=tiny_cache
+    )
+    assert "resuming after epoch" in resumed.stderr
+    full, cut = checkpoint.load(tmp_path / "full/best.pt"), checkpoint.load(tmp_path / "cut/best.pt")
+    assert full["epoch"] == cut["epoch"] and full["value"] == cut["value"]
+    assert all(torch.equal(full["model"][k], cut["model"][k]) for k in full["model"])
+    assert tsv_rows(tmp_path / "cut_live/plots/metrics/val/dice.tsv") == 5
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(tiny_cache, tmp_path) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "-m",
+            "cloudcli",
+            "train",
+            "--model",
+            "seg1",
+            "--fold",
+            "2",
+            "--out",
+            str(tmp_path / "ckpt"),
+            "--live",
+            str(tmp_path / "live"),
+        ],
+        cwd=tiny_cache,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 2 processes" in result.stderr
+    config = json.loads((tmp_path / "ckpt/config.json").read_text())
+    summary = json.loads((tmp_path / "ckpt/summary.json").read_text())
+    samples = json.loads((tmp_path / "live/metrics.json").read_text())["train"]["samples"]
+    assert samples == config["n_train"]  # both processes together saw every training image once
+    assert sum(summary["metrics"]["sums"][4:8]) == 4 * config["n_valid"]  # and every validation row once
+    assert result.stderr.count("epoch 2/2") == 1  # only rank 0 reports and writes

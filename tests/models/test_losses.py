@@ -1,0 +1,80 @@
+import math
+
+import pytest
+import torch
+
+from cloudcli import config
+from cloudcli.models.losses import (
+    CLS_LOSSES,
+    SEG_LOSSES,
+    BalancedBCELoss,
+    PositiveDiceLoss,
+    build_loss,
+    soft_dice_pairs,
+)
+
+BIG = 100.0  # sigmoid(+-100) is exactly 1 / 0 in float32
+
+
+def test_registries_match_the_names_config_accepts() -> None:
+    assert tuple(SEG_LOSSES) == config.SEG_LOSSES and tuple(CLS_LOSSES) == config.CLS_LOSSES
+
+
+def test_soft_dice_pairs_known_answer() -> None:
+    logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    # inter = 0.5 + 0.5 = 1, sum p = 2, sum t = 2: (2 * 1 + 1) / (2 + 2 + 1)
+    assert soft_dice_pairs(logits, target).item() == pytest.approx(3 / 5)
+
+
+def test_positive_dice_ignores_empty_pairs() -> None:
+    target = torch.zeros(1, 2, 2, 2)
+    target[0, 0, 0] = 1  # class 0 positive (2 px); class 1 empty
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1] = BIG  # a wrong prediction on the empty pair must not count
+    assert PositiveDiceLoss()(logits, target).item() == pytest.approx(1 - 3 / 5)
+
+
+def test_positive_dice_without_positives_is_zero_with_a_graph() -> None:
+    logits = torch.randn(2, 4, 3, 3, requires_grad=True)
+    loss = PositiveDiceLoss()(logits, torch.zeros(2, 4, 3, 3))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_balanced_bce_known_answers() -> None:
+    target = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    assert BalancedBCELoss()(torch.zeros(1, 4), target).item() == pytest.approx(math.log(2))
+    logits = torch.tensor([[0.0, -BIG, -BIG, -BIG]])  # negatives perfect, the positive at p = 0.5
+    assert BalancedBCELoss()(logits, target).item() == pytest.approx(0.5 * math.log(2))
+    # plain BCE would weigh the one positive 1/4, balanced weighs it 1/2
+    assert torch.nn.BCEWithLogitsLoss()(logits, target).item() == pytest.approx(0.25 * math.log(2))
+
+
+@pytest.mark.parametrize("name", list(SEG_LOSSES))
+def test_perfect_segmentation_has_zero_loss_and_others_have_gradients(name: str) -> None:
+    target = torch.zeros(2, 4, 8, 8)
+    target[0, 0, :4] = 1
+    target[1, 2, :, 2:5] = 1
+    loss = build_loss("seg1", {name: 1.0})
+    assert loss(torch.where(target > 0, BIG, -BIG), target).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    value = loss(logits, target)
+    value.backward()
+    assert value.item() > 0 and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(CLS_LOSSES))
+def test_perfect_classification_has_zero_loss(name: str) -> None:
+    target = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    loss = build_loss("cls", {name: 1.0})
+    assert loss(torch.where(target > 0, BIG, -BIG), target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_weighted_sum_of_losses() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 4, 6, 6), (torch.rand(2, 4, 6, 6) > 0.5).float()
+    combo = build_loss("seg1", {"bce": 0.3, "dice_pos": 0.7})
+    expected = 0.3 * torch.nn.BCEWithLogitsLoss()(logits, target) + 0.7 * PositiveDiceLoss()(logits, target)
+    assert combo(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(combo.last) == {"bce", "dice_pos"}
