@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from cloudcli.config import AugmentConfig, ResolvedModel
 from cloudcli.data.cache import open_cache
 from cloudcli.data.dataset import CacheDataset, NoSingletonBatchSampler, ShardSampler, build_transform
-from cloudcli.engine import checkpoint
+from cloudcli.engine.checkpoint import State, resume, save_training
 from cloudcli.engine.distributed import Context, all_sum
 from cloudcli.engine.optim import STEP_SCHEDULERS, build_optimizer, build_scheduler
 from cloudcli.engine.validate import MONITOR, validate
@@ -34,16 +34,6 @@ from cloudcli.models.factory import build_model, freeze_encoder_stages, normaliz
 from cloudcli.models.losses import build_loss
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
-
-
-@dataclass
-class State:
-    """What survives an epoch: the resume point and the best epoch so far."""
-
-    epoch: int = -1  # last completed epoch
-    best_value: float = -float("inf")
-    best_epoch: int = -1
-    best_metrics: dict = field(default_factory=dict)
 
 
 def split_indices(cache_train_ids: list[str], folds_csv: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +153,7 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
     state = State()
     out.mkdir(parents=True, exist_ok=True)
     if not restart and (out / "last.pt").exists():
-        state = _resume(out / "last.pt", config_hash, net, opt, sched, scaler, ema)
+        state = resume(out / "last.pt", config_hash, net, opt, sched, scaler, ema)
     if ctx.main:
         write_json(out / "config.json", settings | {"versions": versions(), "config_sha1": config_hash})
     live = _live(live_dir, resume=state.epoch >= 0) if ctx.main else None
@@ -195,7 +185,7 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
             state = State(epoch, value, epoch, metrics)
         state.epoch = epoch
         if ctx.main:
-            _save(out, epoch, improved, net, ema, opt, sched, scaler, state, config_hash, settings)
+            save_training(out, epoch, improved, net, ema, opt, sched, scaler, state, config_hash, settings)
             _log(
                 live, spec, settings["fold"], epoch, train_loss, seen, metrics, lrs, state, time.perf_counter() - start
             )
@@ -260,51 +250,6 @@ def _step_epoch_scheduler(sched, name: str, monitored: float) -> None:
     if sched is None or name in STEP_SCHEDULERS:
         return
     sched.step(monitored) if name == "plateau" else sched.step()
-
-
-def _save(out, epoch, improved, net, ema, opt, sched, scaler, state, config_hash, settings) -> None:
-    weights = (ema.module if ema else net).state_dict()
-    if improved:
-        checkpoint.save(
-            {
-                "model": weights,
-                "epoch": epoch + 1,
-                "monitor": settings["monitor"],
-                "value": state.best_value,
-                "settings": json.dumps(settings),
-            },
-            out / "best.pt",
-        )
-    checkpoint.save(
-        {
-            "epoch": epoch,
-            "model": net.state_dict(),
-            "ema": ema.state_dict() if ema else None,
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict() if sched else None,
-            "scaler": scaler.state_dict() if scaler else None,
-            "rng": torch.get_rng_state(),
-            "best": json.dumps(asdict(state)),
-            "config_sha1": config_hash,
-        },
-        out / "last.pt",
-    )
-
-
-def _resume(path, config_hash, net, opt, sched, scaler, ema) -> State:
-    ckpt = checkpoint.load(path)
-    if ckpt.get("config_sha1") != config_hash:
-        info(f"{path}: made with other settings, starting afresh")
-        return State()
-    net.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    for obj, key in ((sched, "scheduler"), (scaler, "scaler"), (ema, "ema")):
-        if obj is not None and ckpt[key] is not None:
-            obj.load_state_dict(ckpt[key])
-    torch.set_rng_state(ckpt["rng"])
-    state = State(**json.loads(ckpt["best"]))
-    info(f"{path}: resuming after epoch {state.epoch + 1}")
-    return state
 
 
 def _live(folder: Path, resume: bool):

@@ -7,6 +7,7 @@ from pathlib import Path
 from cloudcli.config import AugmentConfig, ResolvedModel
 from cloudcli.engine.distributed import setup, teardown
 from cloudcli.engine.fit import fit
+from cloudcli.ui import info
 
 PARAMS = ("model", "train", "augment", "models.{model}")  # {model}: the trained model's name
 
@@ -24,5 +25,12 @@ def run(
     ctx = setup(spec.train.device)
     try:
         return fit(spec, augment, cache, folds, fold, out, live, ctx, restart)
+    except KeyboardInterrupt:
+        if ctx.main:
+            info(
+                f"interrupted: {out / 'last.pt'} holds the last completed epoch; "
+                "run the same command (or dvc repro) to resume from it"
+            )
+        raise
     finally:
         teardown()
