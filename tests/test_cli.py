@@ -131,14 +131,17 @@ def train_ids(project: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------- help
 
 
+COMMANDS = ("demo-data", "preprocess", "fold", "train", "cv")
+
+
 def test_root_help_lists_every_stage(tmp_path: Path) -> None:
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for command in ("demo-data", "preprocess", "fold"):
+    for command in COMMANDS:
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["demo-data", "preprocess", "fold"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_subcommand_help(command: str, tmp_path: Path) -> None:
     result = run_cli(command, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
