@@ -30,7 +30,7 @@ def drop_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:
     """(H, W) 0/1 mask without its 8-connected components of fewer than `min_component` pixels."""
     if min_component <= 1 or not mask.any():
         return mask
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_component
     keep[0] = False  # background
     return keep[labels].astype(np.uint8)
