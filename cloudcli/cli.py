@@ -129,6 +129,29 @@ def train(
 
 
 @app.command()
+def infer(
+    model: Annotated[str, typer.Option(help="Model name: a key of `models` in params.yaml")],
+    params: ParamsOpt = Path("params.yaml"),
+    models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = Path("models"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    out: Annotated[Path | None, typer.Option(help="Output folder [default: predictions/MODEL]")] = None,
+) -> None:
+    """Out-of-fold and test probabilities of one model's fold checkpoints, with TTA.
+
+    Masks are stored as uint8 (p * 255) at 350x525 in memory-mappable .npy files; test
+    probabilities average every fold model. Classifier probabilities go to CSV tables.
+    """
+    from cloudcli.config import load_params, resolve_model
+
+    p = load_params(params)
+    resolve_model(model, p.model, p.train, p.models)  # a clear error for an unknown name
+    from cloudcli.stages import infer as stage
+
+    stage.run(model, p.infer, p.cv, models_dir, cache, folds, out or Path(f"predictions/{model}"))
+
+
+@app.command()
 def cv(
     params: ParamsOpt = Path("params.yaml"),
     models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = Path("models"),

@@ -132,6 +132,21 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class InferConfig:
+    tta: tuple[Literal["none", "hflip", "vflip", "hvflip", "transpose"], ...]  # averaged views
+    batch_size: int
+    device: Literal["auto", "cpu", "cuda", "mps"]
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.tta) >= 1 and len(set(self.tta)) == len(self.tta),
+            "infer.tta",
+            f"must list distinct views, e.g. [none, hflip], got {list(self.tta)}",
+        )
+        _check(self.batch_size >= 1, "infer.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
 class CvConfig:
     models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
     folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment
@@ -147,6 +162,7 @@ class Params:
     augment: AugmentConfig
     models: dict[str, ModelEntry]
     cv: CvConfig
+    infer: InferConfig
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ def test_dvc_stages_declare_exactly_the_sections_they_read() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         module = importlib.import_module(f"cloudcli.stages.{name}")
+        stage = stage.get("do", stage)  # foreach stages
         declared = tuple(p.replace("${item.model}", "{model}") for p in stage["params"])
         assert declared == module.PARAMS, name
         assert {p.split(".")[0] for p in module.PARAMS} <= {f.name for f in dataclasses.fields(Params)}

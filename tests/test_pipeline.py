@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -55,7 +56,18 @@ def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:
 def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     repo = tiny_repo(tiny_demo, tmp_path)
     out = run("dvc", "repro", cwd=repo)
-    assert ran(out) == {"preprocess", "fold", "train@seg1-0", "train@seg2-0", "train@cls-0", "cv"}
+    assert ran(out) == {
+        "preprocess",
+        "fold",
+        "train@seg1-0",
+        "train@seg2-0",
+        "train@cls-0",
+        "cv",
+        "infer@seg1",
+        "infer@seg2",
+        "infer@cls",
+    }
+    assert np.load(repo / "predictions/seg2/test.npy").shape == (6, 4, 32, 48)
     assert "up to date" in run("dvc", "status", cwd=repo)
     folds = pd.read_csv(repo / "artifacts/folds.csv")
     assert len(folds) == 24 and folds["image_id"].is_unique and set(folds["fold"]) == {0, 1, 2}
@@ -71,7 +83,7 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
 
     # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
-    assert ran(out) == {"train@seg2-0", "cv"}
+    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv"}
     out = run("dvc", "exp", "run", "-S", "fold.seed=7", cwd=repo)
     assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv"} <= ran(out)
 

@@ -57,8 +57,9 @@ class CacheDataset(Dataset):
         transform: A.Compose,
         seed: int = 0,
         with_masks: bool = True,
+        images: str = "train_images",  # or "test_images" (then with_masks=False)
     ) -> None:
-        self.folder, self.indices, self.labels = Path(folder), np.asarray(indices), labels
+        self.folder, self.indices, self.labels, self.images = Path(folder), np.asarray(indices), labels, images
         self.transform, self.seed, self.epoch, self.with_masks = transform, seed, 0, with_masks
         self._images: np.ndarray | None = None  # memory maps, opened lazily in each worker
         self._masks: np.ndarray | None = None
@@ -71,7 +72,7 @@ class CacheDataset(Dataset):
 
     def __getitem__(self, j: int) -> dict:
         if self._images is None:
-            self._images = np.load(self.folder / "train_images.npy", mmap_mode="r")
+            self._images = np.load(self.folder / f"{self.images}.npy", mmap_mode="r")
             self._masks = np.load(self.folder / "train_masks.npy", mmap_mode="r") if self.with_masks else None
         i = int(self.indices[j])
         seed = np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]

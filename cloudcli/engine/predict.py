@@ -1,0 +1,62 @@
+"""Prediction with fold models and test-time augmentation (TTA)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cloudcli.config import ModelConfig
+from cloudcli.engine import checkpoint
+from cloudcli.errors import DataError
+from cloudcli.models.factory import build_model
+
+Flip = Callable[[torch.Tensor], torch.Tensor]
+TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, inverse for masks)
+    "none": (lambda x: x, lambda y: y),
+    "hflip": (lambda x: x.flip(-1), lambda y: y.flip(-1)),
+    "vflip": (lambda x: x.flip(-2), lambda y: y.flip(-2)),
+    "hvflip": (lambda x: x.flip(-2, -1), lambda y: y.flip(-2, -1)),
+    "transpose": (lambda x: x.transpose(-2, -1), lambda y: y.transpose(-2, -1)),  # square inputs only
+}
+
+
+def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """The best.pt weights of a trained fold and the settings they were trained with."""
+    path = folder / "best.pt"
+    if not path.exists():
+        raise DataError(f"{path}: missing; train it first (dvc repro train)")
+    ckpt = checkpoint.load(path)
+    settings = json.loads(ckpt["settings"])
+    cfg = dataclasses.replace(ModelConfig(**settings["model_config"]), encoder_weights=None)  # weights: best.pt
+    net = build_model(settings["role"], cfg)
+    net.load_state_dict(ckpt["model"])
+    return net.to(device, memory_format=torch.channels_last).eval(), settings
+
+
+@torch.no_grad()
+def predict(
+    nets: list[nn.Module], x: torch.Tensor, tta: tuple[str, ...], role: str, out_size: tuple[int, int]
+) -> torch.Tensor:
+    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for cls."""
+    total = None
+    for net in nets:
+        for name in tta:
+            forward, inverse = TTA[name]
+            probs = torch.sigmoid(net(forward(x)).float())
+            probs = probs if role == "cls" else inverse(probs)
+            total = probs if total is None else total + probs
+    mean = total / (len(nets) * len(tta))
+    if role != "cls":
+        mean = F.interpolate(mean, size=out_size, mode="bilinear", align_corners=False)
+    return mean
+
+
+def to_uint8(probs: torch.Tensor) -> torch.Tensor:
+    """Probabilities 0..1 -> uint8 levels round(p * 255)."""
+    return (probs * 255).round_().clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,140 @@
+"""Stage `infer@<model>`: out-of-fold and test probabilities of one model's fold checkpoints.
+
+Writes to `out`, streamed batch by batch (memory stays bounded whatever the data size):
+  segmentation: oof.npy (n_oof, 4, H, W) and test.npy (M, 4, H, W) uint8 = round(p * 255) at the
+                scoring size (350x525); each OOF row comes from the fold model that did not see it,
+                test rows average every fold model; oof.csv (image_id, fold) and test.csv give row order.
+  classifier:   oof.csv and test.csv with one probability column per class.
+  meta.json:    TTA, folds, shapes, versions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from cloudcli import CLASSES
+from cloudcli.config import CvConfig, InferConfig
+from cloudcli.data.cache import Cache, open_cache
+from cloudcli.data.dataset import CacheDataset, build_transform
+from cloudcli.engine.distributed import pick_device
+from cloudcli.engine.predict import load_fold_model, predict, to_uint8
+from cloudcli.errors import ConfigError
+from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.ui import info, progress
+from cloudcli.versions import versions
+
+PARAMS = ("infer", "cv.folds")
+
+
+def run(
+    model: str, cfg: InferConfig, cv: CvConfig, models_dir: Path, cache_dir: Path, folds_csv: Path, out: Path
+) -> None:
+    device = pick_device(cfg.device)
+    cache = open_cache(cache_dir)
+    fold_models = [load_fold_model(models_dir / model / f"fold{k}", device) for k in cv.folds]
+    settings = fold_models[0][1]
+    role, size = settings["role"], tuple(settings["image_size"])
+    if "transpose" in cfg.tta and size[0] != size[1]:
+        raise ConfigError(f"infer.tta: transpose needs square inputs, {model} runs at {size[0]}x{size[1]}")
+    fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
+    folds = fold_of.loc[list(cache.train["image_id"])].to_numpy()
+    oof_rows = np.flatnonzero(np.isin(folds, cv.folds))  # cache rows predicted out of fold
+    score_size = tuple(cache.meta["arrays"]["train_truth"][1:3])
+    info(
+        f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
+        f"TTA {'+'.join(cfg.tta)}, on {device}"
+    )
+    with atomic_path(out, is_dir=True) as tmp:
+        oof = _Sink(tmp, "oof", role, len(oof_rows), score_size)
+        for (net, s), k in zip(fold_models, cv.folds):
+            rows = np.flatnonzero(folds == k)
+            positions = np.searchsorted(oof_rows, rows)
+            _predict_into(oof, positions, [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
+        test = _Sink(tmp, "test", role, len(cache.test), score_size)
+        rows = np.arange(len(cache.test))
+        _predict_into(
+            test,
+            rows,
+            [n for n, _ in fold_models],
+            cache,
+            rows,
+            "test_images",
+            settings,
+            cfg,
+            device,
+            f"infer {model} test",
+        )
+        oof.finish(
+            pd.DataFrame({"image_id": cache.train["image_id"].iloc[oof_rows].to_numpy(), "fold": folds[oof_rows]})
+        )
+        test.finish(pd.DataFrame({"image_id": cache.test["image_id"]}))
+        write_json(
+            tmp / "meta.json",
+            {
+                "model": model,
+                "role": role,
+                "folds": list(cv.folds),
+                "tta": list(cfg.tta),
+                "score_size": list(score_size),
+                "image_size": list(size),
+                "versions": versions(),
+            },
+        )
+    info(f"infer {model}: wrote {out}")
+
+
+class _Sink:
+    """Where predictions go: a uint8 memory map for masks, an in-memory table for classifiers."""
+
+    def __init__(self, folder: Path, name: str, role: str, n: int, score_size: tuple[int, int]) -> None:
+        self.folder, self.name, self.role = folder, name, role
+        if role == "cls":
+            self.array = np.zeros((n, len(CLASSES)), np.float32)
+        else:
+            self.array = np.lib.format.open_memmap(
+                folder / f"{name}.npy", "w+", np.uint8, (n, len(CLASSES), *score_size)
+            )
+
+    def finish(self, index: pd.DataFrame) -> None:
+        if self.role == "cls":
+            index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(CLASSES)})
+        else:
+            self.array.flush()
+        write_csv(self.folder / f"{self.name}.csv", index)
+
+
+def _predict_into(
+    sink: _Sink,
+    positions: np.ndarray,
+    nets: list,
+    cache: Cache,
+    rows: np.ndarray,
+    images: str,
+    settings: dict,
+    cfg: InferConfig,
+    device: torch.device,
+    title: str,
+) -> None:
+    norm = settings["normalization"]
+    size, cache_size = tuple(settings["image_size"]), tuple(cache.meta["arrays"]["train_images"][1:3])
+    transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
+    labels = np.zeros((len(rows) and int(rows.max()) + 1, len(CLASSES)), np.float32)
+    ds = CacheDataset(cache.folder, rows, labels, transform, with_masks=False, images=images)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, pin_memory=device.type == "cuda")
+    done = 0
+    with progress(title, len(loader), "batches", lines=False) as advance:
+        for batch in loader:
+            x = batch["image"].to(device, memory_format=torch.channels_last)
+            probs = predict(nets, x, cfg.tta, settings["role"], sink.array.shape[-2:] if sink.role != "cls" else None)
+            target = positions[done : done + len(x)]
+            if sink.role == "cls":
+                sink.array[target] = probs.cpu().numpy()
+            else:
+                sink.array[target] = to_uint8(probs).cpu().numpy()
+            done += len(x)
+            advance(1)

@@ -1,0 +1,86 @@
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cloudcli.config import load_params, resolve_model
+from cloudcli.data.cache import open_cache
+from cloudcli.engine.predict import load_fold_model
+from cloudcli.errors import ConfigError
+from cloudcli.stages import infer, train
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cache, tmp_path_factory):
+    """seg1 and cls trained 1 epoch on each of the 3 folds of the tiny cache."""
+    root = tmp_path_factory.mktemp("trained")
+    p = load_params(tiny_cache / "params.yaml")
+    for name in ("seg1", "cls"):
+        spec = resolve_model(name, p.model, p.train, p.models)
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=1))
+        for fold in (0, 1, 2):
+            train.run(
+                spec,
+                p.augment,
+                tiny_cache / "artifacts/preprocessed",
+                tiny_cache / "artifacts/folds.csv",
+                fold,
+                root / "models" / name / f"fold{fold}",
+                root / "live" / name / f"fold{fold}",
+            )
+    return root
+
+
+def run_infer(tiny_cache, trained, model: str, **changes):
+    p = load_params(tiny_cache / "params.yaml")
+    cfg = dataclasses.replace(p.infer, **changes)
+    out = trained / "predictions" / model
+    infer.run(
+        model,
+        cfg,
+        p.cv,
+        trained / "models",
+        tiny_cache / "artifacts/preprocessed",
+        tiny_cache / "artifacts/folds.csv",
+        out,
+    )
+    return out
+
+
+def test_oof_covers_every_train_image_once_and_matches_a_hand_computation(tiny_cache, trained) -> None:
+    out = run_infer(tiny_cache, trained, "seg1", tta=("none", "hflip"))
+    cache = open_cache(tiny_cache / "artifacts/preprocessed")
+    index = pd.read_csv(out / "oof.csv", dtype={"image_id": str})
+    assert sorted(index["image_id"]) == sorted(cache.train["image_id"]) and index["image_id"].is_unique
+    folds = pd.read_csv(tiny_cache / "artifacts/folds.csv", dtype={"image_id": str}).set_index("image_id")["fold"]
+    assert (index["fold"].to_numpy() == folds.loc[index["image_id"]].to_numpy()).all()
+    oof, test = np.load(out / "oof.npy"), np.load(out / "test.npy")
+    assert oof.shape == (24, 4, 32, 48) and oof.dtype == np.uint8 and test.shape == (6, 4, 32, 48)
+
+    row = 5  # by hand: the row's own fold model, mean of plain and flipped-back predictions
+    image_id, fold = index["image_id"][row], int(index["fold"][row])
+    net, settings = load_fold_model(trained / "models/seg1" / f"fold{fold}", torch.device("cpu"))
+    i = int(np.flatnonzero(cache.train["image_id"] == image_id)[0])
+    mean, std = (torch.tensor(settings["normalization"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = (torch.from_numpy(cache.array("train_images")[i].copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    with torch.no_grad():
+        probs = (torch.sigmoid(net(x)) + torch.sigmoid(net(x.flip(-1))).flip(-1)) / 2
+    expected = (F.interpolate(probs, size=(32, 48), mode="bilinear", align_corners=False) * 255).round()
+    assert np.abs(oof[row].astype(int) - expected[0].numpy().astype(int)).max() <= 1
+
+
+def test_classifier_tables(tiny_cache, trained) -> None:
+    out = run_infer(tiny_cache, trained, "cls")
+    oof, test = pd.read_csv(out / "oof.csv"), pd.read_csv(out / "test.csv")
+    assert len(oof) == 24 and len(test) == 6 and not (out / "oof.npy").exists()
+    probs = oof[["Fish", "Flower", "Gravel", "Sugar"]].to_numpy()
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+def test_transpose_needs_square_inputs(tiny_cache, trained) -> None:
+    with pytest.raises(ConfigError, match="transpose needs square inputs"):
+        run_infer(tiny_cache, trained, "seg1", tta=("none", "transpose"))
+    assert not (trained / "predictions/seg1_t").exists()
