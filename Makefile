@@ -21,6 +21,7 @@ demo: install
 	@if [ -z "$$(ls -A data 2>/dev/null)" ]; then $(BIN)/cloudcli demo-data data; fi
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/cv.json
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/tune.json
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

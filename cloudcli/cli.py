@@ -152,6 +152,28 @@ def infer(
 
 
 @app.command()
+def tune(
+    params: ParamsOpt = Path("params.yaml"),
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    out: Annotated[Path, typer.Option(help="Chosen post-processing (JSON)")] = Path("tune/thresholds.json"),
+    metrics: Annotated[Path, typer.Option(help="CV Dice before/after (JSON)")] = Path("metrics/tune.json"),
+    curves: Annotated[Path, typer.Option(help="Dice vs threshold per class (CSV)")] = Path("tune/curves.csv"),
+) -> None:
+    """Choose each class's threshold, min_area and classifier gate on out-of-fold predictions.
+
+    Exact search over all 255 uint8 thresholds x tune.min_areas, then the classifier threshold
+    0.00..0.99; writes the choice, CV Dice before and after tuning, and per-class curves.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.stages import tune as stage
+
+    stage.run(p.tune, predictions, cache, out, metrics, curves)
+
+
+@app.command()
 def cv(
     params: ParamsOpt = Path("params.yaml"),
     models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = Path("models"),

@@ -147,6 +147,20 @@ class InferConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    model: str  # segmentation model whose out-of-fold probabilities are tuned
+    classifier: str | None  # classifier whose probability gates each mask; null = no gate
+    min_areas: tuple[int, ...]  # candidate min_area values, pixels at data.score_size
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.min_areas) >= 1 and min(self.min_areas) >= 0,
+            "tune.min_areas",
+            f"must list values >= 0, got {list(self.min_areas)}",
+        )
+
+
+@dataclass(frozen=True)
 class CvConfig:
     models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
     folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment
@@ -163,6 +177,7 @@ class Params:
     models: dict[str, ModelEntry]
     cv: CvConfig
     infer: InferConfig
+    tune: TuneConfig
 
 
 @dataclass(frozen=True)
@@ -221,6 +236,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             resolve_model(name, params.model, params.train, params.models)
         for name in params.cv.models:
             resolve_model(name, params.model, params.train, params.models)
+        _check_tune(params)
         _check(
             all(0 <= k < params.fold.n_splits for k in params.cv.folds),
             "cv.folds",
@@ -229,6 +245,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return params
+
+
+def _check_tune(params: Params) -> None:
+    tune, trained = params.tune, params.cv.models
+    _check(
+        tune.model in trained and params.models[tune.model].role != "cls",
+        "tune.model",
+        f"must be a segmentation model listed in cv.models ({', '.join(trained)}), got {tune.model!r}",
+    )
+    if tune.classifier is not None:
+        _check(
+            tune.classifier in trained and params.models[tune.classifier].role == "cls",
+            "tune.classifier",
+            f"must be a classifier listed in cv.models, or null; got {tune.classifier!r}",
+        )
 
 
 def build(cls: type, raw: Any, where: str) -> Any:

@@ -61,3 +61,18 @@ def search(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...]) -> 
     scores = grid_scores(above(hist_all), above(hist_in), hist_in.sum(1), tuple(min_areas))
     i, j = np.unravel_index(np.argmax(scores), scores.shape)
     return SearchResult(scores, tuple(min_areas), int(i), int(min_areas[j]), float(scores[i, j]))
+
+
+def map_dice(area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, level: int, min_area: int) -> np.ndarray:
+    """(N,) Dice of every map at one grid point."""
+    keep = area[:, level] >= min_area
+    return dice_from_counts(np.where(keep, inter[:, level], 0), np.where(keep, area[:, level], 0), truth_area)
+
+
+def gate_scores(
+    dice_kept: np.ndarray, truth_empty: np.ndarray, cls_probs: np.ndarray, thresholds: np.ndarray
+) -> np.ndarray:
+    """(T,) mean Dice when a map is emptied wherever its classifier probability <= threshold.
+    An emptied map scores 1 if its truth is empty, else 0."""
+    gated = cls_probs[None, :] <= thresholds[:, None]  # (T, N)
+    return np.where(gated, truth_empty[None, :].astype(float), dice_kept[None, :]).mean(1)

@@ -125,6 +125,11 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         ),
         (lambda p: p["cv"].update(models=["seg1", "seg3"]), r"unknown model 'seg3'.*did you mean 'seg\d'"),
         (lambda p: p["cv"].update(folds=[0, 5]), r"cv.folds must be fold numbers 0..4"),
+        (lambda p: p["tune"].update(model="cls"), r"tune.model must be a segmentation model listed in cv.models"),
+        (
+            lambda p: p["tune"].update(classifier="seg2"),
+            r"tune.classifier must be a classifier listed in cv.models, or null",
+        ),
         (lambda p: p["train"].update(lr="1e-3"), r"train.lr must be a number, got '1e-3'.*write 5.0e-4"),
         (
             lambda p: p["train"].update(optimizer="adamax"),

@@ -66,8 +66,12 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "infer@seg1",
         "infer@seg2",
         "infer@cls",
+        "tune",
     }
     assert np.load(repo / "predictions/seg2/test.npy").shape == (6, 4, 32, 48)
+    tuned = json.loads((repo / "metrics/tune.json").read_text())
+    n_oof = len(pd.read_csv(repo / "predictions/seg1/oof.csv"))
+    assert tuned["after"]["dice"] >= tuned["before"]["dice"] and tuned["after"]["n_rows"] == 4 * n_oof
     assert "up to date" in run("dvc", "status", cwd=repo)
     folds = pd.read_csv(repo / "artifacts/folds.csv")
     assert len(folds) == 24 and folds["image_id"].is_unique and set(folds["fold"]) == {0, 1, 2}
@@ -83,7 +87,9 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
 
     # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
-    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv"}
+    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv", "tune"}
+    out = run("dvc", "exp", "run", "-S", "tune.min_areas=[0,10]", cwd=repo)
+    assert ran(out) == {"tune"}  # a post-processing change never retrains
     out = run("dvc", "exp", "run", "-S", "fold.seed=7", cwd=repo)
     assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv"} <= ran(out)
 

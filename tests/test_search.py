@@ -60,3 +60,22 @@ def test_perfect_probabilities_find_a_perfect_score() -> None:
     probs = np.where(truth, 200, 40).astype(np.uint8)
     result = search(probs, truth, (0, 10))
     assert result.score == 1.0 and 40 <= result.level < 200 and result.min_area == 0
+
+
+def test_gate_scores_equal_brute_force() -> None:
+    from cloudcli.search import above, gate_scores, histograms, map_dice
+
+    probs, truth = random_case(7, n=12)
+    cls_probs = np.random.default_rng(7).random(12)
+    hist_all, hist_in = histograms(probs, truth)
+    kept = map_dice(above(hist_all), above(hist_in), hist_in.sum(1), level=100, min_area=3)
+    thresholds = np.round(np.arange(0, 1, 0.01), 2)
+    fast = gate_scores(kept, hist_in.sum(1) == 0, cls_probs, thresholds)
+    for t, value in zip(thresholds, fast):
+        total = 0.0
+        for p, tr, c in zip(probs, truth, cls_probs):
+            mask = p > 100
+            if mask.sum() < 3 or c <= t:
+                mask[:] = False
+            total += dice(mask, tr)
+        assert value == pytest.approx(total / len(probs), abs=1e-12)

@@ -1,0 +1,94 @@
+"""Stage `tune`: per-class post-processing chosen on out-of-fold predictions.
+
+For each class: the exact grid of pixel level (all 255) x min_area (cloudcli.search); then, with
+a classifier, its gate threshold swept 0.00..0.99, and the grid searched again on the maps the
+gate keeps. Writes the chosen values, CV Dice before (p > 0.5, no rule) and after tuning, and the
+Dice-vs-threshold curve of each class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloudcli import CLASSES
+from cloudcli.config import TuneConfig
+from cloudcli.data.cache import BITS, open_cache
+from cloudcli.errors import DataError
+from cloudcli.io import write_csv, write_json
+from cloudcli.metrics import summarize
+from cloudcli.postprocess import level_of
+from cloudcli.search import LEVELS, above, gate_scores, grid_scores, histograms, map_dice
+from cloudcli.ui import info
+
+PARAMS = ("tune",)
+GATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
+
+
+def run(cfg: TuneConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path, curves: Path) -> dict:
+    cache = open_cache(cache_dir)
+    folder = predictions / cfg.model
+    ids, probs = _read_oof(folder)
+    rows = pd.Index(cache.train["image_id"]).get_indexer(ids)  # cache rows of the OOF rows
+    if (rows < 0).any():
+        raise DataError(f"{folder / 'oof.csv'}: {ids[int(np.argmin(rows))]} is not in {cache_dir}; rerun infer")
+    truth = cache.array("train_truth")[rows]  # (N, H, W) packed bits, OOF row order
+    cls_probs = _classifier_probs(predictions / cfg.classifier, ids) if cfg.classifier else None
+    before, after = np.empty((len(ids), len(CLASSES))), np.empty((len(ids), len(CLASSES)))
+    chosen, curve = {}, {"threshold": (LEVELS / 255).round(4)}
+    for k, name in enumerate(CLASSES):
+        t = (truth & BITS[k]) != 0
+        chosen[name], before[:, k], after[:, k], curve[name] = tune_class(
+            probs[:, k], t, cfg.min_areas, None if cls_probs is None else cls_probs[:, k]
+        )
+        info(f"tune {name}: {chosen[name]}, Dice {before[:, k].mean():.4f} -> {after[:, k].mean():.4f}")
+    empty = np.stack([((truth & b) == 0).reshape(len(ids), -1).all(1) for b in BITS])
+    report = {"before": summarize(before, empty.T).as_dict(), "after": summarize(after, empty.T).as_dict()}
+    write_json(out, {"model": cfg.model, "classifier": cfg.classifier, "classes": chosen})
+    write_json(metrics, report)
+    write_csv(curves, pd.DataFrame(curve))
+    info(f"tune: CV Dice {report['before']['dice']:.4f} (p > 0.5) -> {report['after']['dice']:.4f} (tuned)")
+    return report
+
+
+def tune_class(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...], cls_probs: np.ndarray | None):
+    """(chosen values, per-map Dice before, per-map Dice after, best Dice per level) of one class."""
+    hist_all, hist_in = histograms(probs, truth)
+    area, inter, t_area = above(hist_all), above(hist_in), hist_in.sum(1)
+    scores = grid_scores(area, inter, t_area, min_areas)
+    i, j = np.unravel_index(np.argmax(scores), scores.shape)
+    level, min_area, gate = int(i), int(min_areas[j]), None
+    dice = map_dice(area, inter, t_area, level, min_area)
+    if cls_probs is not None:
+        swept = gate_scores(dice, t_area == 0, cls_probs, GATES)
+        if swept.max() > dice.mean() and (cls_probs > GATES[np.argmax(swept)]).any():
+            gate = float(GATES[np.argmax(swept)])
+            kept = cls_probs > gate  # search again on the maps the gate keeps
+            gated_score = (t_area[~kept] == 0).sum() / len(kept)
+            regrid = grid_scores(area[kept], inter[kept], t_area[kept], min_areas) * kept.mean() + gated_score
+            i, j = np.unravel_index(np.argmax(regrid), regrid.shape)
+            level, min_area = int(i), int(min_areas[j])
+            dice = np.where(kept, map_dice(area, inter, t_area, level, min_area), (t_area == 0).astype(float))
+    chosen = {"level": level, "threshold": round(level / 255, 4), "min_area": min_area, "cls_threshold": gate}
+    return chosen, map_dice(area, inter, t_area, level_of(0.5), 0), dice, scores.max(1).round(6)
+
+
+def _read_oof(folder: Path) -> tuple[list[str], np.ndarray]:
+    try:
+        ids = list(pd.read_csv(folder / "oof.csv", dtype={"image_id": str})["image_id"])
+        return ids, np.load(folder / "oof.npy", mmap_mode="r")
+    except FileNotFoundError as e:
+        raise DataError(f"{e.filename}: missing; run `dvc repro infer` first") from None
+
+
+def _classifier_probs(folder: Path, ids: list[str]) -> np.ndarray:
+    try:
+        table = pd.read_csv(folder / "oof.csv", dtype={"image_id": str}).set_index("image_id")
+    except FileNotFoundError as e:
+        raise DataError(f"{e.filename}: missing; run `dvc repro infer` first") from None
+    missing = set(ids) - set(table.index)
+    if missing:
+        raise DataError(f"{folder / 'oof.csv'}: no prediction for {len(missing)} images, e.g. {sorted(missing)[0]}")
+    return table.loc[ids, list(CLASSES)].to_numpy()
