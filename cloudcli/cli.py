@@ -174,6 +174,35 @@ def tune(
 
 
 @app.command()
+def submit(
+    params: ParamsOpt = Path("params.yaml"),
+    check: Annotated[Path | None, typer.Option(help="Only validate this submission file, write nothing")] = None,
+    thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = Path("tune/thresholds.json"),
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
+    out: Annotated[Path, typer.Option(help="Submission file to write")] = Path("submission.csv"),
+    metrics: Annotated[Path, typer.Option(help="Test Dice when test_truth.csv exists (JSON)")] = Path(
+        "metrics/test.json"
+    ),
+) -> None:
+    """Write submission.csv from the tuned post-processing of test probabilities.
+
+    Kaggle format: Image_Label,EncodedPixels, 4 rows per test image in sample_submission.csv
+    order, RLE at 350x525. `--check FILE` validates any submission instead.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.data.kaggle import SUBMISSION_CSV
+    from cloudcli.stages import submit as stage
+
+    if check is not None:
+        n = stage.check(check, Path(p.data.raw) / SUBMISSION_CSV, p.data.score_size)
+        print(f"{check}: valid submission, {n} rows")
+        return
+    stage.run(p.data, p.submit, thresholds, predictions, out, metrics)
+
+
+@app.command()
 def cv(
     params: ParamsOpt = Path("params.yaml"),
     models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = Path("models"),

@@ -161,6 +161,11 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class SubmitConfig:
+    at_least_one: bool  # an image left without any mask keeps its most likely class
+
+
+@dataclass(frozen=True)
 class CvConfig:
     models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
     folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment
@@ -178,6 +183,7 @@ class Params:
     cv: CvConfig
     infer: InferConfig
     tune: TuneConfig
+    submit: SubmitConfig
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,10 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "infer@seg2",
         "infer@cls",
         "tune",
+        "submit",
     }
+    assert "valid submission, 24 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
+    assert 0 <= json.loads((repo / "metrics/test.json").read_text())["dice"] <= 1  # the demo's true test score
     assert np.load(repo / "predictions/seg2/test.npy").shape == (6, 4, 32, 48)
     tuned = json.loads((repo / "metrics/tune.json").read_text())
     n_oof = len(pd.read_csv(repo / "predictions/seg1/oof.csv"))
@@ -87,9 +90,9 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
 
     # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
-    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv", "tune"}
+    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv", "tune", "submit"}
     out = run("dvc", "exp", "run", "-S", "tune.min_areas=[0,10]", cwd=repo)
-    assert ran(out) == {"tune"}  # a post-processing change never retrains
+    assert ran(out) <= {"tune", "submit"} and "tune" in ran(out)  # a post-processing change never retrains
     out = run("dvc", "exp", "run", "-S", "fold.seed=7", cwd=repo)
     assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv"} <= ran(out)
 

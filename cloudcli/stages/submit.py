@@ -1,0 +1,83 @@
+"""Stage `submit`: tuned post-processing of test probabilities -> Kaggle submission.csv.
+
+`Image_Label,EncodedPixels`, 4 rows per test image in sample_submission.csv order, RLE at the
+scoring size (350x525). With the demo's test_truth.csv, also the true test Dice. `check` validates
+any submission file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloudcli import CLASSES
+from cloudcli.config import DataConfig, SubmitConfig
+from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, read_labels, to_wide
+from cloudcli.errors import DataError
+from cloudcli.io import write_csv, write_json
+from cloudcli.metrics import kaggle_dice
+from cloudcli.postprocess import ClassRule, postprocess
+from cloudcli.rle import decode, encode
+from cloudcli.stages.preprocess import resize_mask
+from cloudcli.ui import info, progress
+
+PARAMS = ("data", "submit")
+
+
+def run(data: DataConfig, cfg: SubmitConfig, thresholds: Path, predictions: Path, out: Path, metrics: Path) -> None:
+    chosen = json.loads(thresholds.read_text())
+    rules = [ClassRule(c["level"], c["min_area"], 0, c["cls_threshold"]) for c in chosen["classes"].values()]
+    folder = predictions / chosen["model"]
+    probs = np.load(folder / "test.npy", mmap_mode="r")  # (M, 4, H, W) uint8
+    ids = list(pd.read_csv(folder / "test.csv", dtype={"image_id": str})["image_id"])
+    cls = None
+    if chosen["classifier"]:
+        table = pd.read_csv(predictions / chosen["classifier"] / "test.csv", dtype={"image_id": str})
+        cls = table.set_index("image_id").loc[ids, list(CLASSES)].to_numpy()
+    order = read_labels(Path(data.raw) / SUBMISSION_CSV)
+    rles = {}
+    with progress("submit", len(ids), "images") as advance:
+        for i, image_id in enumerate(ids):
+            masks = postprocess(np.asarray(probs[i]), rules, None if cls is None else cls[i], cfg.at_least_one)
+            rles.update({f"{image_id}_{c}": encode(m) for c, m in zip(CLASSES, masks)})
+            advance(1)
+    labels = order["image_id"] + "_" + order["cls"]
+    missing = set(labels) - set(rles)
+    if missing:
+        raise DataError(f"{folder / 'test.csv'}: no prediction for {sorted(missing)[0]}; rerun infer")
+    write_csv(out, pd.DataFrame({"Image_Label": labels, "EncodedPixels": [rles[k] for k in labels]}))
+    info(f"submit: wrote {out} ({len(labels)} rows, {sum(map(bool, rles.values()))} non-empty masks)")
+    truth_csv = Path(data.raw) / TEST_TRUTH_CSV
+    report = score(out, truth_csv, data) if truth_csv.exists() else {}
+    if report:
+        info(f"submit: test Dice {report['dice']:.4f} against {truth_csv}")
+    write_json(metrics, report)
+
+
+def score(submission: Path, truth_csv: Path, data: DataConfig) -> dict:
+    """Competition Dice of a submission against full-size truth labels (the demo's test_truth.csv)."""
+    sub = to_wide(read_labels(submission, data.score_size))
+    truth = to_wide(read_labels(truth_csv, data.image_size)).loc[sub.index]
+    preds = np.stack([[decode(r, data.score_size) for r in row] for row in sub.to_numpy()])
+    truths = np.stack(
+        [[resize_mask(decode(r, data.image_size), data.score_size) for r in row] for row in truth.to_numpy()]
+    )
+    return kaggle_dice(preds, truths).as_dict()
+
+
+def check(path: Path, sample: Path, size: tuple[int, int]) -> int:
+    """Validate a submission against sample_submission.csv; raises DataError naming the problem."""
+    sub = read_labels(path, size)  # header, labels, 4 rows per image, every RLE inside the image
+    expected = read_labels(sample)
+    got, want = list(sub["image_id"] + "_" + sub["cls"]), list(expected["image_id"] + "_" + expected["cls"])
+    if set(got) != set(want):
+        extra, lost = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        what = f"unexpected row {extra[0]}" if extra else f"no row for {lost[0]}"
+        raise DataError(f"{path}: {what} ({len(extra)} unexpected, {len(lost)} missing vs {sample})")
+    for k, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            raise DataError(f"{path} line {sub['line'].iloc[k]}: {a} where {sample} has {b}; keep its row order")
+    return len(got)

@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import cloudcli
+
+from cloudcli import CLASSES
+from cloudcli.config import DataConfig, SubmitConfig
+from cloudcli.errors import DataError
+from cloudcli.postprocess import ClassRule, postprocess
+from cloudcli.rle import decode, encode
+from cloudcli.stages import submit
+
+SIZE = (8, 12)  # scoring size of these tests
+
+
+@pytest.fixture
+def project(tmp_path):
+    """Test probabilities of 3 images, thresholds, a classifier, sample_submission and test_truth."""
+    rng = np.random.default_rng(0)
+    ids = ["b.jpg", "a.jpg", "c.jpg"]  # the sample order differs from the prediction order below
+    probs = rng.integers(0, 256, (3, 4, *SIZE), dtype=np.uint8)
+    seg, cls = tmp_path / "pred/seg1", tmp_path / "pred/cls"
+    seg.mkdir(parents=True), cls.mkdir()
+    np.save(seg / "test.npy", probs)
+    pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"]}).to_csv(seg / "test.csv", index=False)
+    cls_probs = rng.random((3, 4))
+    pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"], **dict(zip(CLASSES, cls_probs.T))}).to_csv(
+        cls / "test.csv", index=False
+    )
+    chosen = {
+        c: {"level": 100 + 20 * k, "min_area": 10 * k, "cls_threshold": 0.3 if k == 1 else None}
+        for k, c in enumerate(CLASSES)
+    }
+    (tmp_path / "t.json").write_text(json.dumps({"model": "seg1", "classifier": "cls", "classes": chosen}))
+    raw = tmp_path / "data"
+    raw.mkdir()
+    labels = [f"{i}_{c}" for i in ids for c in CLASSES]
+    pd.DataFrame({"Image_Label": labels, "EncodedPixels": "1 1"}).to_csv(raw / "sample_submission.csv", index=False)
+    pd.DataFrame({"Image_Label": labels, "EncodedPixels": ""}).to_csv(raw / "test_truth.csv", index=False)
+    data = DataConfig(raw=str(raw), image_size=(16, 24), score_size=SIZE)
+    return tmp_path, data, probs, cls_probs, chosen
+
+
+def test_writer_round_trip_and_order(project) -> None:
+    root, data, probs, cls_probs, chosen = project
+    submit.run(
+        data, SubmitConfig(at_least_one=False), root / "t.json", root / "pred", root / "sub.csv", root / "m.json"
+    )
+    sub = pd.read_csv(root / "sub.csv", keep_default_na=False)
+    sample = pd.read_csv(root / "data/sample_submission.csv")
+    assert list(sub.columns) == ["Image_Label", "EncodedPixels"] and list(sub["Image_Label"]) == list(
+        sample["Image_Label"]
+    )
+    rules = [ClassRule(c["level"], c["min_area"], 0, c["cls_threshold"]) for c in chosen.values()]
+    for i, image_id in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
+        expected = postprocess(probs[i], rules, cls_probs[i])
+        for k, c in enumerate(CLASSES):
+            rle = sub.set_index("Image_Label").loc[f"{image_id}_{c}", "EncodedPixels"]
+            np.testing.assert_array_equal(decode(rle, SIZE), expected[k])
+    report = json.loads((root / "m.json").read_text())  # all-empty truth: Dice = share of empty predictions
+    empty = (sub["EncodedPixels"] == "").mean()
+    assert report["dice"] == pytest.approx(empty)
+    assert submit.check(root / "sub.csv", root / "data/sample_submission.csv", SIZE) == 12
+
+
+def write(path, rows) -> None:
+    path.write_text("\n".join(rows) + "\n")
+
+
+def good_rows() -> list[str]:
+    return ["Image_Label,EncodedPixels"] + [
+        f"{i}_{c},{encode(np.eye(8, 12, dtype=np.uint8))}" for i in ("b.jpg", "a.jpg", "c.jpg") for c in CLASSES
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: ["ImageId,EncodedPixels", *r[1:]], "expected header"),
+        (lambda r: r[:-1], "c.jpg has no row for Sugar"),
+        (lambda r: [*r, "d.jpg_Fish,", "d.jpg_Flower,", "d.jpg_Gravel,", "d.jpg_Sugar,"], "unexpected row d.jpg_Fish"),
+        (lambda r: [r[0], *r[5:9], *r[1:5], *r[9:]], "line 2: a.jpg_Fish where .* has b.jpg_Fish"),
+        (lambda r: [*r[:3], "b.jpg_Gravel,90 10", *r[4:]], "line 4 .*beyond the 8x12 image"),
+        (lambda r: [*r[:3], "b.jpg_Gravel,5 2 3", *r[4:]], "line 4 .*odd number"),
+        (lambda r: [*r[:3], "b.jpg_Gravel,5 2 4 2", *r[4:]], "line 4 .*overlaps"),
+    ],
+)
+def test_check_catches_each_kind_of_malformed_file(project, change, message: str) -> None:
+    root = project[0]
+    write(root / "s.csv", good_rows())
+    assert submit.check(root / "s.csv", root / "data/sample_submission.csv", SIZE) == 12
+    write(root / "s.csv", change(good_rows()))
+    with pytest.raises(DataError, match=message):
+        submit.check(root / "s.csv", root / "data/sample_submission.csv", SIZE)
+
+
+def test_check_from_the_command_line(project) -> None:
+    root = project[0]
+    params = root.parent / "params.yaml"
+    import yaml
+    from helpers import tiny_params
+
+    p = tiny_params()
+    p["data"].update(raw=str(root / "data"), score_size=list(SIZE))
+    params.write_text(yaml.safe_dump(p))
+    write(root / "s.csv", good_rows())
+    ok = cloudcli("submit", "--params", str(params), "--check", str(root / "s.csv"), cwd=root)
+    assert "valid submission, 12 rows" in ok.stdout
+    write(root / "s.csv", good_rows()[:-1])
+    bad = cloudcli("submit", "--params", str(params), "--check", str(root / "s.csv"), cwd=root, check=False)
+    assert bad.returncode == 1 and "no row for Sugar" in bad.stderr and "Traceback" not in bad.stderr
