@@ -94,3 +94,13 @@ def test_cv_names_the_missing_model(tiny_cache, tmp_path) -> None:
     )
     failed(result, "seg1/fold0/summary.json: missing", "cloudcli train --model seg1 --fold 0")
     assert not (tmp_path / "cv.json").exists()
+
+
+@pytest.mark.parametrize("stage", ["tune", "submit"])
+def test_post_processing_stages_say_what_to_run_first(tiny_cache, tmp_path, stage: str) -> None:
+    args = ["--predictions", str(tmp_path / "none")]
+    if stage == "submit":
+        args += ["--thresholds", str(tmp_path / "thresholds.json"), "--out", str(tmp_path / "sub.csv")]
+    result = cloudcli(stage, *args, cwd=tiny_cache, check=False)
+    failed(result, "missing; run `dvc repro tune`" if stage == "submit" else "missing; run `dvc repro infer`")
+    assert not (tmp_path / "sub.csv").exists()

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -36,6 +37,14 @@ def unpack_masks(packed: np.ndarray, n_classes: int = len(CLASSES)) -> np.ndarra
     """(..., H, W) uint8 bits -> (..., C, H, W) uint8 0/1 masks."""
     packed = np.asarray(packed)[..., None, :, :]
     return ((packed & BITS[:n_classes, None, None]) != 0).astype(np.uint8)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a 0/1 (H, W) mask: a pixel is inside if at least half of the area it covers is."""
+    if mask.shape == tuple(size):
+        return mask
+    area = cv2.resize(mask * np.uint8(255), size[::-1], interpolation=cv2.INTER_AREA)
+    return (area >= 128).astype(np.uint8)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from cloudcli import CLASSES
 from cloudcli.config import DataConfig, PreprocessConfig
-from cloudcli.data.cache import pack_masks
+from cloudcli.data.cache import pack_masks, resize_mask
 from cloudcli.data.kaggle import SUBMISSION_CSV, TRAIN_CSV, image_paths, presence, read_image, read_labels, to_wide
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.parallel import pmap
@@ -29,14 +29,6 @@ _ARRAYS: dict[str, np.ndarray] = {}  # per-process memory maps of the cache bein
 def _open_arrays(folder: Path) -> None:
     for path in folder.glob("*.npy"):
         _ARRAYS[path.stem] = np.load(path, mmap_mode="r+")
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a 0/1 (H, W) mask: a pixel is inside if at least half of the area it covers is."""
-    if mask.shape == tuple(size):
-        return mask
-    area = cv2.resize(mask * np.uint8(255), size[::-1], interpolation=cv2.INTER_AREA)
-    return (area >= 128).astype(np.uint8)
 
 
 def _process(job: tuple) -> None:

@@ -7,7 +7,6 @@ any submission file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,28 +14,25 @@ import pandas as pd
 
 from cloudcli import CLASSES
 from cloudcli.config import DataConfig, SubmitConfig
+from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, read_labels, to_wide
+from cloudcli.data.predictions import read_classifier, read_masks, read_thresholds
 from cloudcli.errors import DataError
 from cloudcli.io import write_csv, write_json
 from cloudcli.metrics import kaggle_dice
 from cloudcli.postprocess import ClassRule, postprocess
 from cloudcli.rle import decode, encode
-from cloudcli.stages.preprocess import resize_mask
 from cloudcli.ui import info, progress
 
 PARAMS = ("data", "submit")
 
 
 def run(data: DataConfig, cfg: SubmitConfig, thresholds: Path, predictions: Path, out: Path, metrics: Path) -> None:
-    chosen = json.loads(thresholds.read_text())
+    chosen = read_thresholds(thresholds)
     rules = [ClassRule(c["level"], c["min_area"], 0, c["cls_threshold"]) for c in chosen["classes"].values()]
     folder = predictions / chosen["model"]
-    probs = np.load(folder / "test.npy", mmap_mode="r")  # (M, 4, H, W) uint8
-    ids = list(pd.read_csv(folder / "test.csv", dtype={"image_id": str})["image_id"])
-    cls = None
-    if chosen["classifier"]:
-        table = pd.read_csv(predictions / chosen["classifier"] / "test.csv", dtype={"image_id": str})
-        cls = table.set_index("image_id").loc[ids, list(CLASSES)].to_numpy()
+    ids, probs = read_masks(folder, "test")  # (M, 4, H, W) uint8
+    cls = read_classifier(predictions / chosen["classifier"], "test", ids) if chosen["classifier"] else None
     order = read_labels(Path(data.raw) / SUBMISSION_CSV)
     rles = {}
     with progress("submit", len(ids), "images") as advance:

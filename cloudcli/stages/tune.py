@@ -16,6 +16,7 @@ import pandas as pd
 from cloudcli import CLASSES
 from cloudcli.config import TuneConfig
 from cloudcli.data.cache import BITS, open_cache
+from cloudcli.data.predictions import read_classifier, read_masks
 from cloudcli.errors import DataError
 from cloudcli.io import write_csv, write_json
 from cloudcli.metrics import summarize
@@ -30,12 +31,12 @@ GATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
 def run(cfg: TuneConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path, curves: Path) -> dict:
     cache = open_cache(cache_dir)
     folder = predictions / cfg.model
-    ids, probs = _read_oof(folder)
+    ids, probs = read_masks(folder, "oof")
     rows = pd.Index(cache.train["image_id"]).get_indexer(ids)  # cache rows of the OOF rows
     if (rows < 0).any():
         raise DataError(f"{folder / 'oof.csv'}: {ids[int(np.argmin(rows))]} is not in {cache_dir}; rerun infer")
     truth = cache.array("train_truth")[rows]  # (N, H, W) packed bits, OOF row order
-    cls_probs = _classifier_probs(predictions / cfg.classifier, ids) if cfg.classifier else None
+    cls_probs = read_classifier(predictions / cfg.classifier, "oof", ids) if cfg.classifier else None
     before, after = np.empty((len(ids), len(CLASSES))), np.empty((len(ids), len(CLASSES)))
     chosen, curve = {}, {"threshold": (LEVELS / 255).round(4)}
     for k, name in enumerate(CLASSES):
@@ -73,22 +74,3 @@ def tune_class(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...],
             dice = np.where(kept, map_dice(area, inter, t_area, level, min_area), (t_area == 0).astype(float))
     chosen = {"level": level, "threshold": round(level / 255, 4), "min_area": min_area, "cls_threshold": gate}
     return chosen, map_dice(area, inter, t_area, level_of(0.5), 0), dice, scores.max(1).round(6)
-
-
-def _read_oof(folder: Path) -> tuple[list[str], np.ndarray]:
-    try:
-        ids = list(pd.read_csv(folder / "oof.csv", dtype={"image_id": str})["image_id"])
-        return ids, np.load(folder / "oof.npy", mmap_mode="r")
-    except FileNotFoundError as e:
-        raise DataError(f"{e.filename}: missing; run `dvc repro infer` first") from None
-
-
-def _classifier_probs(folder: Path, ids: list[str]) -> np.ndarray:
-    try:
-        table = pd.read_csv(folder / "oof.csv", dtype={"image_id": str}).set_index("image_id")
-    except FileNotFoundError as e:
-        raise DataError(f"{e.filename}: missing; run `dvc repro infer` first") from None
-    missing = set(ids) - set(table.index)
-    if missing:
-        raise DataError(f"{folder / 'oof.csv'}: no prediction for {len(missing)} images, e.g. {sorted(missing)[0]}")
-    return table.loc[ids, list(CLASSES)].to_numpy()

@@ -7,11 +7,10 @@ import pytest
 
 from cloudcli import CLASSES
 from cloudcli.config import load_params
-from cloudcli.data.cache import open_cache, unpack_masks
+from cloudcli.data.cache import open_cache, resize_mask, unpack_masks
 from cloudcli.data.kaggle import presence, read_image, read_labels, to_wide
 from cloudcli.rle import decode
 from cloudcli.stages import preprocess
-from cloudcli.stages.preprocess import resize_mask
 
 
 def test_resize_mask_keeps_pixels_at_least_half_covered() -> None:
