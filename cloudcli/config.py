@@ -151,12 +151,17 @@ class TuneConfig:
     model: str  # segmentation model whose out-of-fold probabilities are tuned
     classifier: str | None  # classifier whose probability gates each mask; null = no gate
     min_areas: tuple[int, ...]  # candidate min_area values, pixels at data.score_size
+    min_components: tuple[int, ...]  # candidate min_component values (0 = no component rule)
+    component_thresholds: tuple[float, ...]  # pixel thresholds at which min_component is searched
 
     def __post_init__(self) -> None:
+        for key in ("min_areas", "min_components"):
+            values = list(getattr(self, key))
+            _check(len(values) >= 1 and min(values) >= 0, f"tune.{key}", f"must list values >= 0, got {values}")
         _check(
-            len(self.min_areas) >= 1 and min(self.min_areas) >= 0,
-            "tune.min_areas",
-            f"must list values >= 0, got {list(self.min_areas)}",
+            all(0.0 <= t < 1.0 for t in self.component_thresholds),
+            "tune.component_thresholds",
+            f"must list probabilities in [0, 1), got {list(self.component_thresholds)}",
         )
 
 

@@ -1,18 +1,23 @@
-"""Exact grid search of pixel threshold x min_area on out-of-fold uint8 probabilities. Pure numpy.
+"""Exact grid search of post-processing rules on out-of-fold uint8 probabilities. Numpy + OpenCV.
 
-One pass per map builds two 256-bin histograms (all pixels, and pixels inside the true mask);
-reversed cumulative sums then give the predicted area and the intersection at every threshold at
-once, and the min_area rule becomes an array comparison. The scores equal re-thresholding and
-re-scoring every map for every grid point (tests compare with that brute force).
+The grid of one class is (pixel level, min_component) columns x min_area values. For the 255
+columns without a component rule, one pass per map builds two 256-bin histograms (all pixels, and
+pixels inside the true mask); reversed cumulative sums give the predicted area and the
+intersection at every level at once. For a component rule, connected components run once per map
+and level; with the components sorted by size, the area and intersection left after dropping
+those below each min_component are suffix sums. The min_area rule is then an array comparison, and every score
+equals re-thresholding and re-scoring every map at every grid point (tests compare with that).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from cloudcli.metrics import dice_from_counts
+from cloudcli.ui import progress
 
 LEVELS = np.arange(255)  # thresholds: pixel on when p > level, p in 0..255
 
@@ -35,17 +40,64 @@ def above(hist: np.ndarray) -> np.ndarray:
     return at_least[:, 1:]
 
 
+def component_counts(
+    probs: np.ndarray, truth: np.ndarray, levels: tuple[int, ...], min_components: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, L * C) predicted area and intersection with the truth once the 8-connected components
+    smaller than each min_component are dropped, column l * C + c for (levels[l], min_components[c])."""
+    thresholds = np.asarray(min_components)
+    width = len(levels) * len(min_components)
+    area, inter = np.zeros((len(probs), width), np.int64), np.zeros((len(probs), width), np.int64)
+    with progress("components", len(probs), "maps") as advance:
+        for i in range(len(probs)):
+            p, inside = np.asarray(probs[i]), np.flatnonzero(truth[i])
+            for j, level in enumerate(levels):
+                mask = (p > level).view(np.uint8)
+                if not mask.any():
+                    continue
+                count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+                flat = labels.reshape(-1)
+                sizes = np.bincount(flat, minlength=count)[1:]
+                order = np.argsort(sizes, kind="stable")  # sizes ascending, then sums from the largest down
+                sizes, hits = sizes[order], np.bincount(flat[inside], minlength=count)[1:][order]
+                first = np.searchsorted(sizes, thresholds, "left")  # first component >= min_component
+                cols = slice(j * len(min_components), (j + 1) * len(min_components))
+                area[i, cols] = np.append(np.cumsum(sizes[::-1])[::-1], 0)[first]
+                inter[i, cols] = np.append(np.cumsum(hits[::-1])[::-1], 0)[first]
+            advance(1)
+    return area, inter
+
+
 @dataclass(frozen=True)
-class SearchResult:
-    scores: np.ndarray  # (255, A) mean Dice for each (level, min_area)
-    min_areas: tuple[int, ...]
-    level: int  # best
-    min_area: int
-    score: float
+class Counts:
+    """Predicted area and intersection of N maps at G grid columns, a column being (level, min_component)."""
+
+    area: np.ndarray  # (N, G)
+    inter: np.ndarray  # (N, G)
+    truth_area: np.ndarray  # (N,)
+    levels: np.ndarray  # (G,)
+    min_components: np.ndarray  # (G,)
+
+    def subset(self, rows: np.ndarray) -> Counts:
+        return Counts(self.area[rows], self.inter[rows], self.truth_area[rows], self.levels, self.min_components)
+
+
+def counts(
+    probs: np.ndarray, truth: np.ndarray, min_components: tuple[int, ...] = (0,), component_levels: tuple[int, ...] = ()
+) -> Counts:
+    """The 255 levels without a component rule, then component_levels x each min_component > 1."""
+    hist_all, hist_in = histograms(probs, truth)
+    area, inter, levels, comps = [above(hist_all)], [above(hist_in)], [LEVELS], [np.zeros(len(LEVELS), int)]
+    rules = tuple(sorted({int(c) for c in min_components if c > 1}))
+    if rules and component_levels:
+        a, i = component_counts(probs, truth, tuple(component_levels), rules)
+        area.append(a), inter.append(i)
+        levels.append(np.repeat(component_levels, len(rules))), comps.append(np.tile(rules, len(component_levels)))
+    return Counts(np.hstack(area), np.hstack(inter), hist_in.sum(1), np.concatenate(levels), np.concatenate(comps))
 
 
 def grid_scores(area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, min_areas: tuple[int, ...]) -> np.ndarray:
-    """(255, A) mean Dice over maps, from (N, 255) predicted areas and intersections per level."""
+    """(G, A) mean Dice over maps, from (N, G) predicted areas and intersections per grid column."""
     scores = np.empty((area.shape[1], len(min_areas)))
     t = truth_area[:, None]
     for j, a in enumerate(min_areas):
@@ -54,19 +106,45 @@ def grid_scores(area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, min
     return scores
 
 
-def search(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...]) -> SearchResult:
-    """Best (level, min_area) of one class over (N, H, W) uint8 maps and (N, H, W) truth masks.
-    Ties go to the lowest level, then the smallest min_area."""
-    hist_all, hist_in = histograms(probs, truth)
-    scores = grid_scores(above(hist_all), above(hist_in), hist_in.sum(1), tuple(min_areas))
+def map_dice(area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, column: int, min_area: int) -> np.ndarray:
+    """(N,) Dice of every map at one grid point (column, min_area)."""
+    keep = area[:, column] >= min_area
+    return dice_from_counts(np.where(keep, inter[:, column], 0), np.where(keep, area[:, column], 0), truth_area)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    scores: np.ndarray  # (G, A) mean Dice for each (column, min_area); the first 255 columns: levels, no component rule
+    levels: np.ndarray  # (G,) level of each column
+    min_components: np.ndarray  # (G,) min_component of each column (0 = off)
+    min_areas: tuple[int, ...]
+    level: int  # best
+    min_component: int
+    min_area: int
+    score: float
+
+
+def best(c: Counts, min_areas: tuple[int, ...]) -> SearchResult:
+    """Best grid point; ties go to the earliest column (lowest level, no component rule), then the
+    smallest min_area."""
+    scores = grid_scores(c.area, c.inter, c.truth_area, tuple(min_areas))
     i, j = np.unravel_index(np.argmax(scores), scores.shape)
-    return SearchResult(scores, tuple(min_areas), int(i), int(min_areas[j]), float(scores[i, j]))
+    return SearchResult(
+        scores, c.levels, c.min_components, tuple(min_areas), int(c.levels[i]), int(c.min_components[i]),
+        int(min_areas[j]), float(scores[i, j]),
+    )  # fmt: skip
 
 
-def map_dice(area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, level: int, min_area: int) -> np.ndarray:
-    """(N,) Dice of every map at one grid point."""
-    keep = area[:, level] >= min_area
-    return dice_from_counts(np.where(keep, inter[:, level], 0), np.where(keep, area[:, level], 0), truth_area)
+def search(
+    probs: np.ndarray,
+    truth: np.ndarray,
+    min_areas: tuple[int, ...],
+    min_components: tuple[int, ...] = (0,),
+    component_levels: tuple[int, ...] = (),
+) -> SearchResult:
+    """Best (level, min_component, min_area) of one class over (N, H, W) uint8 maps and (N, H, W)
+    truth masks: all 255 levels without a component rule, and `component_levels` x `min_components`."""
+    return best(counts(probs, truth, min_components, component_levels), min_areas)
 
 
 def gate_scores(

@@ -29,7 +29,9 @@ PARAMS = ("data", "submit")
 
 def run(data: DataConfig, cfg: SubmitConfig, thresholds: Path, predictions: Path, out: Path, metrics: Path) -> None:
     chosen = read_thresholds(thresholds)
-    rules = [ClassRule(c["level"], c["min_area"], 0, c["cls_threshold"]) for c in chosen["classes"].values()]
+    rules = [
+        ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in chosen["classes"].values()
+    ]
     folder = predictions / chosen["model"]
     ids, probs = read_masks(folder, "test")  # (M, 4, H, W) uint8
     cls = read_classifier(predictions / chosen["classifier"], "test", ids) if chosen["classifier"] else None

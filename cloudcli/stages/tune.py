@@ -1,9 +1,9 @@
 """Stage `tune`: per-class post-processing chosen on out-of-fold predictions.
 
-For each class: the exact grid of pixel level (all 255) x min_area (cloudcli.search); then, with
-a classifier, its gate threshold swept 0.00..0.99, and the grid searched again on the maps the
-gate keeps. Writes the chosen values, CV Dice before (p > 0.5, no rule) and after tuning, and the
-Dice-vs-threshold curve of each class.
+For each class: the exact grid of pixel level (all 255) x min_area, plus tune.component_thresholds
+x min_components x min_area (cloudcli.search); then, with a classifier, its gate threshold swept
+0.00..0.99, and the grid searched again on the maps the gate keeps. Writes the chosen values, CV
+Dice before (p > 0.5, no rule) and after tuning, and the Dice-vs-threshold curve of each class.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cloudcli.errors import DataError
 from cloudcli.io import write_csv, write_json
 from cloudcli.metrics import summarize
 from cloudcli.postprocess import level_of
-from cloudcli.search import LEVELS, above, gate_scores, grid_scores, histograms, map_dice
+from cloudcli.search import LEVELS, best, counts, gate_scores, map_dice
 from cloudcli.ui import info
 
 PARAMS = ("tune",)
@@ -42,7 +42,7 @@ def run(cfg: TuneConfig, predictions: Path, cache_dir: Path, out: Path, metrics:
     for k, name in enumerate(CLASSES):
         t = (truth & BITS[k]) != 0
         chosen[name], before[:, k], after[:, k], curve[name] = tune_class(
-            probs[:, k], t, cfg.min_areas, None if cls_probs is None else cls_probs[:, k]
+            probs[:, k], t, cfg, None if cls_probs is None else cls_probs[:, k]
         )
         info(f"tune {name}: {chosen[name]}, Dice {before[:, k].mean():.4f} -> {after[:, k].mean():.4f}")
     empty = np.stack([((truth & b) == 0).reshape(len(ids), -1).all(1) for b in BITS])
@@ -54,23 +54,28 @@ def run(cfg: TuneConfig, predictions: Path, cache_dir: Path, out: Path, metrics:
     return report
 
 
-def tune_class(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...], cls_probs: np.ndarray | None):
+def tune_class(probs: np.ndarray, truth: np.ndarray, cfg: TuneConfig, cls_probs: np.ndarray | None):
     """(chosen values, per-map Dice before, per-map Dice after, best Dice per level) of one class."""
-    hist_all, hist_in = histograms(probs, truth)
-    area, inter, t_area = above(hist_all), above(hist_in), hist_in.sum(1)
-    scores = grid_scores(area, inter, t_area, min_areas)
-    i, j = np.unravel_index(np.argmax(scores), scores.shape)
-    level, min_area, gate = int(i), int(min_areas[j]), None
-    dice = map_dice(area, inter, t_area, level, min_area)
+    levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
+    c = counts(probs, truth, cfg.min_components, levels)
+    found = best(c, cfg.min_areas)
+    curve = found.scores[: len(LEVELS)].max(1).round(6)  # before the gate, no component rule
+    column = int(np.argmax(found.scores.max(1)))
+    dice, gate = map_dice(c.area, c.inter, c.truth_area, column, found.min_area), None
     if cls_probs is not None:
-        swept = gate_scores(dice, t_area == 0, cls_probs, GATES)
+        swept = gate_scores(dice, c.truth_area == 0, cls_probs, GATES)
         if swept.max() > dice.mean() and (cls_probs > GATES[np.argmax(swept)]).any():
             gate = float(GATES[np.argmax(swept)])
             kept = cls_probs > gate  # search again on the maps the gate keeps
-            gated_score = (t_area[~kept] == 0).sum() / len(kept)
-            regrid = grid_scores(area[kept], inter[kept], t_area[kept], min_areas) * kept.mean() + gated_score
-            i, j = np.unravel_index(np.argmax(regrid), regrid.shape)
-            level, min_area = int(i), int(min_areas[j])
-            dice = np.where(kept, map_dice(area, inter, t_area, level, min_area), (t_area == 0).astype(float))
-    chosen = {"level": level, "threshold": round(level / 255, 4), "min_area": min_area, "cls_threshold": gate}
-    return chosen, map_dice(area, inter, t_area, level_of(0.5), 0), dice, scores.max(1).round(6)
+            found = best(c.subset(kept), cfg.min_areas)
+            column = int(np.argmax(found.scores.max(1)))
+            dice = np.where(kept, map_dice(c.area, c.inter, c.truth_area, column, found.min_area), c.truth_area == 0)
+    chosen = {
+        "level": found.level,
+        "threshold": round(found.level / 255, 4),
+        "min_area": found.min_area,
+        "min_component": found.min_component,
+        "cls_threshold": gate,
+    }
+    plain = map_dice(c.area, c.inter, c.truth_area, level_of(0.5), 0)  # column = level when no component rule
+    return chosen, plain, dice, curve

@@ -30,7 +30,12 @@ def project(tmp_path):
         cls / "test.csv", index=False
     )
     chosen = {
-        c: {"level": 100 + 20 * k, "min_area": 10 * k, "cls_threshold": 0.3 if k == 1 else None}
+        c: {
+            "level": 100 + 20 * k,
+            "min_area": 10 * k,
+            "min_component": 4 * (k == 2),
+            "cls_threshold": 0.3 if k == 1 else None,
+        }
         for k, c in enumerate(CLASSES)
     }
     (tmp_path / "t.json").write_text(json.dumps({"model": "seg1", "classifier": "cls", "classes": chosen}))
@@ -53,7 +58,7 @@ def test_writer_round_trip_and_order(project) -> None:
     assert list(sub.columns) == ["Image_Label", "EncodedPixels"] and list(sub["Image_Label"]) == list(
         sample["Image_Label"]
     )
-    rules = [ClassRule(c["level"], c["min_area"], 0, c["cls_threshold"]) for c in chosen.values()]
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in chosen.values()]
     for i, image_id in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
         expected = postprocess(probs[i], rules, cls_probs[i])
         for k, c in enumerate(CLASSES):

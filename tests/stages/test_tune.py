@@ -24,6 +24,8 @@ def oof(tmp_path):
             truth[i, k, y : y + rng.integers(2, 7), x : x + rng.integers(2, 10)] = 1
     noise = rng.integers(0, 140, truth.shape)
     probs = np.clip(noise + truth * rng.integers(40, 120, (n, 4, 1, 1)), 0, 255).astype(np.uint8)
+    specks = rng.random(truth.shape) < 0.01  # isolated confident false positives: the component rule's job
+    probs[specks & (truth == 0)] = 250
     ids = [f"{i:03d}.jpg" for i in range(n)]
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -46,14 +48,16 @@ def oof(tmp_path):
 
 
 @pytest.mark.parametrize("classifier", [None, "cls"])
-def test_reported_dice_is_what_the_chosen_rules_give(oof, classifier) -> None:
+@pytest.mark.parametrize("min_components", [(0,), (0, 3, 8)])
+def test_reported_dice_is_what_the_chosen_rules_give(oof, classifier, min_components) -> None:
     root, probs, truth, cls_probs = oof
-    cfg = TuneConfig(model="seg1", classifier=classifier, min_areas=(0, 5, 10, 20))
+    cfg = TuneConfig(
+        model="seg1", classifier=classifier, min_areas=(0, 5, 10, 20), min_components=min_components,
+        component_thresholds=(0.4, 0.5, 0.6),
+    )  # fmt: skip
     report = tune.run(cfg, root / "pred", root / "cache", root / "t.json", root / "m.json", root / "c.csv")
     chosen = json.loads((root / "t.json").read_text())["classes"]
-    rules = [
-        ClassRule(level=c["level"], min_area=c["min_area"], cls_threshold=c["cls_threshold"]) for c in chosen.values()
-    ]
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in chosen.values()]
     masks = np.stack([postprocess(p, rules, cls_probs[i] if classifier else None) for i, p in enumerate(probs)])
     assert report["after"]["dice"] == pytest.approx(kaggle_dice(masks, truth).mean, abs=1e-12)
     plain = np.stack([postprocess(p, [ClassRule(level=128)] * 4) for p in probs])
@@ -64,3 +68,7 @@ def test_reported_dice_is_what_the_chosen_rules_give(oof, classifier) -> None:
     assert json.loads((root / "m.json").read_text()) == json.loads(json.dumps(report))
     if classifier is None:
         assert all(c["cls_threshold"] is None for c in chosen.values())
+    elif min_components == (0,):  # the classifier removes specks on empty masks: a gate wins somewhere
+        assert any(c["cls_threshold"] is not None for c in chosen.values())
+    if len(min_components) > 1:  # ... and specks make the component rule win somewhere
+        assert any(c["min_component"] > 0 for c in chosen.values())
