@@ -136,6 +136,8 @@ class InferConfig:
     tta: tuple[Literal["none", "hflip", "vflip", "hvflip", "transpose"], ...]  # averaged views
     batch_size: int
     device: Literal["auto", "cpu", "cuda", "mps"]
+    precision: Literal["fp32", "bf16", "fp16"]  # autocast on CUDA; CPU runs fp32
+    stack_tta: bool  # all TTA views in one forward pass (len(tta) x the batch in memory)
 
     def __post_init__(self) -> None:
         _check(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -41,20 +42,40 @@ def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, dict
 
 @torch.no_grad()
 def predict(
-    nets: list[nn.Module], x: torch.Tensor, tta: tuple[str, ...], role: str, out_size: tuple[int, int]
+    nets: list[nn.Module],
+    x: torch.Tensor,
+    tta: tuple[str, ...],
+    role: str,
+    out_size: tuple[int, int] | None,
+    dtype: torch.dtype | None = None,
+    stacked: bool = False,
 ) -> torch.Tensor:
-    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for cls."""
+    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for cls.
+
+    `dtype`: autocast (CUDA) to bf16 or fp16. `stacked`: all views in one forward of len(tta) * B.
+    """
     total = None
+    autocast = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
     for net in nets:
-        for name in tta:
-            forward, inverse = TTA[name]
-            probs = torch.sigmoid(net(forward(x)).float())
-            probs = probs if role == "cls" else inverse(probs)
+        if stacked:
+            with autocast:
+                out = net(torch.cat([TTA[name][0](x) for name in tta])).float()
+            views = zip(tta, out.chunk(len(tta)))
+        else:
+            views = ((name, _forward(net, TTA[name][0](x), autocast)) for name in tta)
+        for name, logits in views:
+            probs = torch.sigmoid(logits)
+            probs = probs if role == "cls" else TTA[name][1](probs)
             total = probs if total is None else total + probs
     mean = total / (len(nets) * len(tta))
     if role != "cls":
         mean = F.interpolate(mean, size=out_size, mode="bilinear", align_corners=False)
     return mean
+
+
+def _forward(net: nn.Module, x: torch.Tensor, autocast) -> torch.Tensor:
+    with autocast:
+        return net(x).float()
 
 
 def to_uint8(probs: torch.Tensor) -> torch.Tensor:

@@ -108,6 +108,10 @@ class _Sink:
         write_csv(self.folder / f"{self.name}.csv", index)
 
 
+def _autocast_dtype(cfg: InferConfig, device: torch.device) -> torch.dtype | None:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if device.type == "cuda" else None
+
+
 def _predict_into(
     sink: _Sink,
     positions: np.ndarray,
@@ -130,7 +134,8 @@ def _predict_into(
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
             x = batch["image"].to(device, memory_format=torch.channels_last)
-            probs = predict(nets, x, cfg.tta, settings["role"], sink.array.shape[-2:] if sink.role != "cls" else None)
+            out_size = sink.array.shape[-2:] if sink.role != "cls" else None
+            probs = predict(nets, x, cfg.tta, settings["role"], out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
             target = positions[done : done + len(x)]
             if sink.role == "cls":
                 sink.array[target] = probs.cpu().numpy()

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import open_cache
 from cloudcli.engine.predict import load_fold_model
@@ -84,3 +85,17 @@ def test_transpose_needs_square_inputs(tiny_cache, trained) -> None:
     with pytest.raises(ConfigError, match="transpose needs square inputs"):
         run_infer(tiny_cache, trained, "seg1", tta=("none", "transpose"))
     assert not (trained / "predictions/seg1_t").exists()
+
+
+@pytest.mark.parametrize("model", ["seg1", "cls"])
+def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model) -> None:
+    flips = ("none", "hflip", "vflip", "hvflip")
+    split = "oof.npy" if model == "seg1" else "oof.csv"
+    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=False)
+    sequential = np.load(out / split) if model == "seg1" else pd.read_csv(out / split)
+    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=True)
+    if model == "seg1":
+        assert np.abs(np.load(out / split).astype(int) - sequential.astype(int)).max() <= 1
+    else:
+        stacked = pd.read_csv(out / split)
+        np.testing.assert_allclose(stacked[list(CLASSES)], sequential[list(CLASSES)], atol=1e-5)
