@@ -152,25 +152,73 @@ def infer(
 
 
 @app.command()
+def ensemble(
+    params: ParamsOpt = Path("params.yaml"),
+    vote: Annotated[str | None, typer.Option(help="majority or mean [default: ensemble.vote]")] = None,
+    members: Annotated[str | None, typer.Option(help="Comma-separated models [default: ensemble.members]")] = None,
+    min_votes: Annotated[
+        int | None, typer.Option(help="majority: members that must agree [default: more than half]")
+    ] = None,
+    weights: Annotated[str | None, typer.Option(help="mean: comma-separated weights, one per member")] = None,
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("ensemble"),
+) -> None:
+    """Combine segmentation models pixel by pixel: majority vote or (weighted) mean.
+
+    majority binarises each member at its own threshold, tuned per class on its out-of-fold maps,
+    and keeps the pixels where at least --min-votes members agree. Members and options come from
+    params.yaml `ensemble`; the flags override them for a one-off run.
+    """
+    import dataclasses
+
+    from cloudcli.config import EnsembleConfig, build, load_params
+    from cloudcli.errors import ConfigError
+
+    p = load_params(params)
+    cfg = p.ensemble
+    if any(v is not None for v in (vote, members, min_votes, weights)):
+        raw = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+        if members is not None:
+            raw.update(members=[m.strip() for m in members.split(",") if m.strip()], weights=None, min_votes=None)
+        if vote is not None:
+            raw["vote"] = vote
+        if min_votes is not None:
+            raw["min_votes"] = min_votes
+        if weights is not None:
+            try:
+                raw["weights"] = [float(w) for w in weights.split(",")]
+            except ValueError:
+                raise ConfigError(f"--weights must be comma-separated numbers, got {weights!r}") from None
+        cfg = build(EnsembleConfig, raw, "ensemble.")
+    from cloudcli.stages import ensemble as stage
+
+    stage.run(cfg, predictions, cache, out)
+
+
+@app.command()
 def tune(
     params: ParamsOpt = Path("params.yaml"),
     predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
     cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    ensemble_dir: Annotated[Path, typer.Option("--ensemble", help="Ensemble folder")] = Path("ensemble"),
     out: Annotated[Path, typer.Option(help="Chosen post-processing (JSON)")] = Path("tune/thresholds.json"),
     metrics: Annotated[Path, typer.Option(help="CV Dice before/after (JSON)")] = Path("metrics/tune.json"),
+    stages: Annotated[Path, typer.Option(help="CV Dice after each step (folder of JSON)")] = Path("metrics/stages"),
     curves: Annotated[Path, typer.Option(help="Dice vs threshold per class (CSV)")] = Path("tune/curves.csv"),
 ) -> None:
-    """Choose each class's threshold, min_area and classifier gate on out-of-fold predictions.
+    """Choose the two-stage post-processing on out-of-fold predictions.
 
-    Exact search over all 255 uint8 thresholds x tune.min_areas, then the classifier threshold
-    0.00..0.99; writes the choice, CV Dice before and after tuning, and per-class curves.
+    Per class: seg1's threshold x min_area (x min_component), the shape maps' threshold where seg1
+    says present, then the class-score gate 0.00..0.99. Prints and writes the CV Dice after each
+    step (seg1, seg2, vote, + seg1 gate, + classifier).
     """
     from cloudcli.config import load_params
 
     p = load_params(params)
     from cloudcli.stages import tune as stage
 
-    stage.run(p.tune, predictions, cache, out, metrics, curves)
+    stage.run(p.tune, predictions, cache, ensemble_dir, out, metrics, stages, curves)
 
 
 @app.command()
@@ -178,7 +226,6 @@ def submit(
     params: ParamsOpt = Path("params.yaml"),
     check: Annotated[Path | None, typer.Option(help="Only validate this submission file, write nothing")] = None,
     thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = Path("tune/thresholds.json"),
-    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
     out: Annotated[Path, typer.Option(help="Submission file to write")] = Path("submission.csv"),
     metrics: Annotated[Path, typer.Option(help="Test Dice when test_truth.csv exists (JSON)")] = Path(
         "metrics/test.json"
@@ -199,7 +246,7 @@ def submit(
         n = stage.check(check, Path(p.data.raw) / SUBMISSION_CSV, p.data.score_size)
         print(f"{check}: valid submission, {n} rows")
         return
-    stage.run(p.data, p.submit, thresholds, predictions, out, metrics)
+    stage.run(p.data, thresholds, out, metrics)
 
 
 @app.command()

@@ -149,9 +149,41 @@ class InferConfig:
 
 
 @dataclass(frozen=True)
+class EnsembleConfig:
+    members: tuple[str, ...]  # segmentation models combined pixel by pixel
+    vote: Literal["majority", "mean"]  # majority: members binarised at their own tuned levels; mean: probabilities
+    min_votes: int | None  # majority: members that must agree; null = more than half
+    weights: tuple[float, ...] | None  # mean: one weight per member; null = equal
+
+    def __post_init__(self) -> None:
+        m = len(self.members)
+        _check(
+            m >= 1 and len(set(self.members)) == m,
+            "ensemble.members",
+            f"must list distinct models, got {list(self.members)}",
+        )
+        if self.min_votes is not None:
+            _check(
+                1 <= self.min_votes <= m,
+                "ensemble.min_votes",
+                f"must be in 1..{m} (members) or null, got {self.min_votes}",
+            )
+        if self.weights is not None:
+            _check(
+                len(self.weights) == m and min(self.weights) >= 0 and sum(self.weights) > 0,
+                "ensemble.weights",
+                f"must give {m} weights >= 0 (one per member) with a positive sum, or null; got {list(self.weights)}",
+            )
+
+
+@dataclass(frozen=True)
 class TuneConfig:
-    model: str  # segmentation model whose out-of-fold probabilities are tuned
-    classifier: str | None  # classifier whose probability gates each mask; null = no gate
+    seg1: str  # segmentation model deciding empty vs non-empty for each (image, class)
+    shape: str | None  # draws the mask where seg1 says non-empty: "ensemble" or a model; null = seg1's own
+    classifier: str | None  # classifier gating each mask; null = no classifier
+    class_score: Literal["none", "classifier", "topk", "mean"]  # gate: classifier prob, top-k pixels of seg1, mean
+    top_k: int  # pixels averaged by the top-k score (at data.score_size)
+    at_least_one: bool  # an image left without any mask keeps its most likely class (1st place)
     min_areas: tuple[int, ...]  # candidate min_area values, pixels at data.score_size
     min_components: tuple[int, ...]  # candidate min_component values (0 = no component rule)
     component_thresholds: tuple[float, ...]  # pixel thresholds at which min_component is searched
@@ -165,11 +197,6 @@ class TuneConfig:
             "tune.component_thresholds",
             f"must list probabilities in [0, 1), got {list(self.component_thresholds)}",
         )
-
-
-@dataclass(frozen=True)
-class SubmitConfig:
-    at_least_one: bool  # an image left without any mask keeps its most likely class
 
 
 @dataclass(frozen=True)
@@ -189,8 +216,8 @@ class Params:
     models: dict[str, ModelEntry]
     cv: CvConfig
     infer: InferConfig
+    ensemble: EnsembleConfig
     tune: TuneConfig
-    submit: SubmitConfig
 
 
 @dataclass(frozen=True)
@@ -249,7 +276,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             resolve_model(name, params.model, params.train, params.models)
         for name in params.cv.models:
             resolve_model(name, params.model, params.train, params.models)
-        _check_tune(params)
+        _check_combination(params)
         _check(
             all(0 <= k < params.fold.n_splits for k in params.cv.folds),
             "cv.folds",
@@ -260,19 +287,36 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params
 
 
-def _check_tune(params: Params) -> None:
-    tune, trained = params.tune, params.cv.models
+def _check_combination(params: Params) -> None:
+    """Models named by ensemble, pseudo and tune exist in the pipeline and have the right role."""
+    base, models = params.cv.models, params.models
+    segs = [m for m in base if models[m].role != "cls"]
+    for m in params.ensemble.members:
+        _check(m in segs, "ensemble.members", f"{m!r} is not a segmentation model of cv.models ({', '.join(segs)})")
+    tune = params.tune
     _check(
-        tune.model in trained and params.models[tune.model].role != "cls",
-        "tune.model",
-        f"must be a segmentation model listed in cv.models ({', '.join(trained)}), got {tune.model!r}",
+        tune.seg1 in base and models[tune.seg1].role != "cls",
+        "tune.seg1",
+        f"must be a segmentation model listed in cv.models ({', '.join(segs)}), got {tune.seg1!r}",
     )
+    if tune.shape is not None:
+        _check(
+            tune.shape == "ensemble" or tune.shape in segs,
+            "tune.shape",
+            f"must be ensemble, a segmentation model of cv.models, or null; got {tune.shape!r}",
+        )
     if tune.classifier is not None:
         _check(
-            tune.classifier in trained and params.models[tune.classifier].role == "cls",
+            tune.classifier in base and models[tune.classifier].role == "cls",
             "tune.classifier",
             f"must be a classifier listed in cv.models, or null; got {tune.classifier!r}",
         )
+    _check(
+        tune.class_score in ("none", "topk") or tune.classifier is not None,
+        "tune.class_score",
+        f"{tune.class_score} needs tune.classifier; use topk or none, or name a classifier",
+    )
+    _check(tune.top_k >= 1, "tune.top_k", f"must be >= 1, got {tune.top_k}")
 
 
 def build(cls: type, raw: Any, where: str) -> Any:

@@ -47,21 +47,28 @@ def apply_rule(probs: np.ndarray, rule: ClassRule, cls_prob: float | None = None
 
 
 def postprocess(
-    probs: np.ndarray, rules: list[ClassRule], cls_probs: np.ndarray | None = None, at_least_one: bool = False
+    probs: np.ndarray,
+    rules: list[ClassRule],
+    scores: np.ndarray | None = None,
+    at_least_one: bool = False,
+    shape: np.ndarray | None = None,
+    shape_levels: list[int] | None = None,
 ) -> np.ndarray:
     """(C, H, W) uint8 probabilities of one image -> (C, H, W) uint8 masks.
 
-    `cls_probs` (C,) feeds the classifier gates. With `at_least_one`, an image left with no mask
-    keeps the class with the highest score (classifier prob, else max pixel prob), thresholded only.
+    `scores` (C,) are the class scores the rules' gates compare (classifier probability, top-k...).
+    Two-stage: with `shape` (C, H, W) (e.g. a seg2 vote), `probs` (seg1) and the rules only decide
+    whether a class is present; the mask drawn is shape > shape_levels[k]. With `at_least_one`,
+    an image left with no mask keeps the class with the highest score (else the highest pixel
+    probability), its map thresholded only.
     """
     masks = np.stack(
-        [
-            apply_rule(p, r, None if cls_probs is None else float(cls_probs[k]))
-            for k, (p, r) in enumerate(zip(probs, rules))
-        ]
+        [apply_rule(p, r, None if scores is None else float(scores[k])) for k, (p, r) in enumerate(zip(probs, rules))]
     )
+    if shape is not None:
+        masks = np.stack([(s > level).astype(np.uint8) * m.any() for s, level, m in zip(shape, shape_levels, masks)])
     if at_least_one and not masks.any():
-        scores = cls_probs if cls_probs is not None else probs.reshape(len(probs), -1).max(1)
-        k = int(np.argmax(scores))
-        masks[k] = probs[k] > rules[k].level
+        best = scores if scores is not None else probs.reshape(len(probs), -1).max(1)
+        k = int(np.argmax(best))
+        masks[k] = probs[k] > rules[k].level if shape is None else shape[k] > shape_levels[k]
     return masks

@@ -77,9 +77,12 @@ class Counts:
     truth_area: np.ndarray  # (N,)
     levels: np.ndarray  # (G,)
     min_components: np.ndarray  # (G,)
+    hist: np.ndarray  # (N, 256) level histogram of each map
 
     def subset(self, rows: np.ndarray) -> Counts:
-        return Counts(self.area[rows], self.inter[rows], self.truth_area[rows], self.levels, self.min_components)
+        return Counts(
+            self.area[rows], self.inter[rows], self.truth_area[rows], self.levels, self.min_components, self.hist[rows]
+        )
 
 
 def counts(
@@ -93,7 +96,9 @@ def counts(
         a, i = component_counts(probs, truth, tuple(component_levels), rules)
         area.append(a), inter.append(i)
         levels.append(np.repeat(component_levels, len(rules))), comps.append(np.tile(rules, len(component_levels)))
-    return Counts(np.hstack(area), np.hstack(inter), hist_in.sum(1), np.concatenate(levels), np.concatenate(comps))
+    return Counts(
+        np.hstack(area), np.hstack(inter), hist_in.sum(1), np.concatenate(levels), np.concatenate(comps), hist_all
+    )
 
 
 def grid_scores(area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, min_areas: tuple[int, ...]) -> np.ndarray:

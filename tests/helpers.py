@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
+
+from cloudcli import CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"height": 64, "width": 96}  # raw image size of the tiny demo datasets
@@ -35,3 +40,15 @@ def tiny_params(**sections: dict) -> dict:
     for name, values in sections.items():
         params[name].update(values)
     return params
+
+
+def save_model(folder, ids, role, probs=None, cls_probs=None, split="oof"):
+    """A model's prediction folder as infer writes it: maps (segmentation) or a probability table (cls)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps({"role": role}))
+    if cls_probs is not None:
+        table = pd.DataFrame({"image_id": ids, **{c: cls_probs[:, k] for k, c in enumerate(CLASSES)}})
+        table.to_csv(folder / f"{split}.csv", index=False)
+    else:
+        np.save(folder / f"{split}.npy", probs)
+        pd.DataFrame({"image_id": ids, "fold": 0}).to_csv(folder / f"{split}.csv", index=False)

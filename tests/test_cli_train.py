@@ -96,11 +96,17 @@ def test_cv_names_the_missing_model(tiny_cache, tmp_path) -> None:
     assert not (tmp_path / "cv.json").exists()
 
 
-@pytest.mark.parametrize("stage", ["tune", "submit"])
-def test_post_processing_stages_say_what_to_run_first(tiny_cache, tmp_path, stage: str) -> None:
-    args = ["--predictions", str(tmp_path / "none")]
-    if stage == "submit":
-        args += ["--thresholds", str(tmp_path / "thresholds.json"), "--out", str(tmp_path / "sub.csv")]
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ("ensemble", "no predictions of 'seg2' in"),
+        ("tune", "no predictions of 'seg1' in"),
+        ("submit", "missing; run `dvc repro tune`"),
+    ],
+)
+def test_post_processing_stages_say_what_to_run_first(tiny_cache, tmp_path, stage: str, message: str) -> None:
+    args = [] if stage == "submit" else ["--predictions", str(tmp_path / "none")]
+    args += ["--thresholds", str(tmp_path / "t.json"), "--out", str(tmp_path / "out")] if stage == "submit" else []
     result = cloudcli(stage, *args, cwd=tiny_cache, check=False)
-    failed(result, "missing; run `dvc repro tune`" if stage == "submit" else "missing; run `dvc repro infer`")
-    assert not (tmp_path / "sub.csv").exists()
+    failed(result, message, "cloudcli infer --model" if stage != "submit" else "cloudcli tune")
+    assert not (tmp_path / "out").exists() and not (tiny_cache / "ensemble").exists()

@@ -125,7 +125,18 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         ),
         (lambda p: p["cv"].update(models=["seg1", "seg3"]), r"unknown model 'seg3'.*did you mean 'seg\d'"),
         (lambda p: p["cv"].update(folds=[0, 5]), r"cv.folds must be fold numbers 0..4"),
-        (lambda p: p["tune"].update(model="cls"), r"tune.model must be a segmentation model listed in cv.models"),
+        (lambda p: p["tune"].update(seg1="cls"), r"tune.seg1 must be a segmentation model listed in cv.models"),
+        (lambda p: p["tune"].update(shape="cls"), r"tune.shape must be ensemble, a segmentation model"),
+        (
+            lambda p: p["ensemble"].update(members=["seg2", "cls"]),
+            r"ensemble.members 'cls' is not a segmentation model",
+        ),
+        (lambda p: p["ensemble"].update(min_votes=3), r"ensemble.min_votes must be in 1..2"),
+        (lambda p: p["ensemble"].update(weights=[1.0]), r"ensemble.weights must give 2 weights"),
+        (
+            lambda p: p["tune"].update(classifier=None, class_score="mean"),
+            r"tune.class_score mean needs tune.classifier",
+        ),
         (
             lambda p: p["tune"].update(classifier="seg2"),
             r"tune.classifier must be a classifier listed in cv.models, or null",

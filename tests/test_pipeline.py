@@ -61,11 +61,14 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "fold",
         "train@seg1-0",
         "train@seg2-0",
+        "train@seg2_unet-0",
         "train@cls-0",
         "cv",
         "infer@seg1",
         "infer@seg2",
+        "infer@seg2_unet",
         "infer@cls",
+        "ensemble",
         "tune",
         "submit",
     }
@@ -74,7 +77,12 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     assert np.load(repo / "predictions/seg2/test.npy").shape == (6, 4, 32, 48)
     tuned = json.loads((repo / "metrics/tune.json").read_text())
     n_oof = len(pd.read_csv(repo / "predictions/seg1/oof.csv"))
-    assert tuned["after"]["dice"] >= tuned["before"]["dice"] and tuned["after"]["n_rows"] == 4 * n_oof
+    assert tuned["after"]["n_rows"] == 4 * n_oof
+    steps = json.loads(run("dvc", "metrics", "show", "--json", "metrics/stages", cwd=repo))
+    files = [Path(f).name for f in next(iter(steps.values()))["data"]]
+    assert sorted(files) == ["1_seg1.json", "2_seg2.json", "3_vote.json", "4_seg1_gate.json", "5_classifier.json"]
+    table = run("dvc", "metrics", "show", "metrics/stages", cwd=repo)  # reads as the per-step table
+    assert table.index("1_seg1") < table.index("5_classifier") and "dice_non_empty" in table
     assert "up to date" in run("dvc", "status", cwd=repo)
     folds = pd.read_csv(repo / "artifacts/folds.csv")
     assert len(folds) == 24 and folds["image_id"].is_unique and set(folds["fold"]) == {0, 1, 2}
@@ -83,16 +91,18 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     metrics = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
     assert json.dumps(metrics).count('"n_train": 24') == 1
     cv = json.loads((repo / "metrics/cv.json").read_text())
-    assert set(cv) == {"seg1", "seg2", "cls", "all_empty"} and 0 <= cv["seg1"]["dice"] <= 1
+    assert set(cv) == {"seg1", "seg2", "seg2_unet", "cls", "all_empty"} and 0 <= cv["seg1"]["dice"] <= 1
     assert json.loads(run("dvc", "plots", "show", "--json", cwd=repo))  # DVCLive curves are declared plots
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", "baseline", cwd=repo)
 
     # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
-    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv", "tune", "submit"}
+    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv", "ensemble", "tune", "submit"}
     out = run("dvc", "exp", "run", "-S", "tune.min_areas=[0,10]", cwd=repo)
     assert ran(out) <= {"tune", "submit"} and "tune" in ran(out)  # a post-processing change never retrains
+    out = run("dvc", "exp", "run", "-S", "ensemble.vote=mean", cwd=repo)
+    assert ran(out) <= {"ensemble", "tune", "submit"} and "ensemble" in ran(out)
     out = run("dvc", "exp", "run", "-S", "fold.seed=7", cwd=repo)
     assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv"} <= ran(out)
 

@@ -43,3 +43,49 @@ def read_thresholds(path: Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise _missing(path, "tune") from None
+
+
+PSEUDO_PREDICTIONS = Path("pseudo/predictions")  # where infer writes pseudo-label models' predictions
+
+
+def model_folder(name: str, predictions: Path, pseudo_predictions: Path = PSEUDO_PREDICTIONS) -> Path:
+    """A model's prediction folder: predictions/NAME, or pseudo/predictions/NAME for a pseudo-label model."""
+    for folder in (predictions / name, pseudo_predictions / name):
+        if (folder / "meta.json").exists():
+            return folder
+    raise DataError(
+        f"no predictions of {name!r} in {predictions} or {pseudo_predictions}; "
+        f"run `dvc repro` (or `cloudcli infer --model {name}`) first"
+    )
+
+
+def read_meta(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        raise _missing(folder / "meta.json", "infer") from None
+
+
+def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[np.ndarray]]:
+    """Image ids and (N, 4, H, W) maps of several models, checked to cover the same rows in the same order."""
+    ids, arrays = None, []
+    for folder in folders:
+        these, probs = read_masks(folder, split)
+        if ids is not None and these != ids:
+            raise DataError(
+                f"{folder / f'{split}.csv'}: rows differ from {folders[0] / f'{split}.csv'}; "
+                "infer every model with the same cv.folds (dvc repro)"
+            )
+        ids = these
+        if arrays and probs.shape != arrays[0].shape:
+            raise DataError(f"{folder / f'{split}.npy'}: shape {probs.shape}, {folders[0]} has {arrays[0].shape}")
+        arrays.append(probs)
+    return ids, arrays
+
+
+def oof_truth(cache, ids: list[str], where: Path) -> np.ndarray:
+    """(N, H, W) packed truth masks of the cache for the OOF rows `ids`, in that order."""
+    rows = pd.Index(cache.train["image_id"]).get_indexer(ids)
+    if (rows < 0).any():
+        raise DataError(f"{where}: {ids[int(np.argmin(rows))]} is not in {cache.folder}; rerun infer")
+    return cache.array("train_truth")[rows]

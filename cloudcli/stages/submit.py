@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from cloudcli import CLASSES
-from cloudcli.config import DataConfig, SubmitConfig
+from cloudcli.combine import class_score, topk
+from cloudcli.config import DataConfig
 from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, read_labels, to_wide
 from cloudcli.data.predictions import read_classifier, read_masks, read_thresholds
@@ -24,22 +25,39 @@ from cloudcli.postprocess import ClassRule, postprocess
 from cloudcli.rle import decode, encode
 from cloudcli.ui import info, progress
 
-PARAMS = ("data", "submit")
+PARAMS = ("data",)
 
 
-def run(data: DataConfig, cfg: SubmitConfig, thresholds: Path, predictions: Path, out: Path, metrics: Path) -> None:
+def run(data: DataConfig, thresholds: Path, out: Path, metrics: Path) -> None:
+    """The post-processing tune chose (thresholds.json names the prediction folders it was fitted on)."""
     chosen = read_thresholds(thresholds)
-    rules = [
-        ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in chosen["classes"].values()
-    ]
-    folder = predictions / chosen["model"]
+    classes = list(chosen["classes"].values())
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in classes]
+    shape_levels = [c["shape_level"] for c in classes]
+    folder = Path(chosen["seg1"])
     ids, probs = read_masks(folder, "test")  # (M, 4, H, W) uint8
-    cls = read_classifier(predictions / chosen["classifier"], "test", ids) if chosen["classifier"] else None
+    shape = None
+    if chosen["shape"] is not None:
+        shape_ids, shape = read_masks(Path(chosen["shape"]), "test")
+        if shape_ids != ids:
+            raise DataError(
+                f"{Path(chosen['shape']) / 'test.csv'}: rows differ from {folder / 'test.csv'}; rerun infer"
+            )
+    cls = read_classifier(Path(chosen["classifier"]), "test", ids) if chosen["classifier"] else None
     order = read_labels(Path(data.raw) / SUBMISSION_CSV)
     rles = {}
     with progress("submit", len(ids), "images") as advance:
         for i, image_id in enumerate(ids):
-            masks = postprocess(np.asarray(probs[i]), rules, None if cls is None else cls[i], cfg.at_least_one)
+            seg1 = np.asarray(probs[i])
+            scores = class_scores(chosen["class_score"], seg1, None if cls is None else cls[i], chosen["top_k"])
+            masks = postprocess(
+                seg1,
+                rules,
+                scores,
+                chosen["at_least_one"],
+                None if shape is None else np.asarray(shape[i]),
+                shape_levels,
+            )
             rles.update({f"{image_id}_{c}": encode(m) for c, m in zip(CLASSES, masks)})
             advance(1)
     labels = order["image_id"] + "_" + order["cls"]
@@ -53,6 +71,11 @@ def run(data: DataConfig, cfg: SubmitConfig, thresholds: Path, predictions: Path
     if report:
         info(f"submit: test Dice {report['dice']:.4f} against {truth_csv}")
     write_json(metrics, report)
+
+
+def class_scores(how: str, seg1: np.ndarray, cls_probs: np.ndarray | None, top_k: int) -> np.ndarray | None:
+    """(C,) gate scores of one image, as tune computed them on the OOF maps."""
+    return class_score(how, cls_probs, topk(seg1, top_k) if how in ("topk", "mean") else None)
 
 
 def score(submission: Path, truth_csv: Path, data: DataConfig) -> dict:

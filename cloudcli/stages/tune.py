@@ -1,81 +1,219 @@
-"""Stage `tune`: per-class post-processing chosen on out-of-fold predictions.
+"""Stage `tune`: the two-stage post-processing, chosen on out-of-fold predictions.
 
-For each class: the exact grid of pixel level (all 255) x min_area, plus tune.component_thresholds
-x min_components x min_area (cloudcli.search); then, with a classifier, its gate threshold swept
-0.00..0.99, and the grid searched again on the maps the gate keeps. Writes the chosen values, CV
-Dice before (p > 0.5, no rule) and after tuning, and the Dice-vs-threshold curve of each class.
+Per class (cloudcli.twostage): seg1's rule (all 255 levels x min_area, plus
+tune.component_thresholds x min_components x min_area), then the level of the shape maps (the
+ensemble vote or a model) where seg1 says a class is present, then the class-score gate swept
+0.00..0.99; optionally "at least one class per image". Writes the chosen values, CV Dice before
+(seg1 at p > 0.5) and after, one metrics file per step of the combination (seg1 alone, seg2
+alone, vote, + seg1 gate, + classifier, + at least one) so `dvc metrics show metrics/stages`
+reads as a table, and seg1's Dice-vs-threshold curve of each class.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cloudcli import CLASSES
+from cloudcli.combine import VoteMaps
 from cloudcli.config import TuneConfig
 from cloudcli.data.cache import BITS, open_cache
-from cloudcli.data.predictions import read_classifier, read_masks
+from cloudcli.data.predictions import (
+    PSEUDO_PREDICTIONS,
+    model_folder,
+    oof_truth,
+    read_classifier,
+    read_masks,
+)
 from cloudcli.errors import DataError
-from cloudcli.io import write_csv, write_json
+from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import summarize
 from cloudcli.postprocess import level_of
-from cloudcli.search import LEVELS, best, counts, gate_scores, map_dice
-from cloudcli.ui import info
+from cloudcli.search import LEVELS, Counts, best, counts, map_dice
+from cloudcli.twostage import ClassFit, at_least_one, fit_class, scores_of, top_pixel
+from cloudcli.ui import console, info
 
 PARAMS = ("tune",)
-GATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
 
 
-def run(cfg: TuneConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path, curves: Path) -> dict:
+def run(
+    cfg: TuneConfig,
+    predictions: Path,
+    cache_dir: Path,
+    ensemble_dir: Path,
+    out: Path,
+    metrics: Path,
+    stages: Path,
+    curves: Path,
+    pseudo_predictions: Path = PSEUDO_PREDICTIONS,
+) -> dict:
     cache = open_cache(cache_dir)
-    folder = predictions / cfg.model
-    ids, probs = read_masks(folder, "oof")
-    rows = pd.Index(cache.train["image_id"]).get_indexer(ids)  # cache rows of the OOF rows
-    if (rows < 0).any():
-        raise DataError(f"{folder / 'oof.csv'}: {ids[int(np.argmin(rows))]} is not in {cache_dir}; rerun infer")
-    truth = cache.array("train_truth")[rows]  # (N, H, W) packed bits, OOF row order
-    cls_probs = read_classifier(predictions / cfg.classifier, "oof", ids) if cfg.classifier else None
-    before, after = np.empty((len(ids), len(CLASSES))), np.empty((len(ids), len(CLASSES)))
-    chosen, curve = {}, {"threshold": (LEVELS / 255).round(4)}
-    for k, name in enumerate(CLASSES):
-        t = (truth & BITS[k]) != 0
-        chosen[name], before[:, k], after[:, k], curve[name] = tune_class(
-            probs[:, k], t, cfg, None if cls_probs is None else cls_probs[:, k]
-        )
-        info(f"tune {name}: {chosen[name]}, Dice {before[:, k].mean():.4f} -> {after[:, k].mean():.4f}")
-    empty = np.stack([((truth & b) == 0).reshape(len(ids), -1).all(1) for b in BITS])
-    report = {"before": summarize(before, empty.T).as_dict(), "after": summarize(after, empty.T).as_dict()}
-    write_json(out, {"model": cfg.model, "classifier": cfg.classifier, "classes": chosen})
+    seg1_folder = model_folder(cfg.seg1, predictions, pseudo_predictions)
+    ids, seg1 = read_masks(seg1_folder, "oof")
+    truth = oof_truth(cache, ids, seg1_folder / "oof.csv")
+    cls_folder = model_folder(cfg.classifier, predictions, pseudo_predictions) if cfg.classifier else None
+    cls = read_classifier(cls_folder, "oof", ids) if cls_folder else None
+    shapes, shape_folder = _shape_sources(cfg, predictions, pseudo_predictions, ensemble_dir, ids)
+    levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
+    truths = [(truth & b) != 0 for b in BITS]
+    seg1_counts = [counts(seg1[:, k], truths[k], cfg.min_components, levels) for k in range(len(CLASSES))]
+    scores = [
+        scores_of(cfg.class_score, c, None if cls is None else cls[:, k], cfg.top_k) for k, c in enumerate(seg1_counts)
+    ]
+    empty = np.stack([c.truth_area == 0 for c in seg1_counts], 1)
+
+    best_class = np.stack(scores if scores[0] is not None else [top_pixel(c) for c in seg1_counts], 1)
+    gate = "+classifier" if cfg.class_score == "classifier" else f"+{cfg.class_score} score gate"
+
+    def pipeline(shape_counts: list[Counts] | None) -> tuple[list[ClassFit], list[tuple[str, np.ndarray]]]:
+        """Fits of every class and the Dice after each step: seg1 gate, score gate, at least one."""
+        shape_counts = shape_counts or [None] * len(CLASSES)
+        fits = [fit_class(c, s, None, cfg.min_areas) for c, s in zip(seg1_counts, shape_counts)]
+        steps = [] if shape_counts[0] is None else [("+seg1 gate", _stack(fits))]
+        if scores[0] is not None:
+            fits = [fit_class(c, s, sc, cfg.min_areas) for c, s, sc in zip(seg1_counts, shape_counts, scores)]
+            steps.append((gate, _stack(fits)))
+        if cfg.at_least_one:
+            steps.append(("+at least one", at_least_one(fits, best_class)))
+        return fits, steps
+
+    rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas) for c in seg1_counts))]
+    final: list[ClassFit] = []
+    for step, maps in shapes:
+        shape_counts = None if maps is None else [counts(maps(k), truths[k]) for k in range(len(CLASSES))]
+        if step in ("alone", "vote"):  # a shape model or the vote on its own, tuned like seg1
+            rows.append((maps.label, _stack(_alone(c, cfg.min_areas) for c in shape_counts)))
+        elif step == "combined":
+            final, steps = pipeline(shape_counts)
+            rows += steps
+        else:  # the same with the pseudo-label members in the vote
+            final, steps = pipeline(shape_counts)
+            rows.append(("+pseudo labels", steps[-1][1]))
+
+    plain = np.stack([map_dice(c.area, c.inter, c.truth_area, level_of(0.5), 0) for c in seg1_counts], 1)
+    report = {"before": summarize(plain, empty).as_dict(), "after": summarize(rows[-1][1], empty).as_dict()}
+    chosen = {
+        name: {
+            "level": f.rule.level,
+            "threshold": round(f.rule.level / 255, 4),
+            "min_area": f.rule.min_area,
+            "min_component": f.rule.min_component,
+            "shape_level": f.shape_level,
+            "cls_threshold": f.rule.cls_threshold,
+        }
+        for name, f in zip(CLASSES, final)
+    }
+    write_json(
+        out,
+        {
+            "seg1": str(seg1_folder),
+            "shape": None if shape_folder is None else str(shape_folder),
+            "classifier": None if cls_folder is None else str(cls_folder),
+            "class_score": cfg.class_score,
+            "top_k": cfg.top_k,
+            "at_least_one": cfg.at_least_one,
+            "classes": chosen,
+        },
+    )
     write_json(metrics, report)
+    _write_stages(stages, rows, empty)
+    curve = {"threshold": (LEVELS / 255).round(4)}
+    for name, c in zip(CLASSES, seg1_counts):
+        curve[name] = best(c, cfg.min_areas).scores[: len(LEVELS)].max(1).round(6)
     write_csv(curves, pd.DataFrame(curve))
-    info(f"tune: CV Dice {report['before']['dice']:.4f} (p > 0.5) -> {report['after']['dice']:.4f} (tuned)")
+    _print_table(rows, empty)
+    info(f"tune: CV Dice {report['before']['dice']:.4f} (seg1, p > 0.5) -> {report['after']['dice']:.4f} (tuned)")
     return report
 
 
-def tune_class(probs: np.ndarray, truth: np.ndarray, cfg: TuneConfig, cls_probs: np.ndarray | None):
-    """(chosen values, per-map Dice before, per-map Dice after, best Dice per level) of one class."""
-    levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
-    c = counts(probs, truth, cfg.min_components, levels)
-    found = best(c, cfg.min_areas)
-    curve = found.scores[: len(LEVELS)].max(1).round(6)  # before the gate, no component rule
-    column = int(np.argmax(found.scores.max(1)))
-    dice, gate = map_dice(c.area, c.inter, c.truth_area, column, found.min_area), None
-    if cls_probs is not None:
-        swept = gate_scores(dice, c.truth_area == 0, cls_probs, GATES)
-        if swept.max() > dice.mean() and (cls_probs > GATES[np.argmax(swept)]).any():
-            gate = float(GATES[np.argmax(swept)])
-            kept = cls_probs > gate  # search again on the maps the gate keeps
-            found = best(c.subset(kept), cfg.min_areas)
-            column = int(np.argmax(found.scores.max(1)))
-            dice = np.where(kept, map_dice(c.area, c.inter, c.truth_area, column, found.min_area), c.truth_area == 0)
-    chosen = {
-        "level": found.level,
-        "threshold": round(found.level / 255, 4),
-        "min_area": found.min_area,
-        "min_component": found.min_component,
-        "cls_threshold": gate,
-    }
-    plain = map_dice(c.area, c.inter, c.truth_area, level_of(0.5), 0)  # column = level when no component rule
-    return chosen, plain, dice, curve
+class _Maps:
+    """Per-class (N, H, W) maps of a shape source, named for the report."""
+
+    def __init__(self, label: str, get) -> None:
+        self.label, self.get = label, get
+
+    def __call__(self, k: int):
+        return self.get(k)
+
+
+def _shape_sources(cfg: TuneConfig, predictions: Path, pseudo_predictions: Path, ensemble_dir: Path, ids: list[str]):
+    """[(step, maps)] in report order, and the folder of the final shape maps (None: seg1's own)."""
+    if cfg.shape is None:
+        return [("combined", None)], None
+    if cfg.shape != "ensemble":
+        folder = model_folder(cfg.shape, predictions, pseudo_predictions)
+        probs = _oof(folder, ids)
+        return [
+            ("alone", _Maps(cfg.shape, lambda k: probs[:, k])),
+            ("combined", _Maps(cfg.shape, lambda k: probs[:, k])),
+        ], folder
+    try:
+        meta = json.loads((ensemble_dir / "meta.json").read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"{ensemble_dir / 'meta.json'}: missing; run `dvc repro ensemble` (or `cloudcli ensemble`) first"
+        ) from None
+    members = meta["members"]
+    base = [m for m in members if not m["pseudo"]] or members
+    arrays = {m["name"]: _oof(Path(m["folder"]), ids) for m in members}
+    vote = _oof(ensemble_dir, ids)
+    first = base[0]["name"]
+    steps = [("alone", _Maps(first, lambda k: arrays[first][:, k]))]
+
+    weights = meta["weights"] and [meta["weights"][members.index(m)] for m in base]
+
+    def base_vote(k: int):  # the vote without pseudo-label members: more than half of the others
+        if len(base) == len(members):
+            return vote[:, k]
+        levels = [m["levels"][CLASSES[k]] for m in base] if meta["vote"] == "majority" else None
+        return VoteMaps([arrays[m["name"]] for m in base], k, meta["vote"], levels, None, weights)
+
+    if len(members) > 1:
+        steps.append(("vote", _Maps("vote", base_vote)))
+    steps.append(("combined", _Maps("vote", base_vote)))
+    if len(base) < len(members):
+        steps.append(("pseudo", _Maps("vote", lambda k: vote[:, k])))
+    return steps, ensemble_dir
+
+
+def _oof(folder: Path, ids: list[str]) -> np.ndarray:
+    these, probs = read_masks(folder, "oof")
+    if these != ids:
+        raise DataError(
+            f"{folder / 'oof.csv'}: rows differ from the seg1 model's; infer every model with the same cv.folds"
+        )
+    return probs
+
+
+def _alone(c: Counts, min_areas: tuple[int, ...]) -> np.ndarray:
+    found = best(c, min_areas)
+    return map_dice(c.area, c.inter, c.truth_area, int(np.argmax(found.scores.max(1))), found.min_area)
+
+
+def _stack(fits) -> np.ndarray:
+    return np.stack([f.dice if isinstance(f, ClassFit) else f for f in fits], 1)
+
+
+def _write_stages(folder: Path, rows: list[tuple[str, np.ndarray]], empty: np.ndarray) -> None:
+    """One JSON per step, numbered in order: `dvc metrics show metrics/stages` is the table."""
+    with atomic_path(folder, is_dir=True) as tmp:
+        for i, (name, dice) in enumerate(rows, 1):
+            slug = name.strip("+").replace(" ", "_")
+            write_json(tmp / f"{i}_{slug}.json", summarize(dice, empty).as_dict())
+
+
+def _print_table(rows: list[tuple[str, np.ndarray]], empty: np.ndarray) -> None:
+    from rich.table import Table
+
+    table = Table(title="CV Dice of each step (out-of-fold)")
+    table.add_column("step", no_wrap=True, min_width=max(len(name) for name, _ in rows))
+    for col in ("dice", "empty", "non-empty", *CLASSES):
+        table.add_column(col, justify="right")
+    for name, dice in rows:
+        r = summarize(dice, empty).as_dict()
+        cells = [r["dice"], r["dice_empty"], r["dice_non_empty"], *(r[f"dice_{c}"] for c in CLASSES)]
+        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
+    console.print(table)

@@ -6,7 +6,7 @@ import pytest
 from helpers import cloudcli
 
 from cloudcli import CLASSES
-from cloudcli.config import DataConfig, SubmitConfig
+from cloudcli.config import DataConfig
 from cloudcli.errors import DataError
 from cloudcli.postprocess import ClassRule, postprocess
 from cloudcli.rle import decode, encode
@@ -15,16 +15,20 @@ from cloudcli.stages import submit
 SIZE = (8, 12)  # scoring size of these tests
 
 
-@pytest.fixture
-def project(tmp_path):
+@pytest.fixture(params=[False, True], ids=["seg1-only", "two-stage"])
+def project(tmp_path, request):
     """Test probabilities of 3 images, thresholds, a classifier, sample_submission and test_truth."""
     rng = np.random.default_rng(0)
     ids = ["b.jpg", "a.jpg", "c.jpg"]  # the sample order differs from the prediction order below
     probs = rng.integers(0, 256, (3, 4, *SIZE), dtype=np.uint8)
+    shape = rng.integers(0, 256, (3, 4, *SIZE), dtype=np.uint8) if request.param else None
     seg, cls = tmp_path / "pred/seg1", tmp_path / "pred/cls"
     seg.mkdir(parents=True), cls.mkdir()
-    np.save(seg / "test.npy", probs)
-    pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"]}).to_csv(seg / "test.csv", index=False)
+    for folder, maps in ((seg, probs), (tmp_path / "ens", shape)):
+        if maps is not None:
+            folder.mkdir(exist_ok=True)
+            np.save(folder / "test.npy", maps)
+            pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"]}).to_csv(folder / "test.csv", index=False)
     cls_probs = rng.random((3, 4))
     pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"], **dict(zip(CLASSES, cls_probs.T))}).to_csv(
         cls / "test.csv", index=False
@@ -35,24 +39,27 @@ def project(tmp_path):
             "min_area": 10 * k,
             "min_component": 4 * (k == 2),
             "cls_threshold": 0.3 if k == 1 else None,
+            "shape_level": 90 + 10 * k if request.param else None,
         }
         for k, c in enumerate(CLASSES)
     }
-    (tmp_path / "t.json").write_text(json.dumps({"model": "seg1", "classifier": "cls", "classes": chosen}))
+    thresholds = {
+        "seg1": str(seg), "shape": str(tmp_path / "ens") if request.param else None, "classifier": str(cls),
+        "class_score": "classifier", "top_k": 5, "at_least_one": False, "classes": chosen,
+    }  # fmt: skip
+    (tmp_path / "t.json").write_text(json.dumps(thresholds))
     raw = tmp_path / "data"
     raw.mkdir()
     labels = [f"{i}_{c}" for i in ids for c in CLASSES]
     pd.DataFrame({"Image_Label": labels, "EncodedPixels": "1 1"}).to_csv(raw / "sample_submission.csv", index=False)
     pd.DataFrame({"Image_Label": labels, "EncodedPixels": ""}).to_csv(raw / "test_truth.csv", index=False)
     data = DataConfig(raw=str(raw), image_size=(16, 24), score_size=SIZE)
-    return tmp_path, data, probs, cls_probs, chosen
+    return tmp_path, data, probs, cls_probs, chosen, shape
 
 
 def test_writer_round_trip_and_order(project) -> None:
-    root, data, probs, cls_probs, chosen = project
-    submit.run(
-        data, SubmitConfig(at_least_one=False), root / "t.json", root / "pred", root / "sub.csv", root / "m.json"
-    )
+    root, data, probs, cls_probs, chosen, shape = project
+    submit.run(data, root / "t.json", root / "sub.csv", root / "m.json")
     sub = pd.read_csv(root / "sub.csv", keep_default_na=False)
     sample = pd.read_csv(root / "data/sample_submission.csv")
     assert list(sub.columns) == ["Image_Label", "EncodedPixels"] and list(sub["Image_Label"]) == list(
@@ -60,7 +67,8 @@ def test_writer_round_trip_and_order(project) -> None:
     )
     rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in chosen.values()]
     for i, image_id in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
-        expected = postprocess(probs[i], rules, cls_probs[i])
+        levels = [c["shape_level"] for c in chosen.values()]
+        expected = postprocess(probs[i], rules, cls_probs[i], False, None if shape is None else shape[i], levels)
         for k, c in enumerate(CLASSES):
             rle = sub.set_index("Image_Label").loc[f"{image_id}_{c}", "EncodedPixels"]
             np.testing.assert_array_equal(decode(rle, SIZE), expected[k])

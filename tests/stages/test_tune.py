@@ -5,70 +5,100 @@ import pandas as pd
 import pytest
 
 from cloudcli import CLASSES
-from cloudcli.config import TuneConfig
-from cloudcli.data.cache import pack_masks
-from cloudcli.metrics import kaggle_dice
+from cloudcli.config import EnsembleConfig, TuneConfig
+from cloudcli.metrics import dice, kaggle_dice
 from cloudcli.postprocess import ClassRule, postprocess
-from cloudcli.stages import tune
+from cloudcli.stages import ensemble, tune
+from cloudcli.stages.submit import class_scores
 
 
-@pytest.fixture
-def oof(tmp_path):
-    """A cache with 30 images' truth at 12x16 and noisy OOF probabilities of a seg model and a classifier."""
-    rng = np.random.default_rng(0)
-    n, shape = 30, (12, 16)
-    truth = np.zeros((n, 4, *shape), np.uint8)
-    for i in range(n):
-        for k in rng.choice(4, rng.integers(1, 4), replace=False):
-            y, x = rng.integers(0, 6, 2)
-            truth[i, k, y : y + rng.integers(2, 7), x : x + rng.integers(2, 10)] = 1
-    noise = rng.integers(0, 140, truth.shape)
-    probs = np.clip(noise + truth * rng.integers(40, 120, (n, 4, 1, 1)), 0, 255).astype(np.uint8)
-    specks = rng.random(truth.shape) < 0.01  # isolated confident false positives: the component rule's job
-    probs[specks & (truth == 0)] = 250
-    ids = [f"{i:03d}.jpg" for i in range(n)]
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    np.save(cache / "train_truth.npy", pack_masks(truth))
-    pd.DataFrame({"image_id": ids}).assign(
-        **{c: truth[:, k].any((1, 2)).astype(int) for k, c in enumerate(CLASSES)}
-    ).to_csv(cache / "train.csv", index=False)
-    pd.DataFrame({"image_id": ids}).to_csv(cache / "test.csv", index=False)
-    (cache / "meta.json").write_text("{}")
-    seg, cls = tmp_path / "pred/seg1", tmp_path / "pred/cls"
-    seg.mkdir(parents=True), cls.mkdir()
-    order = rng.permutation(n)  # OOF rows in another order than the cache
-    np.save(seg / "oof.npy", probs[order])
-    pd.DataFrame({"image_id": np.array(ids)[order], "fold": 0}).to_csv(seg / "oof.csv", index=False)
-    cls_probs = np.clip(truth.any((2, 3)) * 0.5 + rng.random((n, 4)) * 0.6, 0, 1)
-    pd.DataFrame({"image_id": ids, **{c: cls_probs[:, k] for k, c in enumerate(CLASSES)}}).to_csv(
-        cls / "oof.csv", index=False
-    )
-    return tmp_path, probs[order], truth[order], cls_probs[order]
-
-
-@pytest.mark.parametrize("classifier", [None, "cls"])
-@pytest.mark.parametrize("min_components", [(0,), (0, 3, 8)])
-def test_reported_dice_is_what_the_chosen_rules_give(oof, classifier, min_components) -> None:
-    root, probs, truth, cls_probs = oof
-    cfg = TuneConfig(
-        model="seg1", classifier=classifier, min_areas=(0, 5, 10, 20), min_components=min_components,
-        component_thresholds=(0.4, 0.5, 0.6),
+def run_tune(root, **changes):
+    values = dict(
+        seg1="seg1", shape="ensemble", classifier="cls", class_score="classifier", top_k=20, at_least_one=False,
+        min_areas=(0, 5, 10, 20), min_components=(0, 3, 8), component_thresholds=(0.4, 0.5, 0.6),
     )  # fmt: skip
-    report = tune.run(cfg, root / "pred", root / "cache", root / "t.json", root / "m.json", root / "c.csv")
-    chosen = json.loads((root / "t.json").read_text())["classes"]
-    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in chosen.values()]
-    masks = np.stack([postprocess(p, rules, cls_probs[i] if classifier else None) for i, p in enumerate(probs)])
+    cfg = TuneConfig(**{**values, **changes})
+    report = tune.run(
+        cfg,
+        root / "pred",
+        root / "cache",
+        root / "ens",
+        root / "t.json",
+        root / "m.json",
+        root / "stages",
+        root / "c.csv",
+    )
+    return cfg, report, json.loads((root / "t.json").read_text())
+
+
+def apply_chosen(chosen, maps, probs_shape, cls_probs):
+    """Masks of every OOF image from thresholds.json, through the same postprocess the submission uses."""
+    classes = list(chosen["classes"].values())
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in classes]
+    out = []
+    for i, seg1 in enumerate(maps["seg1"]):
+        cls = None if chosen["classifier"] is None else cls_probs[i]
+        scores = class_scores(chosen["class_score"], seg1, cls, chosen["top_k"])
+        shape = None if probs_shape is None else probs_shape[i]
+        out.append(postprocess(seg1, rules, scores, chosen["at_least_one"], shape, [c["shape_level"] for c in classes]))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize(
+    ("shape", "members", "classifier", "class_score", "at_least_one"),
+    [
+        (None, None, None, "none", False),  # seg1 alone, tuned
+        (None, None, "cls", "classifier", False),
+        ("seg2", None, "cls", "mean", True),
+        ("ensemble", ("seg2", "seg2b", "seg2c"), "cls", "classifier", False),
+        ("ensemble", ("seg2", "seg2b", "seg2c"), None, "topk", True),
+    ],
+)
+def test_reported_dice_is_what_the_chosen_rules_give(oof, shape, members, classifier, class_score, at_least_one):
+    root, maps, truth, cls_probs = oof
+    vote = None
+    if members:
+        ensemble.run(EnsembleConfig(members, "majority", None, None), root / "pred", root / "cache", root / "ens")
+        vote = np.load(root / "ens/oof.npy")
+    _, report, chosen = run_tune(
+        root, shape=shape, classifier=classifier, class_score=class_score, at_least_one=at_least_one
+    )
+    probs_shape = {None: None, "seg2": maps["seg2"], "ensemble": vote}[shape]
+    masks = apply_chosen(chosen, maps, probs_shape, cls_probs)
     assert report["after"]["dice"] == pytest.approx(kaggle_dice(masks, truth).mean, abs=1e-12)
-    plain = np.stack([postprocess(p, [ClassRule(level=128)] * 4) for p in probs])
+    plain = np.stack([postprocess(p, [ClassRule(level=128)] * 4) for p in maps["seg1"]])
     assert report["before"]["dice"] == pytest.approx(kaggle_dice(plain, truth).mean, abs=1e-12)
-    assert report["after"]["dice"] >= report["before"]["dice"]
+    stages = sorted((root / "stages").iterdir(), key=lambda p: int(p.name.split("_")[0]))
+    names = [p.stem.split("_", 1)[1] for p in stages]
+    assert names[0] == "seg1" and json.loads(stages[-1].read_text()) == report["after"]
+    seg1_alone = json.loads(stages[0].read_text())["dice"]
+    assert report["after"]["dice"] >= seg1_alone - 1e-12 or shape is not None
+    if shape == "ensemble":
+        assert names[:5] == ["seg1", "seg2", "vote", "seg1_gate", "classifier" if classifier else "topk_score_gate"]
     curves = pd.read_csv(root / "c.csv")
     assert list(curves.columns) == ["threshold", *CLASSES] and len(curves) == 255
-    assert json.loads((root / "m.json").read_text()) == json.loads(json.dumps(report))
-    if classifier is None:
-        assert all(c["cls_threshold"] is None for c in chosen.values())
-    elif min_components == (0,):  # the classifier removes specks on empty masks: a gate wins somewhere
-        assert any(c["cls_threshold"] is not None for c in chosen.values())
-    if len(min_components) > 1:  # ... and specks make the component rule win somewhere
-        assert any(c["min_component"] > 0 for c in chosen.values())
+
+
+def test_shape_alone_row_is_the_best_plain_rule(oof) -> None:
+    """The 'seg2' row: seg2's maps tuned on their own per class (threshold x min_area), by brute force."""
+    root, maps, truth, _ = oof
+    run_tune(root, shape="seg2", classifier=None, class_score="none")
+    row = json.loads(next((root / "stages").glob("2_*.json")).read_text())
+    best = np.zeros(4)
+    for k in range(4):
+        for level in range(255):
+            for min_area in (0, 5, 10, 20):
+                masks = maps["seg2"][:, k] > level
+                masks[masks.sum((1, 2)) < min_area] = False
+                best[k] = max(best[k], np.mean([dice(m, t) for m, t in zip(masks, truth[:, k])]))
+    assert row["dice"] == pytest.approx(best.mean(), abs=1e-12)
+    assert [row[f"dice_{c}"] for c in CLASSES] == pytest.approx(best, abs=1e-12)
+
+
+def test_missing_ensemble_is_a_clear_error(oof) -> None:
+    from cloudcli.errors import DataError
+
+    root, *_ = oof
+    with pytest.raises(DataError, match=r"ens/meta.json: missing; run `dvc repro ensemble`"):
+        run_tune(root)
+    assert not (root / "t.json").exists()
