@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   virtualenv + install, demo data if data/ is empty, dvc repro, CV and test scores
+#   make demo   virtualenv + install, demo data if data/ is empty, dvc repro, CV, per-step and test scores
 #   make test   virtualenv + install, the whole test suite (CI runs this)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,6 +21,7 @@ demo: install
 	@if [ -z "$$(ls -A data 2>/dev/null)" ]; then $(BIN)/cloudcli demo-data data; fi
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/cv.json
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/stages
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/tune.json metrics/test.json
 
 test: install
