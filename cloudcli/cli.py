@@ -181,8 +181,8 @@ def ensemble(
         raw = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
         if members is not None:
             raw.update(members=[m.strip() for m in members.split(",") if m.strip()], weights=None, min_votes=None)
-        if vote is not None:
-            raw["vote"] = vote
+        if vote is not None and vote != raw["vote"]:  # options of the other vote do not apply
+            raw.update(vote=vote, min_votes=None, weights=None)
         if min_votes is not None:
             raw["min_votes"] = min_votes
         if weights is not None:

@@ -162,6 +162,16 @@ class EnsembleConfig:
             "ensemble.members",
             f"must list distinct models, got {list(self.members)}",
         )
+        if self.vote != "majority":
+            _check(
+                self.min_votes is None,
+                "ensemble.min_votes",
+                f"applies to vote: majority only; set it to null for {self.vote}",
+            )
+        if self.vote != "mean":
+            _check(
+                self.weights is None, "ensemble.weights", f"applies to vote: mean only; set it to null for {self.vote}"
+            )
         if self.min_votes is not None:
             _check(
                 1 <= self.min_votes <= m,

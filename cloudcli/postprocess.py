@@ -22,8 +22,9 @@ class ClassRule:
 
 
 def level_of(threshold: float) -> int:
-    """uint8 level equivalent to a float threshold on probabilities: p > level <=> prob > threshold."""
-    return int(np.clip(np.floor(threshold * 255 + 0.5), 0, 254))
+    """uint8 level equivalent to a float threshold on probabilities: with p = round(prob * 255),
+    p > level <=> prob > threshold (to the nearest level; 0.5 -> 127)."""
+    return int(np.clip(np.floor(threshold * 255), 0, 254))
 
 
 def drop_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:

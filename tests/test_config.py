@@ -132,7 +132,8 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             r"ensemble.members 'cls' is not a segmentation model",
         ),
         (lambda p: p["ensemble"].update(min_votes=3), r"ensemble.min_votes must be in 1..2"),
-        (lambda p: p["ensemble"].update(weights=[1.0]), r"ensemble.weights must give 2 weights"),
+        (lambda p: p["ensemble"].update(vote="mean", weights=[1.0]), r"ensemble.weights must give 2 weights"),
+        (lambda p: p["ensemble"].update(weights=[1.0, 2.0]), r"ensemble.weights applies to vote: mean only"),
         (
             lambda p: p["tune"].update(classifier=None, class_score="mean"),
             r"tune.class_score mean needs tune.classifier",

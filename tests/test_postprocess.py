@@ -5,9 +5,12 @@ from cloudcli.postprocess import ClassRule, apply_rule, drop_small_components, l
 
 
 def test_level_of_float_thresholds() -> None:
-    assert level_of(0.5) == 128 and level_of(0.0) == 0 and level_of(1.0) == 254
+    assert level_of(0.5) == 127 and level_of(0.0) == 0 and level_of(1.0) == 254
     probs = np.array([127, 128, 129], dtype=np.uint8)  # 0.498, 0.502, 0.506
-    assert (probs > level_of(0.5)).tolist() == [False, False, True]
+    assert (probs > level_of(0.5)).tolist() == [False, True, True]
+    for prob in (0.3, 0.45, 0.5, 0.7):  # stored levels round(prob * 255) just above / below the threshold
+        above, below = round((prob + 0.002) * 255), round((prob - 0.002) * 255)
+        assert above > level_of(prob) >= below
 
 
 def test_threshold_and_min_area() -> None:

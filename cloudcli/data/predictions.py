@@ -16,13 +16,14 @@ def _missing(path: Path, stage: str) -> DataError:
     return DataError(f"{path}: missing; run `dvc repro {stage}` (or `cloudcli {stage}`) first")
 
 
-def read_masks(folder: Path, split: str) -> tuple[list[str], np.ndarray]:
-    """(image ids, (N, 4, H, W) uint8 memory map) of a segmentation model's `split` ('oof' or 'test')."""
+def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str], np.ndarray]:
+    """(image ids, (N, 4, H, W) uint8 memory map) of a segmentation model's (or the ensemble's,
+    stage="ensemble") `split` ('oof' or 'test')."""
     try:
         ids = list(pd.read_csv(folder / f"{split}.csv", dtype={"image_id": str})["image_id"])
         return ids, np.load(folder / f"{split}.npy", mmap_mode="r")
     except FileNotFoundError as e:
-        raise _missing(Path(e.filename), "infer") from None
+        raise _missing(Path(e.filename), stage) from None
 
 
 def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
@@ -38,11 +39,42 @@ def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
     return table.loc[ids, list(CLASSES)].to_numpy()
 
 
+THRESHOLD_KEYS = (
+    "seg1",
+    "shape",
+    "shape_is_ensemble",
+    "classifier",
+    "class_score",
+    "top_k",
+    "at_least_one",
+    "fitted_on",
+    "classes",
+)
+
+
 def read_thresholds(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        chosen = json.loads(path.read_text())
     except FileNotFoundError:
         raise _missing(path, "tune") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); rerun `dvc repro tune`") from None
+    missing = [k for k in THRESHOLD_KEYS if k not in chosen]
+    if missing:
+        raise DataError(
+            f"{path}: no {', '.join(missing)} (written by another cloudcli version?); rerun `dvc repro tune`"
+        )
+    return chosen
+
+
+def fingerprint(folder: Path) -> str:
+    """sha1 of a prediction folder's meta.json: identifies what tune fitted its rules on."""
+    import hashlib
+
+    try:
+        return hashlib.sha1((folder / "meta.json").read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise _missing(folder / "meta.json", "infer") from None
 
 
 PSEUDO_PREDICTIONS = Path("pseudo/predictions")  # where infer writes pseudo-label models' predictions

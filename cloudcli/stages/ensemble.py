@@ -62,6 +62,7 @@ def run(
             "role": "ensemble",
             "vote": cfg.vote,
             "min_votes": min_votes,
+            "min_votes_param": cfg.min_votes,
             "weights": None if cfg.weights is None else list(cfg.weights),
             "members": [
                 {

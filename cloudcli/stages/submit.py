@@ -17,7 +17,7 @@ from cloudcli.combine import class_score, topk
 from cloudcli.config import DataConfig
 from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, read_labels, to_wide
-from cloudcli.data.predictions import read_classifier, read_masks, read_thresholds
+from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds
 from cloudcli.errors import DataError
 from cloudcli.io import write_csv, write_json
 from cloudcli.metrics import kaggle_dice
@@ -31,6 +31,11 @@ PARAMS = ("data",)
 def run(data: DataConfig, thresholds: Path, out: Path, metrics: Path) -> None:
     """The post-processing tune chose (thresholds.json names the prediction folders it was fitted on)."""
     chosen = read_thresholds(thresholds)
+    for folder, sha1 in chosen["fitted_on"].items():  # the rules only fit the maps they were tuned on
+        if fingerprint(Path(folder)) != sha1:
+            raise DataError(
+                f"{Path(folder) / 'meta.json'} changed since {thresholds} was tuned on it; rerun `dvc repro tune`"
+            )
     classes = list(chosen["classes"].values())
     rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in classes]
     shape_levels = [c["shape_level"] for c in classes]
@@ -38,7 +43,9 @@ def run(data: DataConfig, thresholds: Path, out: Path, metrics: Path) -> None:
     ids, probs = read_masks(folder, "test")  # (M, 4, H, W) uint8
     shape = None
     if chosen["shape"] is not None:
-        shape_ids, shape = read_masks(Path(chosen["shape"]), "test")
+        shape_ids, shape = read_masks(
+            Path(chosen["shape"]), "test", "ensemble" if chosen["shape_is_ensemble"] else "infer"
+        )
         if shape_ids != ids:
             raise DataError(
                 f"{Path(chosen['shape']) / 'test.csv'}: rows differ from {folder / 'test.csv'}; rerun infer"

@@ -23,6 +23,7 @@ from cloudcli.config import TuneConfig
 from cloudcli.data.cache import BITS, open_cache
 from cloudcli.data.predictions import (
     PSEUDO_PREDICTIONS,
+    fingerprint,
     model_folder,
     oof_truth,
     read_classifier,
@@ -54,7 +55,8 @@ def run(
     seg1_folder = model_folder(cfg.seg1, predictions, pseudo_predictions)
     ids, seg1 = read_masks(seg1_folder, "oof")
     truth = oof_truth(cache, ids, seg1_folder / "oof.csv")
-    cls_folder = model_folder(cfg.classifier, predictions, pseudo_predictions) if cfg.classifier else None
+    uses_cls = cfg.classifier is not None and cfg.class_score in ("classifier", "mean")
+    cls_folder = model_folder(cfg.classifier, predictions, pseudo_predictions) if uses_cls else None
     cls = read_classifier(cls_folder, "oof", ids) if cls_folder else None
     shapes, shape_folder = _shape_sources(cfg, predictions, pseudo_predictions, ensemble_dir, ids)
     levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
@@ -82,8 +84,11 @@ def run(
 
     rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas) for c in seg1_counts))]
     final: list[ClassFit] = []
+    memo: dict[str, list[Counts]] = {}  # counts of each shape source, computed once
     for step, maps in shapes:
-        shape_counts = None if maps is None else [counts(maps(k), truths[k]) for k in range(len(CLASSES))]
+        if maps is not None and maps.label not in memo:
+            memo[maps.label] = [counts(maps(k), truths[k]) for k in range(len(CLASSES))]
+        shape_counts = None if maps is None else memo[maps.label]
         if step in ("alone", "vote"):  # a shape model or the vote on its own, tuned like seg1
             rows.append((maps.label, _stack(_alone(c, cfg.min_areas) for c in shape_counts)))
         elif step == "combined":
@@ -111,7 +116,9 @@ def run(
         {
             "seg1": str(seg1_folder),
             "shape": None if shape_folder is None else str(shape_folder),
+            "shape_is_ensemble": cfg.shape == "ensemble",
             "classifier": None if cls_folder is None else str(cls_folder),
+            "fitted_on": {str(f): fingerprint(f) for f in (seg1_folder, shape_folder, cls_folder) if f is not None},
             "class_score": cfg.class_score,
             "top_k": cfg.top_k,
             "at_least_one": cfg.at_least_one,
@@ -152,39 +159,44 @@ def _shape_sources(cfg: TuneConfig, predictions: Path, pseudo_predictions: Path,
         ], folder
     try:
         meta = json.loads((ensemble_dir / "meta.json").read_text())
+        members = meta["members"]
+        base = [m for m in members if not m["pseudo"]] or members
     except FileNotFoundError:
         raise DataError(
             f"{ensemble_dir / 'meta.json'}: missing; run `dvc repro ensemble` (or `cloudcli ensemble`) first"
         ) from None
-    members = meta["members"]
-    base = [m for m in members if not m["pseudo"]] or members
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise DataError(
+            f"{ensemble_dir / 'meta.json'}: not an ensemble's meta.json; rerun `dvc repro ensemble`"
+        ) from None
     arrays = {m["name"]: _oof(Path(m["folder"]), ids) for m in members}
-    vote = _oof(ensemble_dir, ids)
+    vote = _oof(ensemble_dir, ids, "ensemble")
     first = base[0]["name"]
     steps = [("alone", _Maps(first, lambda k: arrays[first][:, k]))]
 
     weights = meta["weights"] and [meta["weights"][members.index(m)] for m in base]
+    asked = meta.get("min_votes_param")  # null: more than half, of the members left
+    min_votes = None if asked is None else min(asked, len(base))
 
-    def base_vote(k: int):  # the vote without pseudo-label members: more than half of the others
+    def base_vote(k: int):  # the vote without pseudo-label members
         if len(base) == len(members):
             return vote[:, k]
         levels = [m["levels"][CLASSES[k]] for m in base] if meta["vote"] == "majority" else None
-        return VoteMaps([arrays[m["name"]] for m in base], k, meta["vote"], levels, None, weights)
+        return VoteMaps([arrays[m["name"]] for m in base], k, meta["vote"], levels, min_votes, weights)
 
     if len(members) > 1:
         steps.append(("vote", _Maps("vote", base_vote)))
     steps.append(("combined", _Maps("vote", base_vote)))
     if len(base) < len(members):
-        steps.append(("pseudo", _Maps("vote", lambda k: vote[:, k])))
+        steps.append(("pseudo", _Maps("vote with pseudo labels", lambda k: vote[:, k])))
     return steps, ensemble_dir
 
 
-def _oof(folder: Path, ids: list[str]) -> np.ndarray:
-    these, probs = read_masks(folder, "oof")
+def _oof(folder: Path, ids: list[str], stage: str = "infer") -> np.ndarray:
+    these, probs = read_masks(folder, "oof", stage)
     if these != ids:
-        raise DataError(
-            f"{folder / 'oof.csv'}: rows differ from the seg1 model's; infer every model with the same cv.folds"
-        )
+        fix = "rerun `dvc repro ensemble`" if stage == "ensemble" else "infer every model with the same cv.folds"
+        raise DataError(f"{folder / 'oof.csv'}: rows differ from the seg1 model's; {fix}")
     return probs
 
 
@@ -211,7 +223,7 @@ def _print_table(rows: list[tuple[str, np.ndarray]], empty: np.ndarray) -> None:
     table = Table(title="CV Dice of each step (out-of-fold)")
     table.add_column("step", no_wrap=True, min_width=max(len(name) for name, _ in rows))
     for col in ("dice", "empty", "non-empty", *CLASSES):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", min_width=len(col))
     for name, dice in rows:
         r = summarize(dice, empty).as_dict()
         cells = [r["dice"], r["dice_empty"], r["dice_non_empty"], *(r[f"dice_{c}"] for c in CLASSES)]

@@ -7,6 +7,7 @@ from helpers import cloudcli
 
 from cloudcli import CLASSES
 from cloudcli.config import DataConfig
+from cloudcli.data.predictions import fingerprint
 from cloudcli.errors import DataError
 from cloudcli.postprocess import ClassRule, postprocess
 from cloudcli.rle import decode, encode
@@ -43,9 +44,11 @@ def project(tmp_path, request):
         }
         for k, c in enumerate(CLASSES)
     }
+    (seg / "meta.json").write_text('{"role": "seg1"}')
     thresholds = {
-        "seg1": str(seg), "shape": str(tmp_path / "ens") if request.param else None, "classifier": str(cls),
-        "class_score": "classifier", "top_k": 5, "at_least_one": False, "classes": chosen,
+        "seg1": str(seg), "shape": str(tmp_path / "ens") if request.param else None, "shape_is_ensemble": True,
+        "classifier": str(cls), "class_score": "classifier", "top_k": 5, "at_least_one": False, "classes": chosen,
+        "fitted_on": {str(seg): fingerprint(seg)},
     }  # fmt: skip
     (tmp_path / "t.json").write_text(json.dumps(thresholds))
     raw = tmp_path / "data"
@@ -76,6 +79,19 @@ def test_writer_round_trip_and_order(project) -> None:
     empty = (sub["EncodedPixels"] == "").mean()
     assert report["dice"] == pytest.approx(empty)
     assert submit.check(root / "sub.csv", root / "data/sample_submission.csv", SIZE) == 12
+
+
+def test_predictions_changed_since_tune_is_a_clear_error(project) -> None:
+    root, data, *_ = project
+    (root / "pred/seg1/meta.json").write_text('{"role": "seg1", "folds": [0, 1]}')  # re-inferred since tune
+    with pytest.raises(DataError, match=r"pred/seg1/meta.json changed since .*t.json was tuned on it; rerun"):
+        submit.run(data, root / "t.json", root / "sub.csv", root / "m.json")
+    chosen = json.loads((root / "t.json").read_text())
+    del chosen["fitted_on"]
+    (root / "t.json").write_text(json.dumps(chosen))
+    with pytest.raises(DataError, match=r"t.json: no fitted_on .*rerun `dvc repro tune`"):
+        submit.run(data, root / "t.json", root / "sub.csv", root / "m.json")
+    assert not (root / "sub.csv").exists()
 
 
 def write(path, rows) -> None:
