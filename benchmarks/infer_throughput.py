@@ -13,28 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 import torch
+from timing import timed
 
 from cloudcli.config import load_params, resolve_model
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import predict, to_uint8
 from cloudcli.models.factory import build_model
-
-
-def rate(fn, batches: int, batch_size: int, device: torch.device) -> float:
-    """images/s of fn() over `batches` calls, after 2 warm-up calls."""
-    for _ in range(2):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(batches):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batches * batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -64,11 +50,11 @@ def main() -> None:
     out_size = None if spec.role == "cls" else tuple(p.data.score_size)
 
     def run(tta: tuple[str, ...], stacked: bool) -> float:
-        def step() -> None:
+        def step(_: int) -> None:
             probs = predict([net], x, tta, spec.role, out_size, dtype=dtype, stacked=stacked)
             (probs if spec.role == "cls" else to_uint8(probs)).cpu()
 
-        return rate(step, a.batches, batch, device)
+        return timed(step, a.batches, batch, device)
 
     name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "cls" else f"classifier-{model_cfg.encoder}"
     print(

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import timed
 from torch.utils.data import DataLoader
 
 from cloudcli.config import load_params, resolve_model
@@ -32,20 +32,6 @@ def synthetic_cache(folder: Path, n: int, size: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
     np.save(folder / "train_images.npy", rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
     np.save(folder / "train_masks.npy", pack_masks(rng.random((n, 4, *size)) < 0.3))
-
-
-def timed(fn, batches: int, batch_size: int, device: torch.device) -> float:
-    """images/s of `fn(i)` over `batches` calls, after 2 warm-up calls."""
-    for i in range(2):
-        fn(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(batches):
-        fn(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batches * batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import pandas as pd
 import yaml
 
 from cloudcli import CLASSES
+from cloudcli.metrics import dice
+from cloudcli.search import LEVELS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"height": 64, "width": 96}  # raw image size of the tiny demo datasets
@@ -52,3 +54,18 @@ def save_model(folder, ids, role, probs=None, cls_probs=None, split="oof"):
     else:
         np.save(folder / f"{split}.npy", probs)
         pd.DataFrame({"image_id": ids, "fold": 0}).to_csv(folder / f"{split}.csv", index=False)
+
+
+def brute_force_grid(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...]) -> np.ndarray:
+    """(255, A) mean Dice, re-thresholding and re-scoring every map at every (level, min_area)."""
+    scores = np.zeros((len(LEVELS), len(min_areas)))
+    for i, level in enumerate(LEVELS):
+        for j, a in enumerate(min_areas):
+            total = 0.0
+            for p, t in zip(probs, truth):
+                mask = p > level
+                if mask.sum() < a:
+                    mask[:] = False
+                total += dice(mask, t)
+            scores[i, j] = total / len(probs)
+    return scores

@@ -1,24 +1,10 @@
 import numpy as np
 import pytest
+from helpers import brute_force_grid
 from scipy import ndimage
 
 from cloudcli.metrics import dice
 from cloudcli.search import LEVELS, above, component_counts, histograms, search
-
-
-def brute_force(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...]) -> np.ndarray:
-    """Re-threshold and re-score every map for every grid point."""
-    scores = np.zeros((len(LEVELS), len(min_areas)))
-    for i, level in enumerate(LEVELS):
-        for j, a in enumerate(min_areas):
-            total = 0.0
-            for p, t in zip(probs, truth):
-                mask = p > level
-                if mask.sum() < a:
-                    mask[:] = False
-                total += dice(mask, t)
-            scores[i, j] = total / len(probs)
-    return scores
 
 
 def random_case(seed: int, n: int = 9, shape: tuple[int, int] = (5, 7)) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +23,7 @@ def test_grid_equals_brute_force(seed: int) -> None:
     probs, truth = random_case(seed)
     min_areas = (0, 1, 5, 20, 35, 36)
     result = search(probs, truth, min_areas)
-    expected = brute_force(probs, truth, min_areas)
+    expected = brute_force_grid(probs, truth, min_areas)
     np.testing.assert_allclose(result.scores, expected, rtol=0, atol=1e-12)
     i, j = np.unravel_index(np.argmax(expected), expected.shape)
     assert (result.level, result.min_area) == (i, min_areas[j]) and result.score == pytest.approx(expected[i, j])

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from helpers import brute_force_grid
 from scipy import ndimage
 
 from cloudcli.combine import topk_from_histograms
@@ -37,22 +38,9 @@ def first_best(means: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in np.unravel_index(i, means.shape))
 
 
-def seg1_grid(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...]) -> np.ndarray:
-    """(255, A) mean Dice, re-thresholding and re-scoring every map at every (level, min_area)."""
-    out = np.zeros((len(LEVELS), len(min_areas)))
-    for i, level in enumerate(LEVELS):
-        for j, a in enumerate(min_areas):
-            total = 0.0
-            for p, t in zip(probs, truth):
-                mask = p > level
-                total += dice(mask if mask.sum() >= a else np.zeros_like(mask), t)
-            out[i, j] = total / len(probs)
-    return out
-
-
 def seg1_rule(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...]) -> tuple[ClassRule, float]:
     """Brute-force best seg1-alone rule (ties: lowest level, then smallest min_area) and its mean Dice."""
-    grid = seg1_grid(probs, truth, min_areas)
+    grid = brute_force_grid(probs, truth, min_areas)
     i, j = first_best(grid)
     return ClassRule(i, min_areas[j]), float(grid[i, j])
 
