@@ -13,8 +13,13 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip || echo "pip upgrade failed; going on with the venv's pip"
+	@# The CUDA wheels torch pulls are several hundred MB: resume broken downloads, and retry the
+	@# whole install (finished wheels come from pip's cache) before giving up.
+	@for attempt in 1 2 3; do \
+	  PIP_RESUME_RETRIES=20 PIP_RETRIES=10 PIP_TIMEOUT=60 $(BIN)/python -m pip install --quiet -e '.[dev]' && exit 0; \
+	  echo "pip install failed (attempt $$attempt of 3)"; sleep 15; \
+	done; exit 1
 	touch $(STAMP)
 
 demo: install
