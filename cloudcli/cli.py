@@ -104,11 +104,15 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Checkpoint folder [default: models/MODEL/foldFOLD]")] = None,
     live: Annotated[Path | None, typer.Option(help="DVCLive folder [default: dvclive/MODEL/foldFOLD]")] = None,
     restart: Annotated[bool, typer.Option(help="Ignore last.pt and train from scratch")] = False,
+    pseudo: Annotated[
+        Path | None, typer.Option(help="Pseudo-labelled set (cloudcli pseudo) added to the training part")
+    ] = None,
 ) -> None:
     """Train one model on one fold; resumes from its last checkpoint if interrupted.
 
     Writes best.pt, last.pt, config.json and summary.json, and DVCLive curves. Under
-    `torchrun --nproc_per_node=N` it trains with DistributedDataParallel.
+    `torchrun --nproc_per_node=N` it trains with DistributedDataParallel. With --pseudo, the
+    pseudo-labelled test images join the training part of the fold (never its validation part).
     """
     from cloudcli.config import load_params, resolve_model
 
@@ -125,6 +129,7 @@ def train(
         out or Path(f"models/{model}/fold{fold}"),
         live or Path(f"dvclive/{model}/fold{fold}"),
         restart,
+        pseudo,
     )
 
 
@@ -149,6 +154,29 @@ def infer(
     from cloudcli.stages import infer as stage
 
     stage.run(model, p.infer, p.cv, models_dir, cache, folds, out or Path(f"predictions/{model}"))
+
+
+@app.command()
+def pseudo(
+    params: ParamsOpt = Path("params.yaml"),
+    predictions: Annotated[Path, typer.Option(help="Folder of the base models' predictions")] = Path("predictions"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    out: Annotated[Path, typer.Option(help="Pseudo-labelled set to write")] = Path("pseudo/labels"),
+    metrics: Annotated[Path, typer.Option(help="Images kept and label quality (JSON)")] = Path("metrics/pseudo.json"),
+) -> None:
+    """Label the confidently predicted test images with the base models, for retraining.
+
+    Keeps a test image when every class is confidently empty or present by the classifier
+    (pseudo.rule: classifier, 0.3 / 0.7) or when most of its seg1 pixels are confident (pixels).
+    Its masks are the base two-stage masks (seg1 rule, seg2 vote, classifier gate fitted on
+    out-of-fold maps). `cloudcli train --pseudo` adds the set to the training part of every fold.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.stages import pseudo as stage
+
+    stage.run(p.data, p.pseudo, predictions, cache, out, metrics)
 
 
 @app.command()

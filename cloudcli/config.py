@@ -210,6 +210,38 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class PseudoConfig:
+    models: tuple[str, ...]  # models trained on the training part of each fold + the pseudo-labelled test images
+    seg1: str  # base model deciding presence; its rule (level x min_area) is fitted on its OOF maps
+    shape: tuple[str, ...]  # base models whose majority vote draws the masks; empty: seg1's own mask
+    classifier: str | None  # base classifier: the selection rule `classifier` and the gate of each mask
+    rule: Literal["classifier", "pixels"]  # which test images are kept (see params.yaml)
+    low: float  # classifier: a class is confidently empty below this probability
+    high: float  # classifier: ... confidently present above it
+    pixel_low: float  # pixels: a pixel is confident below this seg1 probability ...
+    pixel_high: float  # ... or above this one
+    min_share: float  # pixels: keep an image when more than this share of its pixels (all classes) is confident
+    min_areas: tuple[int, ...]  # candidate min_area values of the label rules, pixels at data.score_size
+
+    def __post_init__(self) -> None:
+        _check(
+            len(set(self.models)) == len(self.models),
+            "pseudo.models",
+            f"must list distinct models, got {list(self.models)}",
+        )
+        for low, high in (("low", "high"), ("pixel_low", "pixel_high")):
+            a, b = getattr(self, low), getattr(self, high)
+            _check(
+                0.0 <= a <= b <= 1.0,
+                f"pseudo.{low}",
+                f"and pseudo.{high} must satisfy 0 <= {low} <= {high} <= 1, got {a} and {b}",
+            )
+        _check(0.0 <= self.min_share < 1.0, "pseudo.min_share", f"must be in [0, 1), got {self.min_share}")
+        values = list(self.min_areas)
+        _check(len(values) >= 1 and min(values) >= 0, "pseudo.min_areas", f"must list values >= 0, got {values}")
+
+
+@dataclass(frozen=True)
 class CvConfig:
     models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
     folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment
@@ -226,6 +258,7 @@ class Params:
     models: dict[str, ModelEntry]
     cv: CvConfig
     infer: InferConfig
+    pseudo: PseudoConfig
     ensemble: EnsembleConfig
     tune: TuneConfig
 
@@ -284,7 +317,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         params = build(Params, raw, "")
         for name in params.models:  # overrides are checked now, not when the model trains
             resolve_model(name, params.model, params.train, params.models)
-        for name in params.cv.models:
+        for name in (*params.cv.models, *params.pseudo.models):
             resolve_model(name, params.model, params.train, params.models)
         _check_combination(params)
         _check(
@@ -299,10 +332,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def _check_combination(params: Params) -> None:
     """Models named by ensemble, pseudo and tune exist in the pipeline and have the right role."""
-    base, models = params.cv.models, params.models
+    base, models, pseudo = params.cv.models, params.models, params.pseudo
     segs = [m for m in base if models[m].role != "cls"]
+    _check_pseudo(pseudo, base, segs, models)
+    every_seg = segs + [m for m in pseudo.models if models[m].role != "cls"]
     for m in params.ensemble.members:
-        _check(m in segs, "ensemble.members", f"{m!r} is not a segmentation model of cv.models ({', '.join(segs)})")
+        _check(
+            m in every_seg,
+            "ensemble.members",
+            f"{m!r} is not a segmentation model of cv.models or pseudo.models ({', '.join(every_seg)})",
+        )
     tune = params.tune
     _check(
         tune.seg1 in base and models[tune.seg1].role != "cls",
@@ -311,22 +350,52 @@ def _check_combination(params: Params) -> None:
     )
     if tune.shape is not None:
         _check(
-            tune.shape == "ensemble" or tune.shape in segs,
+            tune.shape == "ensemble" or tune.shape in every_seg,
             "tune.shape",
-            f"must be ensemble, a segmentation model of cv.models, or null; got {tune.shape!r}",
+            f"must be ensemble, a segmentation model of cv.models or pseudo.models, or null; got {tune.shape!r}",
         )
-    if tune.classifier is not None:
-        _check(
-            tune.classifier in base and models[tune.classifier].role == "cls",
-            "tune.classifier",
-            f"must be a classifier listed in cv.models, or null; got {tune.classifier!r}",
-        )
+    _check_classifier(tune.classifier, "tune.classifier", base, models)
     _check(
         tune.class_score in ("none", "topk") or tune.classifier is not None,
         "tune.class_score",
         f"{tune.class_score} needs tune.classifier; use topk or none, or name a classifier",
     )
     _check(tune.top_k >= 1, "tune.top_k", f"must be >= 1, got {tune.top_k}")
+
+
+def _check_classifier(name: str | None, key: str, base: tuple[str, ...], models: dict) -> None:
+    _check(
+        name is None or (name in base and models[name].role == "cls"),
+        key,
+        f"must be a classifier listed in cv.models, or null; got {name!r}",
+    )
+
+
+def _check_pseudo(pseudo: PseudoConfig, base: tuple[str, ...], segs: list[str], models: dict) -> None:
+    """Pseudo labels come from base models (cv.models) and train models outside cv.models."""
+    for m in pseudo.models:
+        _check(
+            m not in base,
+            "pseudo.models",
+            f"{m!r} is also in cv.models; give the pseudo-label variant its own name (e.g. {m}_pl) in `models`",
+        )
+    _check(
+        pseudo.seg1 in segs,
+        "pseudo.seg1",
+        f"must be a segmentation model of cv.models ({', '.join(segs)}), got {pseudo.seg1!r}",
+    )
+    for m in pseudo.shape:
+        _check(
+            m in segs,
+            "pseudo.shape",
+            f"{m!r} is not a segmentation model of cv.models ({', '.join(segs)}); pseudo labels come from base models",
+        )
+    _check_classifier(pseudo.classifier, "pseudo.classifier", base, models)
+    _check(
+        pseudo.rule != "classifier" or pseudo.classifier is not None,
+        "pseudo.rule",
+        "classifier needs pseudo.classifier; name one, or use rule: pixels",
+    )
 
 
 def build(cls: type, raw: Any, where: str) -> Any:

@@ -76,8 +76,9 @@ def test_missing_file_and_bad_yaml(tmp_path) -> None:
 
 def test_dvc_stages_declare_exactly_the_sections_they_read() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    same_as = {"train_pl": "train", "infer_pl": "infer"}  # the pseudo-label models run the same commands
     for name, stage in stages.items():
-        module = importlib.import_module(f"cloudcli.stages.{name}")
+        module = importlib.import_module(f"cloudcli.stages.{same_as.get(name, name)}")
         stage = stage.get("do", stage)  # foreach stages
         declared = tuple(p.replace("${item.model}", "{model}") for p in stage["params"])
         assert declared == module.PARAMS, name
@@ -131,8 +132,8 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             lambda p: p["ensemble"].update(members=["seg2", "cls"]),
             r"ensemble.members 'cls' is not a segmentation model",
         ),
-        (lambda p: p["ensemble"].update(min_votes=3), r"ensemble.min_votes must be in 1..2"),
-        (lambda p: p["ensemble"].update(vote="mean", weights=[1.0]), r"ensemble.weights must give 2 weights"),
+        (lambda p: p["ensemble"].update(min_votes=4), r"ensemble.min_votes must be in 1..3"),
+        (lambda p: p["ensemble"].update(vote="mean", weights=[1.0]), r"ensemble.weights must give 3 weights"),
         (lambda p: p["ensemble"].update(weights=[1.0, 2.0]), r"ensemble.weights applies to vote: mean only"),
         (
             lambda p: p["tune"].update(classifier=None, class_score="mean"),
@@ -141,6 +142,32 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         (
             lambda p: p["tune"].update(classifier="seg2"),
             r"tune.classifier must be a classifier listed in cv.models, or null",
+        ),
+        (
+            lambda p: p["pseudo"].update(models=["seg2"]),
+            r"pseudo.models 'seg2' is also in cv.models; give the pseudo-label variant its own name",
+        ),
+        (lambda p: p["pseudo"].update(models=["nope"]), r"unknown model 'nope'"),
+        (
+            lambda p: p["pseudo"].update(shape=["seg2_pl"]),
+            r"pseudo.shape 'seg2_pl' is not a segmentation model of cv.models .*pseudo labels come from base models",
+        ),
+        (lambda p: p["pseudo"].update(seg1="cls"), r"pseudo.seg1 must be a segmentation model of cv.models"),
+        (
+            lambda p: p["pseudo"].update(classifier="seg1"),
+            r"pseudo.classifier must be a classifier listed in cv.models",
+        ),
+        (
+            lambda p: p["pseudo"].update(classifier=None),
+            r"pseudo.rule classifier needs pseudo.classifier; name one, or use rule: pixels",
+        ),
+        (lambda p: p["pseudo"].update(low=0.8), r"pseudo.low and pseudo.high must satisfy 0 <= low <= high <= 1"),
+        (lambda p: p["pseudo"].update(pixel_high=1.5), r"pseudo.pixel_low and pseudo.pixel_high must satisfy"),
+        (lambda p: p["pseudo"].update(min_share=1.0), r"pseudo.min_share must be in \[0, 1\), got 1.0"),
+        (lambda p: p["pseudo"].update(rule="both"), r"pseudo.rule must be one of 'classifier', 'pixels'"),
+        (
+            lambda p: p["ensemble"].update(members=["seg2", "cls"]),
+            r"ensemble.members 'cls' is not a segmentation model of cv.models or pseudo.models",
         ),
         (lambda p: p["train"].update(lr="1e-3"), r"train.lr must be a number, got '1e-3'.*write 5.0e-4"),
         (
@@ -154,3 +181,30 @@ def test_bad_model_params_name_the_key(tmp_path, change, message: str) -> None:
     change(params)
     with pytest.raises(ConfigError, match=message):
         load_params(write(tmp_path, params))
+
+
+def test_third_place_params_file_loads_and_names_real_encoders() -> None:
+    import segmentation_models_pytorch as smp
+
+    params = load_params(REPO / "configs/3rd_place.yaml")
+    encoders = {name: resolve(params, name).model.encoder for name in (*params.cv.models, *params.pseudo.models)}
+    assert encoders == {
+        "seg1": "densenet121",
+        "seg2_b5_unet": "efficientnet-b5",
+        "seg2_irv2_fpn": "inceptionresnetv2",
+        "seg2_b7_unet": "efficientnet-b7",
+        "seg2_b7_fpn": "efficientnet-b7",
+        "seg2_b7_fpn_pl": "efficientnet-b7",
+        "cls": "efficientnet-b1",
+    }
+    assert set(encoders.values()) <= set(smp.encoders.get_encoder_names())
+    assert params.model.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")
+    assert params.ensemble.members[-1] == "seg2_b7_fpn_pl" and params.pseudo.models == ("seg2_b7_fpn_pl",)
+    # the same keys as params.yaml: a section added to one is added to the other
+    assert yaml.safe_load((REPO / "configs/3rd_place.yaml").read_text()).keys() == repo_params().keys()
+
+
+def resolve(params, name):
+    from cloudcli.config import resolve_model
+
+    return resolve_model(name, params.model, params.train, params.models)

@@ -45,7 +45,12 @@ def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:
     repo = git_dvc_repo(tmp_path / "repo")
     shutil.copytree(tiny_demo, repo / "data")
     shutil.copy(REPO / "dvc.yaml", repo)
-    params = tiny_params(fold={"n_splits": 3}, train={"epochs": 1, "batch_size": 4}, cv={"folds": [0]})
+    params = tiny_params(
+        fold={"n_splits": 3},
+        train={"epochs": 1, "batch_size": 4},
+        cv={"folds": [0]},
+        pseudo={"low": 0.5, "high": 0.5},  # 1-epoch models are never confident: keep (almost) every test image
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run("dvc", "add", "-q", "data", cwd=repo)
     run("git", "add", "-A", cwd=repo)
@@ -68,10 +73,24 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "infer@seg2",
         "infer@seg2_unet",
         "infer@cls",
+        "pseudo",
+        "train_pl@seg2_pl-0",
+        "infer_pl@seg2_pl",
         "ensemble",
         "tune",
         "submit",
     }
+    kept = pd.read_csv(repo / "pseudo/labels/images.csv")
+    assert len(kept) >= 1 and set(kept["image_id"]) <= set(
+        pd.read_csv(repo / "data/sample_submission.csv")["Image_Label"].str.rsplit("_", n=1).str[0]
+    )
+    trained = json.loads((repo / "pseudo/models/seg2_pl/fold0/config.json").read_text())
+    base = json.loads((repo / "models/seg2/fold0/config.json").read_text())
+    assert trained["pseudo"]["images"] == len(kept) and "pseudo" not in base
+    assert trained["n_valid"] == base["n_valid"] and trained["valid_ids_sha1"] == base["valid_ids_sha1"]
+    members = json.loads((repo / "ensemble/meta.json").read_text())["members"]
+    assert [(m["name"], m["pseudo"]) for m in members] == [("seg2", False), ("seg2_unet", False), ("seg2_pl", True)]
+    assert "labels" in json.loads((repo / "metrics/pseudo.json").read_text())  # scored on the demo's test_truth.csv
     assert "valid submission, 24 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
     assert 0 <= json.loads((repo / "metrics/test.json").read_text())["dice"] <= 1  # the demo's true test score
     assert np.load(repo / "predictions/seg2/test.npy").shape == (6, 4, 32, 48)
@@ -80,9 +99,16 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     assert tuned["after"]["n_rows"] == 4 * n_oof
     steps = json.loads(run("dvc", "metrics", "show", "--json", "metrics/stages", cwd=repo))
     files = [Path(f).name for f in next(iter(steps.values()))["data"]]
-    assert sorted(files) == ["1_seg1.json", "2_seg2.json", "3_vote.json", "4_seg1_gate.json", "5_classifier.json"]
+    assert sorted(files) == [
+        "1_seg1.json",
+        "2_seg2.json",
+        "3_vote.json",
+        "4_seg1_gate.json",
+        "5_classifier.json",
+        "6_pseudo_labels.json",
+    ]
     table = run("dvc", "metrics", "show", "metrics/stages", cwd=repo)  # reads as the per-step table
-    assert table.index("1_seg1") < table.index("5_classifier") and "dice_non_empty" in table
+    assert table.index("1_seg1") < table.index("5_classifier") < table.index("6_pseudo") and "dice_non_empty" in table
     assert "up to date" in run("dvc", "status", cwd=repo)
     folds = pd.read_csv(repo / "artifacts/folds.csv")
     assert len(folds) == 24 and folds["image_id"].is_unique and set(folds["fold"]) == {0, 1, 2}
@@ -98,7 +124,10 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
 
     # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
-    assert ran(out) == {"train@seg2-0", "infer@seg2", "cv", "ensemble", "tune", "submit"}
+    relabelled = {"train_pl@seg2_pl-0", "infer_pl@seg2_pl"}  # when seg2's new masks change the pseudo labels
+    assert ran(out) - relabelled == {"train@seg2-0", "infer@seg2", "cv", "pseudo", "ensemble", "tune", "submit"}
+    out = run("dvc", "exp", "run", "-S", "models.seg2_pl.loss.dice_pos=0.5", cwd=repo)  # retrains the PL model only
+    assert ran(out) == {"train_pl@seg2_pl-0", "infer_pl@seg2_pl", "cv", "ensemble", "tune", "submit"}
     out = run("dvc", "exp", "run", "-S", "tune.min_areas=[0,10]", cwd=repo)
     assert ran(out) <= {"tune", "submit"} and "tune" in ran(out)  # a post-processing change never retrains
     out = run("dvc", "exp", "run", "-S", "ensemble.vote=mean", cwd=repo)

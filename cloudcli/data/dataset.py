@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import BatchSampler, Dataset, Sampler
+from torch.utils.data import BatchSampler, ConcatDataset, Dataset, Sampler
 
 from cloudcli.config import AugmentConfig
 from cloudcli.data.cache import unpack_masks
@@ -47,7 +47,12 @@ def build_transform(
 
 
 class CacheDataset(Dataset):
-    """Rows `indices` of the cache: dict(image (3, H, W) float, masks (4, H, W) float, labels (4,), index)."""
+    """Rows `indices` of the cache: dict(image (3, H, W) float, masks (4, H, W) float, labels (4,), index).
+
+    By default masks and labels are those of the same cache row. A pseudo-labelled set reads test
+    images with masks from its own file: `masks` names the packed-mask file and `mask_rows` gives,
+    for each item, its row there and in `labels`; `stream` keeps its augmentations apart from those
+    of the training rows with the same index."""
 
     def __init__(
         self,
@@ -57,10 +62,16 @@ class CacheDataset(Dataset):
         transform: A.Compose,
         seed: int = 0,
         with_masks: bool = True,
-        images: str = "train_images",  # or "test_images" (then with_masks=False)
+        images: str = "train_images",  # or "test_images"
+        masks: str | Path | None = None,  # packed masks file [default: the cache's train_masks.npy]
+        mask_rows: np.ndarray | None = None,  # row of each item in `masks` and `labels` [default: its index]
+        stream: int | None = None,
     ) -> None:
         self.folder, self.indices, self.labels, self.images = Path(folder), np.asarray(indices), labels, images
         self.transform, self.seed, self.epoch, self.with_masks = transform, seed, 0, with_masks
+        self.masks_file = Path(masks) if masks is not None else self.folder / "train_masks.npy"
+        self.mask_rows = None if mask_rows is None else np.asarray(mask_rows)
+        self.stream = stream
         self._images: np.ndarray | None = None  # memory maps, opened lazily in each worker
         self._masks: np.ndarray | None = None
 
@@ -73,18 +84,27 @@ class CacheDataset(Dataset):
     def __getitem__(self, j: int) -> dict:
         if self._images is None:
             self._images = np.load(self.folder / f"{self.images}.npy", mmap_mode="r")
-            self._masks = np.load(self.folder / "train_masks.npy", mmap_mode="r") if self.with_masks else None
+            self._masks = np.load(self.masks_file, mmap_mode="r") if self.with_masks else None
         i = int(self.indices[j])
-        seed = np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]
-        self.transform.set_random_seed(int(seed))
+        m = i if self.mask_rows is None else int(self.mask_rows[j])
+        entropy = [self.seed, self.epoch, i] if self.stream is None else [self.seed, self.epoch, i, self.stream]
+        self.transform.set_random_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         sample = {"image": np.array(self._images[i])}
         if self.with_masks:
-            sample["mask"] = unpack_masks(self._masks[i]).transpose(1, 2, 0)  # (h, w, 4)
+            sample["mask"] = unpack_masks(self._masks[m]).transpose(1, 2, 0)  # (h, w, 4)
         out = self.transform(**sample)
-        item = {"image": out["image"], "labels": torch.from_numpy(self.labels[i].astype(np.float32)), "index": i}
+        item = {"image": out["image"], "labels": torch.from_numpy(self.labels[m].astype(np.float32)), "index": i}
         if self.with_masks:
             item["masks"] = out["mask"].float()
         return item
+
+
+class ConcatWithEpoch(ConcatDataset):
+    """ConcatDataset whose set_epoch reaches every part (new augmentations each epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.datasets:
+            part.set_epoch(epoch)
 
 
 class ShardSampler(Sampler[int]):

@@ -23,7 +23,14 @@ from torch.utils.data import DataLoader
 
 from cloudcli.config import AugmentConfig, ResolvedModel
 from cloudcli.data.cache import open_cache
-from cloudcli.data.dataset import CacheDataset, NoSingletonBatchSampler, ShardSampler, build_transform
+from cloudcli.data.dataset import (
+    CacheDataset,
+    ConcatWithEpoch,
+    NoSingletonBatchSampler,
+    ShardSampler,
+    build_transform,
+)
+from cloudcli.data.pseudo import PseudoSet, read_pseudo
 from cloudcli.engine.checkpoint import State, resume, save_training
 from cloudcli.engine.distributed import Context, all_sum
 from cloudcli.engine.optim import STEP_SCHEDULERS, build_optimizer, build_scheduler
@@ -67,6 +74,7 @@ def fit(
     live_dir: Path,
     ctx: Context,
     restart: bool = False,
+    pseudo_dir: Path | None = None,
 ) -> dict:
     cfg = spec.train
     torch.manual_seed(cfg.seed)
@@ -77,10 +85,13 @@ def fit(
     frozen = freeze_encoder_stages(net, spec.model.freeze_encoder_stages)
     cache = open_cache(cache_dir)
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), folds_csv, fold)
-    loaders = _loaders(spec, augment, cache, train_idx, valid_idx, ctx)
-    settings = _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen)
+    pseudo = None if pseudo_dir is None else _pseudo_set(pseudo_dir, cache)
+    loaders = _loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo)
+    settings = _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen, pseudo)
     info(
-        f"{spec.name} fold {fold}: {len(train_idx)} train / {len(valid_idx)} valid images, "
+        f"{spec.name} fold {fold}: {len(train_idx)} train"
+        + (f" + {len(pseudo.images)} pseudo-labelled" if pseudo is not None else "")
+        + f" / {len(valid_idx)} valid images, "
         f"{len(loaders[0])} steps/epoch on {ctx.device}"
         + (f" x {ctx.world} processes" if ctx.world > 1 else "")
         + (f", frozen encoder stages: {', '.join(frozen)}" if frozen else "")
@@ -88,15 +99,40 @@ def fit(
     return _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, restart)
 
 
-def _loaders(spec, augment, cache, train_idx, valid_idx, ctx) -> tuple[DataLoader, DataLoader]:
+def _pseudo_set(folder: Path, cache) -> PseudoSet:
+    """The pseudo-labelled set, checked to hold test images only: they never reach a validation fold."""
+    pseudo = read_pseudo(folder, list(cache.test["image_id"]), tuple(cache.meta["arrays"]["test_images"][1:3]))
+    clash = set(pseudo.images["image_id"]) & set(cache.train["image_id"])
+    if clash:
+        raise DataError(
+            f"{folder / 'images.csv'}: {len(clash)} images are training images (e.g. {sorted(clash)[0]}); "
+            "pseudo labels are for test images only"
+        )
+    return pseudo
+
+
+def _loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo=None) -> tuple[DataLoader, DataLoader]:
     cfg, cache_size = spec.train, tuple(cache.meta["arrays"]["train_images"][1:3])
     size = cfg.image_size or cache_size
     mean, std = normalization(spec.model)
     labels = cache.train.drop(columns="image_id").to_numpy()
     masks = spec.role != "cls"
-    train_ds = CacheDataset(
-        cache.folder, train_idx, labels, build_transform(augment, size, cache_size, mean, std), cfg.seed, masks
-    )
+    augmented = build_transform(augment, size, cache_size, mean, std)
+    train_ds = CacheDataset(cache.folder, train_idx, labels, augmented, cfg.seed, masks)
+    if pseudo is not None and len(pseudo.images):  # test images: the training part only, never validation
+        extra = CacheDataset(
+            cache.folder,
+            pseudo.images["test_row"].to_numpy(),
+            pseudo.labels,
+            augmented,
+            cfg.seed,
+            masks,
+            images="test_images",
+            masks=pseudo.folder / "masks.npy",
+            mask_rows=np.arange(len(pseudo.images)),
+            stream=1,
+        )
+        train_ds = ConcatWithEpoch([train_ds, extra])
     valid_ds = CacheDataset(
         cache.folder, valid_idx, labels, build_transform(None, size, cache_size, mean, std), cfg.seed, masks
     )
@@ -115,7 +151,7 @@ def _loaders(spec, augment, cache, train_idx, valid_idx, ctx) -> tuple[DataLoade
     )
 
 
-def _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen) -> dict:
+def _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen, pseudo=None) -> dict:
     mean, std = normalization(spec.model)
     return {
         "model": spec.name,
@@ -132,7 +168,11 @@ def _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen) -> dict:
         "n_valid": len(valid_idx),
         "frozen_encoder_stages": frozen,
         "valid_ids_sha1": hashlib.sha1(" ".join(cache.train["image_id"].iloc[valid_idx]).encode()).hexdigest(),
-    }
+    } | (
+        {}
+        if pseudo is None
+        else {"pseudo": {"folder": str(pseudo.folder), "images": len(pseudo.images), "sha1": pseudo.sha1}}
+    )
 
 
 def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, restart) -> dict:

@@ -15,8 +15,7 @@ import pandas as pd
 from cloudcli import CLASSES
 from cloudcli.combine import class_score, topk
 from cloudcli.config import DataConfig
-from cloudcli.data.cache import resize_mask
-from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, read_labels, to_wide
+from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, read_labels, to_wide, truth_masks
 from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds
 from cloudcli.errors import DataError
 from cloudcli.io import write_csv, write_json
@@ -88,12 +87,8 @@ def class_scores(how: str, seg1: np.ndarray, cls_probs: np.ndarray | None, top_k
 def score(submission: Path, truth_csv: Path, data: DataConfig) -> dict:
     """Competition Dice of a submission against full-size truth labels (the demo's test_truth.csv)."""
     sub = to_wide(read_labels(submission, data.score_size))
-    truth = to_wide(read_labels(truth_csv, data.image_size)).loc[sub.index]
     preds = np.stack([[decode(r, data.score_size) for r in row] for row in sub.to_numpy()])
-    truths = np.stack(
-        [[resize_mask(decode(r, data.image_size), data.score_size) for r in row] for row in truth.to_numpy()]
-    )
-    return kaggle_dice(preds, truths).as_dict()
+    return kaggle_dice(preds, truth_masks(truth_csv, list(sub.index), data.image_size, data.score_size)).as_dict()
 
 
 def check(path: Path, sample: Path, size: tuple[int, int]) -> int:

@@ -21,10 +21,11 @@ def run(
     out: Path,
     live: Path,
     restart: bool = False,
+    pseudo: Path | None = None,
 ) -> dict:
     ctx = setup(spec.train.device)
     try:
-        return fit(spec, augment, cache, folds, fold, out, live, ctx, restart)
+        return fit(spec, augment, cache, folds, fold, out, live, ctx, restart, pseudo)
     except KeyboardInterrupt:
         if ctx.main:
             info(

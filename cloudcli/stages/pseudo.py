@@ -1,0 +1,173 @@
+"""Stage `pseudo`: confidently predicted test images, labelled by the base models, for retraining.
+
+The labels are the base pipeline's two-stage masks (cloudcli.twostage): seg1's rule (level x
+min_area) and the classifier gate fitted on out-of-fold maps, masks drawn by the majority vote of
+the `pseudo.shape` models at their own tuned levels. Only base models (cv.models) take part, so
+the stage never waits on a model it helps to train.
+
+Which test images are kept (params `pseudo.rule`):
+  classifier  every class is confidently empty (probability < low) or present (> high)
+  pixels      more than min_share of the image's seg1 pixels, over all classes, are < pixel_low
+              or > pixel_high (the iterative variant's confidence rule)
+
+Writes the set described in cloudcli.data.pseudo, and metrics (images kept, the labels' OOF Dice,
+and on the demo their Dice against test_truth.csv).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloudcli import CLASSES
+from cloudcli.combine import VoteMaps, confident_by_classifier, confident_share, majority
+from cloudcli.config import DataConfig, PseudoConfig
+from cloudcli.data.cache import BITS, open_cache, pack_masks, resize_mask
+from cloudcli.data.kaggle import TEST_TRUTH_CSV, truth_masks
+from cloudcli.data.predictions import aligned_masks, oof_truth, read_classifier, read_meta
+from cloudcli.errors import DataError
+from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.metrics import dice_from_counts, row_counts, summarize
+from cloudcli.postprocess import postprocess
+from cloudcli.rle import encode
+from cloudcli.search import counts
+from cloudcli.twostage import ClassFit, fit_class, member_levels
+from cloudcli.ui import info, progress
+from cloudcli.versions import versions
+
+PARAMS = ("pseudo", "data")
+CHUNK = 32  # test images read at a time
+
+
+def select(cfg: PseudoConfig, cls_probs: np.ndarray | None, seg1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keep (M,) bool, confidence (M,)) of test images. cls_probs (M, C); seg1 (M, C, H, W) uint8.
+
+    classifier: confidence = the smallest distance of a class probability beyond its bound (>= 0
+    when kept); pixels: the share of confident pixels."""
+    if cfg.rule == "classifier":
+        if cls_probs is None:
+            raise DataError("pseudo.rule classifier needs pseudo.classifier")
+        margin = np.maximum(cfg.low - cls_probs, cls_probs - cfg.high).min(1)
+        return confident_by_classifier(cls_probs, cfg.low, cfg.high), margin
+    share = np.concatenate(
+        [
+            confident_share(np.asarray(seg1[i : i + CHUNK]), cfg.pixel_low, cfg.pixel_high)
+            for i in range(0, len(seg1), CHUNK)
+        ]
+    )
+    return share > cfg.min_share, share
+
+
+def run(data: DataConfig, cfg: PseudoConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path) -> dict:
+    cache = open_cache(cache_dir)
+    names = [cfg.seg1, *cfg.shape]
+    folders = [predictions / m for m in names]
+    for m, folder in zip(names, folders):
+        if read_meta(folder)["role"] == "cls":
+            raise DataError(f"{folder}: {m} is a classifier; pseudo.seg1 and pseudo.shape name segmentation models")
+    roles = [read_meta(f)["role"] for f in folders]
+    ids, oofs = aligned_masks(folders, "oof")
+    test_ids, tests = aligned_masks(folders, "test")
+    cls_folder = None if cfg.classifier is None else predictions / cfg.classifier
+    cls_oof = None if cls_folder is None else read_classifier(cls_folder, "oof", ids)
+    cls_test = None if cls_folder is None else read_classifier(cls_folder, "test", test_ids)
+
+    keep, confidence = select(cfg, cls_test, tests[0])
+    info(f"pseudo: {int(keep.sum())} of {len(keep)} test images kept by rule {cfg.rule}")
+
+    fits, levels, empty = _fit(cfg, cache, ids, oofs, roles, cls_oof, folders[0])
+    rows = np.flatnonzero(keep)
+    kept_ids = [test_ids[i] for i in rows]
+    test_row = pd.Index(cache.test["image_id"]).get_indexer(kept_ids)
+    if (test_row < 0).any():
+        raise DataError(f"{folders[0] / 'test.csv'}: images not in {cache.folder}; rerun `dvc repro infer`")
+    truth_csv = Path(data.raw) / TEST_TRUTH_CSV
+    truths = None  # the demo knows the test masks: how good are the labels?
+    if truth_csv.exists() and kept_ids:
+        truths = truth_masks(truth_csv, kept_ids, data.image_size, data.score_size)
+    cache_size = tuple(cache.meta["arrays"]["test_images"][1:3])
+    rules, shape_levels = [f.rule for f in fits], [f.shape_level for f in fits]
+    presence = np.zeros((len(rows), len(CLASSES)), int)
+    label_dice = np.zeros((len(rows), len(CLASSES)))
+    rles: list[str] = []
+    with atomic_path(out, is_dir=True) as tmp:
+        small = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(rows), *cache_size))
+        with progress("pseudo labels", len(rows), "images") as advance:
+            for j, i in enumerate(rows):
+                shape = None
+                if cfg.shape:
+                    members = np.stack([np.asarray(t[i]) for t in tests[1:]])  # (S, C, H, W)
+                    shape = np.stack([majority(members[:, k], levels[:, k]) for k in range(len(CLASSES))])
+                scores = None if cls_test is None else cls_test[i]
+                masks = postprocess(np.asarray(tests[0][i]), rules, scores, False, shape, shape_levels)
+                small[j] = pack_masks(np.stack([resize_mask(m, cache_size) for m in masks]))
+                presence[j] = masks.reshape(len(masks), -1).any(1)
+                rles += [encode(m) for m in masks]
+                if truths is not None:
+                    label_dice[j] = dice_from_counts(*row_counts(masks[None], truths[j][None]))[0]
+                advance(1)
+        small.flush()
+        del small
+        table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
+        table = table.assign(**{c: presence[:, k] for k, c in enumerate(CLASSES)}, confidence=confidence[rows].round(6))
+        write_csv(tmp / "images.csv", table)
+        labels = [f"{i}_{c}" for i in kept_ids for c in CLASSES]
+        write_csv(tmp / "labels.csv", pd.DataFrame({"Image_Label": labels, "EncodedPixels": rles}))
+        report = {
+            "images": len(rows),
+            "test_images": len(keep),
+            "share": round(len(rows) / max(len(keep), 1), 4),
+            "oof": summarize(np.stack([f.dice for f in fits], 1), empty).as_dict(),  # the label rules out of fold
+        }
+        if truths is not None:
+            report["labels"] = summarize(label_dice, truths.reshape(len(rows), len(CLASSES), -1).max(2) == 0).as_dict()
+        write_json(
+            tmp / "meta.json",
+            {
+                "rule": cfg.rule,
+                "thresholds": (
+                    {"low": cfg.low, "high": cfg.high}
+                    if cfg.rule == "classifier"
+                    else {"pixel_low": cfg.pixel_low, "pixel_high": cfg.pixel_high, "min_share": cfg.min_share}
+                ),
+                "seg1": str(folders[0]),
+                "shape": [str(f) for f in folders[1:]],
+                "classifier": None if cls_folder is None else str(cls_folder),
+                "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(CLASSES, fits))},
+                "images": len(rows),
+                "test_images": len(keep),
+                "versions": versions(),
+            },
+        )
+    write_json(metrics, report)
+    info(f"pseudo: wrote {out} ({len(rows)} images, labels' OOF Dice {report['oof']['dice']:.4f})")
+    return report
+
+
+def _fit(cfg, cache, ids, oofs, roles, cls_oof, where) -> tuple[list[ClassFit], np.ndarray | None, np.ndarray]:
+    """The base two-stage rules per class fitted on OOF maps, the vote members' levels (S, C) and
+    which OOF truth masks are empty (N, C)."""
+    truth = oof_truth(cache, ids, where / "oof.csv")
+    levels = np.array([member_levels(o, truth, r) for o, r in zip(oofs[1:], roles[1:])]) if cfg.shape else None
+    fits, empty = [], []
+    for k, bit in enumerate(BITS):
+        inside = (truth & bit) != 0
+        shape = None
+        if cfg.shape:
+            shape = counts(VoteMaps(oofs[1:], k, "majority", levels[:, k]), inside)
+        seg1 = counts(oofs[0][:, k], inside)
+        fits.append(fit_class(seg1, shape, None if cls_oof is None else cls_oof[:, k], cfg.min_areas))
+        empty.append(seg1.truth_area == 0)
+    return fits, levels, np.stack(empty, 1)
+
+
+def _rule(fit: ClassFit, levels: np.ndarray | None, k: int) -> dict:
+    return {
+        "level": fit.rule.level,
+        "min_area": fit.rule.min_area,
+        "shape_level": fit.shape_level,
+        "cls_threshold": fit.rule.cls_threshold,
+        "member_levels": None if levels is None else [int(v) for v in levels[:, k]],
+    }
