@@ -64,10 +64,10 @@ def run(data: DataConfig, cfg: PseudoConfig, predictions: Path, cache_dir: Path,
     cache = open_cache(cache_dir)
     names = [cfg.seg1, *cfg.shape]
     folders = [predictions / m for m in names]
-    for m, folder in zip(names, folders):
-        if read_meta(folder)["role"] == "cls":
-            raise DataError(f"{folder}: {m} is a classifier; pseudo.seg1 and pseudo.shape name segmentation models")
     roles = [read_meta(f)["role"] for f in folders]
+    for m, folder, role in zip(names, folders, roles):
+        if role == "cls":
+            raise DataError(f"{folder}: {m} is a classifier; pseudo.seg1 and pseudo.shape name segmentation models")
     ids, oofs = aligned_masks(folders, "oof")
     test_ids, tests = aligned_masks(folders, "test")
     cls_folder = None if cfg.classifier is None else predictions / cfg.classifier
