@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	@# whole install (finished wheels come from pip's cache) before giving up.
 	@for attempt in 1 2 3; do \
 	  PIP_RESUME_RETRIES=20 PIP_RETRIES=10 PIP_TIMEOUT=60 $(BIN)/python -m pip install --quiet -e '.[dev]' && exit 0; \
-	  echo "pip install failed (attempt $$attempt of 3)"; sleep 15; \
-	done; exit 1
+	  echo "pip install failed (attempt $$attempt of 3)"; df -h . "$${TMPDIR:-/tmp}" | tail -n +2; sleep 15; \
+	done; echo "torch and its CUDA wheels need about 10 GB free (the venv ~6 GB, pip's cache and temp files)"; exit 1
 	touch $(STAMP)
 
 demo: install

@@ -179,6 +179,35 @@ def pseudo(
     stage.run(p.data, p.pseudo, predictions, cache, out, metrics)
 
 
+@app.command("pseudo-rounds")
+def pseudo_rounds(
+    params: ParamsOpt = Path("params.yaml"),
+    predictions: Annotated[Path, typer.Option(help="Folder of the base models' predictions")] = Path("predictions"),
+    first: Annotated[Path, typer.Option(help="Round 1: the folder with labels/, models/, predictions/")] = Path(
+        "pseudo"
+    ),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    out: Annotated[Path, typer.Option(help="Folder of rounds 2..N")] = Path("pseudo/rounds"),
+    metrics: Annotated[Path, typer.Option(help="Images and CV scores per round (JSON)")] = Path(
+        "metrics/pseudo_rounds.json"
+    ),
+) -> None:
+    """Iterative pseudo labelling: rounds 2..pseudo_rounds.rounds after round 1 (pseudo, train_pl, infer_pl).
+
+    Each round relabels the test set, with the models of pseudo_rounds.relabel replaced by their pseudo
+    model of the previous round, then retrains every pseudo model on every fold and predicts with
+    it. The last round's predictions are the ones ensemble, tune and submit use. An interrupted
+    run resumes each fold from its last.pt. With pseudo_rounds.rounds: 1 it only reports round 1.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.stages import pseudo_rounds as stage
+
+    stage.run(p, predictions, first, cache, folds, out, metrics)
+
+
 @app.command()
 def ensemble(
     params: ParamsOpt = Path("params.yaml"),

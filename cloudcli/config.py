@@ -242,6 +242,17 @@ class PseudoConfig:
 
 
 @dataclass(frozen=True)
+class RoundsConfig:
+    """Iterative pseudo labelling (stage pseudo_rounds)."""
+
+    rounds: int  # N: rounds 2..N relabel the test set with the previous round's pseudo models
+    relabel: dict[str, str]  # base model -> the pseudo model that takes its place from round 2 on
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 1, "pseudo_rounds.rounds", f"must be >= 1, got {self.rounds}")
+
+
+@dataclass(frozen=True)
 class CvConfig:
     models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
     folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment
@@ -259,6 +270,7 @@ class Params:
     cv: CvConfig
     infer: InferConfig
     pseudo: PseudoConfig
+    pseudo_rounds: RoundsConfig
     ensemble: EnsembleConfig
     tune: TuneConfig
 
@@ -335,6 +347,7 @@ def _check_combination(params: Params) -> None:
     base, models, pseudo = params.cv.models, params.models, params.pseudo
     segs = [m for m in base if models[m].role != "cls"]
     _check_pseudo(pseudo, base, segs, models)
+    _check_rounds(params.pseudo_rounds, pseudo, models)
     every_seg = segs + [m for m in pseudo.models if models[m].role != "cls"]
     for m in params.ensemble.members:
         _check(
@@ -395,6 +408,30 @@ def _check_pseudo(pseudo: PseudoConfig, base: tuple[str, ...], segs: list[str], 
         pseudo.rule != "classifier" or pseudo.classifier is not None,
         "pseudo.rule",
         "classifier needs pseudo.classifier; name one, or use rule: pixels",
+    )
+
+
+def _check_rounds(rounds: RoundsConfig, pseudo: PseudoConfig, models: dict) -> None:
+    """relabel maps models that make the labels to pseudo models of the same kind."""
+    labellers = {pseudo.seg1, *pseudo.shape, pseudo.classifier} - {None}
+    for base_model, pl in rounds.relabel.items():
+        _check(
+            base_model in labellers,
+            f"pseudo_rounds.relabel.{base_model}",
+            f"{base_model!r} does not make the labels; relabel pseudo.seg1, pseudo.shape or pseudo.classifier "
+            f"({', '.join(sorted(labellers))})",
+        )
+        kind = "classifier" if models[base_model].role == "cls" else "segmentation model"
+        _check(
+            pl in pseudo.models and (models[pl].role == "cls") == (kind == "classifier"),
+            f"pseudo_rounds.relabel.{base_model}",
+            f"must name a {kind} of pseudo.models ({', '.join(pseudo.models)}), got {pl!r}",
+        )
+    _check(
+        rounds.rounds == 1 or bool(rounds.relabel),
+        "pseudo_rounds.rounds",
+        f"{rounds.rounds} rounds need pseudo_rounds.relabel (e.g. {{{pseudo.seg1}: <its pseudo model>}}): "
+        "without it every round would keep and label the same images",
     )
 
 

@@ -165,6 +165,23 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         (lambda p: p["pseudo"].update(pixel_high=1.5), r"pseudo.pixel_low and pseudo.pixel_high must satisfy"),
         (lambda p: p["pseudo"].update(min_share=1.0), r"pseudo.min_share must be in \[0, 1\), got 1.0"),
         (lambda p: p["pseudo"].update(rule="both"), r"pseudo.rule must be one of 'classifier', 'pixels'"),
+        (lambda p: p["pseudo_rounds"].update(rounds=0), r"pseudo_rounds.rounds must be >= 1, got 0"),
+        (
+            lambda p: p["pseudo_rounds"].update(rounds=3),
+            r"pseudo_rounds.rounds 3 rounds need pseudo_rounds.relabel \(e.g. \{seg1: ",
+        ),
+        (
+            lambda p: p["pseudo_rounds"].update(rounds=2, relabel={"seg2_unet": "seg2_pl", "tune": "seg2_pl"}),
+            r"pseudo_rounds.relabel.tune 'tune' does not make the labels; relabel pseudo.seg1, pseudo.shape or",
+        ),
+        (
+            lambda p: p["pseudo_rounds"].update(relabel={"cls": "seg2_pl"}),
+            r"pseudo_rounds.relabel.cls must name a classifier of pseudo.models \(seg2_pl\), got 'seg2_pl'",
+        ),
+        (
+            lambda p: p["pseudo_rounds"].update(relabel={"seg1": "seg2"}),
+            r"pseudo_rounds.relabel.seg1 must name a segmentation model of pseudo.models \(seg2_pl\), got 'seg2'",
+        ),
         (
             lambda p: p["ensemble"].update(members=["seg2", "cls"]),
             r"ensemble.members 'cls' is not a segmentation model of cv.models or pseudo.models",

@@ -76,6 +76,7 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "pseudo",
         "train_pl@seg2_pl-0",
         "infer_pl@seg2_pl",
+        "pseudo_rounds",
         "ensemble",
         "tune",
         "submit",
@@ -125,9 +126,26 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
     relabelled = {"train_pl@seg2_pl-0", "infer_pl@seg2_pl"}  # when seg2's new masks change the pseudo labels
-    assert ran(out) - relabelled == {"train@seg2-0", "infer@seg2", "cv", "pseudo", "ensemble", "tune", "submit"}
+    after_labels = {"pseudo", "pseudo_rounds", "ensemble", "tune", "submit"}
+    assert ran(out) - relabelled == {"train@seg2-0", "infer@seg2", "cv"} | after_labels
     out = run("dvc", "exp", "run", "-S", "models.seg2_pl.loss.dice_pos=0.5", cwd=repo)  # retrains the PL model only
-    assert ran(out) == {"train_pl@seg2_pl-0", "infer_pl@seg2_pl", "cv", "ensemble", "tune", "submit"}
+    assert ran(out) == {"train_pl@seg2_pl-0", "infer_pl@seg2_pl", "cv", "pseudo_rounds", "ensemble", "tune", "submit"}
+
+    # A second pseudo-label round, relabelled with round 1's seg2_pl: the vote uses round 2's seg2_pl.
+    out = run(
+        "dvc", "exp", "run", "-S", "pseudo_rounds.rounds=2", "-S", "++pseudo_rounds.relabel.seg2=seg2_pl", cwd=repo
+    )
+    assert ran(out) == {"pseudo_rounds", "ensemble", "tune", "submit"}
+    rounds = json.loads((repo / "metrics/pseudo_rounds.json").read_text())
+    assert set(rounds) == {"rounds", "r1", "r2"} and rounds["r2"]["images"] == len(kept)
+    assert json.loads((repo / "pseudo/rounds/r2/labels/meta.json").read_text())["shape"] == [
+        "pseudo/predictions/seg2_pl",
+        "predictions/seg2_unet",
+    ]
+    members = json.loads((repo / "ensemble/meta.json").read_text())["members"]
+    assert members[-1]["folder"] == "pseudo/rounds/r2/predictions/seg2_pl" and members[-1]["pseudo"]
+    shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
+    assert next(iter(shown.values()))["data"]["metrics/pseudo_rounds.json"]["data"] == rounds
     out = run("dvc", "exp", "run", "-S", "tune.min_areas=[0,10]", cwd=repo)
     assert ran(out) <= {"tune", "submit"} and "tune" in ran(out)  # a post-processing change never retrains
     out = run("dvc", "exp", "run", "-S", "ensemble.vote=mean", cwd=repo)

@@ -81,12 +81,23 @@ PSEUDO_PREDICTIONS = Path("pseudo/predictions")  # where infer writes pseudo-lab
 
 
 def model_folder(name: str, predictions: Path, pseudo_predictions: Path = PSEUDO_PREDICTIONS) -> Path:
-    """A model's prediction folder: predictions/NAME, or pseudo/predictions/NAME for a pseudo-label model."""
-    for folder in (predictions / name, pseudo_predictions / name):
+    """A model's prediction folder: predictions/NAME; for a pseudo-label model, its last round's
+    (pseudo/rounds/rN/predictions/NAME, as pseudo/rounds/meta.json says) or pseudo/predictions/NAME."""
+    candidates = [predictions / name]
+    rounds = pseudo_predictions.parent / "rounds" / "meta.json"
+    if rounds.exists():
+        try:
+            final = json.loads(rounds.read_text())["final"]
+        except (KeyError, TypeError, json.JSONDecodeError):
+            raise DataError(f"{rounds}: not a pseudo_rounds meta.json; rerun `dvc repro pseudo_rounds`") from None
+        if name in final:
+            candidates.append(rounds.parent / final[name])
+    candidates.append(pseudo_predictions / name)
+    for folder in candidates:
         if (folder / "meta.json").exists():
             return folder
     raise DataError(
-        f"no predictions of {name!r} in {predictions} or {pseudo_predictions}; "
+        f"no predictions of {name!r} in {predictions} or {pseudo_predictions.parent}; "
         f"run `dvc repro` (or `cloudcli infer --model {name}`) first"
     )
 

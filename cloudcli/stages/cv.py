@@ -46,10 +46,14 @@ def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path) 
             for k in ("auc", "accuracy")
         }
     report = sums_report(np.sum([s["metrics"]["sums"] for s in summaries], axis=0))
-    return {"dice": round(report.mean, 4), "dice_pos": _round(report.non_empty), "dice_neg": _round(report.empty)}
+    return {
+        "dice": round(report.mean, 4),
+        "dice_pos": round_or_none(report.non_empty),
+        "dice_neg": round_or_none(report.empty),
+    }
 
 
-def _round(value: float | None) -> float | None:
+def round_or_none(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 

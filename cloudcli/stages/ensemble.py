@@ -69,7 +69,7 @@ def run(
                     "name": name,
                     "folder": str(folder),
                     "role": role,
-                    "pseudo": folder.parent == pseudo_predictions,
+                    "pseudo": folder.parent != predictions,
                     "levels": None if levels is None else dict(zip(CLASSES, map(int, levels[m]))),
                 }
                 for m, (name, folder, role) in enumerate(zip(cfg.members, folders, roles))

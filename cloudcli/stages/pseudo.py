@@ -16,6 +16,7 @@ and on the demo their Dice against test_truth.csv).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,17 +61,44 @@ def select(cfg: PseudoConfig, cls_probs: np.ndarray | None, seg1: np.ndarray) ->
     return share > cfg.min_share, share
 
 
+@dataclass(frozen=True)
+class Labellers:
+    """Prediction folders of the models that pick and label the test images."""
+
+    seg1: Path
+    shape: tuple[Path, ...]
+    classifier: Path | None
+
+    @classmethod
+    def base(cls, cfg: PseudoConfig, predictions: Path) -> Labellers:
+        """The base models of params `pseudo`, from `predictions`."""
+        return cls(
+            predictions / cfg.seg1,
+            tuple(predictions / m for m in cfg.shape),
+            None if cfg.classifier is None else predictions / cfg.classifier,
+        )
+
+
 def run(data: DataConfig, cfg: PseudoConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path) -> dict:
+    """Round 1: label with the base models; writes `out` and the metrics file."""
+    report = label(data, cfg, Labellers.base(cfg, predictions), cache_dir, out)
+    write_json(metrics, report)
+    return report
+
+
+def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> dict:
+    """Select confident test images with `sources` and write their labels to `out`; the report."""
     cache = open_cache(cache_dir)
-    names = [cfg.seg1, *cfg.shape]
-    folders = [predictions / m for m in names]
+    folders = [sources.seg1, *sources.shape]
     roles = [read_meta(f)["role"] for f in folders]
-    for m, folder, role in zip(names, folders, roles):
+    for folder, role in zip(folders, roles):
         if role == "cls":
-            raise DataError(f"{folder}: {m} is a classifier; pseudo.seg1 and pseudo.shape name segmentation models")
+            raise DataError(
+                f"{folder}: a classifier's predictions; pseudo.seg1 and pseudo.shape name segmentation models"
+            )
     ids, oofs = aligned_masks(folders, "oof")
     test_ids, tests = aligned_masks(folders, "test")
-    cls_folder = None if cfg.classifier is None else predictions / cfg.classifier
+    cls_folder = sources.classifier
     cls_oof = None if cls_folder is None else read_classifier(cls_folder, "oof", ids)
     cls_test = None if cls_folder is None else read_classifier(cls_folder, "test", test_ids)
 
@@ -97,7 +125,7 @@ def run(data: DataConfig, cfg: PseudoConfig, predictions: Path, cache_dir: Path,
         with progress("pseudo labels", len(rows), "images") as advance:
             for j, i in enumerate(rows):
                 shape = None
-                if cfg.shape:
+                if sources.shape:
                     members = np.stack([np.asarray(t[i]) for t in tests[1:]])  # (S, C, H, W)
                     shape = np.stack([majority(members[:, k], levels[:, k]) for k in range(len(CLASSES))])
                 scores = None if cls_test is None else cls_test[i]
@@ -136,12 +164,10 @@ def run(data: DataConfig, cfg: PseudoConfig, predictions: Path, cache_dir: Path,
                 "shape": [str(f) for f in folders[1:]],
                 "classifier": None if cls_folder is None else str(cls_folder),
                 "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(CLASSES, fits))},
-                "images": len(rows),
-                "test_images": len(keep),
+                "report": report,
                 "versions": versions(),
             },
         )
-    write_json(metrics, report)
     info(f"pseudo: wrote {out} ({len(rows)} images, labels' OOF Dice {report['oof']['dice']:.4f})")
     return report
 
@@ -150,12 +176,12 @@ def _fit(cfg, cache, ids, oofs, roles, cls_oof, where) -> tuple[list[ClassFit], 
     """The base two-stage rules per class fitted on OOF maps, the vote members' levels (S, C) and
     which OOF truth masks are empty (N, C)."""
     truth = oof_truth(cache, ids, where / "oof.csv")
-    levels = np.array([member_levels(o, truth, r) for o, r in zip(oofs[1:], roles[1:])]) if cfg.shape else None
+    levels = np.array([member_levels(o, truth, r) for o, r in zip(oofs[1:], roles[1:])]) if len(oofs) > 1 else None
     fits, empty = [], []
     for k, bit in enumerate(BITS):
         inside = (truth & bit) != 0
         shape = None
-        if cfg.shape:
+        if len(oofs) > 1:
             shape = counts(VoteMaps(oofs[1:], k, "majority", levels[:, k]), inside)
         seg1 = counts(oofs[0][:, k], inside)
         fits.append(fit_class(seg1, shape, None if cls_oof is None else cls_oof[:, k], cfg.min_areas))

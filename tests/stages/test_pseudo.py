@@ -285,7 +285,7 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
         ]
     )
     assert report["oof"] == pytest.approx(kaggle_dice(oof_labels, truth).as_dict(), abs=1e-12)
-    assert meta["images"] == len(expected) and meta["test_images"] == M and meta["rule"] == "classifier"
+    assert meta["report"] == json.loads(json.dumps(report)) and meta["rule"] == "classifier"
     assert meta["thresholds"] == {"low": 0.3, "high": 0.7}
     assert meta["seg1"] == str(root / "pred/seg1") and meta["classifier"] == str(root / "pred/cls")
     assert meta["shape"] == [str(root / "pred" / n) for n in SHAPE]
@@ -374,7 +374,7 @@ def test_no_image_kept_writes_a_valid_empty_set(project) -> None:
     assert (out / "images.csv").read_text().splitlines() == [",".join(HEADER)]
     assert (out / "labels.csv").read_text().splitlines() == ["Image_Label,EncodedPixels"]
     assert np.load(out / "masks.npy").shape == (0, *CACHE)
-    assert json.loads((out / "meta.json").read_text())["images"] == 0
+    assert json.loads((out / "meta.json").read_text())["report"]["images"] == 0
     pset = read_pseudo(out, project["cache_order"], CACHE)
     assert len(pset.images) == 0 and pset.masks.shape == (0, *CACHE) and pset.labels.shape == (0, 4)
 
@@ -382,8 +382,8 @@ def test_no_image_kept_writes_a_valid_empty_set(project) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"seg1": "cls"}, "pred/cls: cls is a classifier"),
-        ({"shape": ("seg2", "cls")}, "pred/cls: cls is a classifier"),
+        ({"seg1": "cls"}, "pred/cls: a classifier's predictions"),
+        ({"shape": ("seg2", "cls")}, "pred/cls: a classifier's predictions"),
         ({"seg1": "seg9"}, "pred/seg9/meta.json: missing"),
         ({"shape": ("seg2", "seg9")}, "pred/seg9/meta.json: missing"),
         ({"classifier": "cls9"}, "pred/cls9/oof.csv: missing"),
