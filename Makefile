@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 demo: install
 	@if [ -z "$$(ls -A data 2>/dev/null)" ]; then $(BIN)/cloudcli demo-data data; fi
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc checkout --relink --quiet  # outputs become links to the cache: one copy on disk
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/cv.json
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/stages
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/tune.json metrics/test.json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -118,6 +119,8 @@ def train(
 
     p = load_params(params)
     spec = resolve_model(model, p.model, p.train, p.models)
+    if spec.train.processes > 1 and "WORLD_SIZE" not in os.environ:  # not yet under a launcher: become torchrun
+        _relaunch_under_torchrun(spec.train.processes)
     from cloudcli.stages import train as stage
 
     stage.run(
@@ -131,6 +134,14 @@ def train(
         restart,
         pseudo,
     )
+
+
+def _relaunch_under_torchrun(processes: int) -> None:
+    """Replace this process by `torchrun --nproc_per_node=N -m cloudcli <same arguments>`."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command += ["-m", "cloudcli", *sys.argv[1:]]
+    print(f"train.processes {processes}: running under torchrun", file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
 
 
 @app.command()
@@ -205,7 +216,7 @@ def pseudo_rounds(
     p = load_params(params)
     from cloudcli.stages import pseudo_rounds as stage
 
-    stage.run(p, predictions, first, cache, folds, out, metrics)
+    stage.run(p, predictions, first, cache, folds, out, metrics, params)
 
 
 @app.command()

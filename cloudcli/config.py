@@ -93,11 +93,12 @@ class TrainConfig:
     channels_last: bool
     compile: bool  # torch.compile the model
     device: Literal["auto", "cpu", "cuda", "mps"]
+    processes: int  # processes (GPUs) training one model: > 1 runs `cloudcli train` under torchrun (DDP)
     workers: int  # DataLoader worker processes
     seed: int
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "accumulate", "restart_epochs"):
+        for key in ("epochs", "batch_size", "accumulate", "restart_epochs", "processes"):
             _check(getattr(self, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(self.workers >= 0, "train.workers", f"must be >= 0, got {self.workers}")

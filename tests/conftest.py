@@ -50,3 +50,16 @@ def tiny_cache(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     cloudcli("preprocess", cwd=root)
     cloudcli("fold", cwd=root)
     return root
+
+
+@pytest.fixture(scope="session")
+def baseline(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny git + DVC repository with the pipeline reproduced and committed; read-only: work on
+    dvc_repo.copy_of(baseline, tmp_path)."""
+    from dvc_repo import run, tiny_repo
+
+    repo = tiny_repo(tiny_demo, tmp_path_factory.mktemp("baseline"))
+    run("dvc", "repro", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "baseline", cwd=repo)
+    return repo

@@ -1,61 +1,17 @@
 """End to end: the real dvc.yaml in a temporary git repository with a tiny demo dataset."""
 
 import json
-import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from helpers import REPO, cloudcli, tiny_params
+from dvc_repo import copy_of, git_dvc_repo, ran, run, tiny_repo
+from helpers import REPO, cloudcli
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def run(*cmd: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def git_dvc_repo(path: Path) -> Path:
-    path.mkdir(exist_ok=True)
-    run("git", "init", "-q", cwd=path)
-    run("git", "config", "user.email", "test@example.com", cwd=path)
-    run("git", "config", "user.name", "test", cwd=path)
-    run("dvc", "init", "-q", cwd=path)
-    run("dvc", "config", "core.analytics", "false", cwd=path)
-    return path
-
-
-def ran(output: str) -> set[str]:
-    """Names of the stages a dvc repro / exp run output says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:
-    """A git + DVC repository with the real dvc.yaml, tiny data and params for 3 models x 1 fold."""
-    repo = git_dvc_repo(tmp_path / "repo")
-    shutil.copytree(tiny_demo, repo / "data")
-    shutil.copy(REPO / "dvc.yaml", repo)
-    params = tiny_params(
-        fold={"n_splits": 3},
-        train={"epochs": 1, "batch_size": 4},
-        cv={"folds": [0]},
-        pseudo={"low": 0.5, "high": 0.5},  # 1-epoch models are never confident: keep (almost) every test image
-    )
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run("dvc", "add", "-q", "data", cwd=repo)
-    run("git", "add", "-A", cwd=repo)
-    run("git", "commit", "-qm", "tiny", cwd=repo)
-    return repo
 
 
 def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
@@ -81,6 +37,9 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "tune",
         "submit",
     }
+    run("dvc", "checkout", "--relink", cwd=repo)  # outputs become links to the cache (.dvc/config cache.type)
+    best = repo / "models/seg1/fold0/best.pt"
+    assert best.is_symlink() or best.stat().st_nlink > 1  # one copy on disk, not two
     kept = pd.read_csv(repo / "pseudo/labels/images.csv")
     assert len(kept) >= 1 and set(kept["image_id"]) <= set(
         pd.read_csv(repo / "data/sample_submission.csv")["Image_Label"].str.rsplit("_", n=1).str[0]
@@ -154,11 +113,8 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv"} <= ran(out)
 
 
-def test_exp_run_with_another_encoder(tiny_demo, tmp_path) -> None:
-    repo = tiny_repo(tiny_demo, tmp_path)
-    run("dvc", "repro", cwd=repo)
-    run("git", "add", "-A", cwd=repo)
-    run("git", "commit", "-qm", "baseline", cwd=repo)
+def test_exp_run_with_another_encoder(baseline, tmp_path) -> None:
+    repo = copy_of(baseline, tmp_path)
     summary = repo / "models/seg1/fold0/summary.json"
     before = json.loads(summary.read_text())["metrics"]
     out = run("dvc", "exp", "run", "-n", "mobilenet", "-S", "model.encoder=tu-mobilenetv3_small_100", cwd=repo)
@@ -171,6 +127,23 @@ def test_exp_run_with_another_encoder(tiny_demo, tmp_path) -> None:
     assert "mobilenet" in json.dumps(shown) and "tu-mobilenetv3_small_100" in json.dumps(shown)
     diff = json.loads(run("dvc", "metrics", "diff", "--json", cwd=repo))
     assert "metrics/cv.json" in diff
+
+
+def test_adding_a_fold_or_a_model_runs_only_its_stages(baseline, tmp_path) -> None:
+    repo = copy_of(baseline, tmp_path)
+    out = run("dvc", "exp", "run", "-S", "cv.folds=[0,1]", cwd=repo)
+    trained = {s for s in ran(out) if s.startswith("train")} - {"train_pl@seg2_pl-0"}  # if its labels changed
+    assert trained == {"train@seg1-1", "train@seg2-1", "train@seg2_unet-1", "train@cls-1", "train_pl@seg2_pl-1"}
+    assert set(pd.read_csv(repo / "predictions/seg1/oof.csv")["fold"]) == {0, 1}  # OOF now covers both folds
+
+    new_model = "++models.seg1_b={role:seg1,loss:{bce:1.0},model:{arch:Unet}}"
+    out = run("dvc", "exp", "run", "-S", new_model, "-S", "cv.models=[seg1,seg2,seg2_unet,cls,seg1_b]", cwd=repo)
+    assert {s for s in ran(out) if s.startswith(("train", "infer"))} == {
+        "train@seg1_b-0",
+        "train@seg1_b-1",
+        "infer@seg1_b",
+    }
+    assert set(json.loads((repo / "metrics/cv.json").read_text())) >= {"seg1", "seg1_b"}
 
 
 def test_default_demo_data_matches_committed_data_dvc(tmp_path) -> None:

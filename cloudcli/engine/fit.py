@@ -224,11 +224,11 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
         if improved:
             state = State(epoch, value, epoch, metrics)
         state.epoch = epoch
-        if ctx.main:
-            save_training(out, epoch, improved, net, ema, opt, sched, scaler, state, config_hash, settings)
+        if ctx.main:  # the curves first: once last.pt says an epoch is done, its row is logged
             _log(
                 live, spec, settings["fold"], epoch, train_loss, seen, metrics, lrs, state, time.perf_counter() - start
             )
+            save_training(out, epoch, improved, net, ema, opt, sched, scaler, state, config_hash, settings)
     if live is not None:
         live.end()
     summary = {

@@ -23,6 +23,8 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from cloudcli.config import Params, resolve_model
@@ -46,6 +48,7 @@ def run(
     folds_csv: Path,
     out: Path,
     metrics: Path,
+    params_file: Path = Path("params.yaml"),
 ) -> dict:
     """Rounds 2..pseudo_rounds.rounds. `first`: round 1's folder (pseudo/, with labels, models, predictions)."""
     cfg, rounds = params.pseudo, params.pseudo_rounds
@@ -61,7 +64,7 @@ def run(
         info(f"pseudo round {r} of {rounds.rounds}: labels from " + ", ".join(_names(sources)))
         pseudo.label(params.data, cfg, sources, cache, folder / "labels")
         for name in cfg.models:
-            _train(params, name, cache, folds_csv, folder, r)
+            _train(params, name, cache, folds_csv, folder, r, params_file)
             _predict(params, name, cache, folds_csv, folder)
         report[f"r{r}"] = _round_report(params, folder / "labels", folder / "models")
         previous = folder / "predictions"
@@ -94,18 +97,26 @@ def _names(sources: pseudo.Labellers) -> list[str]:
     return [str(f) for f in (sources.seg1, *sources.shape, sources.classifier) if f is not None]
 
 
-def _train(params: Params, name: str, cache: Path, folds_csv: Path, folder: Path, r: int) -> None:
+def _train(params: Params, name: str, cache: Path, folds_csv: Path, folder: Path, r: int, params_file: Path) -> None:
     spec = resolve_model(name, params.model, params.train, params.models)
-    ctx = setup(spec.train.device)
     try:
         for k in params.cv.folds:
             out = folder / "models" / name / f"fold{k}"
-            fit(spec, params.augment, cache, folds_csv, k, out, out / "dvclive", ctx, pseudo_dir=folder / "labels")
+            if spec.train.processes > 1:  # DDP: the train command relaunches itself under torchrun
+                command = [sys.executable, "-m", "cloudcli", "train", "--model", name, "--fold", str(k)]
+                command += ["--params", str(params_file), "--cache", str(cache), "--folds", str(folds_csv)]
+                command += ["--out", str(out), "--live", str(out / "dvclive"), "--pseudo", str(folder / "labels")]
+                if subprocess.run(command).returncode != 0:
+                    raise DataError(f"round {r}: training {name} fold {k} failed (see above); rerun to resume it")
+                continue
+            ctx = setup(spec.train.device)
+            try:
+                fit(spec, params.augment, cache, folds_csv, k, out, out / "dvclive", ctx, pseudo_dir=folder / "labels")
+            finally:
+                teardown()
     except KeyboardInterrupt:
         info(f"interrupted in round {r}: `dvc repro pseudo_rounds` resumes every fold from its last.pt")
         raise
-    finally:
-        teardown()
 
 
 def _predict(params: Params, name: str, cache: Path, folds_csv: Path, folder: Path) -> None:

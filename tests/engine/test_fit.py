@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import cloudcli
 
 from cloudcli.config import load_params, resolve_model
@@ -135,33 +136,32 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp
 
 
 @pytest.mark.slow
-def test_torchrun_two_gloo_processes(tiny_cache, tmp_path) -> None:
-    torchrun = Path(sys.executable).parent / "torchrun"
+@pytest.mark.parametrize("launcher", ["torchrun", "params"])
+def test_torchrun_two_gloo_processes(tiny_cache, tmp_path, launcher) -> None:
+    """Two DDP processes on CPU, launched by hand or by train.processes: 2 in params."""
+    args = [
+        "train",
+        "--model",
+        "seg1",
+        "--fold",
+        "2",
+        "--out",
+        str(tmp_path / "ckpt"),
+        "--live",
+        str(tmp_path / "live"),
+    ]
+    if launcher == "torchrun":
+        command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node=2", "-m", "cloudcli", *args]
+    else:
+        params = yaml.safe_load((tiny_cache / "params.yaml").read_text())
+        params["train"]["processes"] = 2
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        command = [sys.executable, "-m", "cloudcli", *args, "--params", str(tmp_path / "params.yaml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc_per_node=2",
-            "-m",
-            "cloudcli",
-            "train",
-            "--model",
-            "seg1",
-            "--fold",
-            "2",
-            "--out",
-            str(tmp_path / "ckpt"),
-            "--live",
-            str(tmp_path / "live"),
-        ],
-        cwd=tiny_cache,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = subprocess.run(command, cwd=tiny_cache, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "x 2 processes" in result.stderr
+    assert ("train.processes 2: running under torchrun" in result.stderr) == (launcher == "params")
     config = json.loads((tmp_path / "ckpt/config.json").read_text())
     summary = json.loads((tmp_path / "ckpt/summary.json").read_text())
     samples = json.loads((tmp_path / "live/metrics.json").read_text())["train"]["samples"]

@@ -1,0 +1,68 @@
+"""A real git + DVC repository with the project's dvc.yaml and the tiny demo data, for end-to-end tests."""
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from helpers import REPO, tiny_params
+
+BIN = Path(sys.executable).parent
+
+
+def run(*cmd: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def git_dvc_repo(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    run("git", "init", "-q", cwd=path)
+    run("git", "config", "user.email", "test@example.com", cwd=path)
+    run("git", "config", "user.name", "test", cwd=path)
+    run("dvc", "init", "-q", cwd=path)
+    run("dvc", "config", "core.analytics", "false", cwd=path)
+    run("dvc", "config", "cache.type", cache_type(), cwd=path)  # as the project's .dvc/config: links, not copies
+    return path
+
+
+def cache_type() -> str:
+    config = configparser.ConfigParser()
+    config.read(REPO / ".dvc/config")
+    return config["cache"]["type"]
+
+
+def ran(output: str) -> set[str]:
+    """Names of the stages a dvc repro / exp run output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:
+    """A git + DVC repository with the real dvc.yaml, tiny data and params for 3 models x 1 fold."""
+    repo = git_dvc_repo(tmp_path / "repo")
+    shutil.copytree(tiny_demo, repo / "data")
+    shutil.copy(REPO / "dvc.yaml", repo)
+    params = tiny_params(
+        fold={"n_splits": 3},
+        train={"epochs": 1, "batch_size": 4},
+        cv={"folds": [0]},
+        pseudo={"low": 0.5, "high": 0.5},  # 1-epoch models are never confident: keep (almost) every test image
+    )
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run("dvc", "add", "-q", "data", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "tiny", cwd=repo)
+    return repo
+
+
+def copy_of(repo: Path, tmp_path: Path) -> Path:
+    """A working copy of a repository with its own git history and DVC cache."""
+    target = tmp_path / "work"
+    shutil.copytree(repo, target, symlinks=True)
+    return target
