@@ -1,6 +1,7 @@
 """End to end: the real dvc.yaml in a temporary git repository with a tiny demo dataset."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,8 +39,9 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "submit",
     }
     run("dvc", "checkout", "--relink", cwd=repo)  # outputs become links to the cache (.dvc/config cache.type)
-    best = repo / "models/seg1/fold0/best.pt"
-    assert best.is_symlink() or best.stat().st_nlink > 1  # one copy on disk, not two
+    if "reflink" not in re.search(r"Cache types: (.*)", run("dvc", "version", cwd=repo)).group(1):
+        best = repo / "models/seg1/fold0/best.pt"  # (a reflink is a plain file: nothing to check)
+        assert best.is_symlink() or best.stat().st_nlink > 1  # one copy on disk, not two
     kept = pd.read_csv(repo / "pseudo/labels/images.csv")
     assert len(kept) >= 1 and set(kept["image_id"]) <= set(
         pd.read_csv(repo / "data/sample_submission.csv")["Image_Label"].str.rsplit("_", n=1).str[0]

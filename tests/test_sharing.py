@@ -160,7 +160,9 @@ def test_a_queued_2x2_grid_with_2_workers(baseline, tmp_path) -> None:
         assert time.monotonic() < deadline, status
         time.sleep(5)
     assert status.count("Success") == 4, status
-    rows = [e for e in experiments(json.loads(run("dvc", "exp", "show", "--json", cwd=repo))) if e["name"] != "main"]
+    branch = run("git", "rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip()  # the baseline's row
+    rows = [e for e in experiments(json.loads(run("dvc", "exp", "show", "--json", cwd=repo))) if e["name"] != branch]
+    assert len({e["name"] for e in rows}) == 4, rows
     combos = {(e["params"]["ensemble"]["vote"], e["params"]["tune"]["at_least_one"]) for e in rows}
     assert combos == {("majority", True), ("majority", False), ("mean", True), ("mean", False)}, rows
     for e in rows:  # each variant has its own CV score

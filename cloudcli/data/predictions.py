@@ -90,8 +90,11 @@ def model_folder(name: str, predictions: Path, pseudo_predictions: Path = PSEUDO
             final = json.loads(rounds.read_text())["final"]
         except (KeyError, TypeError, json.JSONDecodeError):
             raise DataError(f"{rounds}: not a pseudo_rounds meta.json; rerun `dvc repro pseudo_rounds`") from None
-        if name in final:
-            candidates.append(rounds.parent / final[name])
+        if name in final:  # the last round's predictions, or an error: never silently round 1's
+            folder = rounds.parent / final[name]
+            if not (folder / "meta.json").exists():
+                raise DataError(f"{folder / 'meta.json'}: missing ({rounds} names it); rerun `dvc repro pseudo_rounds`")
+            return folder
     candidates.append(pseudo_predictions / name)
     for folder in candidates:
         if (folder / "meta.json").exists():

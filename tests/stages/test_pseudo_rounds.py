@@ -144,6 +144,9 @@ def test_model_folder_reads_the_rounds_meta(tmp_path) -> None:
     assert model_folder("m_pl", predictions, first) == first / "m_pl"  # no rounds yet
     write_json(tmp_path / "pseudo/rounds/meta.json", {"rounds": 2, "final": {"m_pl": "r2/predictions/m_pl"}})
     assert model_folder("m_pl", predictions, first) == tmp_path / "pseudo/rounds/r2/predictions/m_pl"
+    shutil.rmtree(tmp_path / "pseudo/rounds/r2")
+    with pytest.raises(DataError, match=r"r2/predictions/m_pl/meta.json: missing \(.*names it\); rerun `dvc repro"):
+        model_folder("m_pl", predictions, first)  # never silently round 1's predictions
     (tmp_path / "pseudo/rounds/meta.json").write_text("[1, 2]")
     with pytest.raises(DataError, match=r"pseudo/rounds/meta.json: not a pseudo_rounds meta.json"):
         model_folder("m_pl", predictions, first)
