@@ -28,11 +28,9 @@ import sys
 from pathlib import Path
 
 from cloudcli.config import Params, resolve_model
-from cloudcli.engine.distributed import setup, teardown
-from cloudcli.engine.fit import fit
 from cloudcli.errors import DataError
 from cloudcli.io import write_json
-from cloudcli.stages import infer, pseudo
+from cloudcli.stages import infer, pseudo, train
 from cloudcli.stages.cv import model_score, round_or_none
 from cloudcli.ui import info
 from cloudcli.versions import versions
@@ -109,11 +107,7 @@ def _train(params: Params, name: str, cache: Path, folds_csv: Path, folder: Path
                 if subprocess.run(command).returncode != 0:
                     raise DataError(f"round {r}: training {name} fold {k} failed (see above); rerun to resume it")
                 continue
-            ctx = setup(spec.train.device)
-            try:
-                fit(spec, params.augment, cache, folds_csv, k, out, out / "dvclive", ctx, pseudo_dir=folder / "labels")
-            finally:
-                teardown()
+            train.run(spec, params.augment, cache, folds_csv, k, out, out / "dvclive", pseudo=folder / "labels")
     except KeyboardInterrupt:
         info(f"interrupted in round {r}: `dvc repro pseudo_rounds` resumes every fold from its last.pt")
         raise
