@@ -29,6 +29,7 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/cv.json
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/stages
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/tune.json metrics/test.json
+	@echo "reports: reports/data/ (labels) and reports/predictions/ (OOF errors, overlays); dvc plots show draws them"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

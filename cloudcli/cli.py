@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -335,6 +336,105 @@ def cv(
     from cloudcli.stages import cv as stage
 
     stage.run(p.cv, p.models, models_dir, cache, folds, out)
+
+
+report_app = typer.Typer(
+    no_args_is_help=True, help="Reports to look at: the labels, and a model's out-of-fold predictions."
+)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("data")
+def report_data(
+    params: ParamsOpt = Path("params.yaml"),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    out: Annotated[Path, typer.Option(help="Report folder to write (replaced)")] = Path("reports/data"),
+) -> None:
+    """Class frequency, classes per image, co-occurrence, mask areas and fold balance of train.csv.
+
+    Writes a PNG and a CSV per view (`dvc plots show` draws them) and every number in summary.json.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.stages import report as stage
+
+    stage.run_data(p.data, folds, out)
+
+
+@report_app.command("predictions")
+def report_predictions(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="ensemble (the tuned pipeline) or a segmentation model; repeat it [default: report.models]"),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = Path("tune/thresholds.json"),
+    submission: Annotated[Path, typer.Option(help="Submission whose test masks the ensemble report draws")] = Path(
+        "submission.csv"
+    ),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    out: Annotated[Path, typer.Option(help="Reports folder: one subfolder per model (replaced)")] = Path(
+        "reports/predictions"
+    ),
+) -> None:
+    """Out-of-fold Dice per class and per image, empty/non-empty decisions, worst images drawn.
+
+    `ensemble` is the tuned two-stage pipeline that submit applies; a model is binarised by its
+    own best threshold x min_area per class. Also draws a few test images with their masks and
+    writes the OOF masks as a Kaggle CSV (oof_masks.csv) that `cloudcli show` reads.
+    """
+    from cloudcli.config import ConfigError, load_params
+
+    p = load_params(params)
+    names = list(model) if model else list(p.report.models)
+    every = [m for m in (*p.cv.models, *p.pseudo.models) if p.models[m].role != "cls"]
+    for name in names:
+        if name != "ensemble" and name not in every:
+            raise ConfigError(
+                f"--model {name!r}: not ensemble or a segmentation model of cv.models or pseudo.models "
+                f"({', '.join(every)})"
+            )
+    from cloudcli.stages import report as stage
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        stage.run_predictions(
+            name, p.report, p.tune, p.data, predictions, cache, thresholds, submission, folds, out / name
+        )
+    if not model:  # the stage's output: exactly the configured reports
+        for stale in sorted(set(q.name for q in out.iterdir() if q.is_dir()) - set(names)):
+            shutil.rmtree(out / stale)
+
+
+@app.command()
+def show(
+    image_id: Annotated[str, typer.Argument(help="Image id, e.g. 0011165 or 0011165.jpg (train or test)")],
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path | None, typer.Option(help="PNG to write [default: show/IMAGE_ID.png]")] = None,
+    pred: Annotated[
+        Path | None,
+        typer.Option(
+            help="Kaggle-format CSV of predicted masks at data.score_size [default: submission.csv for a test "
+            "image, reports/predictions/ensemble/oof_masks.csv for a training image, where they exist]"
+        ),
+    ] = None,
+    truth: Annotated[bool, typer.Option(help="Outline the true masks (training images)")] = True,
+    tile: Annotated[tuple[int, int] | None, typer.Option(help="H W of one class's view [default: report.tile]")] = None,
+) -> None:
+    """Draw one image with its true and/or predicted masks to a PNG (no window needed)."""
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.stages import report as stage
+
+    if pred is None:
+        pred = stage.default_prediction(image_id, p.data, Path("submission.csv"), Path("reports/predictions"))
+    stem = image_id.removesuffix(".jpg")
+    path = stage.show(image_id, p.data, out or Path("show") / f"{stem}.png", pred, truth, tile or p.report.tile)
+    print(path)
 
 
 def main() -> None:

@@ -260,6 +260,22 @@ class CvConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """What `cloudcli report predictions` draws."""
+
+    models: tuple[str, ...]  # "ensemble" (the tuned pipeline submit applies) and/or segmentation models
+    worst: int  # out-of-fold images with the lowest Dice drawn as overlays
+    test_images: int  # test images drawn with their predicted masks
+    tile: Size  # (H, W) of one class's view in an overlay
+
+    def __post_init__(self) -> None:
+        for key in ("worst", "test_images"):
+            _check(getattr(self, key) >= 0, f"report.{key}", f"must be >= 0, got {getattr(self, key)}")
+        _check(min(self.tile) >= 32, "report.tile", f"must be at least [32, 32] pixels, got {list(self.tile)}")
+        _check(len(set(self.models)) == len(self.models), "report.models", f"must be distinct, got {list(self.models)}")
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig
     preprocess: PreprocessConfig
@@ -274,6 +290,7 @@ class Params:
     pseudo_rounds: RoundsConfig
     ensemble: EnsembleConfig
     tune: TuneConfig
+    report: ReportConfig
 
 
 @dataclass(frozen=True)
@@ -375,6 +392,12 @@ def _check_combination(params: Params) -> None:
         f"{tune.class_score} needs tune.classifier; use topk or none, or name a classifier",
     )
     _check(tune.top_k >= 1, "tune.top_k", f"must be >= 1, got {tune.top_k}")
+    for m in params.report.models:
+        _check(
+            m == "ensemble" or m in every_seg,
+            "report.models",
+            f"{m!r} is not ensemble or a segmentation model of cv.models or pseudo.models ({', '.join(every_seg)})",
+        )
 
 
 def _check_classifier(name: str | None, key: str, base: tuple[str, ...], models: dict) -> None:

@@ -77,12 +77,14 @@ def test_missing_file_and_bad_yaml(tmp_path) -> None:
 def test_dvc_stages_declare_exactly_the_sections_they_read() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     same_as = {"train_pl": "train", "infer_pl": "infer"}  # the pseudo-label models run the same commands
+    same_as |= {"report_data": "report", "report_predictions": "report"}  # one module, two stages
     for name, stage in stages.items():
         module = importlib.import_module(f"cloudcli.stages.{same_as.get(name, name)}")
+        expected = module.PARAMS[name] if isinstance(module.PARAMS, dict) else module.PARAMS
         stage = stage.get("do", stage)  # foreach stages
         declared = tuple(p.replace("${item.model}", "{model}") for p in stage["params"])
-        assert declared == module.PARAMS, name
-        assert {p.split(".")[0] for p in module.PARAMS} <= {f.name for f in dataclasses.fields(Params)}
+        assert declared == expected, name
+        assert {p.split(".")[0] for p in expected} <= {f.name for f in dataclasses.fields(Params)}
 
 
 def test_model_overrides_apply_on_the_shared_defaults() -> None:
@@ -166,6 +168,10 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         (lambda p: p["pseudo"].update(min_share=1.0), r"pseudo.min_share must be in \[0, 1\), got 1.0"),
         (lambda p: p["pseudo"].update(rule="both"), r"pseudo.rule must be one of 'classifier', 'pixels'"),
         (lambda p: p["pseudo_rounds"].update(rounds=0), r"pseudo_rounds.rounds must be >= 1, got 0"),
+        (lambda p: p["report"].update(models=["ensemble", "cls"]), r"report.models 'cls' is not ensemble or a segm"),
+        (lambda p: p["report"].update(models=["seg2", "seg2"]), r"report.models must be distinct"),
+        (lambda p: p["report"].update(worst=-1), r"report.worst must be >= 0, got -1"),
+        (lambda p: p["report"].update(tile=[16, 300]), r"report.tile must be at least \[32, 32\] pixels"),
         (
             lambda p: p["pseudo_rounds"].update(rounds=3),
             r"pseudo_rounds.rounds 3 rounds need pseudo_rounds.relabel \(e.g. \{seg1: ",

@@ -37,6 +37,8 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
         "ensemble",
         "tune",
         "submit",
+        "report_data",
+        "report_predictions",
     }
     run("dvc", "checkout", "--relink", cwd=repo)  # outputs become links to the cache (.dvc/config cache.type)
     if "reflink" not in re.search(r"Cache types: (.*)", run("dvc", "version", cwd=repo)).group(1):
@@ -87,16 +89,16 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     # A change of seg2's loss retrains seg2 alone; a change of fold seed re-splits and retrains all.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
     relabelled = {"train_pl@seg2_pl-0", "infer_pl@seg2_pl"}  # when seg2's new masks change the pseudo labels
-    after_labels = {"pseudo", "pseudo_rounds", "ensemble", "tune", "submit"}
+    after_labels = {"pseudo", "pseudo_rounds", "ensemble", "tune", "submit", "report_predictions"}
     assert ran(out) - relabelled == {"train@seg2-0", "infer@seg2", "cv"} | after_labels
     out = run("dvc", "exp", "run", "-S", "models.seg2_pl.loss.dice_pos=0.5", cwd=repo)  # retrains the PL model only
-    assert ran(out) == {"train_pl@seg2_pl-0", "infer_pl@seg2_pl", "cv", "pseudo_rounds", "ensemble", "tune", "submit"}
+    assert ran(out) == {"train_pl@seg2_pl-0", "infer_pl@seg2_pl", "cv", "pseudo_rounds"} | after_labels - {"pseudo"}
 
     # A second pseudo-label round, relabelled with round 1's seg2_pl: the vote uses round 2's seg2_pl.
     out = run(
         "dvc", "exp", "run", "-S", "pseudo_rounds.rounds=2", "-S", "++pseudo_rounds.relabel.seg2=seg2_pl", cwd=repo
     )
-    assert ran(out) == {"pseudo_rounds", "ensemble", "tune", "submit"}
+    assert ran(out) == {"pseudo_rounds", "ensemble", "tune", "submit", "report_predictions"}
     rounds = json.loads((repo / "metrics/pseudo_rounds.json").read_text())
     assert set(rounds) == {"rounds", "r1", "r2"} and rounds["r2"]["images"] == len(kept)
     assert json.loads((repo / "pseudo/rounds/r2/labels/meta.json").read_text())["shape"] == [
@@ -108,11 +110,11 @@ def test_dvc_repro_runs_the_stages(tiny_demo, tmp_path) -> None:
     shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
     assert next(iter(shown.values()))["data"]["metrics/pseudo_rounds.json"]["data"] == rounds
     out = run("dvc", "exp", "run", "-S", "tune.min_areas=[0,10]", cwd=repo)
-    assert ran(out) <= {"tune", "submit"} and "tune" in ran(out)  # a post-processing change never retrains
+    assert ran(out) <= {"tune", "submit", "report_predictions"} and "tune" in ran(out)  # never retrains
     out = run("dvc", "exp", "run", "-S", "ensemble.vote=mean", cwd=repo)
-    assert ran(out) <= {"ensemble", "tune", "submit"} and "ensemble" in ran(out)
+    assert ran(out) <= {"ensemble", "tune", "submit", "report_predictions"} and "ensemble" in ran(out)
     out = run("dvc", "exp", "run", "-S", "fold.seed=7", cwd=repo)
-    assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv"} <= ran(out)
+    assert "preprocess" not in ran(out) and {"fold", "train@seg1-0", "cv", "report_data"} <= ran(out)
 
 
 def test_exp_run_with_another_encoder(baseline, tmp_path) -> None:
@@ -129,6 +131,13 @@ def test_exp_run_with_another_encoder(baseline, tmp_path) -> None:
     assert "mobilenet" in json.dumps(shown) and "tu-mobilenetv3_small_100" in json.dumps(shown)
     diff = json.loads(run("dvc", "metrics", "diff", "--json", cwd=repo))
     assert "metrics/cv.json" in diff
+
+    # dvc plots diff: the variant's training and threshold curves next to the committed baseline's
+    plots = json.loads(run("dvc", "plots", "diff", "HEAD", "--json", cwd=repo))["data"]
+    for curve in ("tune/curves.csv", "dvclive/seg1/fold0/plots/metrics/val/loss.tsv"):
+        assert set(plots[curve][0]["revisions"]) == {"HEAD", "workspace"}, curve
+    worst = [k for k in plots if k.startswith("reports/predictions/ensemble/worst/")]  # overlays, side by side
+    assert {r for k in worst for image in plots[k] for r in image["revisions"]} == {"HEAD", "workspace"}
 
 
 def test_adding_a_fold_or_a_model_runs_only_its_stages(baseline, tmp_path) -> None:

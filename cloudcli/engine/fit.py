@@ -195,7 +195,8 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
     if not restart and (out / "last.pt").exists():
         state = resume(out / "last.pt", config_hash, net, opt, sched, scaler, ema)
     if ctx.main:
-        write_json(out / "config.json", settings | {"versions": versions(), "config_sha1": config_hash})
+        run = {"processes": ctx.world, "device": ctx.device.type}  # how it ran; not part of the resume check
+        write_json(out / "config.json", settings | run | {"versions": versions(), "config_sha1": config_hash})
     live = _live(live_dir, resume=state.epoch >= 0) if ctx.main else None
     truth = cache.array("train_truth")
     for epoch in range(state.epoch + 1, cfg.epochs):

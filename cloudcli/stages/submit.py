@@ -7,6 +7,7 @@ any submission file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,31 @@ from cloudcli.ui import info, progress
 PARAMS = ("data",)
 
 
-def run(data: DataConfig, thresholds: Path, out: Path, metrics: Path) -> None:
-    """The post-processing tune chose (thresholds.json names the prediction folders it was fitted on)."""
+@dataclass(frozen=True)
+class Tuned:
+    """The post-processing tune chose, bound to one split's probability maps."""
+
+    ids: list[str]  # image ids of the split, in the maps' row order
+    seg1: np.ndarray  # (N, 4, H, W) uint8 maps deciding presence
+    shape: np.ndarray | None  # (N, 4, H, W) uint8 maps drawing the masks (two-stage), or None
+    cls: np.ndarray | None  # (N, 4) classifier probabilities, or None
+    rules: list[ClassRule]
+    shape_levels: list[int | None]
+    chosen: dict  # thresholds.json
+
+    def masks(self, i: int) -> np.ndarray:
+        """(4, H, W) uint8 0/1 masks of row i."""
+        seg1 = np.asarray(self.seg1[i])
+        scores = class_scores(
+            self.chosen["class_score"], seg1, None if self.cls is None else self.cls[i], self.chosen["top_k"]
+        )
+        shape = None if self.shape is None else np.asarray(self.shape[i])
+        return postprocess(seg1, self.rules, scores, self.chosen["at_least_one"], shape, self.shape_levels)
+
+
+def load_tuned(thresholds: Path, split: str) -> Tuned:
+    """Read thresholds.json and the maps of `split` ('oof' or 'test') it was tuned for, checking
+    that none of its prediction folders changed since."""
     chosen = read_thresholds(thresholds)
     for folder, sha1 in chosen["fitted_on"].items():  # the rules only fit the maps they were tuned on
         if fingerprint(Path(folder)) != sha1:
@@ -37,34 +61,30 @@ def run(data: DataConfig, thresholds: Path, out: Path, metrics: Path) -> None:
             )
     classes = list(chosen["classes"].values())
     rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in classes]
-    shape_levels = [c["shape_level"] for c in classes]
     folder = Path(chosen["seg1"])
-    ids, probs = read_masks(folder, "test")  # (M, 4, H, W) uint8
+    ids, probs = read_masks(folder, split)  # (N, 4, H, W) uint8
     shape = None
     if chosen["shape"] is not None:
         shape_ids, shape = read_masks(
-            Path(chosen["shape"]), "test", "ensemble" if chosen["shape_is_ensemble"] else "infer"
+            Path(chosen["shape"]), split, "ensemble" if chosen["shape_is_ensemble"] else "infer"
         )
         if shape_ids != ids:
             raise DataError(
-                f"{Path(chosen['shape']) / 'test.csv'}: rows differ from {folder / 'test.csv'}; rerun infer"
+                f"{Path(chosen['shape']) / f'{split}.csv'}: rows differ from {folder / f'{split}.csv'}; rerun infer"
             )
-    cls = read_classifier(Path(chosen["classifier"]), "test", ids) if chosen["classifier"] else None
+    cls = read_classifier(Path(chosen["classifier"]), split, ids) if chosen["classifier"] else None
+    return Tuned(ids, probs, shape, cls, rules, [c["shape_level"] for c in classes], chosen)
+
+
+def run(data: DataConfig, thresholds: Path, out: Path, metrics: Path) -> None:
+    """The post-processing tune chose (thresholds.json names the prediction folders it was fitted on)."""
+    tuned = load_tuned(thresholds, "test")
+    folder, ids = Path(tuned.chosen["seg1"]), tuned.ids
     order = read_labels(Path(data.raw) / SUBMISSION_CSV)
     rles = {}
     with progress("submit", len(ids), "images") as advance:
         for i, image_id in enumerate(ids):
-            seg1 = np.asarray(probs[i])
-            scores = class_scores(chosen["class_score"], seg1, None if cls is None else cls[i], chosen["top_k"])
-            masks = postprocess(
-                seg1,
-                rules,
-                scores,
-                chosen["at_least_one"],
-                None if shape is None else np.asarray(shape[i]),
-                shape_levels,
-            )
-            rles.update({f"{image_id}_{c}": encode(m) for c, m in zip(CLASSES, masks)})
+            rles.update({f"{image_id}_{c}": encode(m) for c, m in zip(CLASSES, tuned.masks(i))})
             advance(1)
     labels = order["image_id"] + "_" + order["cls"]
     missing = set(labels) - set(rles)

@@ -46,6 +46,7 @@ def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -
     assert json.loads((ckpt / "summary.json").read_text()) == json.loads(json.dumps(summary))
     config = json.loads((ckpt / "config.json").read_text())
     assert config["model_config"]["encoder"] == "resnet18" and "torch" in config["versions"]
+    assert config["processes"] == 1
     best, last = checkpoint.load(ckpt / "best.pt"), checkpoint.load(ckpt / "last.pt")  # weights_only=True
     assert last["epoch"] == 1 and best["monitor"] == monitor and set(best["model"]) == set(last["model"])
     assert tsv_rows(tmp_path / "live/plots/metrics/train/loss.tsv") == 2
@@ -166,5 +167,6 @@ def test_torchrun_two_gloo_processes(tiny_cache, tmp_path, launcher) -> None:
     summary = json.loads((tmp_path / "ckpt/summary.json").read_text())
     samples = json.loads((tmp_path / "live/metrics.json").read_text())["train"]["samples"]
     assert samples == config["n_train"]  # both processes together saw every training image once
+    assert config["processes"] == 2 and config["device"] == "cpu"  # how it ran, recorded next to the weights
     assert sum(summary["metrics"]["sums"][4:8]) == 4 * config["n_valid"]  # and every validation row once
     assert result.stderr.count("epoch 2/2") == 1  # only rank 0 reports and writes
