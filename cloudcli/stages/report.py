@@ -268,20 +268,20 @@ def run_predictions(
 
         tuned = load_tuned(thresholds, "oof")
         oof, how = Masks(tuned.ids, tuned.masks), f"the tuned pipeline of {thresholds}"
-        where = Path(tuned.chosen["seg1"]) / "oof.csv"
-        rules = {c: v for c, v in tuned.chosen["classes"].items()}
+        truth = oof_truth(cache, tuned.ids, Path(tuned.chosen["seg1"]) / "oof.csv")
+        rules = dict(tuned.chosen["classes"])
         test = _submitted(submission, data, cfg.test_images)
     else:
         folder = model_folder(name, predictions, pseudo_predictions)
         if read_meta(folder).get("role") == "cls":
             raise DataError(f"{name!r} is a classifier; report.models takes ensemble or segmentation models")
         ids, probs = read_masks(folder, "oof")
-        fitted = fit_model_rules(probs, oof_truth(cache, ids, folder / "oof.csv"), tune)
-        oof, how = model_masks(folder, "oof", fitted), f"{folder}, its own best rule per class on its OOF maps"
-        where = folder / "oof.csv"
+        truth = oof_truth(cache, ids, folder / "oof.csv")
+        fitted = fit_model_rules(probs, truth, tune)
+        oof = Masks(ids, lambda i: postprocess(np.asarray(probs[i]), fitted))  # the maps read once
+        how = f"{folder}, its own best rule per class on its OOF maps"
         rules = {c: r.__dict__ for c, r in zip(CLASSES, fitted)}
         test = model_masks(folder, "test", fitted)
-    truth = oof_truth(cache, oof.ids, where)
     folds = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
 
     n, k = len(oof.ids), len(CLASSES)
