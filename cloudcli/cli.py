@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -10,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cloudcli import __version__
+from cloudcli import CLASSES, __version__
 from cloudcli.errors import CloudcliError
 
 app = typer.Typer(
@@ -38,25 +39,46 @@ def _root(
     pass
 
 
+DEMO_DEFAULTS = {  # kind -> (n_train, n_test, height, width)
+    "kaggle_clouds": (120, 40, 1400, 2100),
+    "chips": (160, 40, 128, 128),
+    "image_mask": (160, 40, 128, 128),
+}
+
+
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Argument(help="Folder to write the dataset to (created)")],
-    n_train: Annotated[int, typer.Option(help="Number of training images")] = 120,
-    n_test: Annotated[int, typer.Option(help="Number of test images")] = 40,
+    kind: Annotated[
+        str, typer.Option(help="Dataset kind: kaggle_clouds, chips (GeoTIFF bands) or image_mask (tiles)")
+    ] = "kaggle_clouds",
+    n_train: Annotated[int | None, typer.Option(help="Training images [kaggle_clouds 120, others 160]")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Test images [40]")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files")] = 0,
-    height: Annotated[int, typer.Option(help="Image height in pixels (Kaggle: 1400)")] = 1400,
-    width: Annotated[int, typer.Option(help="Image width in pixels (Kaggle: 2100)")] = 2100,
+    height: Annotated[int | None, typer.Option(help="Image height [kaggle_clouds 1400, others 128]")] = None,
+    width: Annotated[int | None, typer.Option(help="Image width [kaggle_clouds 2100, others 128]")] = None,
     workers: Annotated[int, typer.Option(help="Processes drawing images")] = 2,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder")] = False,
 ) -> None:
-    """Write a synthetic dataset in the exact Kaggle format.
+    """Write a synthetic dataset of one kind (params data.kind).
 
-    Writes train.csv, sample_submission.csv, train_images/, test_images/ and test_truth.csv
-    (the hidden test masks). The defaults make the demo dataset that data.dvc tracks.
+    kaggle_clouds (the default, the dataset data.dvc tracks): train.csv, sample_submission.csv,
+    train_images/, test_images/ and test_truth.csv (the hidden test masks). chips: On Cloud N's
+    layout, 4 uint16 GeoTIFF bands per chip, labels and metadata (configs/chips.yaml).
+    image_mask: building tiles, PNG images and masks (configs/image_mask.yaml).
     """
-    from cloudcli.data.demo import DemoSpec, generate
+    if kind not in DEMO_DEFAULTS:
+        raise CloudcliError(f"--kind: unknown dataset kind {kind!r}; choose from {', '.join(DEMO_DEFAULTS)}")
+    given = (n_train, n_test, height, width)
+    n_train, n_test, height, width = (g if g is not None else d for g, d in zip(given, DEMO_DEFAULTS[kind]))
+    if kind == "kaggle_clouds":
+        from cloudcli.data.demo import DemoSpec, generate
 
-    generate(out, DemoSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
+        generate(out, DemoSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
+        return
+    from cloudcli.data.demo_kinds import KindSpec, generate_kind
+
+    generate_kind(kind, out, KindSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
 
 
 @app.command()
@@ -296,26 +318,39 @@ def submit(
     check: Annotated[Path | None, typer.Option(help="Only validate this submission file, write nothing")] = None,
     thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = Path("tune/thresholds.json"),
     out: Annotated[Path, typer.Option(help="Submission file to write")] = Path("submission.csv"),
-    metrics: Annotated[Path, typer.Option(help="Test Dice when test_truth.csv exists (JSON)")] = Path(
+    metrics: Annotated[Path, typer.Option(help="Test score when the raw data has test labels (JSON)")] = Path(
         "metrics/test.json"
+    ),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache (test order, classes)")] = Path(
+        "artifacts/preprocessed"
     ),
 ) -> None:
     """Write submission.csv from the tuned post-processing of test probabilities.
 
-    Kaggle format: Image_Label,EncodedPixels, 4 rows per test image in sample_submission.csv
-    order, RLE at 350x525. `--check FILE` validates any submission instead.
+    Kaggle format: Image_Label,EncodedPixels, one row per test image and class (Kaggle: 4 rows per
+    image in sample_submission.csv order), RLE at data.score_size. `--check FILE` validates any
+    submission instead.
     """
     from cloudcli.config import load_params
 
     p = load_params(params)
-    from cloudcli.data.kaggle import SUBMISSION_CSV
+    from cloudcli.data.cache import open_cache
+    from cloudcli.data.kaggle import SUBMISSION_CSV, read_labels
     from cloudcli.stages import submit as stage
 
     if check is not None:
-        n = stage.check(check, Path(p.data.raw) / SUBMISSION_CSV, p.data.score_size)
+        if p.data.kind == "kaggle_clouds":  # the competition's own list of rows
+            reference = Path(p.data.raw) / SUBMISSION_CSV
+            rows = read_labels(reference)
+            want, classes = list(rows["image_id"] + "_" + rows["cls"]), CLASSES
+        else:
+            reference = cache
+            c = open_cache(cache)
+            want, classes = stage.expected_labels(c), c.classes
+        n = stage.check(check, want, p.data.score_size, classes, str(reference))
         print(f"{check}: valid submission, {n} rows")
         return
-    stage.run(p.data, thresholds, out, metrics)
+    stage.run(p.data, thresholds, cache, out, metrics, p.tune.metric)
 
 
 @app.command()
@@ -411,7 +446,7 @@ def report_predictions(
 
 @app.command()
 def show(
-    image_id: Annotated[str, typer.Argument(help="Image id, e.g. 0011165 or 0011165.jpg (train or test)")],
+    image_id: Annotated[str, typer.Argument(help="Image id: 0011165(.jpg), a chip id or a tile name (train or test)")],
     params: ParamsOpt = Path("params.yaml"),
     out: Annotated[Path | None, typer.Option(help="PNG to write [default: show/IMAGE_ID.png]")] = None,
     pred: Annotated[
@@ -433,7 +468,10 @@ def show(
     if pred is None:
         pred = stage.default_prediction(image_id, p.data, Path("submission.csv"), Path("reports/predictions"))
     stem = image_id.removesuffix(".jpg")
-    path = stage.show(image_id, p.data, out or Path("show") / f"{stem}.png", pred, truth, tile or p.report.tile)
+    meta = Path("artifacts/preprocessed/meta.json")  # 16-bit bands are scaled as preprocess scaled them
+    limits = json.loads(meta.read_text()).get("band_limits") if meta.is_file() else None
+    out = out or Path("show") / f"{stem}.png"
+    path = stage.show(image_id, p.data, out, pred, truth, tile or p.report.tile, limits)
     print(path)
 
 

@@ -30,13 +30,43 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    raw: str  # Kaggle folder: train.csv, sample_submission.csv, train_images/, test_images/
+    kind: Literal["kaggle_clouds", "chips", "image_mask"]  # raw format (cloudcli.data.sources)
+    raw: str  # raw data folder, laid out as its kind says
     image_size: Size  # (H, W) of every raw image; any other size is an error
     score_size: Size  # (H, W) at which masks are scored and submitted
+    classes: tuple[str, ...] | None  # null: the kind's own; image_mask: mask value k is classes[k - 1]
+    bands: tuple[str, ...] | None  # chips: band file stems in channel order, e.g. [B02, B03, B04, B08]
+    band_percentiles: tuple[float, float]  # 16-bit bands: clipped to these percentiles of training pixels
+    nodata: int | None  # a pixel with this value in every band has no data (kept 0); null = none
+    metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify; null = none
 
     def __post_init__(self) -> None:
         for key in ("image_size", "score_size"):
             _check(min(getattr(self, key)) >= 1, f"data.{key}", "must be positive")
+        if self.kind == "kaggle_clouds":
+            _check(self.classes is None, "data.classes", "must be null for kaggle_clouds (Fish, Flower, Gravel, Sugar)")
+        if self.kind == "image_mask":
+            _check(
+                bool(self.classes), "data.classes", "must name the classes of an image_mask dataset, e.g. [building]"
+            )
+        if self.classes is not None:
+            n = len(self.classes)
+            _check(
+                1 <= n <= 8 and len(set(self.classes)) == n and all(c and "_" not in c for c in self.classes),
+                "data.classes",
+                f"must list 1 to 8 distinct names without '_', got {list(self.classes)}",
+            )
+        _check(
+            self.kind != "chips" or bool(self.bands),
+            "data.bands",
+            "must list the band files of a chip, e.g. [B02, B03, B04, B08]",
+        )
+        low, high = self.band_percentiles
+        _check(
+            0.0 <= low < high <= 100.0,
+            "data.band_percentiles",
+            f"must be [low, high] with 0 <= low < high <= 100, got {[low, high]}",
+        )
 
 
 @dataclass(frozen=True)
@@ -59,9 +89,17 @@ class PreprocessConfig:
 class FoldConfig:
     n_splits: int  # K of K-fold cross-validation
     seed: int  # shuffles images before the stratified split
+    stratify: tuple[str, ...]  # also balanced across folds: data.metadata columns, month, coverage
+    bins: int  # quantile bins of coverage and of numeric metadata columns
 
     def __post_init__(self) -> None:
         _check(self.n_splits >= 2, "fold.n_splits", f"must be >= 2, got {self.n_splits}")
+        _check(self.bins >= 2, "fold.bins", f"must be >= 2, got {self.bins}")
+        _check(
+            len(set(self.stratify)) == len(self.stratify),
+            "fold.stratify",
+            f"must list distinct columns, got {list(self.stratify)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -189,6 +227,7 @@ class EnsembleConfig:
 
 @dataclass(frozen=True)
 class TuneConfig:
+    metric: Literal["dice", "jaccard", "iou_image"]  # maximised: Kaggle Dice, pooled Jaccard (On Cloud N), mean IoU
     seg1: str  # segmentation model deciding empty vs non-empty for each (image, class)
     shape: str | None  # draws the mask where seg1 says non-empty: "ensemble" or a model; null = seg1's own
     classifier: str | None  # classifier gating each mask; null = no classifier

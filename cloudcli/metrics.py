@@ -126,3 +126,57 @@ def sums_report(vector: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceR
         non_empty=float(ns / nn) if nn else None,
         n_rows=int(counts.sum()),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics per dataset kind (tune.metric): what the tuning maximises, from per-row counts.
+#
+#   dice       mean over (image, class) rows of the row's Dice (Kaggle clouds); empty/empty = 1
+#   jaccard    per class, IoU of all pixels of all images pooled: sum |P & T| / sum |P | T|, then
+#              the mean over classes (DrivenData "On Cloud N"); nothing predicted or true = 1
+#   iou_image  mean over rows of the row's IoU; empty/empty = 1
+
+METRICS = ("dice", "jaccard", "iou_image")
+
+
+def iou_from_counts(inter: np.ndarray, pred_area: np.ndarray, truth_area: np.ndarray) -> np.ndarray:
+    """Element-wise IoU from intersection and areas; 1 where both are empty."""
+    inter, pred_area, truth_area = np.broadcast_arrays(inter, pred_area, truth_area)
+    union = pred_area.astype(np.float64) + truth_area - inter
+    out = np.ones(union.shape, dtype=np.float64)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
+def total(metric: str, inter: np.ndarray, pred_area: np.ndarray, truth_area: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The metric of one class over the rows along `axis` (arrays broadcast together)."""
+    if metric == "dice":
+        return dice_from_counts(inter, pred_area, truth_area).mean(axis)
+    if metric == "iou_image":
+        return iou_from_counts(inter, pred_area, truth_area).mean(axis)
+    if metric == "jaccard":
+        inter, pred_area, truth_area = np.broadcast_arrays(inter, pred_area, truth_area)
+        return iou_from_counts(inter.sum(axis), pred_area.sum(axis), truth_area.sum(axis))
+    raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+
+
+def metric_report(
+    metric: str, inter: np.ndarray, pred_area: np.ndarray, truth_area: np.ndarray, classes: tuple[str, ...]
+) -> dict:
+    """Scores of (N, C) counts. dice: DiceReport.as_dict() (overall, empty and non-empty rows, per
+    class). Otherwise the metric overall (mean over classes) and per class, and the other two."""
+    empty = truth_area == 0
+    if metric == "dice":
+        return summarize(dice_from_counts(inter, pred_area, truth_area), empty, classes).as_dict()
+    per_class = {c: float(total(metric, inter[:, k], pred_area[:, k], truth_area[:, k])) for k, c in enumerate(classes)}
+    others = {
+        m: float(np.mean([total(m, inter[:, k], pred_area[:, k], truth_area[:, k]) for k in range(len(classes))]))
+        for m in METRICS
+        if m != metric
+    }
+    return {
+        metric: float(np.mean(list(per_class.values()))),
+        **others,
+        "n_rows": int(inter.size),
+        **{f"{metric}_{c}": v for c, v in per_class.items()},
+    }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cloudcli.metrics import dice_from_counts
+from cloudcli.metrics import dice_from_counts, total
 from cloudcli.ui import progress
 
 LEVELS = np.arange(255)  # thresholds: pixel on when p > level, p in 0..255
@@ -101,13 +101,16 @@ def counts(
     )
 
 
-def grid_scores(area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, min_areas: tuple[int, ...]) -> np.ndarray:
-    """(G, A) mean Dice over maps, from (N, G) predicted areas and intersections per grid column."""
+def grid_scores(
+    area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, min_areas: tuple[int, ...], metric: str = "dice"
+) -> np.ndarray:
+    """(G, A) score over maps (tune.metric: mean Dice, pooled Jaccard, mean IoU), from (N, G)
+    predicted areas and intersections per grid column."""
     scores = np.empty((area.shape[1], len(min_areas)))
     t = truth_area[:, None]
     for j, a in enumerate(min_areas):
         keep = area >= a
-        scores[:, j] = dice_from_counts(np.where(keep, inter, 0), np.where(keep, area, 0), t).mean(0)
+        scores[:, j] = total(metric, np.where(keep, inter, 0), np.where(keep, area, 0), t)
     return scores
 
 
@@ -129,10 +132,10 @@ class SearchResult:
     score: float
 
 
-def best(c: Counts, min_areas: tuple[int, ...]) -> SearchResult:
+def best(c: Counts, min_areas: tuple[int, ...], metric: str = "dice") -> SearchResult:
     """Best grid point; ties go to the earliest column (lowest level, no component rule), then the
     smallest min_area."""
-    scores = grid_scores(c.area, c.inter, c.truth_area, tuple(min_areas))
+    scores = grid_scores(c.area, c.inter, c.truth_area, tuple(min_areas), metric)
     i, j = np.unravel_index(np.argmax(scores), scores.shape)
     return SearchResult(
         scores, c.levels, c.min_components, tuple(min_areas), int(c.levels[i]), int(c.min_components[i]),
@@ -146,10 +149,11 @@ def search(
     min_areas: tuple[int, ...],
     min_components: tuple[int, ...] = (0,),
     component_levels: tuple[int, ...] = (),
+    metric: str = "dice",
 ) -> SearchResult:
     """Best (level, min_component, min_area) of one class over (N, H, W) uint8 maps and (N, H, W)
     truth masks: all 255 levels without a component rule, and `component_levels` x `min_components`."""
-    return best(counts(probs, truth, min_components, component_levels), min_areas)
+    return best(counts(probs, truth, min_components, component_levels), min_areas, metric)
 
 
 def gate_scores(
@@ -159,3 +163,15 @@ def gate_scores(
     An emptied map scores 1 if its truth is empty, else 0."""
     gated = cls_probs[None, :] <= thresholds[:, None]  # (T, N)
     return np.where(gated, truth_empty[None, :].astype(float), dice_kept[None, :]).mean(1)
+
+
+def gate_totals(
+    metric: str, inter: np.ndarray, area: np.ndarray, truth_area: np.ndarray, cls_probs: np.ndarray, thresholds
+) -> np.ndarray:
+    """(T,) score when a map (its (N,) counts) is emptied wherever its classifier probability <= threshold."""
+    if metric == "dice":  # per-map Dice once, then a mean per threshold
+        return gate_scores(
+            dice_from_counts(inter, area, truth_area), truth_area == 0, cls_probs, np.asarray(thresholds)
+        )
+    kept = cls_probs[None, :] > np.asarray(thresholds)[:, None]  # (T, N)
+    return total(metric, np.where(kept, inter, 0), np.where(kept, area, 0), truth_area[None, :], axis=1)

@@ -23,9 +23,9 @@ import numpy as np
 
 from cloudcli.combine import class_score, topk_from_histograms
 from cloudcli.data.cache import BITS
-from cloudcli.metrics import dice_from_counts
+from cloudcli.metrics import dice_from_counts, total
 from cloudcli.postprocess import ClassRule
-from cloudcli.search import LEVELS, Counts, above, best, gate_scores, grid_scores, histograms, map_dice
+from cloudcli.search import LEVELS, Counts, above, best, gate_totals, grid_scores, histograms
 
 GATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
 
@@ -34,9 +34,22 @@ GATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
 class ClassFit:
     rule: ClassRule  # seg1's level, min_area, min_component and the gate threshold
     shape_level: int | None  # mask = shape > shape_level where seg1 says present; None: seg1's own mask
-    dice: np.ndarray  # (N,) per-map Dice of the fitted rule
+    inter: np.ndarray  # (N,) intersection of each map's fitted mask with the truth
+    area: np.ndarray  # (N,) area of each fitted mask
+    truth_area: np.ndarray  # (N,)
     present: np.ndarray  # (N,) bool: the fitted rule leaves a non-empty mask
-    plain: np.ndarray  # (N,) Dice of the mask map thresholded only (what "at least one" keeps)
+    plain_inter: np.ndarray  # (N,) counts of the mask map thresholded only (what "at least one" keeps)
+    plain_area: np.ndarray
+
+    @property
+    def dice(self) -> np.ndarray:
+        """(N,) per-map Dice of the fitted rule."""
+        return dice_from_counts(self.inter, self.area, self.truth_area)
+
+    @property
+    def plain(self) -> np.ndarray:
+        """(N,) Dice of the mask map thresholded only."""
+        return dice_from_counts(self.plain_inter, self.plain_area, self.truth_area)
 
 
 def _present(c: Counts, column: int, min_area: int) -> np.ndarray:
@@ -44,58 +57,66 @@ def _present(c: Counts, column: int, min_area: int) -> np.ndarray:
     return (area >= min_area) & (area > 0)
 
 
-def _shape_dice(shape: Counts) -> np.ndarray:
-    """(N, 255) Dice of shape > level for every level."""
-    n = len(LEVELS)
-    return dice_from_counts(shape.inter[:, :n], shape.area[:, :n], shape.truth_area[:, None])
+def fit_class(
+    seg1: Counts, shape: Counts | None, score: np.ndarray | None, min_areas: tuple[int, ...], metric: str = "dice"
+) -> ClassFit:
+    """Fit one class for `metric` (tune.metric). `seg1`: counts of seg1's maps (any grid);
+    `shape`: counts of the shape maps (the 255 plain levels are used); `score`: (N,) class scores
+    for the gate, or None."""
+    truth, n = seg1.truth_area, len(LEVELS)
 
+    def score_of(inter: np.ndarray, area: np.ndarray) -> float:
+        return float(total(metric, inter, area, truth))
 
-def fit_class(seg1: Counts, shape: Counts | None, score: np.ndarray | None, min_areas: tuple[int, ...]) -> ClassFit:
-    """Fit one class. `seg1`: counts of seg1's maps (any grid); `shape`: counts of the shape maps
-    (the 255 plain levels are used); `score`: (N,) class scores for the gate, or None."""
-    empty = (seg1.truth_area == 0).astype(float)
-    shape_dice = None if shape is None else _shape_dice(shape)
-
-    def combine(rows: np.ndarray) -> tuple[ClassRule, int | None, np.ndarray, np.ndarray]:
-        """Best seg1 rule, then shape level, on `rows`; per-map Dice and presence on every map."""
-        found = best(seg1.subset(rows), min_areas)
+    def combine(rows: np.ndarray) -> tuple[ClassRule, int | None, np.ndarray, np.ndarray, np.ndarray]:
+        """Best seg1 rule, then shape level, on `rows`; counts and presence on every map."""
+        found = best(seg1.subset(rows), min_areas, metric)
         column = int(np.argmax(found.scores.max(1)))
         rule = ClassRule(found.level, found.min_area, found.min_component)
         on = _present(seg1, column, found.min_area)
-        if shape_dice is None:
-            return rule, None, map_dice(seg1.area, seg1.inter, seg1.truth_area, column, found.min_area), on
-        combined = np.where(on[:, None], shape_dice, empty[:, None])  # (N, 255)
-        level = int(np.argmax(combined[rows].mean(0)))
-        present = on & (shape.area[:, level] > 0)
-        return rule, level, combined[:, level], present
+        if shape is None:
+            return rule, None, np.where(on, seg1.inter[:, column], 0), np.where(on, seg1.area[:, column], 0), on
+        inter = np.where(on[:, None], shape.inter[:, :n], 0)  # (N, 255): shape > level where seg1 says present
+        area = np.where(on[:, None], shape.area[:, :n], 0)
+        level = int(np.argmax(total(metric, inter[rows], area[rows], truth[rows, None])))
+        return rule, level, inter[:, level], area[:, level], on & (shape.area[:, level] > 0)
 
-    everything = np.ones(len(empty), bool)
-    rule, level, dice, present = combine(everything)
+    everything = np.ones(len(truth), bool)
+    rule, level, inter, area, present = combine(everything)
     if score is not None:
-        swept = gate_scores(dice, empty > 0, score, GATES)
+        swept = gate_totals(metric, inter, area, truth, score, GATES)
         gate = float(GATES[np.argmax(swept)])
-        if swept.max() > dice.mean() and (score > gate).any():
+        if swept.max() > score_of(inter, area) and (score > gate).any():
             kept = score > gate
-            candidates = [(rule, level, dice, present), combine(kept)]  # the rules as they were, refitted on kept
-            gated = [(r, lv, np.where(kept, d, empty), p & kept) for r, lv, d, p in candidates]
-            rule, level, dice, present = max(gated, key=lambda c: c[2].mean())  # ties: the unrefitted rules
+            candidates = [
+                (rule, level, inter, area, present),
+                combine(kept),
+            ]  # the rules as they were, refitted on kept
+            gated = [(r, lv, np.where(kept, i, 0), np.where(kept, a, 0), p & kept) for r, lv, i, a, p in candidates]
+            rule, level, inter, area, present = max(gated, key=lambda c: score_of(c[2], c[3]))  # ties: unrefitted
             rule = ClassRule(rule.level, rule.min_area, rule.min_component, gate)
-    if shape_dice is None:  # plain columns come first: column = level
-        plain = map_dice(seg1.area, seg1.inter, seg1.truth_area, rule.level, 0)
-    else:
-        plain = shape_dice[:, level]
-    return ClassFit(rule, level, dice, present, plain)
+    plain = seg1 if shape is None else shape
+    column = rule.level if shape is None else level  # plain columns come first: column = level
+    return ClassFit(rule, level, inter, area, truth, present, plain.inter[:, column], plain.area[:, column])
 
 
-def at_least_one(fits: list[ClassFit], scores: np.ndarray) -> np.ndarray:
-    """(N, C) per-map Dice once every image without a mask keeps its highest-scoring class
-    (scores (N, C)), that class's map thresholded only."""
-    dice = np.stack([f.dice for f in fits], 1)
+def at_least_one_counts(fits: list[ClassFit], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) intersections and areas once every image without a mask keeps its highest-scoring
+    class (scores (N, C)), that class's map thresholded only."""
+    inter = np.stack([f.inter for f in fits], 1)
+    area = np.stack([f.area for f in fits], 1)
     present = np.stack([f.present for f in fits], 1)
     rows = np.flatnonzero(~present.any(1))
     k = np.argmax(scores[rows], 1)
-    dice[rows, k] = np.stack([f.plain for f in fits], 1)[rows, k]
-    return dice
+    inter[rows, k] = np.stack([f.plain_inter for f in fits], 1)[rows, k]
+    area[rows, k] = np.stack([f.plain_area for f in fits], 1)[rows, k]
+    return inter, area
+
+
+def at_least_one(fits: list[ClassFit], scores: np.ndarray) -> np.ndarray:
+    """(N, C) per-map Dice after the "at least one class" rule (see at_least_one_counts)."""
+    inter, area = at_least_one_counts(fits, scores)
+    return dice_from_counts(inter, area, np.stack([f.truth_area for f in fits], 1))
 
 
 def top_pixel(c: Counts) -> np.ndarray:
@@ -109,13 +130,13 @@ def scores_of(how: str, seg1: Counts, cls_probs: np.ndarray | None, top_k: int) 
     return class_score(how, cls_probs, topk_from_histograms(seg1.hist, top_k) if needs_topk else None)
 
 
-def member_levels(probs: np.ndarray, truth: np.ndarray, role: str) -> list[int]:
-    """Per class, the level maximising the member's mean Dice over its OOF maps (positive rows for seg2)."""
+def member_levels(probs: np.ndarray, truth: np.ndarray, role: str, metric: str = "dice") -> list[int]:
+    """Per class, the level maximising the member's `metric` over its OOF maps (positive rows for seg2)."""
     levels = []
     for k in range(probs.shape[1]):
         hist_all, hist_in = histograms(probs[:, k], (truth & BITS[k]) != 0)
         t_area = hist_in.sum(1)
         rows = t_area > 0 if role == "seg2" and (t_area > 0).any() else np.ones(len(t_area), bool)
-        scores = grid_scores(above(hist_all)[rows], above(hist_in)[rows], t_area[rows], (0,))[:, 0]
+        scores = grid_scores(above(hist_all)[rows], above(hist_in)[rows], t_area[rows], (0,), metric)[:, 0]
         levels.append(int(np.argmax(scores)))
     return levels

@@ -1,7 +1,7 @@
 """Masks drawn over images, headless: one colour per class, prediction filled, truth outlined.
 
-A panel shows one image as a 2x2 grid of tiles, one tile per class (the four cloud classes
-overlap too often to share one view), each with a caption (class, Dice or mask area), under a
+A panel shows one image as a grid of tiles two wide, one tile per class (the four cloud classes
+overlap too often to share one view; one class: one tile), each with a caption (class, Dice or mask area), under a
 header line and above a legend. Colours are the Okabe-Ito palette, safe for colour-blind
 readers. Pure numpy + OpenCV; PNGs are written whole or not at all.
 """
@@ -19,13 +19,10 @@ from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
 from cloudcli.metrics import dice
 
-# Okabe & Ito (2008), RGB: orange, sky blue, bluish green, reddish purple
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "Fish": (230, 159, 0),
-    "Flower": (86, 180, 233),
-    "Gravel": (0, 158, 115),
-    "Sugar": (204, 121, 167),
-}
+# Okabe & Ito (2008), RGB: orange, sky blue, bluish green, reddish purple, yellow, blue, vermillion, grey
+OKABE_ITO = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (204, 121, 167), (240, 228, 66), (0, 114, 178),
+             (213, 94, 0), (153, 153, 153)]  # fmt: skip
+PALETTE: dict[str, tuple[int, int, int]] = dict(zip(CLASSES, OKABE_ITO))  # class k of any dataset: OKABE_ITO[k]
 ALPHA = 0.4  # opacity of the prediction fill
 HEADER, CAPTION, LEGEND, GAP = 22, 18, 20, 4  # heights of the text bars and the space between tiles (px)
 BAR = (32, 32, 32)  # text bars: white on near-black
@@ -63,17 +60,23 @@ def tile(
     return view
 
 
-def tile_origin(k: int, size: tuple[int, int]) -> tuple[int, int]:
+def _columns(n_classes: int) -> int:
+    return 1 if n_classes == 1 else 2
+
+
+def tile_origin(k: int, size: tuple[int, int], n_classes: int = len(CLASSES)) -> tuple[int, int]:
     """(y, x) of class k's tile in a panel of `size` tiles: classes left to right, top to bottom."""
     h, w = size
-    row, col = divmod(k, 2)
+    row, col = divmod(k, _columns(n_classes))
     return HEADER + row * (h + CAPTION + GAP), col * (w + GAP)
 
 
-def panel_shape(size: tuple[int, int]) -> tuple[int, int]:
+def panel_shape(size: tuple[int, int], n_classes: int = len(CLASSES)) -> tuple[int, int]:
     """(H, W) of a panel of `size` tiles."""
     h, w = size
-    return HEADER + 2 * (h + CAPTION + GAP) + LEGEND, 2 * w + GAP
+    cols = _columns(n_classes)
+    rows = -(-n_classes // cols)
+    return HEADER + rows * (h + CAPTION + GAP) + LEGEND, cols * w + (cols - 1) * GAP
 
 
 def _text(canvas: np.ndarray, text: str, y: int, x: int, height: int, colour=(255, 255, 255)) -> None:
@@ -81,9 +84,8 @@ def _text(canvas: np.ndarray, text: str, y: int, x: int, height: int, colour=(25
     cv2.putText(canvas, text, (x + 4, y + (height + th) // 2), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
 
 
-def caption(k: int, truth: np.ndarray | None, pred: np.ndarray | None) -> str:
+def caption(name: str, truth: np.ndarray | None, pred: np.ndarray | None) -> str:
     """`Fish  Dice 0.82` with truth and prediction; else the mask's share of the image."""
-    name = CLASSES[k]
     if truth is not None and pred is not None:
         return f"{name}  Dice {dice(pred, truth):.2f}"
     mask = truth if truth is not None else pred
@@ -101,20 +103,21 @@ def panel(
     pred: np.ndarray | None,
     title: str,
     size: tuple[int, int] = (175, 262),
+    classes: tuple[str, ...] = CLASSES,
 ) -> np.ndarray:
     """(H, W, 3) uint8 RGB panel of one image: (H, W, 3) RGB `image`, (C, h, w) 0/1 `truth` and
     `pred` masks of any size (None: not drawn), tiles of `size` (H, W)."""
-    height, width = panel_shape(size)
+    height, width = panel_shape(size, len(classes))
     canvas = np.full((height, width, 3), BAR, np.uint8)
     _text(canvas, title, 0, 0, HEADER)
-    for k, name in enumerate(CLASSES):
-        y, x = tile_origin(k, size)
+    for k, name in enumerate(classes):
+        y, x = tile_origin(k, size, len(classes))
         t = None if truth is None else truth[k]
         p = None if pred is None else pred[k]
-        canvas[y : y + size[0], x : x + size[1]] = tile(image, t, p, PALETTE[name], size)
+        canvas[y : y + size[0], x : x + size[1]] = tile(image, t, p, OKABE_ITO[k], size)
         cy = y + size[0]
-        cv2.rectangle(canvas, (x, cy + 3), (x + 10, cy + CAPTION - 4), PALETTE[name], -1)
-        _text(canvas, caption(k, t, p), cy, x + 12, CAPTION)
+        cv2.rectangle(canvas, (x, cy + 3), (x + 10, cy + CAPTION - 4), OKABE_ITO[k], -1)
+        _text(canvas, caption(name, t, p), cy, x + 12, CAPTION)
     legend = (
         "fill: prediction   outline: truth"
         if truth is not None and pred is not None

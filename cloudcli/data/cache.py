@@ -1,14 +1,15 @@
 """The preprocessed cache: a few large .npy files a training loader memory-maps.
 
-    train_images.npy  (N, h, w, 3) uint8 RGB at preprocess.image_size
-    train_masks.npy   (N, h, w)    uint8, bit k set where class CLASSES[k] is present
+    train_images.npy  (N, h, w, B) uint8 at preprocess.image_size: RGB, or B scaled bands
+    train_masks.npy   (N, h, w)    uint8, bit k set where class classes[k] is present
     train_truth.npy   (N, H, W)    uint8 bits as above, at data.score_size (350x525): scoring truth
-    test_images.npy   (M, h, w, 3) uint8 RGB
+    test_images.npy   (M, h, w, B) uint8
+    test_truth.npy    (M, H, W)    uint8 bits, only when the raw data has test labels (the demos)
     train.csv         image_id + one 0/1 presence column per class, in array row order
-    test.csv          image_id, in sample_submission.csv order
-    meta.json         sizes, classes, params and library versions that made the cache
+    test.csv          image_id, in sample_submission.csv (or file) order
+    meta.json         kind, classes, bands, sizes, params and library versions that made the cache
 
-Masks are packed one bit per class so 4 classes cost one byte per pixel.
+Masks are packed one bit per class, so up to 8 classes cost one byte per pixel.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 from cloudcli import CLASSES
 from cloudcli.errors import DataError
 
-BITS = (1 << np.arange(len(CLASSES), dtype=np.uint8)).astype(np.uint8)  # [1, 2, 4, 8]
+BITS = (1 << np.arange(8, dtype=np.uint8)).astype(np.uint8)  # [1, 2, 4, ..., 128]: bit k = class k
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
@@ -33,7 +34,7 @@ def pack_masks(masks: np.ndarray) -> np.ndarray:
     return np.tensordot(BITS[: masks.shape[-3]], (masks != 0).astype(np.uint8), axes=(0, -3)).astype(np.uint8)
 
 
-def unpack_masks(packed: np.ndarray, n_classes: int = len(CLASSES)) -> np.ndarray:
+def unpack_masks(packed: np.ndarray, n_classes: int) -> np.ndarray:
     """(..., H, W) uint8 bits -> (..., C, H, W) uint8 0/1 masks."""
     packed = np.asarray(packed)[..., None, :, :]
     return ((packed & BITS[:n_classes, None, None]) != 0).astype(np.uint8)
@@ -55,6 +56,26 @@ class Cache:
     train: pd.DataFrame  # image_id + presence columns
     test: pd.DataFrame  # image_id
     meta: dict
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in channel order (caches from before dataset kinds: the Kaggle four)."""
+        return tuple(self.meta.get("classes", CLASSES))
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta["arrays"]["train_images"][3])
+
+    @property
+    def band_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per band in 0..1 of the cached training images (None in older caches)."""
+        if "band_mean" not in self.meta:
+            return None
+        return tuple(self.meta["band_mean"]), tuple(self.meta["band_std"])
+
+    @property
+    def has_test_truth(self) -> bool:
+        return "test_truth" in self.meta["arrays"]
 
     def array(self, name: str) -> np.ndarray:
         """One of train_images, train_masks, train_truth, test_images, memory-mapped read-only."""

@@ -47,7 +47,7 @@ def build_transform(
 
 
 class CacheDataset(Dataset):
-    """Rows `indices` of the cache: dict(image (3, H, W) float, masks (4, H, W) float, labels (4,), index).
+    """Rows `indices` of the cache: dict(image (B, H, W) float, masks (C, H, W) float, labels (C,), index).
 
     By default masks and labels are those of the same cache row. A pseudo-labelled set reads test
     images with masks from its own file: `masks` names the packed-mask file and `mask_rows` gives,
@@ -91,7 +91,7 @@ class CacheDataset(Dataset):
         self.transform.set_random_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         sample = {"image": np.array(self._images[i])}
         if self.with_masks:
-            sample["mask"] = unpack_masks(self._masks[m]).transpose(1, 2, 0)  # (h, w, 4)
+            sample["mask"] = unpack_masks(self._masks[m], self.labels.shape[1]).transpose(1, 2, 0)  # (h, w, C)
         out = self.transform(**sample)
         item = {"image": out["image"], "labels": torch.from_numpy(self.labels[m].astype(np.float32)), "index": i}
         if self.with_masks:

@@ -21,8 +21,11 @@ TRAIN_CSV, SUBMISSION_CSV, TEST_TRUTH_CSV = "train.csv", "sample_submission.csv"
 IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
 
 
-def read_labels(path: str | Path, image_size: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Read and validate a label CSV into the long view; check RLEs when `image_size` is given."""
+def read_labels(
+    path: str | Path, image_size: tuple[int, int] | None = None, classes: tuple[str, ...] = CLASSES
+) -> pd.DataFrame:
+    """Read and validate a label CSV into the long view (one row per image and class of `classes`);
+    check RLEs when `image_size` is given."""
     path = Path(path)
     frame = _read_csv(path)
     if list(frame.columns) != HEADER:
@@ -38,15 +41,15 @@ def read_labels(path: str | Path, image_size: tuple[int, int] | None = None) -> 
             "line": frame.index,
         }
     )
-    unknown = long[~long["cls"].isin(CLASSES)]
+    unknown = long[~long["cls"].isin(classes)]
     if len(unknown):
         row = unknown.iloc[0]
         label = frame["Image_Label"].loc[row.line]
         raise DataError(
             f"{path} line {row.line}: unknown class in {label!r}; expected '<image_id>_<Class>' "
-            f"with Class one of {', '.join(CLASSES)}"
+            f"with Class one of {', '.join(classes)}"
         )
-    _check_four_rows(path, long)
+    _check_four_rows(path, long, classes)
     if image_size is not None:
         for row in long[long["rle"] != ""].itertuples():
             try:
@@ -67,26 +70,26 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV ({str(e).strip()})") from None
 
 
-def _check_four_rows(path: Path, long: pd.DataFrame) -> None:
+def _check_four_rows(path: Path, long: pd.DataFrame, classes: tuple[str, ...]) -> None:
     dup = long[long.duplicated(["image_id", "cls"])]
     if len(dup):
         row = dup.iloc[0]
         raise DataError(f"{path} line {row.line}: duplicate label {row.image_id}_{row.cls}")
     counts = long.groupby("image_id", sort=False)["cls"].agg(set)
-    incomplete = counts[counts.map(len) != len(CLASSES)]
+    incomplete = counts[counts.map(len) != len(classes)]
     if len(incomplete):
         image_id, present = incomplete.index[0], incomplete.iloc[0]
-        missing = [c for c in CLASSES if c not in present]
+        missing = [c for c in classes if c not in present]
         raise DataError(
             f"{path}: image {image_id} has no row for {', '.join(missing)}; "
             f"every image needs one row per class ({len(incomplete)} image(s) affected)"
         )
 
 
-def to_wide(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per image (first-appearance order), one RLE column per class in CLASSES order."""
+def to_wide(long: pd.DataFrame, classes: tuple[str, ...] = CLASSES) -> pd.DataFrame:
+    """One row per image (first-appearance order), one RLE column per class in `classes` order."""
     order = pd.unique(long["image_id"])
-    return long.pivot(index="image_id", columns="cls", values="rle").reindex(index=order, columns=list(CLASSES))
+    return long.pivot(index="image_id", columns="cls", values="rle").reindex(index=order, columns=list(classes))
 
 
 def truth_masks(

@@ -17,7 +17,7 @@ def _missing(path: Path, stage: str) -> DataError:
 
 
 def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str], np.ndarray]:
-    """(image ids, (N, 4, H, W) uint8 memory map) of a segmentation model's (or the ensemble's,
+    """(image ids, (N, C, H, W) uint8 memory map) of a segmentation model's (or the ensemble's,
     stage="ensemble") `split` ('oof' or 'test')."""
     try:
         ids = list(pd.read_csv(folder / f"{split}.csv", dtype={"image_id": str})["image_id"])
@@ -27,7 +27,7 @@ def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str
 
 
 def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
-    """(N, 4) classifier probabilities of `split` for `ids`, in that order."""
+    """(N, C) classifier probabilities of `split` for `ids`, in that order (classes as infer wrote them)."""
     path = folder / f"{split}.csv"
     try:
         table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
@@ -36,7 +36,15 @@ def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
     missing = set(ids) - set(table.index)
     if missing:
         raise DataError(f"{path}: no prediction for {len(missing)} images, e.g. {sorted(missing)[0]}; rerun infer")
-    return table.loc[ids, list(CLASSES)].to_numpy()
+    return table.loc[ids, list(classes_of(folder))].to_numpy()
+
+
+def classes_of(folder: Path) -> tuple[str, ...]:
+    """Class names of a prediction folder (written by infer; older folders: the Kaggle four)."""
+    try:
+        return tuple(json.loads((folder / "meta.json").read_text()).get("classes", CLASSES))
+    except FileNotFoundError:
+        raise _missing(folder / "meta.json", "infer") from None
 
 
 THRESHOLD_KEYS = (
@@ -113,7 +121,7 @@ def read_meta(folder: Path) -> dict:
 
 
 def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[np.ndarray]]:
-    """Image ids and (N, 4, H, W) maps of several models, checked to cover the same rows in the same order."""
+    """Image ids and (N, C, H, W) maps of several models, checked to cover the same rows in the same order."""
     ids, arrays = None, []
     for folder in folders:
         these, probs = read_masks(folder, split)

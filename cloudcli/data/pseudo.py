@@ -26,14 +26,17 @@ class PseudoSet:
     images: pd.DataFrame  # image_id, test_row, presence columns, confidence
     masks: np.ndarray  # (K, h, w) packed, memory-mapped
     sha1: str  # of meta.json, images.csv and masks.npy: identifies the set in a training's settings
+    classes: tuple[str, ...]
 
     @property
     def labels(self) -> np.ndarray:
         """(K, C) 0/1 presence of each class."""
-        return self.images[list(CLASSES)].to_numpy(np.uint8)
+        return self.images[list(self.classes)].to_numpy(np.uint8)
 
 
-def read_pseudo(folder: str | Path, test_ids: list[str], mask_size: tuple[int, int]) -> PseudoSet:
+def read_pseudo(
+    folder: str | Path, test_ids: list[str], mask_size: tuple[int, int], classes: tuple[str, ...] = CLASSES
+) -> PseudoSet:
     """Read and check a pseudo-labelled set against the cache it will train with."""
     folder = Path(folder)
     try:
@@ -44,7 +47,7 @@ def read_pseudo(folder: str | Path, test_ids: list[str], mask_size: tuple[int, i
         raise DataError(f"{e.filename}: missing; run `dvc repro pseudo` (or `cloudcli pseudo`) first") from None
     except (ValueError, TypeError) as e:
         raise DataError(f"{folder / 'images.csv'}: unreadable ({e}); rerun `dvc repro pseudo`") from None
-    missing = [c for c in ("image_id", "test_row", *CLASSES) if c not in images.columns]
+    missing = [c for c in ("image_id", "test_row", *classes) if c not in images.columns]
     if missing:
         raise DataError(f"{folder / 'images.csv'}: no column {missing[0]}; rerun `dvc repro pseudo`")
     if masks.shape != (len(images), *mask_size):
@@ -65,4 +68,4 @@ def read_pseudo(folder: str | Path, test_ids: list[str], mask_size: tuple[int, i
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
     sha1 = digest.hexdigest()
-    return PseudoSet(folder, images, masks, sha1)
+    return PseudoSet(folder, images, masks, sha1, tuple(classes))

@@ -81,9 +81,9 @@ def fit(
     if ctx.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     loss_fn = build_loss(spec.role, spec.loss)
-    net = build_model(spec.role, spec.model)  # may download weights: fails before data loads
+    cache = open_cache(cache_dir)  # meta and tables only: bands and classes size the model
+    net = build_model(spec.role, spec.model, cache.channels, len(cache.classes))  # may download weights
     frozen = freeze_encoder_stages(net, spec.model.freeze_encoder_stages)
-    cache = open_cache(cache_dir)
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), folds_csv, fold)
     pseudo = None if pseudo_dir is None else _pseudo_set(pseudo_dir, cache)
     loaders = _loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo)
@@ -101,7 +101,9 @@ def fit(
 
 def _pseudo_set(folder: Path, cache) -> PseudoSet:
     """The pseudo-labelled set, checked to hold test images only: they never reach a validation fold."""
-    pseudo = read_pseudo(folder, list(cache.test["image_id"]), tuple(cache.meta["arrays"]["test_images"][1:3]))
+    pseudo = read_pseudo(
+        folder, list(cache.test["image_id"]), tuple(cache.meta["arrays"]["test_images"][1:3]), cache.classes
+    )
     clash = set(pseudo.images["image_id"]) & set(cache.train["image_id"])
     if clash:
         raise DataError(
@@ -114,8 +116,8 @@ def _pseudo_set(folder: Path, cache) -> PseudoSet:
 def _loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo=None) -> tuple[DataLoader, DataLoader]:
     cfg, cache_size = spec.train, tuple(cache.meta["arrays"]["train_images"][1:3])
     size = cfg.image_size or cache_size
-    mean, std = normalization(spec.model)
-    labels = cache.train.drop(columns="image_id").to_numpy()
+    mean, std = normalization(spec.model, cache.band_stats)
+    labels = cache.train[list(cache.classes)].to_numpy()
     masks = spec.role != "cls"
     augmented = build_transform(augment, size, cache_size, mean, std)
     train_ds = CacheDataset(cache.folder, train_idx, labels, augmented, cfg.seed, masks)
@@ -152,7 +154,7 @@ def _loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo=None) -> tu
 
 
 def _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen, pseudo=None) -> dict:
-    mean, std = normalization(spec.model)
+    mean, std = normalization(spec.model, cache.band_stats)
     return {
         "model": spec.name,
         "role": spec.role,
@@ -163,6 +165,8 @@ def _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen, pseudo=N
         "augment": asdict(augment),
         "image_size": list(spec.train.image_size or cache.meta["arrays"]["train_images"][1:3]),
         "normalization": {"mean": list(mean), "std": list(std)},
+        "in_channels": cache.channels,
+        "classes": list(cache.classes),
         "monitor": MONITOR[spec.role],
         "n_train": len(train_idx),
         "n_valid": len(valid_idx),
@@ -217,7 +221,9 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
             autocast,
             f"{spec.name} fold {settings['fold']} epoch {epoch + 1}",
         )
-        metrics = validate(ema.module if ema else net, valid_loader, loss_fn, spec.role, truth, ctx, autocast)
+        metrics = validate(
+            ema.module if ema else net, valid_loader, loss_fn, spec.role, truth, ctx, autocast, cache.classes
+        )
         value = _monitored(metrics, spec.role)
         lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}  # lr of this epoch
         _step_epoch_scheduler(sched, cfg.scheduler, value)

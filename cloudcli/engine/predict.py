@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cloudcli import CLASSES
 from cloudcli.config import ModelConfig
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
@@ -35,7 +36,7 @@ def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, dict
     ckpt = checkpoint.load(path)
     settings = json.loads(ckpt["settings"])
     cfg = dataclasses.replace(ModelConfig(**settings["model_config"]), encoder_weights=None)  # weights: best.pt
-    net = build_model(settings["role"], cfg)
+    net = build_model(settings["role"], cfg, settings.get("in_channels", 3), len(settings.get("classes", CLASSES)))
     net.load_state_dict(ckpt["model"])
     return net.to(device, memory_format=torch.channels_last).eval(), settings
 

@@ -41,10 +41,11 @@ def validate(
     truth: np.ndarray,
     ctx: Context,
     autocast: AbstractContextManager,
+    classes: tuple[str, ...] = CLASSES,
 ) -> dict:
     """Metrics of `model` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks."""
     model.eval()
-    sums, loss_sum, n = DiceSums(), 0.0, 0
+    sums, loss_sum, n = DiceSums(len(classes)), 0.0, 0
     probs, labels = [], []
     for batch in loader:
         x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
@@ -57,14 +58,14 @@ def validate(
             probs.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(batch["labels"].numpy())
         else:
-            t = unpack_masks(truth[batch["index"].numpy()])  # (B, 4, H, W) at the scoring size
+            t = unpack_masks(truth[batch["index"].numpy()], len(classes))  # (B, C, H, W) at the scoring size
             sums.add(seg_row_dice(logits, t), t.reshape(*t.shape[:2], -1).max(-1) == 0)
     total = all_sum(np.concatenate([sums.vector, [loss_sum, n]]), ctx)
     metrics = {"loss": total[-2] / max(total[-1], 1)}
     if role == "cls":
-        gathered = [all_gather(np.concatenate(x) if x else np.zeros((0, len(CLASSES))), ctx) for x in (probs, labels)]
-        return metrics | classifier_metrics(np.concatenate(gathered[0]), np.concatenate(gathered[1]))
-    report = sums_report(total[:-2])
+        gathered = [all_gather(np.concatenate(x) if x else np.zeros((0, len(classes))), ctx) for x in (probs, labels)]
+        return metrics | classifier_metrics(np.concatenate(gathered[0]), np.concatenate(gathered[1]), classes)
+    report = sums_report(total[:-2], classes)
     return metrics | {
         "dice": report.mean,
         "dice_pos": report.non_empty,
@@ -74,10 +75,10 @@ def validate(
     }
 
 
-def classifier_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+def classifier_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict:
     """Mean AUC over the classes that have both labels, accuracy at 0.5, per-class AUC."""
     aucs = {}
-    for k, c in enumerate(CLASSES):
+    for k, c in enumerate(classes):
         if 0 < labels[:, k].sum() < len(labels):
             aucs[c] = float(roc_auc_score(labels[:, k], probs[:, k]))
     return {

@@ -29,16 +29,20 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x)[-1])  # (B, n_classes) logits
 
 
-def build_model(role: str, cfg: ModelConfig) -> nn.Module:
-    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, 4 output channels; cls: Classifier."""
+def build_model(role: str, cfg: ModelConfig, in_channels: int = 3, n_classes: int = len(CLASSES)) -> nn.Module:
+    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; cls: Classifier.
+    With pretrained weights and in_channels != 3, smp adapts the first convolution."""
     _check_names(role, cfg)
     try:
         if role == "cls":
-            encoder = smp.encoders.get_encoder(cfg.encoder, in_channels=3, depth=5, weights=cfg.encoder_weights)
-            return Classifier(encoder)
+            encoder = smp.encoders.get_encoder(
+                cfg.encoder, in_channels=in_channels, depth=5, weights=cfg.encoder_weights
+            )
+            return Classifier(encoder, n_classes)
         return smp.create_model(
-            cfg.arch, encoder_name=cfg.encoder, encoder_weights=cfg.encoder_weights, in_channels=3, classes=len(CLASSES)
-        )
+            cfg.arch, encoder_name=cfg.encoder, encoder_weights=cfg.encoder_weights, in_channels=in_channels,
+            classes=n_classes,
+        )  # fmt: skip
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         if cfg.encoder_weights is None:
             raise
@@ -69,8 +73,11 @@ def _check_names(role: str, cfg: ModelConfig) -> None:
         )
 
 
-def normalization(cfg: ModelConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of RGB in 0..1 matching the encoder's pretrained weights; ImageNet's otherwise."""
+def normalization(cfg: ModelConfig, band_stats: tuple | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) in 0..1. RGB: the encoder's pretrained weights', ImageNet's otherwise; other band
+    counts: the cache's own per-band statistics (`band_stats`)."""
+    if band_stats is not None and len(band_stats[0]) != 3:
+        return tuple(band_stats[0]), tuple(band_stats[1])
     if cfg.encoder_weights is None:
         return IMAGENET_MEAN, IMAGENET_STD
     try:

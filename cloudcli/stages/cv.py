@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.config import CvConfig, ModelEntry
+from cloudcli.data.cache import open_cache
 from cloudcli.errors import DataError
 from cloudcli.io import write_json
 from cloudcli.metrics import sums_report
@@ -24,7 +24,8 @@ PARAMS = ("cv", "models")
 
 
 def run(cv: CvConfig, models: dict[str, ModelEntry], models_dir: Path, cache: Path, folds_csv: Path, out: Path) -> dict:
-    result = {name: model_score(name, models[name].role, cv.folds, models_dir) for name in cv.models}
+    classes = open_cache(cache).classes
+    result = {name: model_score(name, models[name].role, cv.folds, models_dir, classes) for name in cv.models}
     result["all_empty"] = {"dice": round(all_empty_dice(cache, folds_csv, cv.folds), 4)}
     write_json(out, result)
     for name, scores in result.items():
@@ -32,7 +33,7 @@ def run(cv: CvConfig, models: dict[str, ModelEntry], models_dir: Path, cache: Pa
     return result
 
 
-def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path) -> dict:
+def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path, classes: tuple[str, ...]) -> dict:
     summaries = []
     for fold in folds:
         path = models_dir / name / f"fold{fold}" / "summary.json"
@@ -45,7 +46,7 @@ def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path) 
             k: round(float(np.average([s["metrics"][k] for s in summaries], weights=weights)), 4)
             for k in ("auc", "accuracy")
         }
-    report = sums_report(np.sum([s["metrics"]["sums"] for s in summaries], axis=0))
+    report = sums_report(np.sum([s["metrics"]["sums"] for s in summaries], axis=0), classes)
     return {
         "dice": round(report.mean, 4),
         "dice_pos": round_or_none(report.non_empty),
@@ -59,7 +60,8 @@ def round_or_none(value: float | None) -> float | None:
 
 def all_empty_dice(cache: Path, folds_csv: Path, folds: tuple[int, ...]) -> float:
     """Dice of predicting every mask empty on the validation rows of `folds`: the empty-row share."""
-    presence = pd.read_csv(cache / "train.csv", dtype={"image_id": str}).set_index("image_id")[list(CLASSES)]
+    table = open_cache(cache).train
+    presence = table.set_index("image_id")[[c for c in table.columns if c != "image_id"]]
     fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
     rows = presence.loc[fold_of[fold_of.isin(folds)].index]
     return float((rows.to_numpy() == 0).mean())

@@ -5,7 +5,7 @@ majority: each member is binarised per class at its own level, tuned on its out-
 another model says a class is present; on every row otherwise); a pixel is kept (255) where at
 least min_votes members agree, else 0. mean: the (weighted) mean of the members' probabilities.
 
-Writes, like a model's predictions: oof.npy / test.npy (N, 4, H, W) uint8, oof.csv / test.csv
+Writes, like a model's predictions: oof.npy / test.npy (N, C, H, W) uint8, oof.csv / test.csv
 (row order), meta.json (members, their levels, the vote). Streams a few images at a time.
 """
 
@@ -16,11 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudcli import CLASSES
 from cloudcli.combine import default_min_votes, vote
 from cloudcli.config import EnsembleConfig
 from cloudcli.data.cache import open_cache
-from cloudcli.data.predictions import PSEUDO_PREDICTIONS, aligned_masks, model_folder, oof_truth, read_meta
+from cloudcli.data.predictions import (
+    PSEUDO_PREDICTIONS,
+    aligned_masks,
+    classes_of,
+    model_folder,
+    oof_truth,
+    read_meta,
+)
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_json
 from cloudcli.twostage import member_levels
@@ -45,7 +51,7 @@ def run(
             raise ConfigError(f"ensemble.members: {name!r} is a classifier; members are segmentation models")
     oof_ids, oofs = aligned_masks(folders, "oof")
     _, tests = aligned_masks(folders, "test")
-    levels = None
+    classes, levels = classes_of(folders[0]), None
     if cfg.vote == "majority":
         truth = oof_truth(open_cache(cache_dir), oof_ids, folders[0] / "oof.csv")
         levels = np.array([member_levels(o, truth, r) for o, r in zip(oofs, roles)])  # (M, C)
@@ -60,6 +66,7 @@ def run(
             shutil.copyfile(folders[0] / f"{split}.csv", tmp / f"{split}.csv")
         meta = {
             "role": "ensemble",
+            "classes": list(classes),
             "vote": cfg.vote,
             "min_votes": min_votes,
             "min_votes_param": cfg.min_votes,
@@ -70,7 +77,7 @@ def run(
                     "folder": str(folder),
                     "role": role,
                     "pseudo": folder.parent != predictions,
-                    "levels": None if levels is None else dict(zip(CLASSES, map(int, levels[m]))),
+                    "levels": None if levels is None else dict(zip(classes, map(int, levels[m]))),
                 }
                 for m, (name, folder, role) in enumerate(zip(cfg.members, folders, roles))
             ],

@@ -1,4 +1,5 @@
-"""Stage `fold`: assign every training image to one validation fold, stratified on its classes."""
+"""Stage `fold`: assign every training image to one validation fold, stratified on its classes
+(and on the metadata groups of fold.stratify)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.config import DataConfig, FoldConfig
-from cloudcli.data.folds import make_folds
-from cloudcli.data.kaggle import TRAIN_CSV, presence, read_labels, to_wide
+from cloudcli.data.folds import group_balance, make_folds, read_metadata, strata
+from cloudcli.data.sources import open_source
 from cloudcli.io import write_csv, write_json
 from cloudcli.ui import info
 
@@ -17,19 +17,25 @@ PARAMS = ("data", "fold")
 
 
 def run(data: DataConfig, cfg: FoldConfig, out: Path, metrics: Path) -> None:
-    wide = to_wide(read_labels(Path(data.raw) / TRAIN_CSV, data.image_size))
-    present = presence(wide)
-    folds = make_folds(present, cfg.n_splits, cfg.seed)
-    write_csv(out, pd.DataFrame({"image_id": wide.index, "fold": folds}))
-    table = pd.DataFrame(present, columns=list(CLASSES)).assign(fold=folds)
-    share = table.groupby("fold")[list(CLASSES)].mean()  # (K, 4) share of images with each class
+    source = open_source(data)
+    areas = source.areas() if "coverage" in cfg.stratify or data.kind != "kaggle_clouds" else None
+    present = source.presence() if areas is None else areas > 0
+    where = None if data.metadata is None else Path(data.raw) / data.metadata
+    metadata = None if where is None else read_metadata(where, source.train_ids)
+    groups = strata(cfg.stratify, metadata, areas, cfg.bins, str(where)) if cfg.stratify else None
+    folds = make_folds(present, cfg.n_splits, cfg.seed, groups)
+    write_csv(out, pd.DataFrame({"image_id": list(source.train_ids), "fold": folds}))
+    classes = list(source.classes)
+    table = pd.DataFrame(present, columns=classes).assign(fold=folds)
+    share = table.groupby("fold")[classes].mean()  # (K, C) share of images with each class
     sizes = table.groupby("fold").size()
-    write_json(
-        metrics,
-        {
-            "n_splits": cfg.n_splits,
-            "images_per_fold": {str(k): int(v) for k, v in sizes.items()},
-            "max_class_share_gap": round(float((share - present.mean(0)).abs().to_numpy().max()), 4),
-        },
-    )
-    info(f"fold: {len(wide)} images in {cfg.n_splits} folds of {sizes.min()}..{sizes.max()} images -> {out}")
+    report = {
+        "n_splits": cfg.n_splits,
+        "images_per_fold": {str(k): int(v) for k, v in sizes.items()},
+        "max_class_share_gap": round(float((share - present.mean(0)).abs().to_numpy().max()), 4),
+    }
+    if groups is not None:
+        report["max_group_share_gap"] = group_balance(groups, folds)
+    write_json(metrics, report)
+    balanced = f", balanced on {', '.join(cfg.stratify)}" if cfg.stratify else ""
+    info(f"fold: {len(folds)} images in {cfg.n_splits} folds of {sizes.min()}..{sizes.max()} images{balanced} -> {out}")

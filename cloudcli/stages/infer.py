@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from cloudcli import CLASSES
 from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
@@ -50,12 +49,12 @@ def run(
         f"TTA {'+'.join(cfg.tta)}, on {device}"
     )
     with atomic_path(out, is_dir=True) as tmp:
-        oof = _Sink(tmp, "oof", role, len(oof_rows), score_size)
+        oof = _Sink(tmp, "oof", role, len(oof_rows), score_size, cache.classes)
         for (net, s), k in zip(fold_models, cv.folds):
             rows = np.flatnonzero(folds == k)
             positions = np.searchsorted(oof_rows, rows)
             _predict_into(oof, positions, [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
-        test = _Sink(tmp, "test", role, len(cache.test), score_size)
+        test = _Sink(tmp, "test", role, len(cache.test), score_size, cache.classes)
         rows = np.arange(len(cache.test))
         _predict_into(
             test,
@@ -81,6 +80,7 @@ def run(
                 "folds": list(cv.folds),
                 "tta": list(cfg.tta),
                 "score_size": list(score_size),
+                "classes": list(cache.classes),
                 "image_size": list(size),
                 "versions": versions(),
             },
@@ -91,18 +91,20 @@ def run(
 class _Sink:
     """Where predictions go: a uint8 memory map for masks, an in-memory table for classifiers."""
 
-    def __init__(self, folder: Path, name: str, role: str, n: int, score_size: tuple[int, int]) -> None:
-        self.folder, self.name, self.role = folder, name, role
+    def __init__(
+        self, folder: Path, name: str, role: str, n: int, score_size: tuple[int, int], classes: tuple[str, ...]
+    ) -> None:
+        self.folder, self.name, self.role, self.classes = folder, name, role, classes
         if role == "cls":
-            self.array = np.zeros((n, len(CLASSES)), np.float32)
+            self.array = np.zeros((n, len(classes)), np.float32)
         else:
             self.array = np.lib.format.open_memmap(
-                folder / f"{name}.npy", "w+", np.uint8, (n, len(CLASSES), *score_size)
-            )
+                folder / f"{name}.npy", "w+", np.uint8, (n, len(classes), *score_size)
+            )  # (N, C, H, W) p * 255
 
     def finish(self, index: pd.DataFrame) -> None:
         if self.role == "cls":
-            index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(CLASSES)})
+            index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(self.classes)})
         else:
             self.array.flush()
         write_csv(self.folder / f"{self.name}.csv", index)
@@ -127,7 +129,7 @@ def _predict_into(
     norm = settings["normalization"]
     size, cache_size = tuple(settings["image_size"]), tuple(cache.meta["arrays"]["train_images"][1:3])
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
-    labels = np.zeros((len(rows) and int(rows.max()) + 1, len(CLASSES)), np.float32)
+    labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
     ds = CacheDataset(cache.folder, rows, labels, transform, with_masks=False, images=images)
     loader = DataLoader(ds, batch_size=cfg.batch_size, pin_memory=device.type == "cuda")
     done = 0

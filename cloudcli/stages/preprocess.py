@@ -1,6 +1,7 @@
-"""Stage `preprocess`: decode JPEGs and RLEs once into a compact memory-mappable cache.
+"""Stage `preprocess`: decode images and labels once into a compact memory-mappable cache.
 
-Writes the folder described in cloudcli.data.cache, and a metrics file of label statistics.
+Any dataset kind (cloudcli.data.sources) becomes the folder described in cloudcli.data.cache;
+also a metrics file of label statistics.
 """
 
 from __future__ import annotations
@@ -12,82 +13,100 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.config import DataConfig, PreprocessConfig
 from cloudcli.data.cache import pack_masks, resize_mask
-from cloudcli.data.kaggle import SUBMISSION_CSV, TRAIN_CSV, image_paths, presence, read_image, read_labels, to_wide
+from cloudcli.data.sources import Source, open_source
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.parallel import pmap
-from cloudcli.rle import decode
 from cloudcli.ui import info
 from cloudcli.versions import versions
 
 PARAMS = ("data", "preprocess")
 _ARRAYS: dict[str, np.ndarray] = {}  # per-process memory maps of the cache being written
+_SOURCE: list[Source] = []  # per-process: the dataset being read (sent once per worker, not per image)
 
 
-def _open_arrays(folder: Path) -> None:
+def _open(folder: Path, source: Source) -> None:
     for path in folder.glob("*.npy"):
         _ARRAYS[path.stem] = np.load(path, mmap_mode="r+")
+    _SOURCE[:] = [source]
 
 
-def _process(job: tuple) -> None:
-    split, i, path, rles, data, cfg = job
-    image = read_image(path, data.image_size)
-    _ARRAYS[f"{split}_images"][i] = cv2.resize(image, cfg.image_size[::-1], interpolation=cv2.INTER_AREA)
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    out = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
+    return out.reshape(*size, image.shape[2])  # cv2 drops a single channel's axis
+
+
+def _process(job: tuple) -> np.ndarray | None:
+    """Write one image (and its masks) into the cache; (C,) mask areas at full size, for training images."""
+    split, i, cfg, score_size, truth = job
+    source = _SOURCE[0]
+    _ARRAYS[f"{split}_images"][i] = _resize(source.image(split, i), cfg.image_size)
+    if split == "test" and not truth:
+        return None
+    masks = source.masks(split, i)  # (C, H, W) at full size
     if split == "train":
-        masks = [decode(rle, data.image_size) for rle in rles]  # (H, W) each, at full size
         _ARRAYS["train_masks"][i] = pack_masks(np.stack([resize_mask(m, cfg.image_size) for m in masks]))
-        _ARRAYS["train_truth"][i] = pack_masks(np.stack([resize_mask(m, data.score_size) for m in masks]))
+    _ARRAYS[f"{split}_truth"][i] = pack_masks(np.stack([resize_mask(m, score_size) for m in masks]))
+    return masks.reshape(len(masks), -1).sum(1)
 
 
 def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> None:
-    raw = Path(data.raw)
-    train = to_wide(read_labels(raw / TRAIN_CSV, data.image_size))  # validates every RLE first
-    test_ids = list(pd.unique(read_labels(raw / SUBMISSION_CSV)["image_id"]))
-    train_paths, test_paths = image_paths(raw, "train", list(train.index)), image_paths(raw, "test", test_ids)
-    n, m, (h, w), (sh, sw) = len(train), len(test_ids), cfg.image_size, data.score_size
+    source = open_source(data).fit_limits()  # checks the layout; band limits from the training pixels
+    n, m, (h, w), (sh, sw) = len(source.train_ids), len(source.test_ids), cfg.image_size, data.score_size
+    bands = source.image("train", 0).shape[2]
     info(
-        f"preprocess: {n} train + {m} test images {data.image_size[0]}x{data.image_size[1]} -> {h}x{w}, "
-        f"truth masks at {sh}x{sw}, {cfg.workers} workers"
+        f"preprocess: {data.kind}, {n} train + {m} test images {data.image_size[0]}x{data.image_size[1]}x{bands} -> "
+        f"{h}x{w}, {len(source.classes)} classes, truth masks at {sh}x{sw}, {cfg.workers} workers"
     )
     shapes = {
-        "train_images": (n, h, w, 3),
+        "train_images": (n, h, w, bands),
         "train_masks": (n, h, w),
         "train_truth": (n, sh, sw),
-        "test_images": (m, h, w, 3),
+        "test_images": (m, h, w, bands),
     }
+    if source.has_test_truth:
+        shapes["test_truth"] = (m, sh, sw)  # the demo's hidden test labels, for the test score
     with atomic_path(out, is_dir=True) as tmp:
         for name, shape in shapes.items():
             np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
-        jobs = [("train", i, p, tuple(train.iloc[i]), data, cfg) for i, p in enumerate(train_paths)]
-        jobs += [("test", i, p, None, data, cfg) for i, p in enumerate(test_paths)]
-        pmap(_process, jobs, cfg.workers, "preprocess", "images", _open_arrays, (tmp,))
-        _ARRAYS.clear()
-        present = presence(train)
-        table = pd.DataFrame(present.astype(np.uint8), columns=list(CLASSES)).assign(image_id=list(train.index))
-        write_csv(tmp / "train.csv", table[["image_id", *CLASSES]])
-        write_csv(tmp / "test.csv", pd.DataFrame({"image_id": test_ids}))
-        write_json(
-            tmp / "meta.json",
-            {
-                "classes": list(CLASSES),
-                "mask_bits": {c: 1 << k for k, c in enumerate(CLASSES)},
-                "arrays": {k: list(v) for k, v in shapes.items()},
-                "params": {"data": asdict(data), "preprocess": asdict(cfg)},
-                "versions": versions(),
-            },
-        )
-    write_json(metrics, label_stats(present, m))
+        jobs = [("train", i, cfg, data.score_size, True) for i in range(n)]
+        jobs += [("test", i, cfg, data.score_size, source.has_test_truth) for i in range(m)]
+        areas = pmap(_process, jobs, cfg.workers, "preprocess", "images", _open, (tmp, source))[:n]
+        _ARRAYS.clear(), _SOURCE.clear()
+        areas = np.stack(areas)  # (N, C) mask pixels at full size
+        classes = list(source.classes)
+        table = pd.DataFrame((areas > 0).astype(np.uint8), columns=classes).assign(image_id=list(source.train_ids))
+        write_csv(tmp / "train.csv", table[["image_id", *classes]])
+        write_csv(tmp / "test.csv", pd.DataFrame({"image_id": list(source.test_ids)}))
+        write_json(tmp / "meta.json", _meta(source, data, cfg, shapes, tmp))
+    write_json(metrics, label_stats(areas > 0, m, source.classes))
     info(f"preprocess: wrote {out}")
 
 
-def label_stats(present: np.ndarray, n_test: int) -> dict:
-    """Label statistics of an (N, 4) presence matrix, for `dvc metrics show`."""
+def _meta(source: Source, data: DataConfig, cfg: PreprocessConfig, shapes: dict, folder: Path) -> dict:
+    images = np.load(folder / "train_images.npy", mmap_mode="r")
+    stats = images[:: max(1, len(images) // 64)].reshape(-1, images.shape[-1]) / 255.0  # a sample's band statistics
+    return {
+        "kind": source.kind,
+        "classes": list(source.classes),
+        "bands": list(source.bands) or None,
+        "mask_bits": {c: 1 << k for k, c in enumerate(source.classes)},
+        "band_limits": None if source.limits is None else source.limits.round(3).tolist(),
+        "band_mean": stats.mean(0).round(4).tolist(),
+        "band_std": np.maximum(stats.std(0), 1e-3).round(4).tolist(),
+        "arrays": {k: list(v) for k, v in shapes.items()},
+        "params": {"data": asdict(data), "preprocess": asdict(cfg)},
+        "versions": versions(),
+    }
+
+
+def label_stats(present: np.ndarray, n_test: int, classes: tuple[str, ...]) -> dict:
+    """Label statistics of an (N, C) presence matrix, for `dvc metrics show`."""
     return {
         "n_train": len(present),
         "n_test": int(n_test),
         "labels_non_empty": round(float(present.mean()), 4),
         "classes_per_image": round(float(present.sum(1).mean()), 4),
-        **{f"share_{c}": round(float(present[:, k].mean()), 4) for k, c in enumerate(CLASSES)},
+        **{f"share_{c}": round(float(present[:, k].mean()), 4) for k, c in enumerate(classes)},
     }

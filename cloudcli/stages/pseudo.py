@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.combine import VoteMaps, confident_by_classifier, confident_share, majority
 from cloudcli.config import DataConfig, PseudoConfig
-from cloudcli.data.cache import BITS, open_cache, pack_masks, resize_mask
-from cloudcli.data.kaggle import TEST_TRUTH_CSV, truth_masks
+from cloudcli.data.cache import BITS, open_cache, pack_masks, resize_mask, unpack_masks
 from cloudcli.data.predictions import aligned_masks, oof_truth, read_classifier, read_meta
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
@@ -111,14 +109,14 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
     test_row = pd.Index(cache.test["image_id"]).get_indexer(kept_ids)
     if (test_row < 0).any():
         raise DataError(f"{folders[0] / 'test.csv'}: images not in {cache.folder}; rerun `dvc repro infer`")
-    truth_csv = Path(data.raw) / TEST_TRUTH_CSV
-    truths = None  # the demo knows the test masks: how good are the labels?
-    if truth_csv.exists() and kept_ids:
-        truths = truth_masks(truth_csv, kept_ids, data.image_size, data.score_size)
+    classes = cache.classes
+    truths = None  # the demos know the test masks: how good are the labels?
+    if cache.has_test_truth and kept_ids:
+        truths = unpack_masks(cache.array("test_truth")[test_row], len(classes))  # (K, C, H, W)
     cache_size = tuple(cache.meta["arrays"]["test_images"][1:3])
     rules, shape_levels = [f.rule for f in fits], [f.shape_level for f in fits]
-    presence = np.zeros((len(rows), len(CLASSES)), int)
-    label_dice = np.zeros((len(rows), len(CLASSES)))
+    presence = np.zeros((len(rows), len(classes)), int)
+    label_dice = np.zeros((len(rows), len(classes)))
     rles: list[str] = []
     with atomic_path(out, is_dir=True) as tmp:
         small = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(rows), *cache_size))
@@ -127,7 +125,7 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
                 shape = None
                 if sources.shape:
                     members = np.stack([np.asarray(t[i]) for t in tests[1:]])  # (S, C, H, W)
-                    shape = np.stack([majority(members[:, k], levels[:, k]) for k in range(len(CLASSES))])
+                    shape = np.stack([majority(members[:, k], levels[:, k]) for k in range(len(classes))])
                 scores = None if cls_test is None else cls_test[i]
                 masks = postprocess(np.asarray(tests[0][i]), rules, scores, False, shape, shape_levels)
                 small[j] = pack_masks(np.stack([resize_mask(m, cache_size) for m in masks]))
@@ -139,18 +137,19 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
         small.flush()
         del small
         table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
-        table = table.assign(**{c: presence[:, k] for k, c in enumerate(CLASSES)}, confidence=confidence[rows].round(6))
+        table = table.assign(**{c: presence[:, k] for k, c in enumerate(classes)}, confidence=confidence[rows].round(6))
         write_csv(tmp / "images.csv", table)
-        labels = [f"{i}_{c}" for i in kept_ids for c in CLASSES]
+        labels = [f"{i}_{c}" for i in kept_ids for c in classes]
         write_csv(tmp / "labels.csv", pd.DataFrame({"Image_Label": labels, "EncodedPixels": rles}))
         report = {
             "images": len(rows),
             "test_images": len(keep),
             "share": round(len(rows) / max(len(keep), 1), 4),
-            "oof": summarize(np.stack([f.dice for f in fits], 1), empty).as_dict(),  # the label rules out of fold
+            "oof": summarize(np.stack([f.dice for f in fits], 1), empty, classes).as_dict(),  # the rules, out of fold
         }
         if truths is not None:
-            report["labels"] = summarize(label_dice, truths.reshape(len(rows), len(CLASSES), -1).max(2) == 0).as_dict()
+            empty_truth = truths.reshape(len(rows), len(classes), -1).max(2) == 0
+            report["labels"] = summarize(label_dice, empty_truth, classes).as_dict()
         write_json(
             tmp / "meta.json",
             {
@@ -163,7 +162,7 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
                 "seg1": str(folders[0]),
                 "shape": [str(f) for f in folders[1:]],
                 "classifier": None if cls_folder is None else str(cls_folder),
-                "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(CLASSES, fits))},
+                "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(classes, fits))},
                 "report": report,
                 "versions": versions(),
             },
@@ -178,8 +177,8 @@ def _fit(cfg, cache, ids, oofs, roles, cls_oof, where) -> tuple[list[ClassFit], 
     truth = oof_truth(cache, ids, where / "oof.csv")
     levels = np.array([member_levels(o, truth, r) for o, r in zip(oofs[1:], roles[1:])]) if len(oofs) > 1 else None
     fits, empty = [], []
-    for k, bit in enumerate(BITS):
-        inside = (truth & bit) != 0
+    for k in range(len(cache.classes)):
+        inside = (truth & BITS[k]) != 0
         shape = None
         if len(oofs) > 1:
             shape = counts(VoteMaps(oofs[1:], k, "majority", levels[:, k]), inside)

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from cloudcli.config import Params, resolve_model
+from cloudcli.data.cache import open_cache
 from cloudcli.errors import DataError
 from cloudcli.io import write_json
 from cloudcli.stages import infer, pseudo, train
@@ -50,7 +51,7 @@ def run(
 ) -> dict:
     """Rounds 2..pseudo_rounds.rounds. `first`: round 1's folder (pseudo/, with labels, models, predictions)."""
     cfg, rounds = params.pseudo, params.pseudo_rounds
-    report = {"rounds": rounds.rounds, "r1": _round_report(params, first / "labels", first / "models")}
+    report = {"rounds": rounds.rounds, "r1": _round_report(params, first / "labels", first / "models", cache)}
     out.mkdir(parents=True, exist_ok=True)
     for stale in sorted(out.glob("r*")):  # rounds beyond N, from a run with more rounds
         if stale.is_dir() and stale.name[1:].isdigit() and not 2 <= int(stale.name[1:]) <= rounds.rounds:
@@ -64,7 +65,7 @@ def run(
         for name in cfg.models:
             _train(params, name, cache, folds_csv, folder, r, params_file)
             _predict(params, name, cache, folds_csv, folder)
-        report[f"r{r}"] = _round_report(params, folder / "labels", folder / "models")
+        report[f"r{r}"] = _round_report(params, folder / "labels", folder / "models", cache)
         previous = folder / "predictions"
     final = {m: f"r{rounds.rounds}/predictions/{m}" for m in cfg.models} if rounds.rounds > 1 else {}
     meta = {"rounds": rounds.rounds, "relabel": rounds.relabel, "final": final, "versions": versions()}
@@ -135,7 +136,7 @@ def _fingerprint(params: Params, name: str, models: Path) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _round_report(params: Params, labels: Path, models: Path) -> dict:
+def _round_report(params: Params, labels: Path, models: Path, cache: Path) -> dict:
     try:
         meta = json.loads((labels / "meta.json").read_text())
     except FileNotFoundError:
@@ -145,5 +146,8 @@ def _round_report(params: Params, labels: Path, models: Path) -> dict:
     report["rules_oof_dice"] = round_or_none((made.get("oof") or {}).get("dice"))  # the label rules, out of fold
     if "labels" in made:  # the demo: the labels against the hidden test masks
         report["labels_dice"] = round_or_none(made["labels"]["dice"])
-    report["models"] = {m: model_score(m, params.models[m].role, params.cv.folds, models) for m in params.pseudo.models}
+    classes = open_cache(cache).classes
+    report["models"] = {
+        m: model_score(m, params.models[m].role, params.cv.folds, models, classes) for m in params.pseudo.models
+    }
     return report

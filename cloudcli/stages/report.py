@@ -2,7 +2,7 @@
 
 Data report (reports/data/): class frequency, classes per image, class co-occurrence, mask area
 per class, fold balance; each as a CSV (what `dvc plots` draws), a PNG, and all numbers in
-summary.json. Areas are shares of the image, summed from the RLE run lengths of train.csv.
+summary.json. Areas are shares of the image (Kaggle: summed from the RLE run lengths of train.csv).
 
 Prediction report (reports/predictions/NAME/), on out-of-fold predictions, NAME being `ensemble`
 (the tuned two-stage pipeline that submit applies) or a segmentation model (its own best pixel
@@ -20,51 +20,46 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.config import DataConfig, ReportConfig, TuneConfig
 from cloudcli.data.cache import BITS, open_cache, resize_mask, unpack_masks
-from cloudcli.data.kaggle import (
-    IMAGE_DIRS,
-    TRAIN_CSV,
-    image_paths,
-    read_image,
-    read_labels,
-    to_wide,
-)
+from cloudcli.data.kaggle import read_labels, to_wide
 from cloudcli.data.predictions import PSEUDO_PREDICTIONS, model_folder, oof_truth, read_masks, read_meta
+from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
-from cloudcli.metrics import dice_from_counts, summarize
+from cloudcli.metrics import dice_from_counts, metric_report
 from cloudcli.postprocess import ClassRule, level_of, postprocess
-from cloudcli.rle import decode, encode, parse
+from cloudcli.rle import decode, encode
 from cloudcli.ui import info, progress
-from cloudcli.viz import PALETTE, panel, write_png
+from cloudcli.viz import OKABE_ITO, panel, write_png
 
 PARAMS = {  # two stages: the sections each reads
     "report_data": ("data",),
-    "report_predictions": ("data", "report", "tune.min_areas", "tune.min_components", "tune.component_thresholds"),
+    "report_predictions": (
+        "data",
+        "report",
+        "tune.metric",
+        "tune.min_areas",
+        "tune.min_components",
+        "tune.component_thresholds",
+    ),
 }
 AREA_BINS = np.linspace(0.0, 1.0, 21)  # mask area histogram: 5% of the image per bin
-COLOURS = [tuple(c / 255 for c in PALETTE[name]) for name in CLASSES]  # matplotlib wants 0..1
+COLOURS = [tuple(c / 255 for c in colour) for colour in OKABE_ITO]  # class k's; matplotlib wants 0..1
 
 
 # ----------------------------------------------------------------------------------------------
 # data report
 
 
-def label_table(train_csv: Path, image_size: tuple[int, int]) -> pd.DataFrame:
-    """One row per image (train.csv order): one column per class with the mask's share of the image."""
-    long = read_labels(train_csv, image_size)
-    pixels = image_size[0] * image_size[1]
-    long["area"] = [parse(r, image_size)[1].sum() / pixels if r else 0.0 for r in long["rle"]]
-    return long.pivot(index="image_id", columns="cls", values="area").reindex(
-        index=pd.unique(long["image_id"]), columns=list(CLASSES)
-    )
+def label_table(source: Source) -> pd.DataFrame:
+    """One row per training image: one column per class with the mask's share of the image."""
+    return pd.DataFrame(source.areas(), index=pd.Index(source.train_ids, name="image_id"), columns=source.classes)
 
 
 def data_summary(areas: pd.DataFrame, folds: pd.DataFrame) -> dict:
     """Every number the data report draws, from the (image x class) area table and the folds table."""
-    present = areas.to_numpy() > 0
+    present, classes = areas.to_numpy() > 0, list(areas.columns)
     n = len(areas)
     per_image = present.sum(1)
     co = present.T.astype(np.int64) @ present.astype(np.int64)
@@ -80,10 +75,10 @@ def data_summary(areas: pd.DataFrame, folds: pd.DataFrame) -> dict:
         rows = present[fold == f]
         balance[str(f)] = {
             "images": len(rows),
-            **{c: round(float(rows[:, k].mean()), 6) for k, c in enumerate(CLASSES)},
+            **{c: round(float(rows[:, k].mean()), 6) for k, c in enumerate(classes)},
         }
     area = {}
-    for k, c in enumerate(CLASSES):
+    for k, c in enumerate(classes):
         values = areas.iloc[:, k].to_numpy()
         values = values[values > 0]
         hist = np.histogram(values, AREA_BINS)[0] if len(values) else np.zeros(len(AREA_BINS) - 1, np.int64)
@@ -97,10 +92,10 @@ def data_summary(areas: pd.DataFrame, folds: pd.DataFrame) -> dict:
         "images": n,
         "class_frequency": {
             c: {"images": int(present[:, k].sum()), "share": round(float(present[:, k].mean()), 6)}
-            for k, c in enumerate(CLASSES)
+            for k, c in enumerate(classes)
         },
-        "classes_per_image": {str(j): int((per_image == j).sum()) for j in range(len(CLASSES) + 1)},
-        "cooccurrence": {a: {b: int(co[i, j]) for j, b in enumerate(CLASSES)} for i, a in enumerate(CLASSES)},
+        "classes_per_image": {str(j): int((per_image == j).sum()) for j in range(len(classes) + 1)},
+        "cooccurrence": {a: {b: int(co[i, j]) for j, b in enumerate(classes)} for i, a in enumerate(classes)},
         "mask_area": {"bins": AREA_BINS.round(4).tolist(), **area},
         "folds": balance,
     }
@@ -108,7 +103,7 @@ def data_summary(areas: pd.DataFrame, folds: pd.DataFrame) -> dict:
 
 def run_data(data: DataConfig, folds_csv: Path, out: Path) -> dict:
     """Write the data report to `out` (replaced whole) and return its numbers."""
-    areas = label_table(Path(data.raw) / TRAIN_CSV, data.image_size)
+    areas = label_table(open_source(data))
     try:
         folds = pd.read_csv(folds_csv, dtype={"image_id": str})
     except FileNotFoundError:
@@ -139,14 +134,14 @@ def _write_data_tables(folder: Path, s: dict) -> None:
     write_csv(
         folder / "classes_per_image.csv", pd.DataFrame({"classes": list(map(int, per)), "images": list(per.values())})
     )
-    co = s["cooccurrence"]
+    co, classes = s["cooccurrence"], list(freq)
     write_csv(
         folder / "cooccurrence.csv",
-        pd.DataFrame([(a, b, co[a][b]) for a in CLASSES for b in CLASSES], columns=["class", "with", "images"]),
+        pd.DataFrame([(a, b, co[a][b]) for a in classes for b in classes], columns=["class", "with", "images"]),
     )
     bins = s["mask_area"]["bins"]
     table = {"area": [round((lo + hi) / 2, 4) for lo, hi in itertools.pairwise(bins)]}
-    table.update({c: s["mask_area"][c]["histogram"] for c in CLASSES})
+    table.update({c: s["mask_area"][c]["histogram"] for c in classes})
     write_csv(folder / "mask_area.csv", pd.DataFrame(table))
     write_csv(
         folder / "fold_balance.csv",
@@ -166,10 +161,10 @@ def _save(fig, path: Path) -> None:
 
 
 def _draw_data(folder: Path, s: dict) -> None:
-    n = s["images"]
+    n, classes = s["images"], list(s["class_frequency"])
     fig, ax = _figure()
     shares = [v["share"] for v in s["class_frequency"].values()]
-    bars = ax.barh(list(CLASSES), shares, color=COLOURS)
+    bars = ax.barh(classes, shares, color=COLOURS[: len(classes)])
     ax.bar_label(bars, [f"{v['images']} ({v['share']:.0%})" for v in s["class_frequency"].values()], padding=3)
     ax.set(xlim=(0, 1.15), xlabel="share of images with the class", title=f"Class frequency ({n} images)")
     ax.invert_yaxis()
@@ -183,25 +178,25 @@ def _draw_data(folder: Path, s: dict) -> None:
     _save(fig, folder / "classes_per_image.png")
 
     fig, ax = _figure(5.0, 4.2)
-    co = np.array([[s["cooccurrence"][a][b] for b in CLASSES] for a in CLASSES])
+    co = np.array([[s["cooccurrence"][a][b] for b in classes] for a in classes])
     ax.imshow(co, cmap="viridis")
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
+    for i in range(len(classes)):
+        for j in range(len(classes)):
             ax.text(
                 j, i, str(co[i, j]), ha="center", va="center", color="white" if co[i, j] < co.max() / 2 else "black"
             )
     ax.set(
-        xticks=range(len(CLASSES)),
-        yticks=range(len(CLASSES)),
-        xticklabels=CLASSES,
-        yticklabels=CLASSES,
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
         title="Images with both classes (diagonal: with the class)",
     )
     _save(fig, folder / "cooccurrence.png")
 
     fig, ax = _figure()
     bins = np.asarray(s["mask_area"]["bins"])
-    for k, c in enumerate(CLASSES):
+    for k, c in enumerate(classes):
         hist = s["mask_area"][c]["histogram"]
         ax.stairs(hist, bins, color=COLOURS[k], linewidth=2, label=f"{c} ({s['mask_area'][c]['masks']} masks)")
     ax.set(xlabel="mask area (share of the image)", ylabel="masks", title="Mask area per class (non-empty masks)")
@@ -210,13 +205,13 @@ def _draw_data(folder: Path, s: dict) -> None:
 
     fig, ax = _figure()
     folds = list(s["folds"])
-    width = 0.8 / len(CLASSES)
-    for k, c in enumerate(CLASSES):
-        x = np.arange(len(folds)) + (k - (len(CLASSES) - 1) / 2) * width
+    width = 0.8 / len(classes)
+    for k, c in enumerate(classes):
+        x = np.arange(len(folds)) + (k - (len(classes) - 1) / 2) * width
         ax.bar(x, [s["folds"][f][c] for f in folds], width, color=COLOURS[k], label=c)
     ax.set_xticks(range(len(folds)), [f"fold {f}\n{s['folds'][f]['images']} images" for f in folds])
     ax.set(ylim=(0, 1), ylabel="share of images with the class", title="Fold balance")
-    ax.legend(ncols=len(CLASSES), loc="upper center")
+    ax.legend(ncols=len(classes), loc="upper center")
     _save(fig, folder / "fold_balance.png")
 
 
@@ -225,7 +220,7 @@ def _draw_data(folder: Path, s: dict) -> None:
 
 
 class Masks:
-    """Binary masks of one report subject for one split: `ids`, and `masks(i)` -> (4, H, W)."""
+    """Binary masks of one report subject for one split: `ids`, and `masks(i)` -> (C, H, W)."""
 
     def __init__(self, ids: list[str], masks: Callable[[int], np.ndarray]) -> None:
         self.ids, self.masks = ids, masks
@@ -242,8 +237,8 @@ def fit_model_rules(probs: np.ndarray, truth: np.ndarray, tune: TuneConfig) -> l
 
     levels = tuple(sorted({level_of(t) for t in tune.component_thresholds}))
     rules = []
-    for k in range(len(CLASSES)):
-        found = search(probs[:, k], (truth & BITS[k]) != 0, tune.min_areas, tune.min_components, levels)
+    for k in range(probs.shape[1]):
+        found = search(probs[:, k], (truth & BITS[k]) != 0, tune.min_areas, tune.min_components, levels, tune.metric)
         rules.append(ClassRule(found.level, found.min_area, found.min_component))
     return rules
 
@@ -263,6 +258,7 @@ def run_predictions(
 ) -> dict:
     """Write the report of `name` (ensemble or a segmentation model) to `out` (replaced whole)."""
     cache = open_cache(cache_dir)
+    classes = cache.classes
     if name == "ensemble":
         from cloudcli.stages.submit import load_tuned
 
@@ -270,7 +266,7 @@ def run_predictions(
         oof, how = Masks(tuned.ids, tuned.masks), f"the tuned pipeline of {thresholds}"
         truth = oof_truth(cache, tuned.ids, Path(tuned.chosen["seg1"]) / "oof.csv")
         rules = dict(tuned.chosen["classes"])
-        test = _submitted(submission, data, cfg.test_images)
+        test = _submitted(submission, data, cfg.test_images, classes)
     else:
         folder = model_folder(name, predictions, pseudo_predictions)
         if read_meta(folder).get("role") == "cls":
@@ -280,21 +276,22 @@ def run_predictions(
         fitted = fit_model_rules(probs, truth, tune)
         oof = Masks(ids, lambda i: postprocess(np.asarray(probs[i]), fitted))  # the maps read once
         how = f"{folder}, its own best rule per class on its OOF maps"
-        rules = {c: r.__dict__ for c, r in zip(CLASSES, fitted)}
+        rules = {c: r.__dict__ for c, r in zip(classes, fitted)}
         test = model_masks(folder, "test", fitted)
     folds = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
 
-    n, k = len(oof.ids), len(CLASSES)
+    n, k = len(oof.ids), len(classes)
     inter, area, t_area = (np.zeros((n, k), np.int64) for _ in range(3))
     rles = []
     with progress(f"report {name}", n, "images") as advance:
         for i in range(n):
-            pred, t = oof.masks(i) != 0, unpack_masks(truth[i]) != 0
+            pred, t = oof.masks(i) != 0, unpack_masks(truth[i], k) != 0
             inter[i], area[i], t_area[i] = (pred & t).sum((1, 2)), pred.sum((1, 2)), t.sum((1, 2))
             rles += [encode(m) for m in pred]
             advance(1)
     per_map = dice_from_counts(inter, area, t_area)
-    report = summarize(per_map, t_area == 0).as_dict()
+    metric = tune.metric
+    report = metric_report(metric, inter, area, t_area, classes)
     decided, actual = area > 0, t_area > 0
     confusion = {
         c: {
@@ -303,10 +300,10 @@ def run_predictions(
             "fn": int((~decided[:, j] & actual[:, j]).sum()),
             "tn": int((~decided[:, j] & ~actual[:, j]).sum()),
         }
-        for j, c in enumerate(CLASSES)
+        for j, c in enumerate(classes)
     }
     per_image = pd.DataFrame({"image_id": oof.ids, "fold": folds.reindex(oof.ids).to_numpy()})
-    for j, c in enumerate(CLASSES):
+    for j, c in enumerate(classes):
         per_image[c] = per_map[:, j].round(6)
     per_image["dice"] = per_map.mean(1).round(6)
     worst = per_image.sort_values(["dice", "image_id"], kind="stable").head(cfg.worst)
@@ -325,7 +322,10 @@ def run_predictions(
         write_csv(tmp / "per_image.csv", per_image)
         write_csv(
             tmp / "per_class.csv",
-            pd.DataFrame({"class": list(CLASSES), "dice": [report[f"dice_{c}"] for c in CLASSES]}),
+            pd.DataFrame(
+                {"class": list(classes), "dice": per_map.mean(0)}
+                | ({} if metric == "dice" else {metric: [round(report[f"{metric}_{c}"], 6) for c in classes]})
+            ),
         )
         write_csv(
             tmp / "confusion.csv",
@@ -343,44 +343,44 @@ def run_predictions(
                 columns=["class", "truth", "predicted", "images"],
             ),
         )
-        labels = [f"{i}_{c}" for i in oof.ids for c in CLASSES]
+        labels = [f"{i}_{c}" for i in oof.ids for c in classes]
         write_csv(tmp / "oof_masks.csv", pd.DataFrame({"Image_Label": labels, "EncodedPixels": rles}))
         _draw_confusion(tmp / "confusion.png", confusion, name)
-        _draw_worst(tmp / "worst", worst, oof, truth, data, cfg)
-        _draw_test(tmp / "test", test, data, cfg, name)
-    info(f"report {name}: OOF Dice {report['dice']:.4f} over {n} images; wrote {out}")
+        source = open_source(data).with_limits(cache.meta.get("band_limits"))
+        _draw_worst(tmp / "worst", worst, oof, truth, source, cfg)
+        _draw_test(tmp / "test", test, source, cfg, name)
+    info(f"report {name}: OOF {metric} {report[metric]:.4f} over {n} images; wrote {out}")
     return summary
 
 
-def _submitted(submission: Path, data: DataConfig, count: int) -> Masks:
-    """The first `count` test images of a Kaggle submission file, decoded."""
-    wide = to_wide(read_labels(submission, data.score_size)).head(count)
+def _submitted(submission: Path, data: DataConfig, count: int, classes: tuple[str, ...]) -> Masks:
+    """The first `count` test images of a Kaggle-format submission file, decoded."""
+    wide = to_wide(read_labels(submission, data.score_size, classes), classes).head(count)
     rows = wide.to_numpy()
     return Masks(list(wide.index), lambda i: np.stack([decode(r, data.score_size) for r in rows[i]]))
 
 
-def _draw_worst(folder: Path, worst: pd.DataFrame, oof: Masks, truth: np.ndarray, data: DataConfig, cfg) -> None:
+def _draw_worst(folder: Path, worst: pd.DataFrame, oof: Masks, truth: np.ndarray, source: Source, cfg) -> None:
     folder.mkdir()
     row_of = {image_id: i for i, image_id in enumerate(oof.ids)}
-    paths = image_paths(data.raw, "train", list(worst["image_id"]))
-    for rank, (r, path) in enumerate(zip(worst.itertuples(), paths), 1):
+    classes = source.classes
+    for rank, r in enumerate(worst.itertuples(), 1):
         i = row_of[r.image_id]
-        image = read_image(path, data.image_size)
+        image = source.rgb("train", source.train_ids.index(r.image_id))
         title = f"#{rank} worst OOF: {r.image_id}  fold {r.fold}  mean Dice {r.dice:.3f}"
         write_png(
             folder / f"{rank:02d}_{Path(r.image_id).stem}.png",
-            panel(image, unpack_masks(truth[i]), oof.masks(i), title, cfg.tile),
+            panel(image, unpack_masks(truth[i], len(classes)), oof.masks(i), title, cfg.tile, classes),
         )
 
 
-def _draw_test(folder: Path, test: Masks, data: DataConfig, cfg, name: str) -> None:
+def _draw_test(folder: Path, test: Masks, source: Source, cfg, name: str) -> None:
     folder.mkdir()
-    ids = test.ids[: cfg.test_images]
-    for i, path in enumerate(image_paths(data.raw, "test", ids)):
-        title = f"test {ids[i]}: {'submitted' if name == 'ensemble' else name} masks"
+    for i, image_id in enumerate(test.ids[: cfg.test_images]):
+        title = f"test {image_id}: {'submitted' if name == 'ensemble' else name} masks"
+        image = source.rgb("test", source.test_ids.index(image_id))
         write_png(
-            folder / f"{Path(ids[i]).stem}.png",
-            panel(read_image(path, data.image_size), None, test.masks(i), title, cfg.tile),
+            folder / f"{Path(image_id).stem}.png", panel(image, None, test.masks(i), title, cfg.tile, source.classes)
         )
 
 
@@ -388,7 +388,7 @@ def _draw_confusion(path: Path, confusion: dict, name: str) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.0, 2.6), dpi=100, layout="constrained")
-    axes = fig.subplots(1, len(CLASSES))
+    axes = np.atleast_1d(fig.subplots(1, len(confusion)))
     for ax, (c, v) in zip(axes, confusion.items()):
         table = np.array([[v["tn"], v["fp"]], [v["fn"], v["tp"]]])
         ax.imshow(table, cmap="Blues", vmin=0)
@@ -419,53 +419,58 @@ def show(
     pred_csv: Path | None,
     truth: bool,
     tile_size: tuple[int, int],
+    band_limits: list | None = None,
 ) -> Path:
     """Draw one image with its truth (train images) and/or predicted masks (any Kaggle-format CSV)
-    to the PNG `out`; returns the path written."""
-    raw = Path(data.raw)
-    image_id = image_id if image_id.endswith(".jpg") else f"{image_id}.jpg"
-    split = next((s for s in IMAGE_DIRS if (raw / IMAGE_DIRS[s] / image_id).is_file()), None)
-    if split is None:
+    to the PNG `out`; returns the path written. `band_limits`: the cache's, for 16-bit bands."""
+    source = open_source(data)
+    found = source.find(image_id)
+    if found is None:
         raise DataError(
-            f"{image_id}: no such image in {raw / IMAGE_DIRS['train']} or {raw / IMAGE_DIRS['test']} "
-            "(data.raw in params.yaml); give an id from train.csv or sample_submission.csv"
+            f"{image_id}: no such image among the {len(source.train_ids)} train and {len(source.test_ids)} test "
+            f"images of {data.raw} (data.raw in params.yaml); e.g. {source.train_ids[0]}"
         )
-    image = read_image(raw / IMAGE_DIRS[split] / image_id, data.image_size)
-    true_masks = (
-        _masks_of(raw / TRAIN_CSV, image_id, data.image_size, data.score_size) if truth and split == "train" else None
-    )
+    split, row = found
+    image_id = source.ids(split)[row]
+    if band_limits is None and source.raw_image(split, row).dtype != np.uint8:
+        source = source.fit_limits()
+    source = source.with_limits(band_limits)
+    classes = source.classes
+    true_masks = None
+    if truth and split == "train":
+        true_masks = np.stack([resize_mask(m, data.score_size) for m in source.masks(split, row)])
     pred = None
     if pred_csv is not None and not Path(pred_csv).is_file():
         raise DataError(f"{pred_csv}: file not found (--pred); give a Kaggle-format CSV of predicted masks")
     if pred_csv is not None:
-        pred = _masks_of(pred_csv, image_id, data.score_size, data.score_size)
+        pred = _masks_of(pred_csv, image_id, data.score_size, classes)
         if pred is None:
             raise DataError(f"{pred_csv}: no rows for {image_id}; is it a prediction file of the {split} set?")
     what = ["truth"] * (true_masks is not None) + [f"{pred_csv}"] * (pred is not None)
     title = f"{split} {image_id}: {' vs '.join(what) if what else 'no masks'}"
-    write_png(out, panel(image, true_masks, pred, title, tile_size))
+    write_png(out, panel(source.rgb(split, row), true_masks, pred, title, tile_size, classes))
     return out
 
 
 def default_prediction(image_id: str, data: DataConfig, submission: Path, reports: Path) -> Path | None:
     """Where `show` finds predicted masks by default: the submission for test images, the
     ensemble report's OOF masks for training images; None if that file does not exist."""
-    image_id = image_id if image_id.endswith(".jpg") else f"{image_id}.jpg"
-    is_test = (Path(data.raw) / IMAGE_DIRS["test"] / image_id).is_file()
+    found = open_source(data).find(image_id)
+    is_test = found is not None and found[0] == "test"
     path = submission if is_test else reports / "ensemble" / "oof_masks.csv"
     return path if path.is_file() else None
 
 
-def _masks_of(csv: Path, image_id: str, size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray | None:
-    """(4, H, W) masks of one image from a Kaggle-format CSV at `size`, resized to `out_size`; None
-    if the file has no row for it."""
-    wide = to_wide(read_labels(csv))
+def _masks_of(csv: Path, image_id: str, size: tuple[int, int], classes: tuple[str, ...]) -> np.ndarray | None:
+    """(C, H, W) masks of one image from a Kaggle-format CSV of masks at `size`; None if the file
+    has no row for it."""
+    wide = to_wide(read_labels(csv, None, classes), classes)
     if image_id not in wide.index:
         return None
     masks = []
-    for c, rle in zip(CLASSES, wide.loc[image_id]):
+    for c, rle in zip(classes, wide.loc[image_id]):
         try:
-            masks.append(resize_mask(decode(rle, size), out_size))
+            masks.append(decode(rle, size))
         except ValueError as e:
             raise DataError(f"{csv} ({image_id}_{c}): malformed RLE for a {size[0]}x{size[1]} image: {e}") from None
     return np.stack(masks)

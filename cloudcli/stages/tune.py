@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.combine import VoteMaps
 from cloudcli.config import TuneConfig
 from cloudcli.data.cache import BITS, open_cache
@@ -31,13 +30,14 @@ from cloudcli.data.predictions import (
 )
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
-from cloudcli.metrics import summarize
+from cloudcli.metrics import metric_report
 from cloudcli.postprocess import level_of
-from cloudcli.search import LEVELS, Counts, best, counts, map_dice
-from cloudcli.twostage import ClassFit, at_least_one, fit_class, scores_of, top_pixel
+from cloudcli.search import LEVELS, Counts, best, counts
+from cloudcli.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
 from cloudcli.ui import console, info
 
 PARAMS = ("tune",)
+METRIC_NAMES = {"dice": "Dice", "jaccard": "Jaccard", "iou_image": "per-image IoU"}
 
 
 def run(
@@ -60,37 +60,39 @@ def run(
     cls = read_classifier(cls_folder, "oof", ids) if cls_folder else None
     shapes, shape_folder = _shape_sources(cfg, predictions, pseudo_predictions, ensemble_dir, ids)
     levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
-    truths = [(truth & b) != 0 for b in BITS]
-    seg1_counts = [counts(seg1[:, k], truths[k], cfg.min_components, levels) for k in range(len(CLASSES))]
+    classes = cache.classes
+    truths = [(truth & BITS[k]) != 0 for k in range(len(classes))]
+    seg1_counts = [counts(seg1[:, k], truths[k], cfg.min_components, levels) for k in range(len(classes))]
     scores = [
         scores_of(cfg.class_score, c, None if cls is None else cls[:, k], cfg.top_k) for k, c in enumerate(seg1_counts)
     ]
-    empty = np.stack([c.truth_area == 0 for c in seg1_counts], 1)
+    truth_area = np.stack([c.truth_area for c in seg1_counts], 1)  # (N, C)
+    metric = cfg.metric
 
     best_class = np.stack(scores if scores[0] is not None else [top_pixel(c) for c in seg1_counts], 1)
     gate = "+classifier" if cfg.class_score == "classifier" else f"+{cfg.class_score} score gate"
 
-    def pipeline(shape_counts: list[Counts] | None) -> tuple[list[ClassFit], list[tuple[str, np.ndarray]]]:
-        """Fits of every class and the Dice after each step: seg1 gate, score gate, at least one."""
-        shape_counts = shape_counts or [None] * len(CLASSES)
-        fits = [fit_class(c, s, None, cfg.min_areas) for c, s in zip(seg1_counts, shape_counts)]
+    def pipeline(shape_counts: list[Counts] | None) -> tuple[list[ClassFit], list[tuple[str, tuple]]]:
+        """Fits of every class and the counts after each step: seg1 gate, score gate, at least one."""
+        shape_counts = shape_counts or [None] * len(classes)
+        fits = [fit_class(c, s, None, cfg.min_areas, metric) for c, s in zip(seg1_counts, shape_counts)]
         steps = [] if shape_counts[0] is None else [("+seg1 gate", _stack(fits))]
         if scores[0] is not None:
-            fits = [fit_class(c, s, sc, cfg.min_areas) for c, s, sc in zip(seg1_counts, shape_counts, scores)]
+            fits = [fit_class(c, s, sc, cfg.min_areas, metric) for c, s, sc in zip(seg1_counts, shape_counts, scores)]
             steps.append((gate, _stack(fits)))
         if cfg.at_least_one:
-            steps.append(("+at least one", at_least_one(fits, best_class)))
+            steps.append(("+at least one", at_least_one_counts(fits, best_class)))
         return fits, steps
 
-    rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas) for c in seg1_counts))]
+    rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas, metric) for c in seg1_counts))]
     final: list[ClassFit] = []
     memo: dict[str, list[Counts]] = {}  # counts of each shape source, computed once
     for step, maps in shapes:
         if maps is not None and maps.label not in memo:
-            memo[maps.label] = [counts(maps(k), truths[k]) for k in range(len(CLASSES))]
+            memo[maps.label] = [counts(maps(k), truths[k]) for k in range(len(classes))]
         shape_counts = None if maps is None else memo[maps.label]
         if step in ("alone", "vote"):  # a shape model or the vote on its own, tuned like seg1
-            rows.append((maps.label, _stack(_alone(c, cfg.min_areas) for c in shape_counts)))
+            rows.append((maps.label, _stack(_alone(c, cfg.min_areas, metric) for c in shape_counts)))
         elif step == "combined":
             final, steps = pipeline(shape_counts)
             rows += steps
@@ -98,8 +100,12 @@ def run(
             final, steps = pipeline(shape_counts)
             rows.append(("+pseudo labels", steps[-1][1]))
 
-    plain = np.stack([map_dice(c.area, c.inter, c.truth_area, level_of(0.5), 0) for c in seg1_counts], 1)
-    report = {"before": summarize(plain, empty).as_dict(), "after": summarize(rows[-1][1], empty).as_dict()}
+    half = level_of(0.5)  # seg1 at p > 0.5: plain columns come first, column = level
+    plain = (np.stack([c.inter[:, half] for c in seg1_counts], 1), np.stack([c.area[:, half] for c in seg1_counts], 1))
+    report = {
+        "before": metric_report(metric, *plain, truth_area, classes),
+        "after": metric_report(metric, *rows[-1][1], truth_area, classes),
+    }
     chosen = {
         name: {
             "level": f.rule.level,
@@ -109,7 +115,7 @@ def run(
             "shape_level": f.shape_level,
             "cls_threshold": f.rule.cls_threshold,
         }
-        for name, f in zip(CLASSES, final)
+        for name, f in zip(classes, final)
     }
     write_json(
         out,
@@ -126,13 +132,15 @@ def run(
         },
     )
     write_json(metrics, report)
-    _write_stages(stages, rows, empty)
+    _write_stages(stages, rows, truth_area, classes, metric)
     curve = {"threshold": (LEVELS / 255).round(4)}
-    for name, c in zip(CLASSES, seg1_counts):
-        curve[name] = best(c, cfg.min_areas).scores[: len(LEVELS)].max(1).round(6)
+    for name, c in zip(classes, seg1_counts):
+        curve[name] = best(c, cfg.min_areas, metric).scores[: len(LEVELS)].max(1).round(6)
     write_csv(curves, pd.DataFrame(curve))
-    _print_table(rows, empty)
-    info(f"tune: CV Dice {report['before']['dice']:.4f} (seg1, p > 0.5) -> {report['after']['dice']:.4f} (tuned)")
+    _print_table(rows, truth_area, classes, metric)
+    name = METRIC_NAMES[metric]
+    before, after = report["before"][metric], report["after"][metric]
+    info(f"tune: CV {name} {before:.4f} (seg1, p > 0.5) -> {after:.4f} (tuned)")
     return report
 
 
@@ -181,7 +189,7 @@ def _shape_sources(cfg: TuneConfig, predictions: Path, pseudo_predictions: Path,
     def base_vote(k: int):  # the vote without pseudo-label members
         if len(base) == len(members):
             return vote[:, k]
-        levels = [m["levels"][CLASSES[k]] for m in base] if meta["vote"] == "majority" else None
+        levels = [list(m["levels"].values())[k] for m in base] if meta["vote"] == "majority" else None
         return VoteMaps([arrays[m["name"]] for m in base], k, meta["vote"], levels, min_votes, weights)
 
     if len(members) > 1:
@@ -200,32 +208,39 @@ def _oof(folder: Path, ids: list[str], stage: str = "infer") -> np.ndarray:
     return probs
 
 
-def _alone(c: Counts, min_areas: tuple[int, ...]) -> np.ndarray:
-    found = best(c, min_areas)
-    return map_dice(c.area, c.inter, c.truth_area, int(np.argmax(found.scores.max(1))), found.min_area)
+def _alone(c: Counts, min_areas: tuple[int, ...], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) counts of a map source on its own, at its best (level, min_area)."""
+    found = best(c, min_areas, metric)
+    column = int(np.argmax(found.scores.max(1)))
+    keep = c.area[:, column] >= found.min_area
+    return np.where(keep, c.inter[:, column], 0), np.where(keep, c.area[:, column], 0)
 
 
-def _stack(fits) -> np.ndarray:
-    return np.stack([f.dice if isinstance(f, ClassFit) else f for f in fits], 1)
+def _stack(fits) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) intersections and areas of per-class fits (ClassFit or (inter, area) pairs)."""
+    pairs = [(f.inter, f.area) if isinstance(f, ClassFit) else f for f in fits]
+    return np.stack([i for i, _ in pairs], 1), np.stack([a for _, a in pairs], 1)
 
 
-def _write_stages(folder: Path, rows: list[tuple[str, np.ndarray]], empty: np.ndarray) -> None:
+def _write_stages(folder: Path, rows: list, truth_area: np.ndarray, classes: tuple, metric: str) -> None:
     """One JSON per step, numbered in order: `dvc metrics show metrics/stages` is the table."""
     with atomic_path(folder, is_dir=True) as tmp:
-        for i, (name, dice) in enumerate(rows, 1):
+        for i, (name, (inter, area)) in enumerate(rows, 1):
             slug = name.strip("+").replace(" ", "_")
-            write_json(tmp / f"{i}_{slug}.json", summarize(dice, empty).as_dict())
+            write_json(tmp / f"{i}_{slug}.json", metric_report(metric, inter, area, truth_area, classes))
 
 
-def _print_table(rows: list[tuple[str, np.ndarray]], empty: np.ndarray) -> None:
+def _print_table(rows: list, truth_area: np.ndarray, classes: tuple, metric: str) -> None:
     from rich.table import Table
 
-    table = Table(title="CV Dice of each step (out-of-fold)")
+    table = Table(title=f"CV {METRIC_NAMES[metric]} of each step (out-of-fold)")
     table.add_column("step", no_wrap=True, min_width=max(len(name) for name, _ in rows))
-    for col in ("dice", "empty", "non-empty", *CLASSES):
+    split = ("empty", "non-empty") if metric == "dice" else ()  # Dice rows split by truth
+    for col in (metric, *split, *classes):
         table.add_column(col, justify="right", min_width=len(col))
-    for name, dice in rows:
-        r = summarize(dice, empty).as_dict()
-        cells = [r["dice"], r["dice_empty"], r["dice_non_empty"], *(r[f"dice_{c}"] for c in CLASSES)]
+    for name, (inter, area) in rows:
+        r = metric_report(metric, inter, area, truth_area, classes)
+        extra = [r["dice_empty"], r["dice_non_empty"]] if split else []
+        cells = [r[metric], *extra, *(r[f"{metric}_{c}"] for c in classes)]
         table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
     console.print(table)
