@@ -19,7 +19,7 @@ import yaml
 from cloudcli.errors import ConfigError
 
 Size = tuple[int, int]  # (height, width) in pixels
-SEG_LOSSES = ("bce", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
+SEG_LOSSES = ("bce", "kl", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
 CLS_LOSSES = ("bce", "bce_balanced")
 
 
@@ -262,6 +262,7 @@ class PseudoConfig:
     pixel_high: float  # ... or above this one
     min_share: float  # pixels: keep an image when more than this share of its pixels (all classes) is confident
     min_areas: tuple[int, ...]  # candidate min_area values of the label rules, pixels at data.score_size
+    soft: bool  # train on soft targets (the label models' mean probability) instead of binary masks
 
     def __post_init__(self) -> None:
         _check(

@@ -34,6 +34,28 @@ def cloudcli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
+def kaggle_data(raw: str | Path, image_size: tuple[int, int], score_size: tuple[int, int]):
+    """A DataConfig of the Kaggle kind (the other keys at their defaults)."""
+    from cloudcli.config import DataConfig
+
+    return DataConfig("kaggle_clouds", str(raw), image_size, score_size, None, None, (1.0, 99.0), None, None)
+
+
+def write_cache_meta(folder: Path, test_ids: list[str], score_size: tuple[int, int], truth=None) -> None:
+    """A cache folder holding what submit reads: test.csv (order), meta.json (classes, sizes) and,
+    given (M, 4, H, W) 0/1 `truth` in that order, test_truth.npy."""
+    from cloudcli.data.cache import pack_masks
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"image_id": test_ids}).to_csv(folder / "test.csv", index=False)
+    pd.DataFrame({"image_id": [], **{c: [] for c in CLASSES}}).to_csv(folder / "train.csv", index=False)
+    arrays = {"test_images": [len(test_ids), 8, 8, 3]}
+    if truth is not None:
+        np.save(folder / "test_truth.npy", pack_masks(truth))
+        arrays["test_truth"] = [len(test_ids), *score_size]
+    (folder / "meta.json").write_text(json.dumps({"classes": list(CLASSES), "arrays": arrays}))
+
+
 def tiny_params(**sections: dict) -> dict:
     """The repository's params.yaml adapted to the tiny demo data, with overrides per section."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -66,12 +66,13 @@ class CacheDataset(Dataset):
         masks: str | Path | None = None,  # packed masks file [default: the cache's train_masks.npy]
         mask_rows: np.ndarray | None = None,  # row of each item in `masks` and `labels` [default: its index]
         stream: int | None = None,
+        soft: bool = False,  # `masks` holds (K, C, h, w) uint8 probabilities (soft labels), not packed bits
     ) -> None:
         self.folder, self.indices, self.labels, self.images = Path(folder), np.asarray(indices), labels, images
         self.transform, self.seed, self.epoch, self.with_masks = transform, seed, 0, with_masks
         self.masks_file = Path(masks) if masks is not None else self.folder / "train_masks.npy"
         self.mask_rows = None if mask_rows is None else np.asarray(mask_rows)
-        self.stream = stream
+        self.stream, self.soft = stream, soft
         self._images: np.ndarray | None = None  # memory maps, opened lazily in each worker
         self._masks: np.ndarray | None = None
 
@@ -91,11 +92,12 @@ class CacheDataset(Dataset):
         self.transform.set_random_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         sample = {"image": np.array(self._images[i])}
         if self.with_masks:
-            sample["mask"] = unpack_masks(self._masks[m], self.labels.shape[1]).transpose(1, 2, 0)  # (h, w, C)
+            masks = np.asarray(self._masks[m]) if self.soft else unpack_masks(self._masks[m], self.labels.shape[1])
+            sample["mask"] = masks.transpose(1, 2, 0)  # (h, w, C) uint8: 0/1, or p * 255 when soft
         out = self.transform(**sample)
         item = {"image": out["image"], "labels": torch.from_numpy(self.labels[m].astype(np.float32)), "index": i}
         if self.with_masks:
-            item["masks"] = out["mask"].float()
+            item["masks"] = out["mask"].float() / (255.0 if self.soft else 1.0)
         return item
 
 

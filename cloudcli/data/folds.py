@@ -27,6 +27,8 @@ def make_folds(present: np.ndarray, n_splits: int, seed: int, groups: pd.DataFra
     labels = np.asarray(present, np.int64)
     if groups is not None and groups.shape[1]:
         labels = np.hstack([labels, pd.get_dummies(groups.astype(str)).to_numpy(np.int64)])
+    if labels.shape[1] == 1:  # one class: iterstrat wants several label columns; its complement adds nothing
+        labels = np.hstack([labels, 1 - labels])
     folds = np.full(n, -1, dtype=np.int64)
     splitter = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for k, (_, valid) in enumerate(splitter.split(np.zeros((n, 1)), labels)):

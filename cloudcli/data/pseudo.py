@@ -3,6 +3,7 @@
 images.csv  image_id, test_row (row of the cache's test_images.npy), one 0/1 presence column
             per class, confidence (what the selection rule measured)
 masks.npy   (K, h, w) uint8 packed masks (bit k = class k) at the cache's image size
+soft.npy    (K, C, h, w) uint8 soft targets p * 255, with pseudo.soft (what training then reads)
 labels.csv  the same masks in the Kaggle format (Image_Label, EncodedPixels at 350x525)
 meta.json   the rule, its thresholds, the models that made the labels, counts, versions
 """
@@ -10,6 +11,7 @@ meta.json   the rule, its thresholds, the models that made the labels, counts, v
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,12 @@ class PseudoSet:
     masks: np.ndarray  # (K, h, w) packed, memory-mapped
     sha1: str  # of meta.json, images.csv and masks.npy: identifies the set in a training's settings
     classes: tuple[str, ...]
+    soft: bool = False  # train on soft.npy (probabilities) rather than the packed masks
+
+    @property
+    def targets(self) -> Path:
+        """The file training reads its targets from."""
+        return self.folder / ("soft.npy" if self.soft else "masks.npy")
 
     @property
     def labels(self) -> np.ndarray:
@@ -63,9 +71,19 @@ def read_pseudo(
             f"{folder / 'images.csv'}: test_row does not match the cache's test images; "
             "the cache changed since the labels were made: rerun `dvc repro pseudo`"
         )
+    soft = bool(json.loads(meta_bytes).get("soft", False))
+    if soft:
+        try:
+            shape = np.load(folder / "soft.npy", mmap_mode="r").shape
+        except FileNotFoundError:
+            raise DataError(
+                f"{folder / 'soft.npy'}: missing (meta.json says soft labels); rerun `dvc repro pseudo`"
+            ) from None
+        if shape != (len(images), len(classes), *mask_size):
+            raise DataError(f"{folder / 'soft.npy'}: shape {shape}, expected {(len(images), len(classes), *mask_size)}")
     digest = hashlib.sha1(meta_bytes + (folder / "images.csv").read_bytes())
-    with open(folder / "masks.npy", "rb") as f:  # the labels themselves
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    sha1 = digest.hexdigest()
-    return PseudoSet(folder, images, masks, sha1, tuple(classes))
+    for name in ("masks.npy", "soft.npy") if soft else ("masks.npy",):
+        with open(folder / name, "rb") as f:  # the labels themselves
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return PseudoSet(folder, images, masks, digest.hexdigest(), tuple(classes), soft)

@@ -178,25 +178,28 @@ class Source:
         return self if limits is None else replace(self, limits=np.asarray(limits, np.float64))
 
 
-def open_source(data: DataConfig) -> Source:
-    """Check the raw folder's layout for `data.kind` and list its images; nothing is decoded."""
+def open_source(data: DataConfig, labels_only: bool = False) -> Source:
+    """Check the raw folder's layout for `data.kind` and list its images; nothing is decoded.
+    `labels_only`: what the training labels need (Kaggle: train.csv alone; no test images)."""
     root = Path(data.raw)
     if not root.is_dir():
         raise DataError(f"{root}: raw data folder not found (data.raw in params.yaml)")
     classes = data.classes or default_classes(data.kind)
     common = {"kind": data.kind, "root": root, "classes": tuple(classes), "image_size": tuple(data.image_size)}
     if data.kind == "kaggle_clouds":
-        return _kaggle(data, common)
+        return _kaggle(data, common, labels_only)
     if data.kind == "chips":
         return _chips(data, common)
     return _image_mask(data, common)
 
 
-def _kaggle(data: DataConfig, common: dict) -> Source:
+def _kaggle(data: DataConfig, common: dict, labels_only: bool) -> Source:
     from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, TRAIN_CSV, image_paths, read_labels, to_wide
 
     root = common["root"]
     wide = to_wide(read_labels(root / TRAIN_CSV, data.image_size))  # validates every RLE first
+    if labels_only:
+        return Source(**common, train_ids=tuple(wide.index), test_ids=(), has_test_truth=False, rles=wide)
     test_ids = tuple(pd.unique(read_labels(root / SUBMISSION_CSV)["image_id"]))
     image_paths(root, "train", list(wide.index)), image_paths(root, "test", list(test_ids))  # all there
     truth = (root / TEST_TRUTH_CSV).is_file()
@@ -309,7 +312,7 @@ def scale_bands(raw: np.ndarray, limits: np.ndarray, nodata: int | None) -> np.n
     """(H, W, B) raw values -> uint8: each band clipped to its (low, high) and mapped to 0..255;
     nodata pixels become 0."""
     low, high = limits[:, 0], limits[:, 1]
-    scaled = (raw.astype(np.float32) - low) * (255.0 / (high - low))
+    scaled = (raw.astype(np.float64) - low) * 255.0 / (high - low)
     out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     out[_nodata(raw, nodata).reshape(raw.shape[:2])] = 0
     return out

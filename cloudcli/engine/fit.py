@@ -130,7 +130,8 @@ def _loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo=None) -> tu
             cfg.seed,
             masks,
             images="test_images",
-            masks=pseudo.folder / "masks.npy",
+            masks=pseudo.targets,
+            soft=pseudo.soft,
             mask_rows=np.arange(len(pseudo.images)),
             stream=1,
         )

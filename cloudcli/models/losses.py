@@ -31,6 +31,17 @@ class PositiveDiceLoss(nn.Module):
         return 1 - soft_dice_pairs(logits, target)[positive].mean()
 
 
+class SoftKLLoss(nn.Module):
+    """Mean KL divergence from the target's Bernoulli distribution to the prediction's, per pixel:
+    BCE minus the target's entropy, so 0 when the probabilities match; made for soft labels."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = target.float().clamp(0, 1)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), t, reduction="none")
+        entropy = -(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t))
+        return (bce - entropy).mean()
+
+
 class BalancedBCELoss(nn.Module):
     """BCE with positive and negative labels weighted equally: 0.5 mean over each group."""
 
@@ -43,6 +54,7 @@ class BalancedBCELoss(nn.Module):
 
 SEG_LOSSES: dict[str, Callable[[], nn.Module]] = {
     "bce": nn.BCEWithLogitsLoss,
+    "kl": SoftKLLoss,
     "dice": lambda: smp.losses.DiceLoss("multilabel", from_logits=True),
     "dice_pos": PositiveDiceLoss,
     "focal": lambda: smp.losses.FocalLoss("multilabel"),

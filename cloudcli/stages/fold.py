@@ -17,7 +17,7 @@ PARAMS = ("data", "fold")
 
 
 def run(data: DataConfig, cfg: FoldConfig, out: Path, metrics: Path) -> None:
-    source = open_source(data)
+    source = open_source(data, labels_only=True)
     areas = source.areas() if "coverage" in cfg.stratify or data.kind != "kaggle_clouds" else None
     present = source.presence() if areas is None else areas > 0
     where = None if data.metadata is None else Path(data.raw) / data.metadata

@@ -16,6 +16,7 @@ import pandas as pd
 from cloudcli.config import DataConfig, PreprocessConfig
 from cloudcli.data.cache import pack_masks, resize_mask
 from cloudcli.data.sources import Source, open_source
+from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.parallel import pmap
 from cloudcli.ui import info
@@ -41,7 +42,13 @@ def _process(job: tuple) -> np.ndarray | None:
     """Write one image (and its masks) into the cache; (C,) mask areas at full size, for training images."""
     split, i, cfg, score_size, truth = job
     source = _SOURCE[0]
-    _ARRAYS[f"{split}_images"][i] = _resize(source.image(split, i), cfg.image_size)
+    image, target = source.image(split, i), _ARRAYS[f"{split}_images"]
+    if image.shape[2] != target.shape[3]:
+        raise DataError(
+            f"{source.root}: {split} image {source.ids(split)[i]} has {image.shape[2]} bands (channels), the first "
+            f"training image {target.shape[3]}; every image of a dataset needs the same bands"
+        )
+    target[i] = _resize(image, cfg.image_size)
     if split == "test" and not truth:
         return None
     masks = source.masks(split, i)  # (C, H, W) at full size

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -120,6 +121,9 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
     rles: list[str] = []
     with atomic_path(out, is_dir=True) as tmp:
         small = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(rows), *cache_size))
+        soft = None  # soft labels: (K, C, h, w) uint8 mean probability of the label models, p * 255
+        if cfg.soft:
+            soft = np.lib.format.open_memmap(tmp / "soft.npy", "w+", np.uint8, (len(rows), len(classes), *cache_size))
         with progress("pseudo labels", len(rows), "images") as advance:
             for j, i in enumerate(rows):
                 shape = None
@@ -129,13 +133,15 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
                 scores = None if cls_test is None else cls_test[i]
                 masks = postprocess(np.asarray(tests[0][i]), rules, scores, False, shape, shape_levels)
                 small[j] = pack_masks(np.stack([resize_mask(m, cache_size) for m in masks]))
+                if soft is not None:
+                    soft[j] = soft_label([np.asarray(t[i]) for t in tests], masks, cache_size)
                 presence[j] = masks.reshape(len(masks), -1).any(1)
                 rles += [encode(m) for m in masks]
                 if truths is not None:
                     label_dice[j] = dice_from_counts(*row_counts(masks[None], truths[j][None]))[0]
                 advance(1)
         small.flush()
-        del small
+        del small, soft
         table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
         table = table.assign(**{c: presence[:, k] for k, c in enumerate(classes)}, confidence=confidence[rows].round(6))
         write_csv(tmp / "images.csv", table)
@@ -154,6 +160,7 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
             tmp / "meta.json",
             {
                 "rule": cfg.rule,
+                "soft": cfg.soft,
                 "thresholds": (
                     {"low": cfg.low, "high": cfg.high}
                     if cfg.rule == "classifier"
@@ -169,6 +176,14 @@ def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Pa
         )
     info(f"pseudo: wrote {out} ({len(rows)} images, labels' OOF Dice {report['oof']['dice']:.4f})")
     return report
+
+
+def soft_label(probs: list[np.ndarray], masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) uint8 soft target of one image: the mean of the label models' (C, H, W) uint8
+    probabilities, 0 for a class whose hard label is empty (the pipeline says absent), resized."""
+    mean = np.mean(np.stack(probs), 0).astype(np.float32)  # (C, H, W)
+    mean[~masks.reshape(len(masks), -1).any(1)] = 0
+    return np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_AREA) for m in mean]).round().astype(np.uint8)
 
 
 def _fit(cfg, cache, ids, oofs, roles, cls_oof, where) -> tuple[list[ClassFit], np.ndarray | None, np.ndarray]:

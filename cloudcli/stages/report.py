@@ -103,7 +103,7 @@ def data_summary(areas: pd.DataFrame, folds: pd.DataFrame) -> dict:
 
 def run_data(data: DataConfig, folds_csv: Path, out: Path) -> dict:
     """Write the data report to `out` (replaced whole) and return its numbers."""
-    areas = label_table(open_source(data))
+    areas = label_table(open_source(data, labels_only=True))
     try:
         folds = pd.read_csv(folds_csv, dtype={"image_id": str})
     except FileNotFoundError:

@@ -78,3 +78,15 @@ def test_weighted_sum_of_losses() -> None:
     expected = 0.3 * torch.nn.BCEWithLogitsLoss()(logits, target) + 0.7 * PositiveDiceLoss()(logits, target)
     assert combo(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(combo.last) == {"bce", "dice_pos"}
+
+
+def test_kl_is_bce_minus_the_target_entropy_and_zero_at_the_target() -> None:
+    from cloudcli.models.losses import SoftKLLoss
+
+    target = torch.tensor([[[[0.0, 0.25, 0.5, 1.0]]]])
+    logits = torch.tensor([[[[-2.0, 0.0, 1.0, 3.0]]]])
+    p, t = torch.sigmoid(logits), target
+    by_hand = t * torch.log(t.clamp_min(1e-30) / p) + (1 - t) * torch.log((1 - t).clamp_min(1e-30) / (1 - p))
+    assert float(SoftKLLoss()(logits, target)) == pytest.approx(float(by_hand.mean()), rel=1e-5)
+    at_target = torch.logit(torch.tensor([[[[0.25, 0.5, 0.9]]]]))
+    assert float(SoftKLLoss()(at_target, torch.sigmoid(at_target))) == pytest.approx(0.0, abs=1e-6)

@@ -5,12 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from dvc_repo import copy_of, run
-from helpers import cloudcli
+from helpers import cloudcli, kaggle_data
 
 from cloudcli import CLASSES
 from cloudcli.config import load_params
 from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import read_labels, to_wide
+from cloudcli.data.sources import open_source
 from cloudcli.metrics import dice
 from cloudcli.rle import decode, encode
 from cloudcli.stages import report
@@ -49,7 +50,7 @@ def hand_made(tmp_path):
 
 
 def test_data_report_known_answers(hand_made) -> None:
-    table = report.label_table(hand_made / "data/train.csv", SIZE)
+    table = report.label_table(open_source(kaggle_data(hand_made / "data", SIZE, SIZE), labels_only=True))
     assert table.loc["a.jpg"].tolist() == [0.5, 0.0, 0.0, 0.1] and table.loc["b.jpg", "Fish"] == 0.05
     s = report.data_summary(table, pd.read_csv(hand_made / "folds.csv"))
     assert s["images"] == 3

@@ -3,10 +3,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import cloudcli
+from helpers import cloudcli, kaggle_data, write_cache_meta
 
 from cloudcli import CLASSES
-from cloudcli.config import DataConfig
 from cloudcli.data.predictions import fingerprint
 from cloudcli.errors import DataError
 from cloudcli.postprocess import ClassRule, postprocess
@@ -55,14 +54,14 @@ def project(tmp_path, request):
     raw.mkdir()
     labels = [f"{i}_{c}" for i in ids for c in CLASSES]
     pd.DataFrame({"Image_Label": labels, "EncodedPixels": "1 1"}).to_csv(raw / "sample_submission.csv", index=False)
-    pd.DataFrame({"Image_Label": labels, "EncodedPixels": ""}).to_csv(raw / "test_truth.csv", index=False)
-    data = DataConfig(raw=str(raw), image_size=(16, 24), score_size=SIZE)
+    write_cache_meta(tmp_path / "cache", ids, SIZE, np.zeros((3, 4, *SIZE), np.uint8))  # empty test truth
+    data = kaggle_data(raw, (16, 24), SIZE)
     return tmp_path, data, probs, cls_probs, chosen, shape
 
 
 def test_writer_round_trip_and_order(project) -> None:
     root, data, probs, cls_probs, chosen, shape = project
-    submit.run(data, root / "t.json", root / "sub.csv", root / "m.json")
+    submit.run(data, root / "t.json", root / "cache", root / "sub.csv", root / "m.json")
     sub = pd.read_csv(root / "sub.csv", keep_default_na=False)
     sample = pd.read_csv(root / "data/sample_submission.csv")
     assert list(sub.columns) == ["Image_Label", "EncodedPixels"] and list(sub["Image_Label"]) == list(
@@ -78,19 +77,23 @@ def test_writer_round_trip_and_order(project) -> None:
     report = json.loads((root / "m.json").read_text())  # all-empty truth: Dice = share of empty predictions
     empty = (sub["EncodedPixels"] == "").mean()
     assert report["dice"] == pytest.approx(empty)
-    assert submit.check(root / "sub.csv", root / "data/sample_submission.csv", SIZE) == 12
+    assert submit.check(root / "sub.csv", sample_rows(root), SIZE, CLASSES, "sample") == 12
+
+
+def sample_rows(root) -> list[str]:
+    return list(pd.read_csv(root / "data/sample_submission.csv")["Image_Label"])
 
 
 def test_predictions_changed_since_tune_is_a_clear_error(project) -> None:
     root, data, *_ = project
     (root / "pred/seg1/meta.json").write_text('{"role": "seg1", "folds": [0, 1]}')  # re-inferred since tune
     with pytest.raises(DataError, match=r"pred/seg1/meta.json changed since .*t.json was tuned on it; rerun"):
-        submit.run(data, root / "t.json", root / "sub.csv", root / "m.json")
+        submit.run(data, root / "t.json", root / "cache", root / "sub.csv", root / "m.json")
     chosen = json.loads((root / "t.json").read_text())
     del chosen["fitted_on"]
     (root / "t.json").write_text(json.dumps(chosen))
     with pytest.raises(DataError, match=r"t.json: no fitted_on .*rerun `dvc repro tune`"):
-        submit.run(data, root / "t.json", root / "sub.csv", root / "m.json")
+        submit.run(data, root / "t.json", root / "cache", root / "sub.csv", root / "m.json")
     assert not (root / "sub.csv").exists()
 
 
@@ -119,10 +122,10 @@ def good_rows() -> list[str]:
 def test_check_catches_each_kind_of_malformed_file(project, change, message: str) -> None:
     root = project[0]
     write(root / "s.csv", good_rows())
-    assert submit.check(root / "s.csv", root / "data/sample_submission.csv", SIZE) == 12
+    assert submit.check(root / "s.csv", sample_rows(root), SIZE, CLASSES, "sample") == 12
     write(root / "s.csv", change(good_rows()))
     with pytest.raises(DataError, match=message):
-        submit.check(root / "s.csv", root / "data/sample_submission.csv", SIZE)
+        submit.check(root / "s.csv", sample_rows(root), SIZE, CLASSES, "sample")
 
 
 def test_check_from_the_command_line(project) -> None:

@@ -14,7 +14,8 @@ from cloudcli.stages.submit import class_scores
 
 def run_tune(root, **changes):
     values = dict(
-        seg1="seg1", shape="ensemble", classifier="cls", class_score="classifier", top_k=20, at_least_one=False,
+        metric="dice", seg1="seg1", shape="ensemble", classifier="cls", class_score="classifier", top_k=20,
+        at_least_one=False,
         min_areas=(0, 5, 10, 20), min_components=(0, 3, 8), component_thresholds=(0.4, 0.5, 0.6),
     )  # fmt: skip
     cfg = TuneConfig(**{**values, **changes})

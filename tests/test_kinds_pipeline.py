@@ -1,0 +1,132 @@
+"""End to end: `dvc repro` of the real dvc.yaml on tiny generated datasets of the other kinds, with
+configs/chips.yaml and configs/image_mask.yaml (shrunk to a few 32x32 images and one epoch)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from dvc_repo import git_dvc_repo, ran, run
+from helpers import REPO, cloudcli
+
+from cloudcli.config import load_params
+from cloudcli.data.cache import resize_mask
+from cloudcli.data.sources import open_source
+from cloudcli.rle import decode
+
+pytestmark = pytest.mark.slow
+SIZE = 32
+
+
+def kind_repo(tmp_path: Path, kind: str, raw: str, **sections: dict) -> Path:
+    """A git + DVC repository with a tiny dataset of `kind` in `raw` and configs/<kind>.yaml shrunk."""
+    repo = git_dvc_repo(tmp_path / kind)
+    cloudcli("demo-data", raw, "--kind", kind, "--n-train", "24", "--n-test", "6", "--height", str(SIZE),
+             "--width", str(SIZE), "--workers", "1", cwd=repo)  # fmt: skip
+    params = yaml.safe_load((REPO / "configs" / f"{kind}.yaml").read_text())
+    params["data"].update(image_size=[SIZE, SIZE], score_size=[SIZE, SIZE])
+    params["preprocess"].update(image_size=[SIZE, SIZE], workers=1)
+    params["fold"].update(n_splits=3)
+    params["train"].update(epochs=1, batch_size=4)
+    params["cv"].update(folds=[0])
+    params["report"].update(worst=2, test_images=2, tile=[64, 64])
+    for name, values in sections.items():
+        params[name].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    run("dvc", "add", "-q", raw, cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", kind, cwd=repo)
+    return repo
+
+
+def source_of(repo: Path):
+    data = load_params(repo / "params.yaml").data
+    return open_source(replace(data, raw=str(repo / data.raw)))
+
+
+def pooled_jaccard_from_csv(repo: Path, csv: Path, split: str) -> float:
+    """The metric recomputed by hand: masks decoded from a Kaggle-format CSV against the raw labels."""
+    p = load_params(repo / "params.yaml")
+    source = source_of(repo)
+    table = pd.read_csv(csv, keep_default_na=False)
+    inter = union = 0
+    for label, rle in zip(table["Image_Label"], table["EncodedPixels"]):
+        image_id, cls = label.rsplit("_", 1)
+        pred = decode(rle, tuple(p.data.score_size)).astype(bool)
+        row = source.ids(split).index(image_id)
+        truth = resize_mask(source.masks(split, row)[source.classes.index(cls)], tuple(p.data.score_size)) > 0
+        inter, union = inter + (pred & truth).sum(), union + (pred | truth).sum()
+    return inter / union if union else 1.0
+
+
+def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
+    repo = kind_repo(tmp_path, "chips", "data_chips", pseudo={"pixel_low": 0.5, "pixel_high": 0.5})
+    out = run("dvc", "repro", cwd=repo)
+    assert {"preprocess", "fold", "train@seg1-0", "train@cls-0", "pseudo", "pseudo_rounds", "tune", "submit"} <= ran(
+        out
+    )
+    meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
+    assert meta["kind"] == "chips" and meta["classes"] == ["cloud"] and meta["bands"] == ["B02", "B03", "B04", "B08"]
+    assert np.load(repo / "artifacts/preprocessed/train_images.npy").shape == (24, SIZE, SIZE, 4)
+    assert json.loads((repo / "models/seg1/fold0/config.json").read_text())["in_channels"] == 4
+    folds = json.loads((repo / "metrics/folds.json").read_text())
+    assert set(folds["max_group_share_gap"]) == {"location", "coverage"}
+
+    tune = json.loads((repo / "metrics/tune.json").read_text())
+    assert set(tune["after"]) >= {"jaccard", "jaccard_cloud", "dice", "iou_image"}
+    assert "tune: CV Jaccard" in out and "submit: test jaccard" in out
+    report = json.loads((repo / "reports/predictions/ensemble/summary.json").read_text())
+    assert report["jaccard"] == pytest.approx(tune["after"]["jaccard"], abs=1e-9)  # the same pipeline, out of fold
+    oof = repo / "reports/predictions/ensemble/oof_masks.csv"
+    assert pooled_jaccard_from_csv(repo, oof, "train") == pytest.approx(tune["after"]["jaccard"], abs=1e-9)
+    test = json.loads((repo / "metrics/test.json").read_text())
+    assert pooled_jaccard_from_csv(repo, repo / "submission.csv", "test") == pytest.approx(test["jaccard"], abs=1e-9)
+    assert "valid submission, 6 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
+
+    labels = json.loads((repo / "pseudo/labels/meta.json").read_text())
+    assert labels["rule"] == "pixels" and labels["soft"] is True
+    soft = np.load(repo / "pseudo/labels/soft.npy")
+    assert soft.shape[1:] == (1, SIZE, SIZE) and soft.dtype == np.uint8 and len(soft) == labels["report"]["images"]
+    rounds = json.loads((repo / "pseudo/rounds/meta.json").read_text())
+    assert rounds["final"]["seg2_pl"].startswith("r2/")  # two rounds: the second relabelled with seg2_pl
+    trained = json.loads((repo / "pseudo/models/seg2_pl/fold0/config.json").read_text())
+    assert trained["loss"] == {"dice_pos": 1.0, "kl": 1.0} and trained["pseudo"]["images"] >= 1
+
+    chip = source_of(repo).train_ids[0]
+    shown = cloudcli("show", chip, cwd=repo).stdout.strip()
+    assert shown == f"show/{chip}.png" and (repo / shown).is_file()
+
+
+def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
+    repo = kind_repo(
+        tmp_path,
+        "image_mask",
+        "data_tiles",
+        pseudo={"models": [], "pixel_low": 0.5, "pixel_high": 0.5},
+        ensemble={"members": ["seg2"]},
+    )
+    out = run("dvc", "repro", cwd=repo)
+    assert "train_pl" not in " ".join(ran(out)) and {"tune", "submit", "report_predictions"} <= ran(out)
+    meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
+    assert meta["kind"] == "image_mask" and meta["classes"] == ["building"] and meta["band_limits"] is None
+    tune = json.loads((repo / "metrics/tune.json").read_text())
+    assert 0.0 <= tune["after"]["iou_image"] <= 1.0 and "tune: CV per-image IoU" in out
+    report = repo / "reports/predictions/ensemble"
+    per_image = pd.read_csv(report / "per_image.csv")
+    assert len(per_image) == len(pd.read_csv(repo / "artifacts/folds.csv").query("fold == 0"))
+    table = pd.read_csv(report / "oof_masks.csv", keep_default_na=False)
+    source = source_of(repo)
+    iou = []
+    for label, rle in zip(table["Image_Label"], table["EncodedPixels"]):
+        image_id = label.rsplit("_", 1)[0]
+        pred = decode(rle, (SIZE, SIZE)).astype(bool)
+        truth = source.masks("train", source.train_ids.index(image_id))[0] > 0
+        iou.append((pred & truth).sum() / (pred | truth).sum() if (pred | truth).any() else 1.0)
+    assert np.mean(iou) == pytest.approx(tune["after"]["iou_image"], abs=1e-9)
+    assert "valid submission, 6 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
