@@ -27,7 +27,7 @@ def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str
 
 
 def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
-    """(N, C) classifier probabilities of `split` for `ids`, in that order (classes as infer wrote them)."""
+    """(N, C) classifier probabilities of `split` for `ids`, in that order (the class columns infer wrote)."""
     path = folder / f"{split}.csv"
     try:
         table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
@@ -36,7 +36,7 @@ def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
     missing = set(ids) - set(table.index)
     if missing:
         raise DataError(f"{path}: no prediction for {len(missing)} images, e.g. {sorted(missing)[0]}; rerun infer")
-    return table.loc[ids, list(classes_of(folder))].to_numpy()
+    return table.loc[ids, [c for c in table.columns if c != "fold"]].to_numpy()  # the class columns, in order
 
 
 def classes_of(folder: Path) -> tuple[str, ...]:

@@ -16,4 +16,4 @@ def test_round_trip_batched() -> None:
     masks = (np.random.default_rng(0).random((3, 4, 7, 9)) < 0.5).astype(np.uint8)
     packed = pack_masks(masks)
     assert packed.shape == (3, 7, 9) and packed.dtype == np.uint8
-    np.testing.assert_array_equal(unpack_masks(packed), masks)
+    np.testing.assert_array_equal(unpack_masks(packed, 4), masks)

@@ -24,7 +24,7 @@ def test_item_is_normalised_image_masks_and_labels(tiny_cache) -> None:
     item = ds[3]
     image = cache.array("train_images")[3].astype(np.float32) / 255
     np.testing.assert_allclose(item["image"].numpy(), ((image - 0.5) / 0.25).transpose(2, 0, 1), atol=1e-5)
-    np.testing.assert_array_equal(item["masks"].numpy(), unpack_masks(cache.array("train_masks")[3]))
+    np.testing.assert_array_equal(item["masks"].numpy(), unpack_masks(cache.array("train_masks")[3], 4))
     assert item["labels"].tolist() == cache.train.iloc[3, 1:].astype(float).tolist() and item["index"] == 3
 
 

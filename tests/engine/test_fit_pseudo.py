@@ -121,7 +121,7 @@ def test_pseudo_images_join_training_and_never_validation(tiny_cache, pseudo_dir
         assert item["index"] == TEST_ROWS[j]
         np.testing.assert_allclose(item["image"].numpy(), normalised(test_images[TEST_ROWS[j]], spec), atol=1e-5)
         np.testing.assert_array_equal(item["masks"].numpy(), masks[j])
-        np.testing.assert_array_equal(item["masks"].numpy(), unpack_masks(np.load(folder / "masks.npy")[j]))
+        np.testing.assert_array_equal(item["masks"].numpy(), unpack_masks(np.load(folder / "masks.npy")[j], 4))
         assert item["labels"].tolist() == images.loc[j, list(CLASSES)].astype(float).tolist()
     assert masks[1].sum() == 0 and data[n + 1]["labels"].sum() == 0  # an image with no cloud is a label too
 

@@ -40,8 +40,8 @@ def test_cache_holds_the_resized_images_and_masks(cache, tiny_project) -> None:
         image = read_image(tiny_project / "data/train_images" / wide.index[i], (64, 96))
         np.testing.assert_array_equal(images[i], cv2.resize(image, (64, 32), interpolation=cv2.INTER_AREA))
         full = [decode(wide.iloc[i][cls], (64, 96)) for cls in CLASSES]
-        np.testing.assert_array_equal(unpack_masks(masks[i]), [resize_mask(m, (32, 64)) for m in full])
-        np.testing.assert_array_equal(unpack_masks(truth[i]), [resize_mask(m, (32, 48)) for m in full])
+        np.testing.assert_array_equal(unpack_masks(masks[i], 4), [resize_mask(m, (32, 64)) for m in full])
+        np.testing.assert_array_equal(unpack_masks(truth[i], 4), [resize_mask(m, (32, 48)) for m in full])
     submission = pd.read_csv(tiny_project / "data/sample_submission.csv", keep_default_na=False)
     assert list(c.test["image_id"]) == list(pd.unique(submission["Image_Label"].str.rsplit("_", n=1).str[0]))
     assert c.array("test_images").shape == (6, 32, 64, 3)
