@@ -454,11 +454,18 @@ def show(
 
 def default_prediction(image_id: str, data: DataConfig, submission: Path, reports: Path) -> Path | None:
     """Where `show` finds predicted masks by default: the submission for test images, the
-    ensemble report's OOF masks for training images; None if that file does not exist."""
-    found = open_source(data).find(image_id)
-    is_test = found is not None and found[0] == "test"
-    path = submission if is_test else reports / "ensemble" / "oof_masks.csv"
-    return path if path.is_file() else None
+    ensemble report's OOF masks for training images; None if that file does not exist or has no
+    row for the image (a training image outside cv.folds)."""
+    source = open_source(data)
+    found = source.find(image_id)
+    if found is None:
+        return None
+    split, row = found
+    path = submission if split == "test" else reports / "ensemble" / "oof_masks.csv"
+    if not path.is_file():
+        return None
+    labels = pd.read_csv(path, usecols=["Image_Label"], dtype=str)["Image_Label"]
+    return path if labels.str.startswith(f"{source.ids(split)[row]}_").any() else None
 
 
 def _masks_of(csv: Path, image_id: str, size: tuple[int, int], classes: tuple[str, ...]) -> np.ndarray | None:
