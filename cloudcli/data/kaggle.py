@@ -92,26 +92,6 @@ def to_wide(long: pd.DataFrame, classes: tuple[str, ...] = CLASSES) -> pd.DataFr
     return long.pivot(index="image_id", columns="cls", values="rle").reindex(index=order, columns=list(classes))
 
 
-def truth_masks(
-    truth_csv: str | Path, ids: list[str], image_size: tuple[int, int], score_size: tuple[int, int]
-) -> np.ndarray:
-    """(N, C, H, W) 0/1 masks at `score_size` of images `ids` from a full-size label CSV (the demo's
-    test_truth.csv), in that order."""
-    from cloudcli.data.cache import resize_mask
-    from cloudcli.rle import decode
-
-    wide = to_wide(read_labels(truth_csv, image_size))
-    missing = set(ids) - set(wide.index)
-    if missing:
-        raise DataError(f"{truth_csv}: no labels for {len(missing)} images, e.g. {sorted(missing)[0]}")
-    rles = wide.loc[ids].to_numpy()
-    masks = np.zeros((len(ids), len(CLASSES), *score_size), np.uint8)
-    for i, row in enumerate(rles):
-        for k, r in enumerate(row):
-            masks[i, k] = resize_mask(decode(r, image_size), score_size)
-    return masks
-
-
 def presence(wide: pd.DataFrame) -> np.ndarray:
     """(N, 4) bool: which classes have a non-empty mask, per image of the wide view."""
     return (wide[list(CLASSES)] != "").to_numpy()
