@@ -469,7 +469,10 @@ def show(
         pred = stage.default_prediction(image_id, p.data, Path("submission.csv"), Path("reports/predictions"))
     stem = image_id.removesuffix(".jpg")
     meta = Path("artifacts/preprocessed/meta.json")  # 16-bit bands are scaled as preprocess scaled them
-    limits = json.loads(meta.read_text()).get("band_limits") if meta.is_file() else None
+    try:
+        limits = json.loads(meta.read_text()).get("band_limits")
+    except (FileNotFoundError, json.JSONDecodeError):
+        limits = None  # no cache yet: show fits the limits itself
     out = out or Path("show") / f"{stem}.png"
     path = stage.show(image_id, p.data, out, pred, truth, tile or p.report.tile, limits)
     print(path)

@@ -100,7 +100,7 @@ def _coverage(cover: np.ndarray, bins: int) -> np.ndarray:
     """0 for an empty image, else 1 + its quantile bin among the non-empty ones."""
     codes = np.zeros(len(cover), np.int64)
     positive = cover > 0
-    if positive.sum() > 1:
+    if np.unique(cover[positive]).size > 1:
         codes[positive] = 1 + pd.qcut(cover[positive], bins, labels=False, duplicates="drop")
     else:
         codes[positive] = 1

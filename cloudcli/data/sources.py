@@ -77,7 +77,10 @@ class Source:
         if raw.dtype == np.uint8:
             return raw
         if self.limits is None:
-            raise ValueError("band limits not fitted: call fit_limits() first")
+            raise DataError(
+                f"{self.root}: {split} image {self.ids(split)[i]} is {raw.dtype}, the first training image 8-bit; "
+                "every image of a dataset needs the same bit depth"
+            )
         return scale_bands(raw, self.limits, self.nodata)
 
     def masks(self, split: str, i: int) -> np.ndarray:
@@ -166,8 +169,8 @@ class Source:
         """(H, W, 3) uint8 for display: RGB; chips: B04, B03, B02 when there (else the first three
         bands); a single band as grey."""
         image = self.image(split, i)
-        if image.shape[2] == 1:
-            return np.repeat(image, 3, 2)
+        if image.shape[2] < 3:  # one band as grey; two: the first again as blue
+            return np.concatenate([image, image[..., :1], image[..., :1]], 2)[..., :3]
         names = list(self.bands)
         if {"B04", "B03", "B02"} <= set(names):
             return image[..., [names.index(b) for b in ("B04", "B03", "B02")]]
@@ -203,7 +206,14 @@ def _kaggle(data: DataConfig, common: dict, labels_only: bool) -> Source:
     test_ids = tuple(pd.unique(read_labels(root / SUBMISSION_CSV)["image_id"]))
     image_paths(root, "train", list(wide.index)), image_paths(root, "test", list(test_ids))  # all there
     truth = (root / TEST_TRUTH_CSV).is_file()
-    rles = pd.concat([wide, to_wide(read_labels(root / TEST_TRUTH_CSV, data.image_size))]) if truth else wide
+    rles = wide
+    if truth:  # the demo's hidden test labels: one set per test image, none for a training image
+        hidden = to_wide(read_labels(root / TEST_TRUTH_CSV, data.image_size))
+        missing, shared = set(test_ids) - set(hidden.index), set(hidden.index) & set(wide.index)
+        if missing or shared:
+            what = f"no labels for {sorted(missing)[0]}" if missing else f"{sorted(shared)[0]} is a training image"
+            raise DataError(f"{root / TEST_TRUTH_CSV}: {what}; it must label exactly the test images")
+        rles = pd.concat([wide, hidden])
     return Source(**common, train_ids=tuple(wide.index), test_ids=test_ids, has_test_truth=truth, rles=rles)
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.config import CvConfig, ModelEntry
-from cloudcli.data.cache import open_cache
 from cloudcli.errors import DataError
 from cloudcli.io import write_json
 from cloudcli.metrics import sums_report
@@ -24,7 +23,7 @@ PARAMS = ("cv", "models")
 
 
 def run(cv: CvConfig, models: dict[str, ModelEntry], models_dir: Path, cache: Path, folds_csv: Path, out: Path) -> dict:
-    classes = open_cache(cache).classes
+    classes = tuple(pd.read_csv(cache / "train.csv", nrows=0).columns.drop("image_id"))  # the cache's classes
     result = {name: model_score(name, models[name].role, cv.folds, models_dir, classes) for name in cv.models}
     result["all_empty"] = {"dice": round(all_empty_dice(cache, folds_csv, cv.folds), 4)}
     write_json(out, result)
@@ -60,8 +59,7 @@ def round_or_none(value: float | None) -> float | None:
 
 def all_empty_dice(cache: Path, folds_csv: Path, folds: tuple[int, ...]) -> float:
     """Dice of predicting every mask empty on the validation rows of `folds`: the empty-row share."""
-    table = open_cache(cache).train
-    presence = table.set_index("image_id")[[c for c in table.columns if c != "image_id"]]
+    presence = pd.read_csv(cache / "train.csv", dtype={"image_id": str}).set_index("image_id")
     fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
     rows = presence.loc[fold_of[fold_of.isin(folds)].index]
     return float((rows.to_numpy() == 0).mean())

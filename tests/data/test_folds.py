@@ -92,3 +92,8 @@ def test_one_class_datasets_split_stratified() -> None:
     assert np.bincount(folds).tolist() == [20] * 5
     shares = [present[folds == k].mean() for k in range(5)]
     assert max(shares) - min(shares) <= 0.05 + 1e-9  # 30% +- one image of 20 in every fold
+
+
+def test_coverage_of_equal_non_empty_images_is_one_bin() -> None:
+    table = strata(("coverage",), None, np.array([[0.0], [1.0], [1.0]]), 4, "")
+    assert table["coverage"].tolist() == [0, 1, 1]

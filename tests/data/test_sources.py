@@ -4,6 +4,7 @@ errors, band scaling, and the kaggle_clouds source against the Kaggle CSV helper
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -219,3 +220,22 @@ def test_demo_generators_are_deterministic_and_readable(kind: str, tmp_path: Pat
     assert source.image("test", 1).dtype == np.uint8 and source.masks("test", 1).shape == (1, 32, 32)
     with pytest.raises(DataError, match="not empty; pass --force"):
         generate_kind(kind, tmp_path / "a", spec, workers=1)
+
+
+def test_mixed_bit_depths_and_bad_test_truth_are_errors(chips: Path, tiny_demo: Path, tmp_path: Path) -> None:
+    for k, name in enumerate(BANDS):  # chip aaaa (the first) becomes 8-bit
+        write_geotiff(chips / "train_features" / "aaaa" / f"{name}.tif", np.full(SIZE, 10 + k, np.uint8))
+    source = open_source(chips_config(chips)).fit_limits()
+    assert source.limits is None and source.image("train", 0)[0, 0].tolist() == [10, 11, 12, 13]
+    with pytest.raises(DataError, match="train image bbbb is uint16, the first training image 8-bit"):
+        source.image("train", 1)
+    raw = tmp_path / "kaggle"
+    import shutil
+
+    shutil.copytree(tiny_demo, raw)
+    truth = pd.read_csv(raw / "test_truth.csv")
+    first = truth["Image_Label"].iloc[0].rsplit("_", 1)[0]
+    truth[~truth["Image_Label"].str.startswith(first)].to_csv(raw / "test_truth.csv", index=False)
+    data = DataConfig("kaggle_clouds", str(raw), (64, 96), (32, 48), None, None, (1.0, 99.0), None, None)
+    with pytest.raises(DataError, match=rf"test_truth\.csv: no labels for {re.escape(first)}"):
+        open_source(data)
