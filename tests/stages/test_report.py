@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -179,7 +180,7 @@ def test_a_model_report_scores_as_tunes_seg1_rule(baseline, tmp_path) -> None:
     """seg1 binarised by its own best rule: the same Dice as tune's seg1 step."""
     p = load_params(baseline / "params.yaml")
     s = report.run_predictions(
-        "seg1", p.report, p.tune, p.data.__class__(str(baseline / "data"), p.data.image_size, p.data.score_size),
+        "seg1", p.report, p.tune, replace(p.data, raw=str(baseline / "data")),
         baseline / "predictions", baseline / "artifacts/preprocessed", baseline / "tune/thresholds.json",
         baseline / "submission.csv", baseline / "artifacts/folds.csv", tmp_path / "seg1",
         baseline / "pseudo/predictions",
@@ -203,7 +204,7 @@ def test_show_and_report_errors(baseline, tmp_path) -> None:
 
     # the submitted masks of a test image are drawn: its first class's tile shows the fill colour
     for args, message in [
-        (("show", "nope"), "nope.jpg: no such image"),
+        (("show", "nope"), "nope: no such image among the 24 train and 6 test images"),
         (("show", train_id, "--pred", "missing.csv"), "missing.csv: file not found"),
         (("show", train_id, "--pred", "submission.csv"), f"submission.csv: no rows for {train_id}"),
         (("show", train_id, "--pred", "data/train.csv"), "malformed RLE"),
