@@ -153,7 +153,9 @@ class Source:
     def presence(self) -> np.ndarray:
         """(N, C) bool: which classes each training image has."""
         if self.kind == "kaggle_clouds":
-            return (self.rles.loc[list(self.train_ids), list(self.classes)] != "").to_numpy()
+            from cloudcli.data.kaggle import presence
+
+            return presence(self.rles.loc[list(self.train_ids)])  # the RLEs alone, nothing decoded
         return self.areas() > 0
 
     def find(self, image_id: str) -> tuple[str, int] | None:
