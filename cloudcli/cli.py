@@ -210,7 +210,7 @@ def pseudo(
     p = load_params(params)
     from cloudcli.stages import pseudo as stage
 
-    stage.run(p.data, p.pseudo, predictions, cache, out, metrics)
+    stage.run(p.pseudo, predictions, cache, out, metrics)
 
 
 @app.command("pseudo-rounds")
@@ -444,6 +444,38 @@ def report_predictions(
             shutil.rmtree(out / stale)
 
 
+@app.command("export-masks")
+def export_masks(
+    csv: Annotated[Path, typer.Argument(help="Kaggle-format CSV of masks at data.score_size")] = Path("submission.csv"),
+    out: Annotated[Path, typer.Option(help="Folder to write, one label file per image")] = Path("submission_masks"),
+    fmt: Annotated[str, typer.Option("--format", help="tif (On Cloud N) or png")] = "tif",
+    size: Annotated[
+        tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.image_size]")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Write one label raster per image of a mask CSV (uint8: 0 background, k = the k-th class).
+
+    For competitions that score label files: On Cloud N takes submission_masks/<chip_id>.tif at the
+    chip's full size. Run `cloudcli submit --check` on the CSV first.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.data.sources import default_classes
+    from cloudcli.export import export_masks as run
+
+    classes = p.data.classes or default_classes(p.data.kind)
+    if size is not None and min(size) < 1:
+        raise CloudcliError(f"--size {size[0]} {size[1]}: must be positive")
+    done = run(csv, out, classes, p.data.score_size, size or p.data.image_size, fmt)
+    h, w = done["size"]
+    note = f"; {done['overlap_pixels']} pixels predicted for several classes took the first" * bool(
+        done["overlap_pixels"]
+    )
+    print(f"{out}: {done['images']} label files ({fmt}, {h}x{w} uint8, 0 = background, k = {list(classes)}[k-1]){note}")
+
+
 @app.command()
 def show(
     image_id: Annotated[str, typer.Argument(help="Image id: 0011165(.jpg), a chip id or a tile name (train or test)")],
@@ -463,10 +495,12 @@ def show(
     from cloudcli.config import load_params
 
     p = load_params(params)
+    from cloudcli.data.sources import open_source
     from cloudcli.stages import report as stage
 
+    source = open_source(p.data)  # validated once: on the real Kaggle set that reads train.csv
     if pred is None:
-        pred = stage.default_prediction(image_id, p.data, Path("submission.csv"), Path("reports/predictions"))
+        pred = stage.default_prediction(image_id, source, Path("submission.csv"), Path("reports/predictions"))
     stem = image_id.removesuffix(".jpg")
     meta = Path("artifacts/preprocessed/meta.json")  # 16-bit bands are scaled as preprocess scaled them
     try:
@@ -474,7 +508,7 @@ def show(
     except (FileNotFoundError, json.JSONDecodeError):
         limits = None  # no cache yet: show fits the limits itself
     out = out or Path("show") / f"{stem}.png"
-    path = stage.show(image_id, p.data, out, pred, truth, tile or p.report.tile, limits)
+    path = stage.show(image_id, source, p.data.score_size, out, pred, truth, tile or p.report.tile, limits)
     print(path)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from cloudcli import CLASSES
 from cloudcli.errors import ConfigError
 
 Size = tuple[int, int]  # (height, width) in pixels
@@ -34,7 +35,8 @@ class DataConfig:
     raw: str  # raw data folder, laid out as its kind says
     image_size: Size  # (H, W) of every raw image; any other size is an error
     score_size: Size  # (H, W) at which masks are scored and submitted
-    classes: tuple[str, ...] | None  # null: the kind's own; image_mask: mask value k is classes[k - 1]
+    classes: tuple[str, ...] | None  # null: the kind's own; image_mask: mask value k is classes[k - 1];
+    # dvc.yaml's plots take their series from this list, so params files name the classes
     bands: tuple[str, ...] | None  # chips: band file stems in channel order, e.g. [B02, B03, B04, B08]
     band_percentiles: tuple[float, float]  # 16-bit bands: clipped to these percentiles of training pixels
     nodata: int | None  # a pixel with this value in every band has no data (kept 0); null = none
@@ -44,7 +46,11 @@ class DataConfig:
         for key in ("image_size", "score_size"):
             _check(min(getattr(self, key)) >= 1, f"data.{key}", "must be positive")
         if self.kind == "kaggle_clouds":
-            _check(self.classes is None, "data.classes", "must be null for kaggle_clouds (Fish, Flower, Gravel, Sugar)")
+            _check(
+                self.classes in (None, CLASSES),
+                "data.classes",
+                f"must be {list(CLASSES)} (or null) for kaggle_clouds, got {list(self.classes or ())}",
+            )
         if self.kind == "image_mask":
             _check(
                 bool(self.classes), "data.classes", "must name the classes of an image_mask dataset, e.g. [building]"

@@ -22,6 +22,7 @@ def repo_params() -> dict:
 def test_repository_params_load() -> None:
     params = load_params(REPO / "params.yaml")
     assert params.data.image_size == (1400, 2100) and params.data.score_size == (350, 525)
+    assert params.data.classes == ("Fish", "Flower", "Gravel", "Sugar")  # dvc.yaml's plots read the list
     assert isinstance(params.fold, FoldConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.fold.seed = 1  # type: ignore[misc]
@@ -38,6 +39,10 @@ def test_repository_params_load() -> None:
         (lambda p: p["data"].update(image_size=[1400]), r"data.image_size must be a list of 2 values"),
         (lambda p: p["data"].update(image_size=[1400, "x"]), r"data.image_size\[1\] must be an integer"),
         (lambda p: p["data"].update(raw=3), r"data.raw must be a string"),
+        (
+            lambda p: p["data"].update(classes=["Fish", "Sugar"]),
+            r"data.classes must be \['Fish', 'Flower', 'Gravel', 'Sugar'\] \(or null\) for kaggle_clouds, got",
+        ),
         (
             lambda p: p["preprocess"].update(image_size=[100, 288]),
             r"preprocess.image_size must be positive multiples of 32",

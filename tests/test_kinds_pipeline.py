@@ -97,6 +97,10 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
     trained = json.loads((repo / "pseudo/models/seg2_pl/fold0/config.json").read_text())
     assert trained["loss"] == {"dice_pos": 1.0, "kl": 1.0} and trained["pseudo"]["images"] >= 1
 
+    shown = json.loads(run("dvc", "plots", "show", "--json", cwd=repo))["data"]
+    for plot in ("tune/curves.csv", "reports/data/mask_area.csv"):  # series named by data.classes
+        assert {v["field"] for v in shown[plot][0]["content"]["data"]["values"]} == {"cloud"}, plot
+
     chip = source_of(repo).train_ids[0]
     shown = cloudcli("show", chip, cwd=repo).stdout.strip()
     assert shown == f"show/{chip}.png" and (repo / shown).is_file()

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.combine import VoteMaps, confident_by_classifier, confident_share, majority
-from cloudcli.config import DataConfig, PseudoConfig
+from cloudcli.config import PseudoConfig
 from cloudcli.data.cache import BITS, open_cache, pack_masks, resize_mask, unpack_masks
 from cloudcli.data.predictions import aligned_masks, oof_truth, read_classifier, read_meta
 from cloudcli.errors import DataError
@@ -37,7 +37,7 @@ from cloudcli.twostage import ClassFit, fit_class, member_levels
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 
-PARAMS = ("pseudo", "data")
+PARAMS = ("pseudo",)
 CHUNK = 32  # test images read at a time
 
 
@@ -78,14 +78,14 @@ class Labellers:
         )
 
 
-def run(data: DataConfig, cfg: PseudoConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path) -> dict:
+def run(cfg: PseudoConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path) -> dict:
     """Round 1: label with the base models; writes `out` and the metrics file."""
-    report = label(data, cfg, Labellers.base(cfg, predictions), cache_dir, out)
+    report = label(cfg, Labellers.base(cfg, predictions), cache_dir, out)
     write_json(metrics, report)
     return report
 
 
-def label(data: DataConfig, cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> dict:
+def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> dict:
     """Select confident test images with `sources` and write their labels to `out`; the report."""
     cache = open_cache(cache_dir)
     folders = [sources.seg1, *sources.shape]

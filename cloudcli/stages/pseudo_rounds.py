@@ -36,7 +36,7 @@ from cloudcli.stages.cv import model_score, round_or_none
 from cloudcli.ui import info
 from cloudcli.versions import versions
 
-PARAMS = ("pseudo_rounds", "pseudo", "data", "model", "train", "augment", "models", "infer", "cv.folds")
+PARAMS = ("pseudo_rounds", "pseudo", "model", "train", "augment", "models", "infer", "cv.folds")
 
 
 def run(
@@ -61,7 +61,7 @@ def run(
         folder = out / f"r{r}"
         sources = _labellers(params, predictions, previous)
         info(f"pseudo round {r} of {rounds.rounds}: labels from " + ", ".join(_names(sources)))
-        pseudo.label(params.data, cfg, sources, cache, folder / "labels")
+        pseudo.label(cfg, sources, cache, folder / "labels")
         for name in cfg.models:
             _train(params, name, cache, folds_csv, folder, r, params_file)
             _predict(params, name, cache, folds_csv, folder)

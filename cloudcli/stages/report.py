@@ -412,25 +412,31 @@ def _draw_confusion(path: Path, confusion: dict, name: str) -> None:
 # cloudcli show
 
 
+def find_image(source: Source, image_id: str) -> tuple[str, int]:
+    """(split, row) of an image id (a Kaggle id with or without ".jpg"), or a DataError naming the set."""
+    found = source.find(image_id)
+    if found is None:
+        raise DataError(
+            f"{image_id}: no such image among the {len(source.train_ids)} train and {len(source.test_ids)} test "
+            f"images of {source.root} (data.raw in params.yaml); e.g. {source.train_ids[0]}"
+        )
+    return found
+
+
 def show(
     image_id: str,
-    data: DataConfig,
+    source: Source,
+    score_size: tuple[int, int],
     out: Path,
     pred_csv: Path | None,
     truth: bool,
     tile_size: tuple[int, int],
     band_limits: list | None = None,
 ) -> Path:
-    """Draw one image with its truth (train images) and/or predicted masks (any Kaggle-format CSV)
-    to the PNG `out`; returns the path written. `band_limits`: the cache's, for 16-bit bands."""
-    source = open_source(data)
-    found = source.find(image_id)
-    if found is None:
-        raise DataError(
-            f"{image_id}: no such image among the {len(source.train_ids)} train and {len(source.test_ids)} test "
-            f"images of {data.raw} (data.raw in params.yaml); e.g. {source.train_ids[0]}"
-        )
-    split, row = found
+    """Draw one image of `source` with its truth (train images) and/or predicted masks (any
+    Kaggle-format CSV at `score_size`) to the PNG `out`; returns the path written. `band_limits`:
+    the cache's, for 16-bit bands."""
+    split, row = find_image(source, image_id)
     image_id = source.ids(split)[row]
     if band_limits is None and source.raw_image(split, row).dtype != np.uint8:
         source = source.fit_limits()
@@ -438,12 +444,12 @@ def show(
     classes = source.classes
     true_masks = None
     if truth and split == "train":
-        true_masks = np.stack([resize_mask(m, data.score_size) for m in source.masks(split, row)])
+        true_masks = np.stack([resize_mask(m, score_size) for m in source.masks(split, row)])
     pred = None
     if pred_csv is not None and not Path(pred_csv).is_file():
         raise DataError(f"{pred_csv}: file not found (--pred); give a Kaggle-format CSV of predicted masks")
     if pred_csv is not None:
-        pred = _masks_of(pred_csv, image_id, data.score_size, classes)
+        pred = _masks_of(pred_csv, image_id, score_size, classes)
         if pred is None:
             raise DataError(f"{pred_csv}: no rows for {image_id}; is it a prediction file of the {split} set?")
     what = ["truth"] * (true_masks is not None) + [f"{pred_csv}"] * (pred is not None)
@@ -452,15 +458,11 @@ def show(
     return out
 
 
-def default_prediction(image_id: str, data: DataConfig, submission: Path, reports: Path) -> Path | None:
+def default_prediction(image_id: str, source: Source, submission: Path, reports: Path) -> Path | None:
     """Where `show` finds predicted masks by default: the submission for test images, the
     ensemble report's OOF masks for training images; None if that file does not exist or has no
     row for the image (a training image outside cv.folds)."""
-    source = open_source(data)
-    found = source.find(image_id)
-    if found is None:
-        return None
-    split, row = found
+    split, row = find_image(source, image_id)
     path = submission if split == "test" else reports / "ensemble" / "oof_masks.csv"
     if not path.is_file():
         return None

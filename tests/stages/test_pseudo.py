@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import kaggle_data, save_model
+from helpers import save_model
 
 from cloudcli import CLASSES
 from cloudcli.config import PseudoConfig
@@ -204,8 +204,7 @@ def write_test_truth(project) -> None:
 def run_stage(project, out: str = "out", **changes) -> tuple[PseudoConfig, dict]:
     root = project["root"]
     cfg = config(**changes)
-    data = kaggle_data(root / "raw", IMAGE, SCORE)
-    report = pseudo.run(data, cfg, root / "pred", root / "cache", root / out, root / "m.json")
+    report = pseudo.run(cfg, root / "pred", root / "cache", root / out, root / "m.json")
     return cfg, report
 
 

@@ -57,7 +57,7 @@ def round1(tiny_cache, tmp_path_factory):
         test[KEPT:] = 128  # unsure everywhere: never kept by the pixel rule
         write_predictions(root / "predictions" / name, ids, [0] * len(ids), oof.astype(np.uint8), test_ids, test)
     first = root / "pseudo"
-    pseudo.run(p.data, p.pseudo, root / "predictions", cache_dir, first / "labels", root / "metrics/pseudo.json")
+    pseudo.run(p.pseudo, root / "predictions", cache_dir, first / "labels", root / "metrics/pseudo.json")
     spec = resolve_model("seg2_pl", p.model, p.train, p.models)
     out = first / "models/seg2_pl/fold0"
     train.run(spec, p.augment, cache_dir, folds_csv, 0, out, out / "dvclive", pseudo=first / "labels")
@@ -90,7 +90,7 @@ def test_rounds_relabel_with_the_previous_rounds_models_and_resume(tiny_cache, r
         # the round's labels are exactly what the labeller makes from those sources
         again = tmp_path / f"again{r}"
         sources = pseudo.Labellers(root / "predictions/seg1", (source,), None)
-        pseudo.label(p.data, p.pseudo, sources, tiny_cache / "artifacts/preprocessed", again)
+        pseudo.label(p.pseudo, sources, tiny_cache / "artifacts/preprocessed", again)
         for file in ("images.csv", "masks.npy", "labels.csv"):
             assert (again / file).read_bytes() == (out / f"r{r}/labels" / file).read_bytes(), (r, file)
         assert meta["report"]["images"] == KEPT

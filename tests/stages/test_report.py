@@ -224,3 +224,6 @@ def test_show_and_report_errors(baseline, tmp_path) -> None:
         "reports/predictions/ensemble/confusion.png",
     } <= set(shown)
     assert any(k.startswith("reports/predictions/ensemble/worst") for k in shown)
+    for plot in ("tune/curves.csv", "reports/data/mask_area.csv"):  # one series per class of params.yaml
+        values = shown[plot][0]["content"]["data"]["values"]
+        assert {v["field"] for v in values} == {"Fish", "Flower", "Gravel", "Sugar"}, plot

@@ -1,0 +1,98 @@
+"""export-masks: a Kaggle-format CSV -> one label raster per image (On Cloud N: <chip_id>.tif)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import yaml
+from helpers import REPO, cloudcli
+
+from cloudcli.errors import DataError
+from cloudcli.export import export_masks, label_name, label_raster
+from cloudcli.rle import encode
+
+SIZE = (6, 8)
+
+
+def write_masks_csv(path, masks: dict[str, np.ndarray], classes: tuple[str, ...]) -> None:
+    rows = [(f"{i}_{c}", encode(m[k])) for i, m in masks.items() for k, c in enumerate(classes)]
+    pd.DataFrame(rows, columns=["Image_Label", "EncodedPixels"]).to_csv(path, index=False)
+
+
+def test_label_raster_known_answer_first_class_wins_where_masks_overlap() -> None:
+    a = np.array([[1, 1, 0], [0, 0, 0]])
+    b = np.array([[0, 1, 1], [0, 0, 1]])
+    label, overlap = label_raster(np.stack([a, b]))
+    assert label.dtype == np.uint8 and label.tolist() == [[1, 1, 2], [0, 0, 2]] and overlap == 1
+    label, overlap = label_raster(np.zeros((1, 2, 2), np.uint8))
+    assert label.tolist() == [[0, 0], [0, 0]] and overlap == 0
+
+
+def test_label_names_drop_the_image_suffix() -> None:
+    assert label_name("0011165.jpg", "png") == "0011165.png" and label_name("abcd", "tif") == "abcd.tif"
+    assert label_name("tile_0001.PNG", "tif") == "tile_0001.tif"
+
+
+def test_chips_round_trip_as_on_cloud_n_label_tiffs(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    masks = {f"chip{i}": (rng.random((1, *SIZE)) > 0.6).astype(np.uint8) for i in range(3)}
+    masks["clear"] = np.zeros((1, *SIZE), np.uint8)
+    write_masks_csv(tmp_path / "sub.csv", masks, ("cloud",))
+    done = export_masks(tmp_path / "sub.csv", tmp_path / "out", ("cloud",), SIZE, SIZE, "tif")
+    assert done == {"images": 4, "size": list(SIZE), "overlap_pixels": 0}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["chip0.tif", "chip1.tif", "chip2.tif", "clear.tif"]
+    for chip, m in masks.items():
+        label = tifffile.imread(tmp_path / "out" / f"{chip}.tif")
+        assert label.dtype == np.uint8 and label.shape == SIZE and np.array_equal(label, m[0])
+
+
+def test_labels_upsampled_to_the_full_size_and_written_as_png(tmp_path) -> None:
+    classes = ("building", "road")
+    building = np.zeros(SIZE, np.uint8)
+    building[:3, :4] = 1
+    road = np.zeros(SIZE, np.uint8)
+    road[2:, 3:] = 1  # overlaps the building at (2, 3)
+    write_masks_csv(tmp_path / "sub.csv", {"t1.png": np.stack([building, road])}, classes)
+    done = export_masks(tmp_path / "sub.csv", tmp_path / "out", classes, SIZE, (12, 16), "png")
+    assert done["overlap_pixels"] == 1
+    label = cv2.imread(str(tmp_path / "out/t1.png"), cv2.IMREAD_UNCHANGED)
+    want = np.where(building == 1, 1, np.where(road == 1, 2, 0)).astype(np.uint8)
+    assert label.shape == (12, 16) and np.array_equal(label, want.repeat(2, axis=0).repeat(2, axis=1))
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        ("Image_Label,EncodedPixels\na_cloud,1 3\na_cloud,1 3\n", "line 3: duplicate label a_cloud"),
+        ("Image_Label,EncodedPixels\na_cloud,47 5\n", r"line 2 \(a_cloud\): malformed RLE"),
+        ("Image_Label,EncodedPixels\na_cirrus,1 3\n", "unknown class in 'a_cirrus'"),
+        ("id,mask\na,1\n", "expected header"),
+    ],
+)
+def test_bad_csv_names_the_line_and_writes_nothing(tmp_path, csv: str, message: str) -> None:
+    (tmp_path / "sub.csv").write_text(csv)
+    with pytest.raises(DataError, match=message):
+        export_masks(tmp_path / "sub.csv", tmp_path / "out", ("cloud",), SIZE, SIZE, "tif")
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["sub.csv"]
+
+
+def test_cli_uses_the_params_classes_and_image_size(tmp_path) -> None:
+    params = yaml.safe_load((REPO / "configs/chips.yaml").read_text())
+    params["data"].update(image_size=[12, 16], score_size=list(SIZE))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cloud = np.zeros((1, *SIZE), np.uint8)
+    cloud[0, 1:4, 2:5] = 1
+    write_masks_csv(tmp_path / "submission.csv", {"abcd": cloud}, ("cloud",))
+    out = cloudcli("export-masks", cwd=tmp_path).stdout
+    assert "submission_masks: 1 label files (tif, 12x16 uint8" in out
+    label = tifffile.imread(tmp_path / "submission_masks/abcd.tif")
+    assert label.shape == (12, 16) and label.sum() == 4 * cloud.sum()
+
+    bad = cloudcli("export-masks", "--format", "jpg", cwd=tmp_path, check=False)
+    assert bad.returncode == 1 and "--format 'jpg': choose one of tif, png" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    missing = cloudcli("export-masks", "nope.csv", cwd=tmp_path, check=False)
+    assert missing.returncode == 1 and "nope.csv: file not found" in missing.stderr
