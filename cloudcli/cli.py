@@ -452,6 +452,7 @@ def export_masks(
     size: Annotated[
         tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.image_size]")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Write one label raster per image of a mask CSV (uint8: 0 background, k = the k-th class).
@@ -468,7 +469,7 @@ def export_masks(
     classes = p.data.classes or default_classes(p.data.kind)
     if size is not None and min(size) < 1:
         raise CloudcliError(f"--size {size[0]} {size[1]}: must be positive")
-    done = run(csv, out, classes, p.data.score_size, size or p.data.image_size, fmt)
+    done = run(csv, out, classes, p.data.score_size, size or p.data.image_size, fmt, force)
     h, w = done["size"]
     note = f"; {done['overlap_pixels']} pixels predicted for several classes took the first" * bool(
         done["overlap_pixels"]

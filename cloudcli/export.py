@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import read_labels, to_wide
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
@@ -40,26 +41,51 @@ def label_name(image_id: str, fmt: str) -> str:
     return f"{stem}.{fmt}"
 
 
+def check_out(csv: Path, out: Path, force: bool) -> None:
+    """`out` is replaced whole: refuse a folder holding the CSV or the working folder, and any
+    existing folder unless `force`."""
+    target, here = out.resolve(), Path.cwd().resolve()
+    if target == here or target in here.parents or target in csv.resolve().parents:
+        raise DataError(f"--out {out}: would replace a folder holding {csv} or the working folder; name a new folder")
+    if out.exists() and not force:
+        raise DataError(f"--out {out}: already exists; pass --force to replace it (its files are removed)")
+
+
 def export_masks(
-    csv: Path, out: Path, classes: tuple[str, ...], score_size: tuple[int, int], size: tuple[int, int], fmt: str
+    csv: Path,
+    out: Path,
+    classes: tuple[str, ...],
+    score_size: tuple[int, int],
+    size: tuple[int, int],
+    fmt: str,
+    force: bool = False,
 ) -> dict:
-    """Write one label raster of `size` per image of `csv` (masks at `score_size`) into the folder
-    `out`, replaced whole or not at all; returns counts."""
+    """Write one label raster of `size` per image of `csv` (masks at `score_size`, each resized as
+    the cache resizes masks) into the folder `out`, replaced whole or not at all; returns counts
+    (`overlap_pixels` at `size`)."""
     if fmt not in FORMATS:
         raise DataError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if len(classes) > 255:
         raise DataError(f"{len(classes)} classes do not fit a uint8 label")
+    if not Path(csv).is_file():
+        raise DataError(f"{csv}: file not found; give the Kaggle-format CSV of masks (e.g. submission.csv)")
+    check_out(Path(csv), Path(out), force)
     wide = to_wide(read_labels(csv, score_size, classes), classes)  # checks rows, classes and RLEs
+    bad = [i for i in wide.index if "/" in i or "\\" in i or i.startswith(".")]
+    if bad:
+        raise DataError(f"{csv}: image id {bad[0]!r} is not a file name (no '/', '\\' or leading '.')")
     names = [label_name(i, fmt) for i in wide.index]
-    if len(set(names)) != len(names):
-        raise DataError(f"{csv}: two image ids give the same label file name; rename them")
+    first = {}
+    for image_id, name in zip(wide.index, names):
+        if name in first:
+            raise DataError(f"{csv}: images {first[name]!r} and {image_id!r} would both be written to {name}")
+        first[name] = image_id
     overlap = 0
     with atomic_path(out, is_dir=True) as tmp, progress("export masks", len(names), unit="images") as advance:
         for name, rles in zip(names, wide.to_numpy()):
-            label, n = label_raster(np.stack([decode(r, score_size) for r in rles]))
+            masks = np.stack([resize_mask(decode(r, score_size), size) for r in rles])
+            label, n = label_raster(masks)
             overlap += n
-            if tuple(size) != tuple(score_size):
-                label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
             if fmt == "tif":
                 tifffile.imwrite(tmp / name, label)
             elif not cv2.imwrite(str(tmp / name), label):

@@ -57,7 +57,7 @@ def test_labels_upsampled_to_the_full_size_and_written_as_png(tmp_path) -> None:
     road[2:, 3:] = 1  # overlaps the building at (2, 3)
     write_masks_csv(tmp_path / "sub.csv", {"t1.png": np.stack([building, road])}, classes)
     done = export_masks(tmp_path / "sub.csv", tmp_path / "out", classes, SIZE, (12, 16), "png")
-    assert done["overlap_pixels"] == 1
+    assert done["overlap_pixels"] == 4  # one pixel at 6x8, four at 12x16
     label = cv2.imread(str(tmp_path / "out/t1.png"), cv2.IMREAD_UNCHANGED)
     want = np.where(building == 1, 1, np.where(road == 1, 2, 0)).astype(np.uint8)
     assert label.shape == (12, 16) and np.array_equal(label, want.repeat(2, axis=0).repeat(2, axis=1))
@@ -95,4 +95,23 @@ def test_cli_uses_the_params_classes_and_image_size(tmp_path) -> None:
     assert bad.returncode == 1 and "--format 'jpg': choose one of tif, png" in bad.stderr
     assert "Traceback" not in bad.stderr
     missing = cloudcli("export-masks", "nope.csv", cwd=tmp_path, check=False)
-    assert missing.returncode == 1 and "nope.csv: file not found" in missing.stderr
+    assert missing.returncode == 1 and "nope.csv: file not found; give the Kaggle-format CSV" in missing.stderr
+    again = cloudcli("export-masks", cwd=tmp_path, check=False)  # never replaces a folder unasked
+    assert again.returncode == 1 and "--out submission_masks: already exists; pass --force" in again.stderr
+    assert "submission_masks: 1 label files" in cloudcli("export-masks", "--force", cwd=tmp_path).stdout
+    for out in (".", ".."):  # the working folder, or one holding it: refused even with --force
+        refused = cloudcli("export-masks", "--out", out, "--force", cwd=tmp_path, check=False)
+        assert refused.returncode == 1 and "would replace a folder holding" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "submission.csv", "submission_masks"]
+
+
+def test_ids_that_are_not_file_names_and_colliding_names_are_refused(tmp_path) -> None:
+    empty = np.zeros((1, *SIZE), np.uint8)
+    for ids, message in [
+        (["../up"], r"image id '../up' is not a file name"),
+        (["a.png", "a.tif"], r"images 'a.png' and 'a.tif' would both be written to a.tif"),
+    ]:
+        write_masks_csv(tmp_path / "sub.csv", dict.fromkeys(ids, empty), ("cloud",))
+        with pytest.raises(DataError, match=message):
+            export_masks(tmp_path / "sub.csv", tmp_path / "out", ("cloud",), SIZE, SIZE, "tif")
+        assert not (tmp_path / "out").exists()

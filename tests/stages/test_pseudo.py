@@ -20,7 +20,6 @@ from cloudcli.rle import decode
 from cloudcli.stages import pseudo
 
 SCORE = (12, 16)  # the prediction maps' size (= data.score_size) in the `oof` fixture
-IMAGE = (24, 32)  # data.image_size: the raw size test_truth.csv is written at
 CACHE = (8, 10)  # the cache's image size, that masks.npy must have
 SHAPE = ("seg2", "seg2b")
 M = 24  # test images
@@ -180,7 +179,6 @@ def project(oof):
     cache_order = list(rng.permutation(test_ids))
     pd.DataFrame({"image_id": cache_order}).to_csv(root / "cache/test.csv", index=False)
     (root / "cache/meta.json").write_text(json.dumps({"arrays": {"test_images": [M, *CACHE, 3]}}))
-    (root / "raw").mkdir()
     return {
         "root": root,
         "oof": (maps, truth, cls_oof),

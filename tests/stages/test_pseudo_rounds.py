@@ -36,7 +36,6 @@ def round1(tiny_cache, tmp_path_factory):
     p = load_params(tiny_cache / "params.yaml")
     p = dataclasses.replace(
         p,
-        data=dataclasses.replace(p.data, raw=str(tiny_cache / "data")),  # its test_truth.csv scores the labels
         train=dataclasses.replace(p.train, epochs=1),
         cv=dataclasses.replace(p.cv, folds=(0,)),
         pseudo=dataclasses.replace(p.pseudo, shape=("seg2",), classifier=None, rule="pixels"),
