@@ -9,12 +9,18 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False)
 
 
 def info(message: str) -> None:
     console.print(message, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A line that something looks wrong but the work goes on (yellow in a terminal)."""
+    console.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from cloudcli.errors import DataError
 from cloudcli.io import write_json
 from cloudcli.models.factory import build_model, freeze_encoder_stages, normalization
 from cloudcli.models.losses import build_loss
-from cloudcli.ui import info, progress
+from cloudcli.ui import info, progress, warn
 from cloudcli.versions import versions
 
 
@@ -204,6 +204,7 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
         write_json(out / "config.json", settings | run | {"versions": versions(), "config_sha1": config_hash})
     live = _live(live_dir, resume=state.epoch >= 0) if ctx.main else None
     truth = cache.array("train_truth")
+    val_losses: list[float] = []
     for epoch in range(state.epoch + 1, cfg.epochs):
         start = time.perf_counter()
         train_loader.batch_sampler.set_epoch(epoch)  # reshuffle
@@ -226,6 +227,14 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
             ema.module if ema else net, valid_loader, loss_fn, spec.role, truth, ctx, autocast, cache.classes
         )
         value = _monitored(metrics, spec.role)
+        val_losses.append(metrics["loss"])
+        if ctx.main and stalled(val_losses) and not stalled(val_losses[:-1]):
+            warn(
+                f"{spec.name} fold {settings['fold']}: the validation loss has not moved for {STALL_EPOCHS} epochs "
+                f"({metrics['loss']:.6f}): the outputs look saturated (sigmoid at 0 or 1 everywhere, no gradient). "
+                f"A Dice-only loss can stall so: add bce to models.{spec.name}.loss (e.g. {{dice_pos: 1.0, bce: 0.5}}) "
+                "or lower train.lr"
+            )
         lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}  # lr of this epoch
         _step_epoch_scheduler(sched, cfg.scheduler, value)
         improved = value > state.best_value
@@ -253,6 +262,15 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
     if ctx.main:
         write_json(out / "summary.json", summary)
     return summary
+
+
+STALL_EPOCHS = 3  # epochs with the same validation loss that mean a stalled (saturated) model
+
+
+def stalled(val_losses: list[float], epochs: int = STALL_EPOCHS, rtol: float = 1e-6) -> bool:
+    """True when the last `epochs` validation losses are equal (within rtol): nothing is learnt."""
+    last = val_losses[-epochs:]
+    return len(last) == epochs and max(last) - min(last) <= rtol * max(abs(v) for v in last)
 
 
 def _train_epoch(model, net, loader, loss_fn, opt, sched, scaler, ema, spec, ctx, autocast, title):

@@ -170,3 +170,12 @@ def test_torchrun_two_gloo_processes(tiny_cache, tmp_path, launcher) -> None:
     assert config["processes"] == 2 and config["device"] == "cpu"  # how it ran, recorded next to the weights
     assert sum(summary["metrics"]["sums"][4:8]) == 4 * config["n_valid"]  # and every validation row once
     assert result.stderr.count("epoch 2/2") == 1  # only rank 0 reports and writes
+
+
+def test_stalled_means_the_last_three_validation_losses_are_equal() -> None:
+    from cloudcli.engine.fit import stalled
+
+    assert stalled([0.9, 0.4354, 0.4354, 0.4354])  # the saturated Dice-only model of the chips demo
+    assert not stalled([0.4354, 0.4354])  # too few epochs to say
+    assert not stalled([0.4354, 0.4354, 0.4353])  # still moving
+    assert stalled([0.5, 0.5 * (1 + 1e-7), 0.5]) and not stalled([0.5, 0.5 * (1 + 1e-5), 0.5])
