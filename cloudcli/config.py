@@ -272,6 +272,12 @@ class PseudoConfig:
 
     def __post_init__(self) -> None:
         _check(
+            len(self.models) >= 1,
+            "pseudo.models",
+            "must name at least one model: dvc.yaml's pseudo_rounds stage waits on their folders. To keep "
+            "pseudo labels out of the submission, leave the PL models out of ensemble.members",
+        )
+        _check(
             len(set(self.models)) == len(self.models),
             "pseudo.models",
             f"must list distinct models, got {list(self.models)}",

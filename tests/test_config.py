@@ -48,6 +48,7 @@ def test_repository_params_load() -> None:
             r"preprocess.image_size must be positive multiples of 32",
         ),
         (lambda p: p["fold"].update(n_splits=1), r"fold.n_splits must be >= 2, got 1"),
+        (lambda p: p["pseudo"].update(models=[]), r"pseudo.models must name at least one model"),
         (lambda p: p.update(fold=[1, 2]), r"fold. must be a mapping|fold must be a mapping"),
     ],
 )

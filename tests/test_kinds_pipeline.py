@@ -109,21 +109,21 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
 
 
 def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
-    """The lean two-stage pipeline (seg1 + seg2, no classifier, no pseudo-label model: the chips
-    test covers those) on building tiles, scored by per-image IoU."""
+    """A lean pipeline (seg1 + seg2 and the PL model seg2_pl, no classifier: the chips test covers
+    it) on building tiles, scored by per-image IoU."""
     repo = kind_repo(
         tmp_path,
         "image_mask",
         "data_tiles",
         cv={"models": ["seg1", "seg2"]},
-        pseudo={"models": [], "classifier": None, "rule": "pixels", "pixel_low": 0.5, "pixel_high": 0.5},
+        pseudo={"classifier": None, "rule": "pixels", "pixel_low": 0.5, "pixel_high": 0.5},
         ensemble={"members": ["seg2"]},
         tune={"classifier": None, "class_score": "topk"},
         report={"models": ["ensemble"]},
     )
     out = run("dvc", "repro", cwd=repo)
     assert {"train@seg1-0", "train@seg2-0", "ensemble", "tune", "submit", "report_predictions"} <= ran(out)
-    assert not any(s.startswith(("train@cls", "train_pl")) for s in ran(out))
+    assert "train_pl@seg2_pl-0" in ran(out) and not any(s.startswith("train@cls") for s in ran(out))
     meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
     assert meta["kind"] == "image_mask" and meta["classes"] == ["building"] and meta["band_limits"] is None
     tune = json.loads((repo / "metrics/tune.json").read_text())

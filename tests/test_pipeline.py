@@ -144,23 +144,31 @@ def test_exp_run_with_another_encoder_and_fold_seed(baseline, tmp_path) -> None:
     assert {r for k in worst for image in plots[k] for r in image["revisions"]} == {"HEAD", "workspace"}
 
 
-def test_adding_a_fold_and_a_model_runs_only_their_stages(baseline, tmp_path) -> None:
-    """A new model seg1_b leaves the others' training and predictions up to date; then fold 1 and
-    seg1_b at once: only the new (model, fold) pairs train."""
+def test_adding_a_fold_or_a_model_runs_only_their_stages(baseline, tmp_path) -> None:
+    """A new fold or a new model leaves every trained (model, fold) up to date: `dvc status` lists
+    only the new pairs' training. The new model is also run: it alone trains and predicts."""
     repo = copy_of(baseline, tmp_path)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["models"]["seg1_b"] = {"role": "seg1", "loss": {"bce": 1.0}, "model": {"arch": "Unet"}}
-    params["cv"]["models"].append("seg1_b")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stale = set(json.loads(run("dvc", "status", "--json", cwd=repo)))
-    assert {s for s in stale if s.startswith(("train", "infer"))} == {"train@seg1_b-0", "infer@seg1_b"}
+    committed = (repo / "params.yaml").read_text()
 
-    out = run("dvc", "exp", "run", "-S", "cv.folds=[0,1]", cwd=repo)
-    trained = {s for s in ran(out) if s.startswith("train")} - {"train_pl@seg2_pl-0"}  # if its labels changed
+    def stale(change) -> set[str]:
+        params = yaml.safe_load(committed)
+        change(params)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return set(json.loads(run("dvc", "status", "--json", cwd=repo)))
+
+    fold = stale(lambda p: p["cv"].update(folds=[0, 1]))
     base = {f"train@{m}-1" for m in ("seg1", "seg2", "seg2_unet", "cls")}
-    assert trained == base | {"train@seg1_b-0", "train@seg1_b-1", "train_pl@seg2_pl-1"}
-    assert set(pd.read_csv(repo / "predictions/seg1/oof.csv")["fold"]) == {0, 1}  # OOF now covers both folds
-    assert set(pd.read_csv(repo / "predictions/seg1_b/oof.csv")["fold"]) == {0, 1}
+    assert {s for s in fold if s.startswith("train")} == base | {"train_pl@seg2_pl-1"}
+    assert {"infer@seg1", "infer@cls"} <= fold  # infer reads cv.folds: the OOF rows of fold 1 join
+
+    def add_model(p: dict) -> None:
+        p["models"]["seg1_b"] = {"role": "seg1", "loss": {"bce": 1.0}, "model": {"arch": "Unet"}}
+        p["cv"]["models"].append("seg1_b")
+
+    assert {s for s in stale(add_model) if s.startswith(("train", "infer"))} == {"train@seg1_b-0", "infer@seg1_b"}
+    out = run("dvc", "exp", "run", cwd=repo)
+    assert {s for s in ran(out) if s.startswith(("train", "infer"))} == {"train@seg1_b-0", "infer@seg1_b"}
+    assert set(pd.read_csv(repo / "predictions/seg1_b/oof.csv")["fold"]) == {0}
     assert set(json.loads((repo / "metrics/cv.json").read_text())) >= {"seg1", "seg1_b"}
 
 
