@@ -230,7 +230,7 @@ def _train(spec, net, loss_fn, loaders, cache, settings, out, live_dir, ctx, res
         val_losses.append(metrics["loss"])
         if ctx.main and stalled(val_losses) and not stalled(val_losses[:-1]):
             warn(
-                f"{spec.name} fold {settings['fold']}: the validation loss has not moved for {STALL_EPOCHS} epochs "
+                f"{spec.name} fold {settings['fold']}: the validation loss has been the same for {STALL_EPOCHS} epochs "
                 f"({metrics['loss']:.6f}): the outputs look saturated (sigmoid at 0 or 1 everywhere, no gradient). "
                 f"A Dice-only loss can stall so: add bce to models.{spec.name}.loss (e.g. {{dice_pos: 1.0, bce: 0.5}}) "
                 "or lower train.lr"
