@@ -463,10 +463,10 @@ def export_masks(
     from cloudcli.config import load_params
 
     p = load_params(params)
-    from cloudcli.data.sources import default_classes
+    from cloudcli.data.sources import classes_of
     from cloudcli.export import export_masks as run
 
-    classes = p.data.classes or default_classes(p.data.kind)
+    classes = classes_of(p.data)
     if size is not None and min(size) < 1:
         raise CloudcliError(f"--size {size[0]} {size[1]}: must be positive")
     done = run(csv, out, classes, p.data.score_size, size or p.data.image_size, fmt, force)

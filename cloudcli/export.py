@@ -17,13 +17,13 @@ import tifffile
 
 from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import read_labels, to_wide
+from cloudcli.data.sources import IMAGE_EXTS
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
 from cloudcli.rle import decode
 from cloudcli.ui import progress
 
 FORMATS = ("tif", "png")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")  # dropped from an id to name its label file
 
 
 def label_raster(masks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -37,7 +37,8 @@ def label_raster(masks: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def label_name(image_id: str, fmt: str) -> str:
-    stem = next((image_id[: -len(s)] for s in IMAGE_SUFFIXES if image_id.lower().endswith(s)), image_id)
+    """The label file of an image: its id without an image suffix (0011165.jpg -> 0011165.tif)."""
+    stem = next((image_id[: -len(s)] for s in IMAGE_EXTS if image_id.lower().endswith(s)), image_id)
     return f"{stem}.{fmt}"
 
 

@@ -39,6 +39,11 @@ def default_classes(kind: str) -> tuple[str, ...]:
     return {"kaggle_clouds": CLASSES, "chips": ("cloud",)}.get(kind, ())
 
 
+def classes_of(data: DataConfig) -> tuple[str, ...]:
+    """The dataset's classes in channel order: data.classes, or the kind's own when null."""
+    return tuple(data.classes or default_classes(data.kind))
+
+
 @dataclass(frozen=True)
 class Source:
     """A raw dataset: ids, and readers of one image or one image's masks at data.image_size."""
@@ -189,8 +194,7 @@ def open_source(data: DataConfig, labels_only: bool = False) -> Source:
     root = Path(data.raw)
     if not root.is_dir():
         raise DataError(f"{root}: raw data folder not found (data.raw in params.yaml)")
-    classes = data.classes or default_classes(data.kind)
-    common = {"kind": data.kind, "root": root, "classes": tuple(classes), "image_size": tuple(data.image_size)}
+    common = {"kind": data.kind, "root": root, "classes": classes_of(data), "image_size": tuple(data.image_size)}
     if data.kind == "kaggle_clouds":
         return _kaggle(data, common, labels_only)
     if data.kind == "chips":
