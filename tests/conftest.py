@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny demo datasets and params for them."""
+"""Shared fixtures: tiny demo datasets and params for them; no process outlives its test."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import TINY, cloudcli, tiny_params
+
+# No process outlives its test: the check after each test and the last sweep (see procs.py).
+from procs import no_process_outlives_its_test, pytest_configure, pytest_sessionfinish  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -4,19 +4,24 @@ import configparser
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+import procs
 import yaml
 from helpers import REPO, tiny_params
 
 BIN = Path(sys.executable).parent
 
 
-def run(*cmd: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+def env() -> dict[str, str]:
+    """The environment for git and dvc: the virtualenv's commands first, no analytics."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
+def run(*cmd: str, cwd: Path, timeout: float = procs.TIMEOUT) -> str:
+    """Run git or dvc to its end (at most `timeout` seconds); its stdout, or an AssertionError."""
+    result = procs.run(cmd, cwd, env(), timeout)
     assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import procs
 import yaml
 
 from cloudcli import CLASSES
@@ -20,15 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"height": 64, "width": 96}  # raw image size of the tiny demo datasets
 
 
-def cloudcli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess."""
-    result = subprocess.run(
-        [sys.executable, "-m", "cloudcli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+def cloudcli(*args: str, cwd: Path, check: bool = True, timeout: float = procs.TIMEOUT) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess, at most `timeout` seconds."""
+    result = procs.run([sys.executable, "-m", "cloudcli", *args], cwd, {**os.environ, "COLUMNS": "200"}, timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"cloudcli {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import procs
 import pytest
 import yaml
 
@@ -32,9 +33,7 @@ OUTPUTS = {  # what each stage writes by default, relative to its working folder
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cloudcli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    return procs.run([sys.executable, "-m", "cloudcli", *args], cwd, timeout=120)
 
 
 def assert_failed(result: subprocess.CompletedProcess, *needles: str) -> None:

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import procs
 import pytest
 import yaml
 from helpers import cloudcli
@@ -57,13 +58,7 @@ def test_imagenet_weights_offline(tiny_cache, tmp_path) -> None:
     params["model"]["encoder_weights"] = "imagenet"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "cloudcli", "train", "--model", "seg1", "--fold", "0"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    result = procs.run([sys.executable, "-m", "cloudcli", "train", "--model", "seg1", "--fold", "0"], project, env)
     failed(
         result,
         "model.encoder_weights: could not load 'imagenet' weights for encoder 'resnet18'",

@@ -3,11 +3,11 @@
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import procs
 import pytest
 import yaml
 from dvc_repo import copy_of, git_dvc_repo, ran, run
@@ -180,6 +180,6 @@ def test_default_demo_data_matches_committed_data_dvc(tmp_path) -> None:
     run("git", "add", "data.dvc", cwd=repo)
     run("git", "commit", "-qm", "data", cwd=repo)
     run("dvc", "commit", "-q", "--force", "data.dvc", cwd=repo)  # hashes the workspace, rewrites on mismatch
-    diff = subprocess.run(["git", "diff", "--exit-code", "data.dvc"], cwd=repo, capture_output=True, text=True)
+    diff = procs.run(["git", "diff", "--exit-code", "data.dvc"], repo, timeout=60)
     assert diff.returncode == 0, f"regenerated demo data differs from data.dvc:\n{diff.stdout}"
     assert "up to date" in run("dvc", "status", "data.dvc", cwd=repo)

@@ -1,15 +1,19 @@
 """Sharing a project: DVC remotes (a folder, and S3 served by moto on 127.0.0.1), experiments
 through a bare git remote, and a 2x2 grid of queued experiments run by 2 workers."""
 
+import contextlib
 import json
+import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import procs
+import psutil
 import pytest
 from dvc_repo import copy_of, ran, run
+from dvc_repo import env as dvc_env
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -54,33 +58,31 @@ def s3(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "moto.log", "w") as log:
-        server = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
-                    time.sleep(0.2)
-            import boto3
+    server = procs.start([BIN / "moto_server", "-H", "127.0.0.1", "-p", str(port)], tmp_path / "moto.log")
+    try:
 
-            client = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
-            client.create_bucket(Bucket="cloudcli")
-            yield endpoint, client
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        def listening() -> bool:
+            assert server.poll() is None, (tmp_path / "moto.log").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        procs.wait_until(listening, 60, "moto's S3 server", every=0.2)
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        client.create_bucket(Bucket="cloudcli")
+        yield endpoint, client
+    finally:
+        procs.kill_group(server)
 
 
 def configure_s3(repo: Path, endpoint: str) -> None:
@@ -154,11 +156,21 @@ def test_a_queued_2x2_grid_with_2_workers(baseline, tmp_path) -> None:
     grid = ("-S", "ensemble.vote=majority,mean", "-S", "tune.at_least_one=true,false")
     run("dvc", "exp", "run", "--queue", *grid, cwd=repo)
     assert run("dvc", "queue", "status", cwd=repo).count("Queued") == 4
-    run("dvc", "queue", "start", "-j", "2", cwd=repo)
-    deadline = time.monotonic() + 900
-    while "Queued" in (status := run("dvc", "queue", "status", cwd=repo)) or "Running" in status:
-        assert time.monotonic() < deadline, status
-        time.sleep(5)
+    # `dvc queue start` leaves a detached manager and its workers behind: their output goes to a
+    # file (a pipe would hold the test until they die), and they are stopped whatever happens.
+    log = tmp_path / "queue.log"
+    starter = procs.start(["dvc", "queue", "start", "-j", "2"], log, cwd=repo, env=dvc_env())
+    try:
+        assert starter.wait(timeout=120) == 0, log.read_text()
+
+        def finished() -> str | None:
+            status = run("dvc", "queue", "status", cwd=repo)
+            return None if "Queued" in status or "Running" in status else status
+
+        status = procs.wait_until(finished, 900, "the queued experiments", every=5)
+    finally:
+        stop_queue(repo, log)
+        procs.kill_group(starter)
     assert status.count("Success") == 4, status
     branch = run("git", "rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip()  # the baseline's row
     rows = [e for e in experiments(json.loads(run("dvc", "exp", "show", "--json", cwd=repo))) if e["name"] != branch]
@@ -167,3 +179,22 @@ def test_a_queued_2x2_grid_with_2_workers(baseline, tmp_path) -> None:
     assert combos == {("majority", True), ("majority", False), ("mean", True), ("mean", False)}, rows
     for e in rows:  # each variant has its own CV score
         assert 0 <= e["metrics"]["metrics/tune.json"]["after"]["dice"] <= 1
+
+
+def stop_queue(repo: Path, log: Path) -> None:
+    """`dvc queue stop --kill`, then wait for the queue's manager and workers (they carry the
+    repository's path on their command line or as their working folder) to end; kill the rest."""
+    procs.run(["dvc", "queue", "stop", "--kill"], repo, dvc_env(), timeout=120)
+
+    def queue_processes() -> list[psutil.Process]:
+        found = []
+        for proc in procs.tagged(os.environ[procs.MARK]):
+            with contextlib.suppress(psutil.Error):
+                if proc.cwd().startswith(str(repo)) and "dvc" in " ".join(proc.cmdline()):
+                    found.append(proc)
+        return found
+
+    deadline = time.monotonic() + 60
+    while (left := queue_processes()) and time.monotonic() < deadline:
+        time.sleep(1)
+    procs.kill_all(left)

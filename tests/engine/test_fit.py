@@ -4,11 +4,10 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+import procs
 import pytest
 import torch
 import yaml
@@ -119,12 +118,12 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp
         "--live",
         str(tmp_path / "cut_live"),
     ]
-    proc = subprocess.Popen(cmd, cwd=tiny_cache, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "cut/last.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)  # killed right after its first checkpoint
-    proc.wait()
+    proc = procs.start(cmd, tmp_path / "cut.log", cwd=tiny_cache)
+    try:
+        procs.wait_until((tmp_path / "cut/last.pt").exists, 120, "the first checkpoint", every=0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # killed right after its first checkpoint
+    finally:
+        procs.kill_group(proc)
     assert checkpoint.load(tmp_path / "cut/last.pt")["epoch"] < 4
     resumed = cloudcli(
         "train", *args, "--out", str(tmp_path / "cut"), "--live", str(tmp_path / "cut_live"), cwd=tiny_cache
@@ -159,7 +158,7 @@ def test_torchrun_two_gloo_processes(tiny_cache, tmp_path, launcher) -> None:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         command = [sys.executable, "-m", "cloudcli", *args, "--params", str(tmp_path / "params.yaml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tiny_cache, capture_output=True, text=True, env=env, timeout=300)
+    result = procs.run(command, tiny_cache, env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "x 2 processes" in result.stderr
     assert ("train.processes 2: running under torchrun" in result.stderr) == (launcher == "params")
