@@ -86,7 +86,7 @@ def s3(tmp_path):
 
 
 def configure_s3(repo: Path, endpoint: str) -> None:
-    """The README's commands: remote and endpoint in .dvc/config, credentials in .dvc/config.local."""
+    """The commands of docs/scaling-out.md: remote and endpoint in .dvc/config, credentials in .dvc/config.local."""
     run("dvc", "remote", "add", "-d", "s3store", "s3://cloudcli/dvc", cwd=repo)
     run("dvc", "remote", "modify", "s3store", "endpointurl", endpoint, cwd=repo)
     run("dvc", "remote", "modify", "s3store", "region", "us-east-1", cwd=repo)
