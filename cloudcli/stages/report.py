@@ -28,7 +28,7 @@ from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, metric_report
-from cloudcli.postprocess import ClassRule, level_of, postprocess
+from cloudcli.post.rules import ClassRule, level_of, postprocess
 from cloudcli.rle import decode, encode
 from cloudcli.ui import info, progress
 from cloudcli.viz import OKABE_ITO, panel, write_png
@@ -233,7 +233,7 @@ def model_masks(folder: Path, split: str, rules: list[ClassRule]) -> Masks:
 
 def fit_model_rules(probs: np.ndarray, truth: np.ndarray, tune: TuneConfig) -> list[ClassRule]:
     """Per class, the model's best level x min_area (x min_component) on its OOF maps: tune's seg1 search."""
-    from cloudcli.search import search
+    from cloudcli.post.search import search
 
     levels = tuple(sorted({level_of(t) for t in tune.component_thresholds}))
     rules = []
@@ -260,7 +260,7 @@ def run_predictions(
     cache = open_cache(cache_dir)
     classes = cache.classes
     if name == "ensemble":
-        from cloudcli.stages.submit import load_tuned
+        from cloudcli.post.tuned import load_tuned
 
         tuned = load_tuned(thresholds, "oof")
         oof, how = Masks(tuned.ids, tuned.masks), f"the tuned pipeline of {thresholds}"

@@ -1,6 +1,6 @@
 """Stage `tune`: the two-stage post-processing, chosen on out-of-fold predictions.
 
-Per class (cloudcli.twostage): seg1's rule (all 255 levels x min_area, plus
+Per class (cloudcli.post.twostage): seg1's rule (all 255 levels x min_area, plus
 tune.component_thresholds x min_components x min_area), then the level of the shape maps (the
 ensemble vote or a model) where seg1 says a class is present, then the class-score gate swept
 0.00..0.99; optionally "at least one class per image". Writes the chosen values, CV Dice before
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli.combine import VoteMaps
 from cloudcli.config import TuneConfig
 from cloudcli.data.cache import BITS, open_cache
 from cloudcli.data.predictions import (
@@ -31,9 +30,10 @@ from cloudcli.data.predictions import (
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import metric_report
-from cloudcli.postprocess import level_of
-from cloudcli.search import LEVELS, Counts, best, counts
-from cloudcli.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
+from cloudcli.post.rules import level_of
+from cloudcli.post.search import LEVELS, Counts, best, counts
+from cloudcli.post.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
+from cloudcli.post.vote import VoteMaps
 from cloudcli.ui import console, info
 
 PARAMS = ("tune",)
