@@ -509,11 +509,9 @@ def main() -> None:
     try:
         app()
     except CloudcliError as e:
-        from rich.text import Text
+        from cloudcli.ui import error
 
-        from cloudcli.ui import console
-
-        console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)  # no markup: paths may hold [ ]
+        error(str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

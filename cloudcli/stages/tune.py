@@ -34,7 +34,7 @@ from cloudcli.post.rules import level_of
 from cloudcli.post.search import LEVELS, Counts, best, counts
 from cloudcli.post.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
 from cloudcli.post.vote import VoteMaps
-from cloudcli.ui import console, info
+from cloudcli.ui import info, table
 
 PARAMS = ("tune",)
 METRIC_NAMES = {"dice": "Dice", "jaccard": "Jaccard", "iou_image": "per-image IoU"}
@@ -231,16 +231,12 @@ def _write_stages(folder: Path, rows: list, truth_area: np.ndarray, classes: tup
 
 
 def _print_table(rows: list, truth_area: np.ndarray, classes: tuple, metric: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"CV {METRIC_NAMES[metric]} of each step (out-of-fold)")
-    table.add_column("step", no_wrap=True, min_width=max(len(name) for name, _ in rows))
     split = ("empty", "non-empty") if metric == "dice" else ()  # Dice rows split by truth
-    for col in (metric, *split, *classes):
-        table.add_column(col, justify="right", min_width=len(col))
+    cells = []
     for name, (inter, area) in rows:
         r = metric_report(metric, inter, area, truth_area, classes)
         extra = [r["dice_empty"], r["dice_non_empty"]] if split else []
-        cells = [r[metric], *extra, *(r[f"{metric}_{c}"] for c in classes)]
-        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
-    console.print(table)
+        values = [r[metric], *extra, *(r[f"{metric}_{c}"] for c in classes)]
+        cells.append([name, *("-" if v is None else f"{v:.4f}" for v in values)])
+    title = f"CV {METRIC_NAMES[metric]} of each step (out-of-fold)"
+    table(title, ["step", metric, *split, *classes], cells, max(len(name) for name, _ in rows))
