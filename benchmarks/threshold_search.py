@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from cloudcli.metrics import dice
-from cloudcli.postprocess import drop_small_components, level_of
-from cloudcli.search import LEVELS, search
+from cloudcli.post.rules import drop_small_components, level_of
+from cloudcli.post.search import LEVELS, search
 
 COMPONENT_LEVELS = tuple(level_of(t) for t in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7))
 MIN_COMPONENTS = (0, 500, 1000, 2500, 5000)

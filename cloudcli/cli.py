@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -392,9 +391,9 @@ def report_data(
     from cloudcli.config import load_params
 
     p = load_params(params)
-    from cloudcli.stages import report as stage
+    from cloudcli.stages import report_data as stage
 
-    stage.run_data(p.data, folds, out)
+    stage.run(p.data, folds, out)
 
 
 @report_app.command("predictions")
@@ -432,13 +431,11 @@ def report_predictions(
                 f"--model {name!r}: not ensemble or a segmentation model of cv.models or pseudo.models "
                 f"({', '.join(every)})"
             )
-    from cloudcli.stages import report as stage
+    from cloudcli.stages import report_predictions as stage
 
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        stage.run_predictions(
-            name, p.report, p.tune, p.data, predictions, cache, thresholds, submission, folds, out / name
-        )
+        stage.run(name, p.report, p.tune, p.data, predictions, cache, thresholds, submission, folds, out / name)
     if not model:  # the stage's output: exactly the configured reports
         for stale in sorted(set(q.name for q in out.iterdir() if q.is_dir()) - set(names)):
             shutil.rmtree(out / stale)
@@ -497,20 +494,14 @@ def show(
 
     p = load_params(params)
     from cloudcli.data.sources import open_source
-    from cloudcli.stages import report as stage
+    from cloudcli.show import cache_band_limits, default_prediction, draw
 
     source = open_source(p.data)  # validated once: on the real Kaggle set that reads train.csv
     if pred is None:
-        pred = stage.default_prediction(image_id, source, Path("submission.csv"), Path("reports/predictions"))
-    stem = image_id.removesuffix(".jpg")
-    meta = Path("artifacts/preprocessed/meta.json")  # 16-bit bands are scaled as preprocess scaled them
-    try:
-        limits = json.loads(meta.read_text()).get("band_limits")
-    except (FileNotFoundError, json.JSONDecodeError):
-        limits = None  # no cache yet: show fits the limits itself
-    out = out or Path("show") / f"{stem}.png"
-    path = stage.show(image_id, source, p.data.score_size, out, pred, truth, tile or p.report.tile, limits)
-    print(path)
+        pred = default_prediction(image_id, source, Path("submission.csv"), Path("reports/predictions"))
+    limits = cache_band_limits(Path("artifacts/preprocessed/meta.json"))  # 16-bit bands scaled as preprocess did
+    out = out or Path("show") / f"{image_id.removesuffix('.jpg')}.png"
+    print(draw(image_id, source, p.data.score_size, out, pred, truth, tile or p.report.tile, limits))
 
 
 def main() -> None:
@@ -518,11 +509,9 @@ def main() -> None:
     try:
         app()
     except CloudcliError as e:
-        from rich.text import Text
+        from cloudcli.ui import error
 
-        from cloudcli.ui import console
-
-        console.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)  # no markup: paths may hold [ ]
+        error(str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,10 +1,13 @@
-"""What a stage prints: messages and progress on stderr, a Rich bar in a terminal, lines in logs."""
+"""What a stage prints: messages, tables and progress on stderr, a Rich bar in a terminal, lines in logs.
+
+The one module that imports Rich.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -21,6 +24,25 @@ def info(message: str) -> None:
 def warn(message: str) -> None:
     """A line that something looks wrong but the work goes on (yellow in a terminal)."""
     console.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """The line an expected error ends a command with ("error: " in bold red in a terminal)."""
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)  # no markup: paths may hold [ ]
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], first_width: int = 0) -> None:
+    """Print a table: the first column left-aligned, never wrapped and at least `first_width`
+    wide; the others right-aligned, each at least as wide as its header."""
+    from rich.table import Table
+
+    out = Table(title=title)
+    out.add_column(columns[0], no_wrap=True, min_width=first_width)
+    for col in columns[1:]:
+        out.add_column(col, justify="right", min_width=len(col))
+    for row in rows:
+        out.add_row(*row)
+    console.print(out)
 
 
 @contextmanager

@@ -3,7 +3,8 @@
 A panel shows one image as a grid of tiles two wide, one tile per class (the four cloud classes
 overlap too often to share one view; one class: one tile), each with a caption (class, Dice or mask area), under a
 header line and above a legend. Colours are the Okabe-Ito palette, safe for colour-blind
-readers. Pure numpy + OpenCV; PNGs are written whole or not at all.
+readers. Pure numpy + OpenCV; PNGs are written whole or not at all. `figure` and `save_figure`:
+the reports' matplotlib charts, headless and byte-stable.
 """
 
 from __future__ import annotations
@@ -134,3 +135,15 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
         raise DataError(f"{path}: cannot encode the image as PNG")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.tobytes())
+
+
+def figure(width: float = 6.0, height: float = 3.6):
+    """A matplotlib Figure of width x height inches at 100 dpi, laid out to fit its labels."""
+    from matplotlib.figure import Figure  # the object API: no pyplot state, no display needed
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib Figure as a PNG."""
+    fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes

@@ -15,7 +15,7 @@ import yaml
 
 from cloudcli import CLASSES
 from cloudcli.metrics import dice
-from cloudcli.search import LEVELS
+from cloudcli.post.search import LEVELS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"height": 64, "width": 96}  # raw image size of the tiny demo datasets

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from cloudcli.metrics import iou_from_counts, metric_report, total
-from cloudcli.postprocess import apply_rule
-from cloudcli.search import LEVELS, counts, search
-from cloudcli.twostage import fit_class
+from cloudcli.post.rules import apply_rule
+from cloudcli.post.search import LEVELS, counts, search
+from cloudcli.post.twostage import fit_class
 
 
 def three_images() -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudcli.combine import default_min_votes, vote
 from cloudcli.config import EnsembleConfig
 from cloudcli.data.cache import open_cache
 from cloudcli.data.predictions import (
@@ -29,7 +28,8 @@ from cloudcli.data.predictions import (
 )
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_json
-from cloudcli.twostage import member_levels
+from cloudcli.post.twostage import member_levels
+from cloudcli.post.vote import default_min_votes, vote
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 

@@ -1,6 +1,6 @@
 """Stage `pseudo`: confidently predicted test images, labelled by the base models, for retraining.
 
-The labels are the base pipeline's two-stage masks (cloudcli.twostage): seg1's rule (level x
+The labels are the base pipeline's two-stage masks (cloudcli.post.twostage): seg1's rule (level x
 min_area) and the classifier gate fitted on out-of-fold maps, masks drawn by the majority vote of
 the `pseudo.shape` models at their own tuned levels. Only base models (cv.models) take part, so
 the stage never waits on a model it helps to train.
@@ -23,17 +23,17 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cloudcli.combine import VoteMaps, confident_by_classifier, confident_share, majority
 from cloudcli.config import PseudoConfig
 from cloudcli.data.cache import BITS, open_cache, pack_masks, resize_mask, unpack_masks
 from cloudcli.data.predictions import aligned_masks, oof_truth, read_classifier, read_meta
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, row_counts, summarize
-from cloudcli.postprocess import postprocess
+from cloudcli.post.rules import postprocess
+from cloudcli.post.search import counts
+from cloudcli.post.twostage import ClassFit, fit_class, member_levels
+from cloudcli.post.vote import VoteMaps, confident_by_classifier, confident_share, majority
 from cloudcli.rle import encode
-from cloudcli.search import counts
-from cloudcli.twostage import ClassFit, fit_class, member_levels
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 

@@ -1,6 +1,6 @@
 """Stage `tune`: the two-stage post-processing, chosen on out-of-fold predictions.
 
-Per class (cloudcli.twostage): seg1's rule (all 255 levels x min_area, plus
+Per class (cloudcli.post.twostage): seg1's rule (all 255 levels x min_area, plus
 tune.component_thresholds x min_components x min_area), then the level of the shape maps (the
 ensemble vote or a model) where seg1 says a class is present, then the class-score gate swept
 0.00..0.99; optionally "at least one class per image". Writes the chosen values, CV Dice before
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli.combine import VoteMaps
 from cloudcli.config import TuneConfig
 from cloudcli.data.cache import BITS, open_cache
 from cloudcli.data.predictions import (
@@ -31,10 +30,11 @@ from cloudcli.data.predictions import (
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import metric_report
-from cloudcli.postprocess import level_of
-from cloudcli.search import LEVELS, Counts, best, counts
-from cloudcli.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
-from cloudcli.ui import console, info
+from cloudcli.post.rules import level_of
+from cloudcli.post.search import LEVELS, Counts, best, counts
+from cloudcli.post.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
+from cloudcli.post.vote import VoteMaps
+from cloudcli.ui import info, table
 
 PARAMS = ("tune",)
 METRIC_NAMES = {"dice": "Dice", "jaccard": "Jaccard", "iou_image": "per-image IoU"}
@@ -231,16 +231,12 @@ def _write_stages(folder: Path, rows: list, truth_area: np.ndarray, classes: tup
 
 
 def _print_table(rows: list, truth_area: np.ndarray, classes: tuple, metric: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"CV {METRIC_NAMES[metric]} of each step (out-of-fold)")
-    table.add_column("step", no_wrap=True, min_width=max(len(name) for name, _ in rows))
     split = ("empty", "non-empty") if metric == "dice" else ()  # Dice rows split by truth
-    for col in (metric, *split, *classes):
-        table.add_column(col, justify="right", min_width=len(col))
+    cells = []
     for name, (inter, area) in rows:
         r = metric_report(metric, inter, area, truth_area, classes)
         extra = [r["dice_empty"], r["dice_non_empty"]] if split else []
-        cells = [r[metric], *extra, *(r[f"{metric}_{c}"] for c in classes)]
-        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
-    console.print(table)
+        values = [r[metric], *extra, *(r[f"{metric}_{c}"] for c in classes)]
+        cells.append([name, *("-" if v is None else f"{v:.4f}" for v in values)])
+    title = f"CV {METRIC_NAMES[metric]} of each step (out-of-fold)"
+    table(title, ["step", metric, *split, *classes], cells, max(len(name) for name, _ in rows))

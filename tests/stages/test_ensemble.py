@@ -7,10 +7,10 @@ import yaml
 from helpers import cloudcli, save_model, tiny_params
 
 from cloudcli import CLASSES
-from cloudcli.combine import majority, mean
 from cloudcli.config import EnsembleConfig
 from cloudcli.errors import ConfigError, DataError
 from cloudcli.metrics import dice
+from cloudcli.post.vote import majority, mean
 from cloudcli.stages import ensemble
 
 MEMBERS = ("seg2", "seg2b", "seg2c")

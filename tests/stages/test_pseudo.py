@@ -15,7 +15,7 @@ from cloudcli.data.cache import pack_masks, resize_mask
 from cloudcli.data.pseudo import read_pseudo
 from cloudcli.errors import CloudcliError, DataError
 from cloudcli.metrics import kaggle_dice
-from cloudcli.postprocess import ClassRule, postprocess
+from cloudcli.post.rules import ClassRule, postprocess
 from cloudcli.rle import decode
 from cloudcli.stages import pseudo
 

@@ -8,7 +8,7 @@ from helpers import cloudcli, kaggle_data, write_cache_meta
 from cloudcli import CLASSES
 from cloudcli.data.predictions import fingerprint
 from cloudcli.errors import DataError
-from cloudcli.postprocess import ClassRule, postprocess
+from cloudcli.post.rules import ClassRule, postprocess
 from cloudcli.rle import decode, encode
 from cloudcli.stages import submit
 

@@ -7,9 +7,9 @@ import pytest
 from cloudcli import CLASSES
 from cloudcli.config import EnsembleConfig, TuneConfig
 from cloudcli.metrics import dice, kaggle_dice
-from cloudcli.postprocess import ClassRule, postprocess
+from cloudcli.post.rules import ClassRule, postprocess
+from cloudcli.post.tuned import class_scores
 from cloudcli.stages import ensemble, tune
-from cloudcli.stages.submit import class_scores
 
 
 def run_tune(root, **changes):

@@ -1,6 +1,6 @@
 """The two-stage combination of the 3rd place, fitted exactly on out-of-fold predictions.
 
-Per class, greedily, on the per-map counts of cloudcli.search (no map is re-thresholded):
+Per class, greedily, on the per-map counts of cloudcli.post.search (no map is re-thresholded):
 
 1. seg1 rule: pixel level x min_area (x min_component) maximising seg1's own Dice. A class is
    present in an image where seg1's mask survives its rule.
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudcli.combine import class_score, topk_from_histograms
 from cloudcli.data.cache import BITS
 from cloudcli.metrics import dice_from_counts, total
-from cloudcli.postprocess import ClassRule
-from cloudcli.search import LEVELS, Counts, above, best, gate_totals, grid_scores, histograms
+from cloudcli.post.rules import ClassRule
+from cloudcli.post.search import LEVELS, Counts, above, best, gate_totals, grid_scores, histograms
+from cloudcli.post.vote import class_score, topk_from_histograms
 
 GATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
 

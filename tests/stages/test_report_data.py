@@ -1,22 +1,17 @@
 import json
-from dataclasses import replace
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from dvc_repo import copy_of, run
 from helpers import cloudcli, kaggle_data
 
 from cloudcli import CLASSES
 from cloudcli.config import load_params
-from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import read_labels, to_wide
 from cloudcli.data.sources import open_source
-from cloudcli.metrics import dice
 from cloudcli.rle import decode, encode
-from cloudcli.stages import report
-from cloudcli.viz import panel_shape
+from cloudcli.stages import report_data
 
 SIZE = (10, 20)  # raw image size of the hand-made labels
 
@@ -51,9 +46,9 @@ def hand_made(tmp_path):
 
 
 def test_data_report_known_answers(hand_made) -> None:
-    table = report.label_table(open_source(kaggle_data(hand_made / "data", SIZE, SIZE), labels_only=True))
+    table = report_data.label_table(open_source(kaggle_data(hand_made / "data", SIZE, SIZE), labels_only=True))
     assert table.loc["a.jpg"].tolist() == [0.5, 0.0, 0.0, 0.1] and table.loc["b.jpg", "Fish"] == 0.05
-    s = report.data_summary(table, pd.read_csv(hand_made / "folds.csv"))
+    s = report_data.data_summary(table, pd.read_csv(hand_made / "folds.csv"))
     assert s["images"] == 3
     assert s["class_frequency"]["Fish"] == {"images": 2, "share": round(2 / 3, 6)}
     assert s["class_frequency"]["Flower"] == {"images": 0, "share": 0.0}
@@ -135,95 +130,3 @@ def test_data_report_agrees_with_the_labels(baseline) -> None:
     for f, v in s["folds"].items():
         rows = (folds == int(f)).to_numpy()
         assert v["images"] == rows.sum() and v["Gravel"] == round(float((areas[rows, 2] > 0).mean()), 6)
-
-
-@pytest.mark.slow
-def test_prediction_report_agrees_with_tune_and_with_a_brute_force_rescore(baseline) -> None:
-    p = load_params(baseline / "params.yaml")
-    out = baseline / "reports/predictions"
-    assert sorted(q.name for q in out.iterdir()) == sorted(p.report.models)
-    s = json.loads((out / "ensemble/summary.json").read_text())
-    tuned = json.loads((baseline / "metrics/tune.json").read_text())["after"]
-    assert s["dice"] == pytest.approx(tuned["dice"], abs=1e-12)  # the pipeline submit applies, scored as tune did
-    assert s["dice_non_empty"] == pytest.approx(tuned["dice_non_empty"], abs=1e-12)
-
-    # every per-image Dice, recomputed from the written OOF masks and the labels at full size
-    oof = to_wide(read_labels(out / "ensemble/oof_masks.csv", p.data.score_size))
-    truth = to_wide(read_labels(baseline / "data/train.csv")).loc[oof.index]
-    per_image = pd.read_csv(out / "ensemble/per_image.csv").set_index("image_id").loc[oof.index]
-    folds = pd.read_csv(baseline / "artifacts/folds.csv").set_index("image_id")["fold"]
-    assert (per_image["fold"] == folds[oof.index]).all()
-    confusion = {c: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for c in CLASSES}
-    for image_id in oof.index:
-        for c in CLASSES:
-            pred = decode(oof.loc[image_id, c], p.data.score_size)
-            true = resize_mask(decode(truth.loc[image_id, c], p.data.image_size), p.data.score_size)
-            assert per_image.loc[image_id, c] == pytest.approx(dice(pred, true), abs=1e-6)
-            confusion[c][("t" if pred.any() == true.any() else "f") + ("p" if pred.any() else "n")] += 1
-    assert s["confusion"] == confusion
-    assert per_image[list(CLASSES)].to_numpy().mean() == pytest.approx(s["dice"], abs=1e-5)
-
-    worst = sorted((q for q in (out / "ensemble/worst").iterdir()), key=lambda q: q.name)
-    n = min(p.report.worst, len(oof))
-    assert [w["image_id"] for w in s["worst"]] == list(per_image.sort_values(["dice"], kind="stable").index[:n])
-    assert len(worst) == n and worst[0].name == f"01_{s['worst'][0]['image_id'].removesuffix('.jpg')}.png"
-    for q in [*worst, *(out / "ensemble/test").iterdir(), out / "seg2/worst" / worst[0].name.replace("01_", "01_")]:
-        if q.exists():
-            image = cv2.imread(str(q))
-            assert image.shape[:2] == panel_shape(p.report.tile) and q.stat().st_size < 400_000
-    assert len(list((out / "ensemble/test").iterdir())) == min(p.report.test_images, 6)
-    assert len(list((out / "seg2/worst").iterdir())) == n
-
-
-@pytest.mark.slow
-def test_a_model_report_scores_as_tunes_seg1_rule(baseline, tmp_path) -> None:
-    """seg1 binarised by its own best rule: the same Dice as tune's seg1 step."""
-    p = load_params(baseline / "params.yaml")
-    s = report.run_predictions(
-        "seg1", p.report, p.tune, replace(p.data, raw=str(baseline / "data")),
-        baseline / "predictions", baseline / "artifacts/preprocessed", baseline / "tune/thresholds.json",
-        baseline / "submission.csv", baseline / "artifacts/folds.csv", tmp_path / "seg1",
-        baseline / "pseudo/predictions",
-    )  # fmt: skip
-    step = json.loads((baseline / "metrics/stages/1_seg1.json").read_text())
-    assert s["dice"] == pytest.approx(step["dice"], abs=1e-12)
-    assert set(s["rules"]) == set(CLASSES) and {"level", "min_area", "min_component"} <= set(s["rules"]["Fish"])
-
-
-@pytest.mark.slow
-def test_show_and_report_errors(baseline, tmp_path) -> None:
-    repo = copy_of(baseline, tmp_path)
-    train_id = pd.read_csv(repo / "artifacts/folds.csv")["image_id"][0]
-    test_id = pd.read_csv(repo / "data/sample_submission.csv")["Image_Label"][0].rsplit("_", 1)[0]
-    p = load_params(repo / "params.yaml")
-    shape = (*panel_shape(p.report.tile), 3)
-    out = cloudcli("show", train_id.removesuffix(".jpg"), cwd=repo).stdout.strip()
-    assert out == f"show/{train_id.removesuffix('.jpg')}.png" and cv2.imread(str(repo / out)).shape == shape
-    out = cloudcli("show", test_id, "--out", "t.png", "--tile", "64", "96", cwd=repo).stdout.strip()
-    assert cv2.imread(str(repo / out)).shape == (*panel_shape((64, 96)), 3)
-
-    # the submitted masks of a test image are drawn: its first class's tile shows the fill colour
-    for args, message in [
-        (("show", "nope"), "nope: no such image among the 24 train and 6 test images"),
-        (("show", train_id, "--pred", "missing.csv"), "missing.csv: file not found"),
-        (("show", train_id, "--pred", "submission.csv"), f"submission.csv: no rows for {train_id}"),
-        (("show", train_id, "--pred", "data/train.csv"), "malformed RLE"),
-        (("report", "predictions", "--model", "cls"), "'cls': not ensemble or a segmentation model"),
-        (("report", "predictions", "--model", "seg9"), "'seg9'"),
-        (("report", "predictions", "--thresholds", "none.json"), "none.json: missing; run `dvc repro tune`"),
-    ]:
-        result = cloudcli(*args, cwd=repo, check=False)
-        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
-        assert "Traceback" not in result.stderr
-
-    shown = json.loads(run("dvc", "plots", "show", "--json", cwd=repo))["data"]
-    assert {
-        "reports/data/class_frequency.csv",
-        "reports/data/mask_area.png",
-        "reports/predictions/ensemble/per_class.csv",
-        "reports/predictions/ensemble/confusion.png",
-    } <= set(shown)
-    assert any(k.startswith("reports/predictions/ensemble/worst") for k in shown)
-    for plot in ("tune/curves.csv", "reports/data/mask_area.csv"):  # one series per class of params.yaml
-        values = shown[plot][0]["content"]["data"]["values"]
-        assert {v["field"] for v in values} == {"Fish", "Flower", "Gravel", "Sugar"}, plot

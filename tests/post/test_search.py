@@ -4,7 +4,7 @@ from helpers import brute_force_grid
 from scipy import ndimage
 
 from cloudcli.metrics import dice
-from cloudcli.search import LEVELS, above, component_counts, histograms, search
+from cloudcli.post.search import LEVELS, above, component_counts, histograms, search
 
 
 def random_case(seed: int, n: int = 9, shape: tuple[int, int] = (5, 7)) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +50,7 @@ def test_perfect_probabilities_find_a_perfect_score() -> None:
 
 
 def test_gate_scores_equal_brute_force() -> None:
-    from cloudcli.search import above, gate_scores, histograms, map_dice
+    from cloudcli.post.search import above, gate_scores, histograms, map_dice
 
     probs, truth = random_case(7, n=12)
     cls_probs = np.random.default_rng(7).random(12)

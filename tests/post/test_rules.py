@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cloudcli.postprocess import ClassRule, apply_rule, drop_small_components, level_of, postprocess
+from cloudcli.post.rules import ClassRule, apply_rule, drop_small_components, level_of, postprocess
 
 
 def test_level_of_float_thresholds() -> None:

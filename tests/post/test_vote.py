@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cloudcli.combine import (
+from cloudcli.post.vote import (
     ON,
     class_score,
     confident_by_classifier,

@@ -3,11 +3,11 @@ import pytest
 from helpers import brute_force_grid
 from scipy import ndimage
 
-from cloudcli.combine import topk_from_histograms
 from cloudcli.metrics import dice
-from cloudcli.postprocess import ClassRule, apply_rule, postprocess
-from cloudcli.search import LEVELS, counts
-from cloudcli.twostage import GATES, at_least_one, fit_class, scores_of, top_pixel
+from cloudcli.post.rules import ClassRule, apply_rule, postprocess
+from cloudcli.post.search import LEVELS, counts
+from cloudcli.post.twostage import GATES, at_least_one, fit_class, scores_of, top_pixel
+from cloudcli.post.vote import topk_from_histograms
 
 MIN_AREAS = (0, 3, 10, 30)
 

@@ -1,0 +1,66 @@
+"""The post-processing tune chose (thresholds.json), loaded and bound to one split's maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds
+from cloudcli.errors import DataError
+from cloudcli.post.rules import ClassRule, postprocess
+from cloudcli.post.vote import class_score, topk
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The post-processing tune chose, bound to one split's probability maps."""
+
+    ids: list[str]  # image ids of the split, in the maps' row order
+    seg1: np.ndarray  # (N, C, H, W) uint8 maps deciding presence
+    shape: np.ndarray | None  # (N, C, H, W) uint8 maps drawing the masks (two-stage), or None
+    cls: np.ndarray | None  # (N, C) classifier probabilities, or None
+    rules: list[ClassRule]
+    shape_levels: list[int | None]
+    chosen: dict  # thresholds.json
+
+    def masks(self, i: int) -> np.ndarray:
+        """(C, H, W) uint8 0/1 masks of row i."""
+        seg1 = np.asarray(self.seg1[i])
+        scores = class_scores(
+            self.chosen["class_score"], seg1, None if self.cls is None else self.cls[i], self.chosen["top_k"]
+        )
+        shape = None if self.shape is None else np.asarray(self.shape[i])
+        return postprocess(seg1, self.rules, scores, self.chosen["at_least_one"], shape, self.shape_levels)
+
+
+def load_tuned(thresholds: Path, split: str) -> Tuned:
+    """Read thresholds.json and the maps of `split` ('oof' or 'test') it was tuned for, checking
+    that none of its prediction folders changed since."""
+    chosen = read_thresholds(thresholds)
+    for folder, sha1 in chosen["fitted_on"].items():  # the rules only fit the maps they were tuned on
+        if fingerprint(Path(folder)) != sha1:
+            raise DataError(
+                f"{Path(folder) / 'meta.json'} changed since {thresholds} was tuned on it; rerun `dvc repro tune`"
+            )
+    classes = list(chosen["classes"].values())
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in classes]
+    folder = Path(chosen["seg1"])
+    ids, probs = read_masks(folder, split)  # (N, C, H, W) uint8
+    shape = None
+    if chosen["shape"] is not None:
+        shape_ids, shape = read_masks(
+            Path(chosen["shape"]), split, "ensemble" if chosen["shape_is_ensemble"] else "infer"
+        )
+        if shape_ids != ids:
+            raise DataError(
+                f"{Path(chosen['shape']) / f'{split}.csv'}: rows differ from {folder / f'{split}.csv'}; rerun infer"
+            )
+    cls = read_classifier(Path(chosen["classifier"]), split, ids) if chosen["classifier"] else None
+    return Tuned(ids, probs, shape, cls, rules, [c["shape_level"] for c in classes], chosen)
+
+
+def class_scores(how: str, seg1: np.ndarray, cls_probs: np.ndarray | None, top_k: int) -> np.ndarray | None:
+    """(C,) gate scores of one image, as tune computed them on the OOF maps."""
+    return class_score(how, cls_probs, topk(seg1, top_k) if how in ("topk", "mean") else None)

@@ -1,0 +1,243 @@
+"""Stage `report_predictions`: out-of-fold predictions, looked at before trusting a score.
+
+reports/predictions/NAME/, NAME being `ensemble` (the tuned two-stage pipeline that submit
+applies) or a segmentation model (its own best pixel threshold x min_area x min_component per
+class, fitted on its OOF maps like tune's seg1 rule): Dice per class and per image, the
+empty/non-empty decisions per class, the worst images drawn as overlays, a few test images with
+their predicted masks, and the OOF masks as a Kaggle CSV (what `cloudcli show` reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloudcli.config import DataConfig, ReportConfig, TuneConfig
+from cloudcli.data.cache import BITS, open_cache, unpack_masks
+from cloudcli.data.kaggle import read_labels, to_wide
+from cloudcli.data.predictions import PSEUDO_PREDICTIONS, model_folder, oof_truth, read_masks, read_meta
+from cloudcli.data.sources import Source, open_source
+from cloudcli.errors import DataError
+from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.metrics import dice_from_counts, metric_report
+from cloudcli.post.rules import ClassRule, level_of, postprocess
+from cloudcli.post.search import search
+from cloudcli.post.tuned import load_tuned
+from cloudcli.rle import decode, encode
+from cloudcli.ui import info, progress
+from cloudcli.viz import figure, panel, save_figure, write_png
+
+PARAMS = ("data", "report", "tune.metric", "tune.min_areas", "tune.min_components", "tune.component_thresholds")
+DECISIONS = (("mask", "mask", "tp"), ("empty", "mask", "fp"), ("mask", "empty", "fn"), ("empty", "empty", "tn"))
+
+
+class Masks:
+    """Binary masks of one report subject for one split: `ids`, and `masks(i)` -> (C, H, W)."""
+
+    def __init__(self, ids: list[str], masks: Callable[[int], np.ndarray]) -> None:
+        self.ids, self.masks = ids, masks
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What one report looks at: OOF masks and their truth, and a few test images' masks."""
+
+    oof: Masks
+    truth: np.ndarray  # (N, H, W) packed uint8 truth of the OOF rows
+    how: str  # where the masks come from, in words
+    rules: dict  # class -> the rule's values
+    test: Masks
+
+
+def run(
+    name: str,
+    cfg: ReportConfig,
+    tune: TuneConfig,
+    data: DataConfig,
+    predictions: Path,
+    cache_dir: Path,
+    thresholds: Path,
+    submission: Path,
+    folds_csv: Path,
+    out: Path,
+    pseudo_predictions: Path = PSEUDO_PREDICTIONS,
+) -> dict:
+    """Write the report of `name` (ensemble or a segmentation model) to `out` (replaced whole)."""
+    cache = open_cache(cache_dir)
+    classes, metric = cache.classes, tune.metric
+    if name == "ensemble":
+        subject = tuned_pipeline(thresholds, cache, submission, data, cfg.test_images)
+    else:
+        subject = model_subject(model_folder(name, predictions, pseudo_predictions), name, cache, tune)
+    folds = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
+    inter, area, t_area, rles = _counts(name, subject, len(classes))
+    per_map = dice_from_counts(inter, area, t_area)  # (N, C)
+    report = metric_report(metric, inter, area, t_area, classes)
+    confusion = _confusion(area > 0, t_area > 0, classes)
+    per_image = _per_image(subject.oof.ids, folds, per_map, classes)
+    worst = per_image.sort_values(["dice", "image_id"], kind="stable").head(cfg.worst)
+    summary = {
+        "name": name,
+        "masks": subject.how,
+        "rules": subject.rules,
+        "images": len(subject.oof.ids),
+        **report,
+        "confusion": confusion,
+        "worst": [{"image_id": r.image_id, "dice": r.dice} for r in worst.itertuples()],
+    }
+    with atomic_path(out, is_dir=True) as tmp:
+        write_json(tmp / "summary.json", summary)
+        write_csv(tmp / "per_image.csv", per_image)
+        write_csv(tmp / "per_class.csv", _per_class(per_map, report, metric, classes))
+        write_csv(tmp / "confusion.csv", _confusion_table(confusion))
+        labels = [f"{i}_{c}" for i in subject.oof.ids for c in classes]
+        write_csv(tmp / "oof_masks.csv", pd.DataFrame({"Image_Label": labels, "EncodedPixels": rles}))
+        _draw_confusion(tmp / "confusion.png", confusion, name)
+        source = open_source(data).with_limits(cache.meta.get("band_limits"))
+        _draw_worst(tmp / "worst", worst, subject.oof, subject.truth, source, cfg)
+        _draw_test(tmp / "test", subject.test, source, cfg, name)
+    info(f"report {name}: OOF {metric} {report[metric]:.4f} over {len(subject.oof.ids)} images; wrote {out}")
+    return summary
+
+
+def tuned_pipeline(thresholds: Path, cache, submission: Path, data: DataConfig, test_images: int) -> Subject:
+    """The tuned pipeline's OOF masks, and the submitted test masks."""
+    tuned = load_tuned(thresholds, "oof")
+    truth = oof_truth(cache, tuned.ids, Path(tuned.chosen["seg1"]) / "oof.csv")
+    test = _submitted(submission, data, test_images, cache.classes)
+    how = f"the tuned pipeline of {thresholds}"
+    return Subject(Masks(tuned.ids, tuned.masks), truth, how, dict(tuned.chosen["classes"]), test)
+
+
+def model_subject(folder: Path, name: str, cache, tune: TuneConfig) -> Subject:
+    """A segmentation model's masks under its own best rule per class, fitted on its OOF maps."""
+    if read_meta(folder).get("role") == "cls":
+        raise DataError(f"{name!r} is a classifier; report.models takes ensemble or segmentation models")
+    ids, probs = read_masks(folder, "oof")
+    truth = oof_truth(cache, ids, folder / "oof.csv")
+    fitted = fit_model_rules(probs, truth, tune)
+    oof = Masks(ids, lambda i: postprocess(np.asarray(probs[i]), fitted))  # the maps read once
+    how = f"{folder}, its own best rule per class on its OOF maps"
+    rules = {c: r.__dict__ for c, r in zip(cache.classes, fitted)}
+    return Subject(oof, truth, how, rules, model_masks(folder, "test", fitted))
+
+
+def model_masks(folder: Path, split: str, rules: list[ClassRule]) -> Masks:
+    ids, probs = read_masks(folder, split)
+    return Masks(ids, lambda i: postprocess(np.asarray(probs[i]), rules))
+
+
+def fit_model_rules(probs: np.ndarray, truth: np.ndarray, tune: TuneConfig) -> list[ClassRule]:
+    """Per class, the model's best level x min_area (x min_component) on its OOF maps: tune's seg1 search."""
+    levels = tuple(sorted({level_of(t) for t in tune.component_thresholds}))
+    rules = []
+    for k in range(probs.shape[1]):
+        found = search(probs[:, k], (truth & BITS[k]) != 0, tune.min_areas, tune.min_components, levels, tune.metric)
+        rules.append(ClassRule(found.level, found.min_area, found.min_component))
+    return rules
+
+
+def _counts(name: str, subject: Subject, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(N, C) intersections, predicted and true areas of the OOF masks, and their RLEs in row order."""
+    n = len(subject.oof.ids)
+    inter, area, t_area = (np.zeros((n, k), np.int64) for _ in range(3))
+    rles = []
+    with progress(f"report {name}", n, "images") as advance:
+        for i in range(n):
+            pred, t = subject.oof.masks(i) != 0, unpack_masks(subject.truth[i], k) != 0
+            inter[i], area[i], t_area[i] = (pred & t).sum((1, 2)), pred.sum((1, 2)), t.sum((1, 2))
+            rles += [encode(m) for m in pred]
+            advance(1)
+    return inter, area, t_area, rles
+
+
+def _confusion(decided: np.ndarray, actual: np.ndarray, classes: tuple[str, ...]) -> dict:
+    """Per class, the empty/non-empty decisions against the truth, from (N, C) bools."""
+    return {
+        c: {
+            "tp": int((decided[:, j] & actual[:, j]).sum()),
+            "fp": int((decided[:, j] & ~actual[:, j]).sum()),
+            "fn": int((~decided[:, j] & actual[:, j]).sum()),
+            "tn": int((~decided[:, j] & ~actual[:, j]).sum()),
+        }
+        for j, c in enumerate(classes)
+    }
+
+
+def _per_image(ids: list[str], folds: pd.Series, per_map: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
+    per_image = pd.DataFrame({"image_id": ids, "fold": folds.reindex(ids).to_numpy()})
+    for j, c in enumerate(classes):
+        per_image[c] = per_map[:, j].round(6)
+    per_image["dice"] = per_map.mean(1).round(6)
+    return per_image
+
+
+def _per_class(per_map: np.ndarray, report: dict, metric: str, classes: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"class": list(classes), "dice": per_map.mean(0)}
+        | ({} if metric == "dice" else {metric: [round(report[f"{metric}_{c}"], 6) for c in classes]})
+    )
+
+
+def _confusion_table(confusion: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(c, t, p, v[key]) for c, v in confusion.items() for t, p, key in DECISIONS],
+        columns=["class", "truth", "predicted", "images"],
+    )
+
+
+def _submitted(submission: Path, data: DataConfig, count: int, classes: tuple[str, ...]) -> Masks:
+    """The first `count` test images of a Kaggle-format submission file, decoded."""
+    wide = to_wide(read_labels(submission, data.score_size, classes), classes).head(count)
+    rows = wide.to_numpy()
+    return Masks(list(wide.index), lambda i: np.stack([decode(r, data.score_size) for r in rows[i]]))
+
+
+def _draw_worst(folder: Path, worst: pd.DataFrame, oof: Masks, truth: np.ndarray, source: Source, cfg) -> None:
+    folder.mkdir()
+    row_of = {image_id: i for i, image_id in enumerate(oof.ids)}
+    classes = source.classes
+    for rank, r in enumerate(worst.itertuples(), 1):
+        i = row_of[r.image_id]
+        image = source.rgb("train", source.train_ids.index(r.image_id))
+        title = f"#{rank} worst OOF: {r.image_id}  fold {r.fold}  mean Dice {r.dice:.3f}"
+        write_png(
+            folder / f"{rank:02d}_{Path(r.image_id).stem}.png",
+            panel(image, unpack_masks(truth[i], len(classes)), oof.masks(i), title, cfg.tile, classes),
+        )
+
+
+def _draw_test(folder: Path, test: Masks, source: Source, cfg, name: str) -> None:
+    folder.mkdir()
+    for i, image_id in enumerate(test.ids[: cfg.test_images]):
+        title = f"test {image_id}: {'submitted' if name == 'ensemble' else name} masks"
+        image = source.rgb("test", source.test_ids.index(image_id))
+        write_png(
+            folder / f"{Path(image_id).stem}.png", panel(image, None, test.masks(i), title, cfg.tile, source.classes)
+        )
+
+
+def _draw_confusion(path: Path, confusion: dict, name: str) -> None:
+    fig = figure(8.0, 2.6)
+    axes = np.atleast_1d(fig.subplots(1, len(confusion)))
+    for ax, (c, v) in zip(axes, confusion.items()):
+        table = np.array([[v["tn"], v["fp"]], [v["fn"], v["tp"]]])
+        ax.imshow(table, cmap="Blues", vmin=0)
+        for (i, j), count in np.ndenumerate(table):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > table.max() / 2 else "black")
+        ax.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["empty", "mask"],
+            yticklabels=["empty", "mask"],
+            xlabel="predicted",
+            title=c,
+        )
+        if ax is axes[0]:
+            ax.set_ylabel("truth")
+    fig.suptitle(f"{name}: empty / non-empty decisions per class (OOF images)")
+    save_figure(fig, path)
