@@ -23,6 +23,12 @@ from cloudcli.metrics import DiceSums, dice_from_counts, sums_report
 MONITOR = {"seg1": "dice", "seg2": "dice_pos", "cls": "auc"}  # all maximised
 
 
+def monitored(metrics: dict, role: str) -> float:
+    """The role's monitored metric; Dice over all rows when a fold has no positive row for dice_pos."""
+    value = metrics[MONITOR[role]]
+    return metrics["dice"] if value is None else value
+
+
 def seg_row_dice(logits: torch.Tensor, truth: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """(B, C) Dice of sigmoid(logits) > threshold, resized to truth's (H, W), against truth (B, C, H, W)."""
     probs = F.interpolate(torch.sigmoid(logits.float()), size=truth.shape[-2:], mode="bilinear", align_corners=False)

@@ -18,8 +18,7 @@ PARAMS = ("data", "fold")
 
 def run(data: DataConfig, cfg: FoldConfig, out: Path, metrics: Path) -> None:
     source = open_source(data, labels_only=True)
-    areas = source.areas() if "coverage" in cfg.stratify or data.kind != "kaggle_clouds" else None
-    present = source.presence() if areas is None else areas > 0
+    present, areas = source.presence_and_areas("coverage" in cfg.stratify)  # (N, C) bool, (N, C) or None
     where = None if data.metadata is None else Path(data.raw) / data.metadata
     metadata = None if where is None else read_metadata(where, source.train_ids)
     groups = strata(cfg.stratify, metadata, areas, cfg.bins, str(where)) if cfg.stratify else None

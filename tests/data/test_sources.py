@@ -18,8 +18,8 @@ from cloudcli import CLASSES
 from cloudcli.config import DataConfig
 from cloudcli.data.demo_kinds import KindSpec, generate_kind, write_geotiff
 from cloudcli.data.kaggle import TRAIN_CSV, presence, read_labels, to_wide
-from cloudcli.data.sources import index_to_masks, open_source, scale_bands
-from cloudcli.errors import DataError
+from cloudcli.data.sources import KINDS, SOURCES, default_classes, index_to_masks, open_source, scale_bands
+from cloudcli.errors import ConfigError, DataError
 from cloudcli.rle import decode
 
 BANDS = ("B02", "B03", "B04", "B08")
@@ -85,6 +85,17 @@ def test_band_limits_are_percentiles_of_the_training_pixels_without_nodata(chips
     expected = np.clip(np.rint((raw - low) * 255 / (high - low)), 0, 255)
     expected[0, 0] = 0
     np.testing.assert_array_equal(image, expected)
+
+
+def test_every_configurable_kind_has_a_source_class(tmp_path: Path) -> None:
+    from typing import get_args, get_type_hints
+
+    assert tuple(SOURCES) == KINDS and set(get_args(get_type_hints(DataConfig)["kind"])) == set(KINDS)
+    assert all(cls.kind == kind for kind, cls in SOURCES.items())
+    assert default_classes("kaggle_clouds") == CLASSES and default_classes("chips") == ("cloud",)
+    assert default_classes("image_mask") == ()
+    with pytest.raises(ConfigError, match="unknown dataset kind 'tiles'; choose from kaggle_clouds, chips, image_mask"):
+        open_source(replace(chips_config(tmp_path), kind="tiles"))
 
 
 def test_scale_bands_known_answer() -> None:

@@ -172,7 +172,7 @@ def test_torchrun_two_gloo_processes(tiny_cache, tmp_path, launcher) -> None:
 
 
 def test_stalled_means_the_last_three_validation_losses_are_equal() -> None:
-    from cloudcli.engine.fit import stalled
+    from cloudcli.engine.loop import stalled
 
     assert stalled([0.9, 0.4354, 0.4354, 0.4354])  # the saturated Dice-only model of the chips demo
     assert not stalled([0.4354, 0.4354])  # too few epochs to say

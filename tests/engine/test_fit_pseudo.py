@@ -17,7 +17,7 @@ from cloudcli.data.cache import open_cache, pack_masks, unpack_masks
 from cloudcli.data.dataset import CacheDataset, ConcatWithEpoch
 from cloudcli.data.pseudo import read_pseudo
 from cloudcli.engine.distributed import Context
-from cloudcli.engine.fit import _loaders, _pseudo_set, split_indices
+from cloudcli.engine.loaders import build_loaders, pseudo_set, split_indices
 from cloudcli.errors import DataError
 from cloudcli.models.factory import normalization
 from cloudcli.stages import train
@@ -92,8 +92,8 @@ def test_pseudo_images_join_training_and_never_validation(tiny_cache, pseudo_dir
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tiny_cache / "artifacts/folds.csv", fold)
     folds = pd.read_csv(tiny_cache / "artifacts/folds.csv", dtype={"image_id": str}).set_index("image_id")["fold"]
     assert (folds.loc[cache.train["image_id"].iloc[valid_idx]] == fold).all()
-    pseudo = _pseudo_set(folder, cache)
-    train_loader, valid_loader = _loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo)
+    pseudo = pseudo_set(folder, cache)
+    train_loader, valid_loader = build_loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo)
 
     # validation: exactly the fold's training-image rows, from train_images and train_masks
     valid = valid_loader.dataset
@@ -133,7 +133,7 @@ def test_classifier_training_reads_pseudo_labels_without_masks(tiny_cache, pseud
     folder, images, _ = pseudo_dir
     cache, spec = cache_of(tiny_cache), spec_of(tiny_cache, "cls")
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tiny_cache / "artifacts/folds.csv", 0)
-    train_loader, _ = _loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, _pseudo_set(folder, cache))
+    train_loader, _ = build_loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo_set(folder, cache))
     item = train_loader.dataset[len(train_idx) + 2]
     assert "masks" not in item and item["index"] == TEST_ROWS[2]
     assert item["labels"].tolist() == images.loc[2, list(CLASSES)].astype(float).tolist()
@@ -144,15 +144,15 @@ def test_empty_pseudo_set_adds_nothing(tiny_cache, tmp_path) -> None:
     h, w = cache.meta["arrays"]["test_images"][1:3]
     write_pseudo(tmp_path / "empty", [], [], np.zeros((0, 4, h, w), np.uint8))
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tiny_cache / "artifacts/folds.csv", 0)
-    pseudo = _pseudo_set(tmp_path / "empty", cache)
-    train_loader, _ = _loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo)
+    pseudo = pseudo_set(tmp_path / "empty", cache)
+    train_loader, _ = build_loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo)
     assert len(train_loader.dataset) == len(train_idx)
 
 
 def test_training_images_in_a_pseudo_set_are_refused(tiny_cache, pseudo_dir, tmp_path) -> None:
     folder, _, masks = pseudo_dir
     cache = cache_of(tiny_cache)
-    assert len(_pseudo_set(folder, cache).images) == len(TEST_ROWS)
+    assert len(pseudo_set(folder, cache).images) == len(TEST_ROWS)
     train_id = cache.train["image_id"][4]
     test = cache.test.copy()
     test.loc[TEST_ROWS[0], "image_id"] = train_id  # a cache whose test list holds a training image
@@ -161,7 +161,7 @@ def test_training_images_in_a_pseudo_set_are_refused(tiny_cache, pseudo_dir, tmp
     write_pseudo(tmp_path / "clash", ids, TEST_ROWS, masks)
     assert len(read_pseudo(tmp_path / "clash", list(test["image_id"]), masks.shape[2:]).images) == len(TEST_ROWS)
     with pytest.raises(DataError, match=re.escape(f"1 images are training images (e.g. {train_id})")):
-        _pseudo_set(tmp_path / "clash", clashing)
+        pseudo_set(tmp_path / "clash", clashing)
 
 
 def test_read_pseudo_checks_the_set_against_the_cache(tiny_cache, pseudo_dir, tmp_path) -> None:

@@ -1,0 +1,113 @@
+"""What one fold trains and validates on: the fold's rows of the cache, the pseudo-labelled test
+images, and the data loaders over them (sharded across processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from cloudcli.config import AugmentConfig, ResolvedModel
+from cloudcli.data.cache import Cache
+from cloudcli.data.dataset import (
+    CacheDataset,
+    ConcatWithEpoch,
+    NoSingletonBatchSampler,
+    ShardSampler,
+    build_transform,
+)
+from cloudcli.data.pseudo import PseudoSet, read_pseudo
+from cloudcli.engine.distributed import Context
+from cloudcli.errors import DataError
+from cloudcli.models.factory import normalization
+
+
+def split_indices(cache_train_ids: list[str], folds_csv: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, valid rows) of the cache for `fold`, from the folds table."""
+    import pandas as pd
+
+    table = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
+    missing = set(cache_train_ids) - set(table.index)
+    if missing:
+        raise DataError(
+            f"{folds_csv}: {len(missing)} cached images have no fold (e.g. {sorted(missing)[0]}); "
+            "rerun `dvc repro fold`"
+        )
+    folds = table.loc[cache_train_ids].to_numpy()
+    valid = np.flatnonzero(folds == fold)
+    if len(valid) == 0:
+        raise DataError(
+            f"{folds_csv}: fold {fold} has no images (folds present: {sorted(set(folds))}); "
+            "check cv.folds against fold.n_splits"
+        )
+    return np.flatnonzero(folds != fold), valid
+
+
+def pseudo_set(folder: Path, cache: Cache) -> PseudoSet:
+    """The pseudo-labelled set, checked to hold test images only: they never reach a validation fold."""
+    pseudo = read_pseudo(
+        folder, list(cache.test["image_id"]), tuple(cache.meta["arrays"]["test_images"][1:3]), cache.classes
+    )
+    clash = set(pseudo.images["image_id"]) & set(cache.train["image_id"])
+    if clash:
+        raise DataError(
+            f"{folder / 'images.csv'}: {len(clash)} images are training images (e.g. {sorted(clash)[0]}); "
+            "pseudo labels are for test images only"
+        )
+    return pseudo
+
+
+def build_loaders(
+    spec: ResolvedModel,
+    augment: AugmentConfig,
+    cache: Cache,
+    train_idx: np.ndarray,
+    valid_idx: np.ndarray,
+    ctx: Context,
+    pseudo: PseudoSet | None = None,
+) -> tuple[DataLoader, DataLoader]:
+    """(train, valid) loaders: augmented, reshuffled batches (never of one image) over the training
+    rows and any pseudo-labelled test images; the validation rows in order, unaugmented."""
+    cfg, cache_size = spec.train, tuple(cache.meta["arrays"]["train_images"][1:3])
+    size = cfg.image_size or cache_size
+    mean, std = normalization(spec.model, cache.band_stats)
+    labels = cache.train[list(cache.classes)].to_numpy()
+    masks = spec.role != "cls"
+    augmented = build_transform(augment, size, cache_size, mean, std)
+    train_ds = CacheDataset(cache.folder, train_idx, labels, augmented, cfg.seed, masks)
+    if pseudo is not None and len(pseudo.images):  # test images: the training part only, never validation
+        train_ds = ConcatWithEpoch([train_ds, _pseudo_dataset(cache, pseudo, augmented, cfg.seed, masks)])
+    valid_ds = CacheDataset(
+        cache.folder, valid_idx, labels, build_transform(None, size, cache_size, mean, std), cfg.seed, masks
+    )
+    common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda", "persistent_workers": False}
+    train_batches = NoSingletonBatchSampler(
+        ShardSampler(len(train_ds), ctx.rank, ctx.world, True, cfg.seed), cfg.batch_size
+    )
+    return (
+        DataLoader(train_ds, batch_sampler=train_batches, **common),
+        DataLoader(
+            valid_ds,
+            sampler=ShardSampler(len(valid_ds), ctx.rank, ctx.world, False),
+            batch_size=cfg.batch_size,
+            **common,
+        ),
+    )
+
+
+def _pseudo_dataset(cache: Cache, pseudo: PseudoSet, augmented, seed: int, masks: bool) -> CacheDataset:
+    """The pseudo-labelled test images as a second stream of training samples."""
+    return CacheDataset(
+        cache.folder,
+        pseudo.images["test_row"].to_numpy(),
+        pseudo.labels,
+        augmented,
+        seed,
+        masks,
+        images="test_images",
+        masks=pseudo.targets,
+        soft=pseudo.soft,
+        mask_rows=np.arange(len(pseudo.images)),
+        stream=1,
+    )

@@ -1,0 +1,162 @@
+"""The training loop: the model set up for the run (DDP, torch.compile, mixed precision, EMA), the
+epochs, the optimiser steps within one, and the schedulers' steps."""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+
+from cloudcli.config import ResolvedModel, TrainConfig
+from cloudcli.data.cache import Cache
+from cloudcli.engine.checkpoint import State, save_training
+from cloudcli.engine.distributed import Context, all_sum
+from cloudcli.engine.live import log_epoch
+from cloudcli.engine.optim import STEP_SCHEDULERS, build_optimizer, build_scheduler
+from cloudcli.engine.validate import monitored, validate
+from cloudcli.ui import progress, warn
+
+STALL_EPOCHS = 3  # epochs with the same validation loss that mean a stalled (saturated) model
+
+
+@dataclass
+class Trainer:
+    """What the optimiser steps touch. `model` runs forward (wrapped in DDP and/or compiled);
+    `net` is the bare model whose weights are saved and averaged."""
+
+    model: nn.Module
+    net: nn.Module
+    loss_fn: nn.Module
+    opt: torch.optim.Optimizer
+    sched: object | None  # a torch scheduler, or None for a constant lr
+    scaler: torch.amp.GradScaler | None  # fp16 on CUDA only
+    ema: AveragedModel | None
+    autocast: AbstractContextManager
+
+
+def build_trainer(net: nn.Module, loss_fn: nn.Module, cfg: TrainConfig, ctx: Context, steps_per_epoch: int) -> Trainer:
+    """Move `net` to the device and wrap it; its optimiser, scheduler, grad scaler and EMA copy."""
+    net.to(ctx.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    model: nn.Module = DistributedDataParallel(net) if ctx.world > 1 else net
+    if cfg.compile:
+        model = torch.compile(model)
+    opt = build_optimizer(net, cfg)
+    sched = build_scheduler(opt, cfg, -(-steps_per_epoch // cfg.accumulate), "max")
+    cuda = ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if cuda and cfg.precision == "fp16" else None
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    autocast = torch.autocast(ctx.device.type, dtype=dtype) if cuda and dtype else nullcontext()
+    return Trainer(model, net, loss_fn, opt, sched, scaler, ema, autocast)
+
+
+def run_epochs(
+    t: Trainer,
+    spec: ResolvedModel,
+    loaders: tuple[DataLoader, DataLoader],
+    cache: Cache,
+    state: State,
+    ctx: Context,
+    out: Path,
+    live,
+    config_hash: str,
+    settings: dict,
+) -> State:
+    """Train the epochs after state.epoch; after each: validate, step the epoch scheduler, and on the
+    main process log the curves, then save last.pt (and best.pt when it improved)."""
+    cfg, fold = spec.train, settings["fold"]
+    train_loader, valid_loader = loaders
+    truth = cache.array("train_truth")
+    val_losses: list[float] = []
+    for epoch in range(state.epoch + 1, cfg.epochs):
+        start = time.perf_counter()
+        train_loader.batch_sampler.set_epoch(epoch)  # reshuffle
+        train_loader.dataset.set_epoch(epoch)  # new augmentations
+        train_loss, seen = train_epoch(t, train_loader, spec, ctx, f"{spec.name} fold {fold} epoch {epoch + 1}")
+        evaluated = t.ema.module if t.ema else t.net
+        metrics = validate(evaluated, valid_loader, t.loss_fn, spec.role, truth, ctx, t.autocast, cache.classes)
+        value = monitored(metrics, spec.role)
+        val_losses.append(metrics["loss"])
+        if ctx.main and stalled(val_losses) and not stalled(val_losses[:-1]):
+            _warn_stalled(spec, fold, metrics["loss"])
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(t.opt.param_groups)}  # lr of this epoch
+        step_epoch_scheduler(t.sched, cfg.scheduler, value)
+        improved = value > state.best_value
+        if improved:
+            state = State(epoch, value, epoch, metrics)
+        state.epoch = epoch
+        if ctx.main:  # the curves first: once last.pt says an epoch is done, its row is logged
+            log_epoch(live, spec, fold, epoch, train_loss, seen, metrics, lrs, state, time.perf_counter() - start)
+            save_training(out, epoch, improved, t.net, t.ema, t.opt, t.sched, t.scaler, state, config_hash, settings)
+    return state
+
+
+def train_epoch(t: Trainer, loader: DataLoader, spec: ResolvedModel, ctx: Context, title: str) -> tuple[float, int]:
+    """One pass over `loader`, an optimiser step every train.accumulate batches (and at the end);
+    (mean training loss, samples seen), summed over processes."""
+    cfg = spec.train
+    t.model.train()
+    t.opt.zero_grad(set_to_none=True)
+    loss_sum, seen = 0.0, 0
+    join = t.model.join() if isinstance(t.model, DistributedDataParallel) else nullcontext()
+    with join, progress(title, len(loader), "batches", lines=False, enabled=ctx.main) as advance:
+        for step, batch in enumerate(loader):
+            x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
+            target = (batch["labels"] if spec.role == "cls" else batch["masks"]).to(ctx.device, non_blocking=True)
+            with t.autocast:
+                loss = t.loss_fn(t.model(x), target)
+            (t.scaler.scale(loss / cfg.accumulate) if t.scaler else loss / cfg.accumulate).backward()
+            if (step + 1) % cfg.accumulate == 0 or step + 1 == len(loader):
+                optimizer_step(t.net, t.opt, t.scaler, cfg.clip_grad)
+                if t.ema is not None:
+                    t.ema.update_parameters(t.net)
+                if t.sched is not None and cfg.scheduler in STEP_SCHEDULERS:
+                    t.sched.step()
+            loss_sum += float(loss.detach()) * len(x)
+            seen += len(x)
+            advance(1)
+    loss_sum, seen = all_sum(np.array([loss_sum, seen], dtype=np.float64), ctx)
+    return loss_sum / max(seen, 1), int(seen)
+
+
+def optimizer_step(net: nn.Module, opt: torch.optim.Optimizer, scaler, clip_grad: float) -> None:
+    if clip_grad > 0:
+        if scaler:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad)
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def step_epoch_scheduler(sched, name: str, monitored: float) -> None:
+    """Step a per-epoch scheduler (plateau on the monitored metric); step schedulers step in train_epoch."""
+    if sched is None or name in STEP_SCHEDULERS:
+        return
+    sched.step(monitored) if name == "plateau" else sched.step()
+
+
+def stalled(val_losses: list[float], epochs: int = STALL_EPOCHS, rtol: float = 1e-6) -> bool:
+    """True when the last `epochs` validation losses are equal (within rtol): nothing is learnt."""
+    last = val_losses[-epochs:]
+    return len(last) == epochs and max(last) - min(last) <= rtol * max(abs(v) for v in last)
+
+
+def _warn_stalled(spec: ResolvedModel, fold: int, loss: float) -> None:
+    warn(
+        f"{spec.name} fold {fold}: the validation loss has been the same for {STALL_EPOCHS} epochs "
+        f"({loss:.6f}): the outputs look saturated (sigmoid at 0 or 1 everywhere, no gradient). "
+        f"A Dice-only loss can stall so: add bce to models.{spec.name}.loss (e.g. {{dice_pos: 1.0, bce: 0.5}}) "
+        "or lower train.lr"
+    )
