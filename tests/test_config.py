@@ -5,7 +5,7 @@ import pytest
 import yaml
 from helpers import REPO
 
-from cloudcli.config import FoldConfig, Params, build, load_params
+from cloudcli.config import FoldConfig, Params, build, load_params, read_yaml
 from cloudcli.errors import ConfigError
 
 
@@ -78,6 +78,22 @@ def test_missing_file_and_bad_yaml(tmp_path) -> None:
     bad.write_text("fold: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_a_key_written_twice_names_the_key_and_its_lines(tmp_path) -> None:
+    text = (REPO / "params.yaml").read_text()
+    lines = text.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith("  lr: ")) + 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  lr: ", "  lr: 3.0e-4\n  lr: ", 1))  # yaml.safe_load keeps the second
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert str(info.value) == (
+        f"{path}: line {first + 1}: key 'lr' is written twice in one mapping (first on line {first}); "
+        "YAML would keep only the last: delete one"
+    )
+    path.write_text("a: &x {b: 1}\nc:\n  <<: *x\n  b: 2\n")  # a merge key may be overridden
+    assert read_yaml(path.read_text()) == {"a": {"b": 1}, "c": {"b": 2}}
 
 
 def test_dvc_stages_declare_exactly_the_sections_they_read() -> None:
