@@ -82,7 +82,8 @@ def params_text(name: str | None) -> str:
     if name is None:
         return text
     preset = preset_text(name)
-    header = "".join(line for line in _header(preset.splitlines(keepends=True))).rstrip("\n") + "\n#\n"
+    header = "".join(_header(preset.splitlines(keepends=True))).rstrip("\n")
+    header += "\n#\n" if header else ""  # the preset's comments, then the defaults' own
     merged = preset_params(name)
     try:
         body = _merge_lines(text, preset, merged)
