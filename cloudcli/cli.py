@@ -38,6 +38,25 @@ def _root(
     pass
 
 
+@app.command()
+def init(
+    preset: Annotated[
+        str | None, typer.Option(help="Preset laid over the defaults: 3rd_place, chips or image_mask; none by default")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Params file to write")] = Path("params.yaml"),
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
+) -> None:
+    """Write a complete params file: the defaults, or the defaults with a preset's values.
+
+    A preset (cloudcli/config/presets/) holds only what differs from the defaults; the file
+    written keeps the defaults' comments on the values the preset leaves alone.
+    """
+    from cloudcli.config.presets import write_params
+
+    write_params(out, preset, force)
+    print(f"{out}: the defaults" + (f" with preset {preset}" if preset else ""))
+
+
 DEMO_DEFAULTS = {  # kind -> (n_train, n_test, height, width)
     "kaggle_clouds": (120, 40, 1400, 2100),
     "chips": (160, 40, 128, 128),
@@ -63,8 +82,8 @@ def demo_data(
 
     kaggle_clouds (the default, the dataset data.dvc tracks): train.csv, sample_submission.csv,
     train_images/, test_images/ and test_truth.csv (the hidden test masks). chips: On Cloud N's
-    layout, 4 uint16 GeoTIFF bands per chip, labels and metadata (configs/chips.yaml).
-    image_mask: building tiles, PNG images and masks (configs/image_mask.yaml).
+    layout, 4 uint16 GeoTIFF bands per chip, labels and metadata (cloudcli init --preset chips).
+    image_mask: building tiles, PNG images and masks (cloudcli init --preset image_mask).
     """
     if kind not in DEMO_DEFAULTS:
         raise CloudcliError(f"--kind: unknown dataset kind {kind!r}; choose from {', '.join(DEMO_DEFAULTS)}")

@@ -130,7 +130,7 @@ def train_ids(project: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------- help
 
 
-COMMANDS = ("demo-data", "preprocess", "fold", "train", "cv")
+COMMANDS = ("init", "demo-data", "preprocess", "fold", "train", "cv")
 
 
 def test_root_help_lists_every_stage(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from helpers import REPO
 
-from cloudcli.config import FoldConfig, Params, build, load_params
+from cloudcli.config import FoldConfig, Params, build, load_params, read_yaml
 from cloudcli.errors import ConfigError
 
 
@@ -78,6 +78,22 @@ def test_missing_file_and_bad_yaml(tmp_path) -> None:
     bad.write_text("fold: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_a_key_written_twice_names_the_key_and_its_lines(tmp_path) -> None:
+    text = (REPO / "params.yaml").read_text()
+    lines = text.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith("  lr: ")) + 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  lr: ", "  lr: 3.0e-4\n  lr: ", 1))  # yaml.safe_load keeps the second
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert str(info.value) == (
+        f"{path}: line {first + 1}: key 'lr' is written twice in one mapping (first on line {first}); "
+        "YAML would keep only the last: delete one"
+    )
+    path.write_text("a: &x {b: 1}\nc:\n  <<: *x\n  b: 2\n")  # a merge key may be overridden
+    assert read_yaml(path.read_text()) == {"a": {"b": 1}, "c": {"b": 2}}
 
 
 def test_dvc_stages_declare_exactly_the_sections_they_read() -> None:
@@ -211,10 +227,13 @@ def test_bad_model_params_name_the_key(tmp_path, change, message: str) -> None:
         load_params(write(tmp_path, params))
 
 
-def test_third_place_params_file_loads_and_names_real_encoders() -> None:
+def test_third_place_preset_loads_and_names_real_encoders(tmp_path) -> None:
     import segmentation_models_pytorch as smp
 
-    params = load_params(REPO / "configs/3rd_place.yaml")
+    from cloudcli.config.presets import params_text
+
+    (tmp_path / "params.yaml").write_text(params_text("3rd_place"))
+    params = load_params(tmp_path / "params.yaml")
     encoders = {name: resolve(params, name).model.encoder for name in (*params.cv.models, *params.pseudo.models)}
     assert encoders == {
         "seg1": "densenet121",
@@ -228,8 +247,6 @@ def test_third_place_params_file_loads_and_names_real_encoders() -> None:
     assert set(encoders.values()) <= set(smp.encoders.get_encoder_names())
     assert params.model.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")
     assert params.ensemble.members[-1] == "seg2_b7_fpn_pl" and params.pseudo.models == ("seg2_b7_fpn_pl",)
-    # the same keys as params.yaml: a section added to one is added to the other
-    assert yaml.safe_load((REPO / "configs/3rd_place.yaml").read_text()).keys() == repo_params().keys()
 
 
 def resolve(params, name):

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-from helpers import REPO, cloudcli
+from helpers import cloudcli
 
+from cloudcli.config.presets import preset_params
 from cloudcli.errors import DataError
 from cloudcli.export import export_masks, label_name, label_raster
 from cloudcli.rle import encode
@@ -80,7 +81,7 @@ def test_bad_csv_names_the_line_and_writes_nothing(tmp_path, csv: str, message: 
 
 
 def test_cli_uses_the_params_classes_and_image_size(tmp_path) -> None:
-    params = yaml.safe_load((REPO / "configs/chips.yaml").read_text())
+    params = preset_params("chips")
     params["data"].update(image_size=[12, 16], score_size=list(SIZE))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cloud = np.zeros((1, *SIZE), np.uint8)

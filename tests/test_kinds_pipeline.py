@@ -1,5 +1,5 @@
 """End to end: `dvc repro` of the real dvc.yaml on tiny generated datasets of the other kinds, with
-configs/chips.yaml and configs/image_mask.yaml (shrunk to a few 32x32 images and one epoch)."""
+the chips and image_mask presets (shrunk to a few 32x32 images and one epoch)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from dvc_repo import git_dvc_repo, ran, run
 from helpers import REPO, cloudcli
 
 from cloudcli.config import load_params
+from cloudcli.config.presets import preset_params
 from cloudcli.data.cache import resize_mask
 from cloudcli.data.sources import open_source
 from cloudcli.rle import decode
@@ -24,11 +25,11 @@ SIZE = 32
 
 
 def kind_repo(tmp_path: Path, kind: str, raw: str, **sections: dict) -> Path:
-    """A git + DVC repository with a tiny dataset of `kind` in `raw` and configs/<kind>.yaml shrunk."""
+    """A git + DVC repository with a tiny dataset of `kind` in `raw` and the preset <kind> shrunk."""
     repo = git_dvc_repo(tmp_path / kind)
     cloudcli("demo-data", raw, "--kind", kind, "--n-train", "24", "--n-test", "6", "--height", str(SIZE),
              "--width", str(SIZE), "--workers", "1", cwd=repo)  # fmt: skip
-    params = yaml.safe_load((REPO / "configs" / f"{kind}.yaml").read_text())
+    params = preset_params(kind)
     params["data"].update(image_size=[SIZE, SIZE], score_size=[SIZE, SIZE])
     params["preprocess"].update(image_size=[SIZE, SIZE], workers=1)
     params["fold"].update(n_splits=3)

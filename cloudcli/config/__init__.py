@@ -1,0 +1,58 @@
+"""params.yaml -> typed, validated, frozen config objects (an unknown key is an error).
+
+schema.py and schema_post.py: one frozen dataclass per section; loader.py: the YAML and the strict
+build; checks.py: checks across sections; presets.py: the packaged defaults (defaults.yaml, the
+repository's params.yaml) and presets/, merged by `cloudcli init`.
+"""
+
+from cloudcli.config.loader import ResolvedModel, build, load_params, read_yaml, resolve_model
+from cloudcli.config.schema import (
+    CLS_LOSSES,
+    SEG_LOSSES,
+    AugmentConfig,
+    CvConfig,
+    DataConfig,
+    FoldConfig,
+    InferConfig,
+    ModelConfig,
+    ModelEntry,
+    PreprocessConfig,
+    Size,
+    TrainConfig,
+)
+from cloudcli.config.schema_post import (
+    EnsembleConfig,
+    Params,
+    PseudoConfig,
+    ReportConfig,
+    RoundsConfig,
+    TuneConfig,
+)
+from cloudcli.errors import ConfigError
+
+__all__ = [
+    "CLS_LOSSES",
+    "SEG_LOSSES",
+    "AugmentConfig",
+    "ConfigError",
+    "CvConfig",
+    "DataConfig",
+    "EnsembleConfig",
+    "FoldConfig",
+    "InferConfig",
+    "ModelConfig",
+    "ModelEntry",
+    "Params",
+    "PreprocessConfig",
+    "PseudoConfig",
+    "ReportConfig",
+    "ResolvedModel",
+    "RoundsConfig",
+    "Size",
+    "TrainConfig",
+    "TuneConfig",
+    "build",
+    "load_params",
+    "read_yaml",
+    "resolve_model",
+]

@@ -1,0 +1,106 @@
+"""Checks across sections: the models that pseudo, ensemble, tune and report name exist in the
+pipeline and have the right role."""
+
+from __future__ import annotations
+
+from cloudcli.config.schema import _check
+from cloudcli.config.schema_post import Params, PseudoConfig, RoundsConfig
+
+
+def _check_combination(params: Params) -> None:
+    """Models named by ensemble, pseudo and tune exist in the pipeline and have the right role."""
+    base, models, pseudo = params.cv.models, params.models, params.pseudo
+    segs = [m for m in base if models[m].role != "cls"]
+    _check_pseudo(pseudo, base, segs, models)
+    _check_rounds(params.pseudo_rounds, pseudo, models)
+    every_seg = segs + [m for m in pseudo.models if models[m].role != "cls"]
+    for m in params.ensemble.members:
+        _check(
+            m in every_seg,
+            "ensemble.members",
+            f"{m!r} is not a segmentation model of cv.models or pseudo.models ({', '.join(every_seg)})",
+        )
+    tune = params.tune
+    _check(
+        tune.seg1 in base and models[tune.seg1].role != "cls",
+        "tune.seg1",
+        f"must be a segmentation model listed in cv.models ({', '.join(segs)}), got {tune.seg1!r}",
+    )
+    if tune.shape is not None:
+        _check(
+            tune.shape == "ensemble" or tune.shape in every_seg,
+            "tune.shape",
+            f"must be ensemble, a segmentation model of cv.models or pseudo.models, or null; got {tune.shape!r}",
+        )
+    _check_classifier(tune.classifier, "tune.classifier", base, models)
+    _check(
+        tune.class_score in ("none", "topk") or tune.classifier is not None,
+        "tune.class_score",
+        f"{tune.class_score} needs tune.classifier; use topk or none, or name a classifier",
+    )
+    _check(tune.top_k >= 1, "tune.top_k", f"must be >= 1, got {tune.top_k}")
+    for m in params.report.models:
+        _check(
+            m == "ensemble" or m in every_seg,
+            "report.models",
+            f"{m!r} is not ensemble or a segmentation model of cv.models or pseudo.models ({', '.join(every_seg)})",
+        )
+
+
+def _check_classifier(name: str | None, key: str, base: tuple[str, ...], models: dict) -> None:
+    _check(
+        name is None or (name in base and models[name].role == "cls"),
+        key,
+        f"must be a classifier listed in cv.models, or null; got {name!r}",
+    )
+
+
+def _check_pseudo(pseudo: PseudoConfig, base: tuple[str, ...], segs: list[str], models: dict) -> None:
+    """Pseudo labels come from base models (cv.models) and train models outside cv.models."""
+    for m in pseudo.models:
+        _check(
+            m not in base,
+            "pseudo.models",
+            f"{m!r} is also in cv.models; give the pseudo-label variant its own name (e.g. {m}_pl) in `models`",
+        )
+    _check(
+        pseudo.seg1 in segs,
+        "pseudo.seg1",
+        f"must be a segmentation model of cv.models ({', '.join(segs)}), got {pseudo.seg1!r}",
+    )
+    for m in pseudo.shape:
+        _check(
+            m in segs,
+            "pseudo.shape",
+            f"{m!r} is not a segmentation model of cv.models ({', '.join(segs)}); pseudo labels come from base models",
+        )
+    _check_classifier(pseudo.classifier, "pseudo.classifier", base, models)
+    _check(
+        pseudo.rule != "classifier" or pseudo.classifier is not None,
+        "pseudo.rule",
+        "classifier needs pseudo.classifier; name one, or use rule: pixels",
+    )
+
+
+def _check_rounds(rounds: RoundsConfig, pseudo: PseudoConfig, models: dict) -> None:
+    """relabel maps models that make the labels to pseudo models of the same kind."""
+    labellers = {pseudo.seg1, *pseudo.shape, pseudo.classifier} - {None}
+    for base_model, pl in rounds.relabel.items():
+        _check(
+            base_model in labellers,
+            f"pseudo_rounds.relabel.{base_model}",
+            f"{base_model!r} does not make the labels; relabel pseudo.seg1, pseudo.shape or pseudo.classifier "
+            f"({', '.join(sorted(labellers))})",
+        )
+        kind = "classifier" if models[base_model].role == "cls" else "segmentation model"
+        _check(
+            pl in pseudo.models and (models[pl].role == "cls") == (kind == "classifier"),
+            f"pseudo_rounds.relabel.{base_model}",
+            f"must name a {kind} of pseudo.models ({', '.join(pseudo.models)}), got {pl!r}",
+        )
+    _check(
+        rounds.rounds == 1 or bool(rounds.relabel),
+        "pseudo_rounds.rounds",
+        f"{rounds.rounds} rounds need pseudo_rounds.relabel (e.g. {{{pseudo.seg1}: <its pseudo model>}}): "
+        "without it every round would keep and label the same images",
+    )

@@ -1,0 +1,192 @@
+"""The data, model, training and inference sections of params.yaml: typed, frozen, checked.
+
+Every key must be present and of the declared type (cloudcli.config.loader builds them strictly);
+`__post_init__` checks what one section can check alone. Checks across sections: checks.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cloudcli import CLASSES
+from cloudcli.errors import ConfigError
+
+Size = tuple[int, int]  # (height, width) in pixels
+SEG_LOSSES = ("bce", "kl", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
+CLS_LOSSES = ("bce", "bce_balanced")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: Literal["kaggle_clouds", "chips", "image_mask"]  # raw format (cloudcli.data.sources)
+    raw: str  # raw data folder, laid out as its kind says
+    image_size: Size  # (H, W) of every raw image; any other size is an error
+    score_size: Size  # (H, W) at which masks are scored and submitted
+    classes: tuple[str, ...] | None  # null: the kind's own; image_mask: mask value k is classes[k - 1];
+    # dvc.yaml's plots take their series from this list, so params files name the classes
+    bands: tuple[str, ...] | None  # chips: band file stems in channel order, e.g. [B02, B03, B04, B08]
+    band_percentiles: tuple[float, float]  # 16-bit bands: clipped to these percentiles of training pixels
+    nodata: int | None  # a pixel with this value in every band has no data (kept 0); null = none
+    metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify; null = none
+
+    def __post_init__(self) -> None:
+        for key in ("image_size", "score_size"):
+            _check(min(getattr(self, key)) >= 1, f"data.{key}", "must be positive")
+        if self.kind == "kaggle_clouds":
+            _check(
+                self.classes in (None, CLASSES),
+                "data.classes",
+                f"must be {list(CLASSES)} (or null) for kaggle_clouds, got {list(self.classes or ())}",
+            )
+        if self.kind == "image_mask":
+            _check(
+                bool(self.classes), "data.classes", "must name the classes of an image_mask dataset, e.g. [building]"
+            )
+        if self.classes is not None:
+            n = len(self.classes)
+            _check(
+                1 <= n <= 8 and len(set(self.classes)) == n and all(c and "_" not in c for c in self.classes),
+                "data.classes",
+                f"must list 1 to 8 distinct names without '_', got {list(self.classes)}",
+            )
+        _check(
+            self.kind != "chips" or bool(self.bands),
+            "data.bands",
+            "must list the band files of a chip, e.g. [B02, B03, B04, B08]",
+        )
+        low, high = self.band_percentiles
+        _check(
+            0.0 <= low < high <= 100.0,
+            "data.band_percentiles",
+            f"must be [low, high] with 0 <= low < high <= 100, got {[low, high]}",
+        )
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    image_size: Size  # (H, W) the cache stores for training; smp encoders need multiples of 32
+    workers: int  # processes decoding JPEGs and RLEs
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        _check(
+            h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0,
+            "preprocess.image_size",
+            f"must be positive multiples of 32 (encoders downsample 32x), got [{h}, {w}]; "
+            "e.g. [192, 288] or [384, 576]",
+        )
+        _check(self.workers >= 1, "preprocess.workers", f"must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    n_splits: int  # K of K-fold cross-validation
+    seed: int  # shuffles images before the stratified split
+    stratify: tuple[str, ...]  # also balanced across folds: data.metadata columns, month, coverage
+    bins: int  # quantile bins of coverage and of numeric metadata columns
+
+    def __post_init__(self) -> None:
+        _check(self.n_splits >= 2, "fold.n_splits", f"must be >= 2, got {self.n_splits}")
+        _check(self.bins >= 2, "fold.bins", f"must be >= 2, got {self.bins}")
+        _check(
+            len(set(self.stratify)) == len(self.stratify),
+            "fold.stratify",
+            f"must list distinct columns, got {list(self.stratify)}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str  # smp architecture (Unet, FPN, UnetPlusPlus, DeepLabV3Plus, ...); unused by classifiers
+    encoder: str  # smp encoder name, or a timm one as "tu-<name>"
+    encoder_weights: str | None  # null: random init (offline); "imagenet": downloaded on first use
+    freeze_encoder_stages: int  # freeze the first N encoder stages (0 = train everything)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    image_size: Size | None  # (H, W) fed to the model; null = the cache's preprocess.image_size
+    optimizer: Literal["adam", "adamw", "radam", "sgd"]
+    lr: float  # decoder / head learning rate
+    encoder_lr_mult: float  # encoder lr = lr * encoder_lr_mult
+    weight_decay: float
+    momentum: float  # SGD only
+    scheduler: Literal["none", "plateau", "cosine", "cosine_restarts", "onecycle"]
+    restart_epochs: int  # cosine_restarts: epochs of the first cycle
+    plateau_patience: int  # plateau: epochs without improvement before lowering the lr
+    plateau_factor: float  # plateau: lr multiplier
+    accumulate: int  # gradient accumulation steps
+    clip_grad: float  # max gradient norm; 0 = off
+    ema: float | None  # EMA decay of the weights (e.g. 0.99); null = off
+    precision: Literal["fp32", "bf16", "fp16"]  # autocast dtype on CUDA; CPU always runs fp32
+    channels_last: bool
+    compile: bool  # torch.compile the model
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    processes: int  # processes (GPUs) training one model: > 1 runs `cloudcli train` under torchrun (DDP)
+    workers: int  # DataLoader worker processes
+    seed: int
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "accumulate", "restart_epochs", "processes"):
+            _check(getattr(self, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.workers >= 0, "train.workers", f"must be >= 0, got {self.workers}")
+        _check(self.ema is None or 0 < self.ema < 1, "train.ema", f"must be in (0, 1) or null, got {self.ema}")
+        if self.image_size is not None:
+            h, w = self.image_size
+            _check(
+                h % 32 == 0 and w % 32 == 0 and h > 0 < w,
+                "train.image_size",
+                f"must be positive multiples of 32, got [{h}, {w}]",
+            )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float  # probability of each transform
+    vflip: float
+    shift_scale_rotate: float
+    shift_limit: float  # fraction of the image size
+    scale_limit: float  # e.g. 0.1 = zoom in 0.9..1.1
+    rotate_limit: float  # degrees
+    grid_distortion: float
+    brightness_contrast: float
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    role: Literal["seg1", "seg2", "cls"]  # seg1: empty or not (BCE); seg2: mask shapes (Dice); cls: classifier
+    loss: dict[str, float]  # loss name -> weight; the weighted sum is minimised
+    model: dict = field(default_factory=dict)  # overrides of the `model` section
+    train: dict = field(default_factory=dict)  # overrides of the `train` section
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    tta: tuple[Literal["none", "hflip", "vflip", "hvflip", "transpose"], ...]  # averaged views
+    batch_size: int
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    precision: Literal["fp32", "bf16", "fp16"]  # autocast on CUDA; CPU runs fp32
+    stack_tta: bool  # all TTA views in one forward pass (len(tta) x the batch in memory)
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.tta) >= 1 and len(set(self.tta)) == len(self.tta),
+            "infer.tta",
+            f"must list distinct views, e.g. [none, hflip], got {list(self.tta)}",
+        )
+        _check(self.batch_size >= 1, "infer.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class CvConfig:
+    models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
+    folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment

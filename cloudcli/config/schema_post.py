@@ -1,0 +1,167 @@
+"""The post-training sections of params.yaml (pseudo labels, ensemble, tune, report) and `Params`,
+the whole file: typed, frozen, checked section by section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cloudcli.config.schema import (
+    AugmentConfig,
+    CvConfig,
+    DataConfig,
+    FoldConfig,
+    InferConfig,
+    ModelConfig,
+    ModelEntry,
+    PreprocessConfig,
+    Size,
+    TrainConfig,
+    _check,
+)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    members: tuple[str, ...]  # segmentation models combined pixel by pixel
+    vote: Literal["majority", "mean"]  # majority: members binarised at their own tuned levels; mean: probabilities
+    min_votes: int | None  # majority: members that must agree; null = more than half
+    weights: tuple[float, ...] | None  # mean: one weight per member; null = equal
+
+    def __post_init__(self) -> None:
+        m = len(self.members)
+        _check(
+            m >= 1 and len(set(self.members)) == m,
+            "ensemble.members",
+            f"must list distinct models, got {list(self.members)}",
+        )
+        if self.vote != "majority":
+            _check(
+                self.min_votes is None,
+                "ensemble.min_votes",
+                f"applies to vote: majority only; set it to null for {self.vote}",
+            )
+        if self.vote != "mean":
+            _check(
+                self.weights is None, "ensemble.weights", f"applies to vote: mean only; set it to null for {self.vote}"
+            )
+        if self.min_votes is not None:
+            _check(
+                1 <= self.min_votes <= m,
+                "ensemble.min_votes",
+                f"must be in 1..{m} (members) or null, got {self.min_votes}",
+            )
+        if self.weights is not None:
+            _check(
+                len(self.weights) == m and min(self.weights) >= 0 and sum(self.weights) > 0,
+                "ensemble.weights",
+                f"must give {m} weights >= 0 (one per member) with a positive sum, or null; got {list(self.weights)}",
+            )
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    metric: Literal["dice", "jaccard", "iou_image"]  # maximised: Kaggle Dice, pooled Jaccard (On Cloud N), mean IoU
+    seg1: str  # segmentation model deciding empty vs non-empty for each (image, class)
+    shape: str | None  # draws the mask where seg1 says non-empty: "ensemble" or a model; null = seg1's own
+    classifier: str | None  # classifier gating each mask; null = no classifier
+    class_score: Literal["none", "classifier", "topk", "mean"]  # gate: classifier prob, top-k pixels of seg1, mean
+    top_k: int  # pixels averaged by the top-k score (at data.score_size)
+    at_least_one: bool  # an image left without any mask keeps its most likely class (1st place)
+    min_areas: tuple[int, ...]  # candidate min_area values, pixels at data.score_size
+    min_components: tuple[int, ...]  # candidate min_component values (0 = no component rule)
+    component_thresholds: tuple[float, ...]  # pixel thresholds at which min_component is searched
+
+    def __post_init__(self) -> None:
+        for key in ("min_areas", "min_components"):
+            values = list(getattr(self, key))
+            _check(len(values) >= 1 and min(values) >= 0, f"tune.{key}", f"must list values >= 0, got {values}")
+        _check(
+            all(0.0 <= t < 1.0 for t in self.component_thresholds),
+            "tune.component_thresholds",
+            f"must list probabilities in [0, 1), got {list(self.component_thresholds)}",
+        )
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    models: tuple[str, ...]  # models trained on the training part of each fold + the pseudo-labelled test images
+    seg1: str  # base model deciding presence; its rule (level x min_area) is fitted on its OOF maps
+    shape: tuple[str, ...]  # base models whose majority vote draws the masks; empty: seg1's own mask
+    classifier: str | None  # base classifier: the selection rule `classifier` and the gate of each mask
+    rule: Literal["classifier", "pixels"]  # which test images are kept (see params.yaml)
+    low: float  # classifier: a class is confidently empty below this probability
+    high: float  # classifier: ... confidently present above it
+    pixel_low: float  # pixels: a pixel is confident below this seg1 probability ...
+    pixel_high: float  # ... or above this one
+    min_share: float  # pixels: keep an image when more than this share of its pixels (all classes) is confident
+    min_areas: tuple[int, ...]  # candidate min_area values of the label rules, pixels at data.score_size
+    soft: bool  # train on soft targets (the label models' mean probability) instead of binary masks
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.models) >= 1,
+            "pseudo.models",
+            "must name at least one model: dvc.yaml's pseudo_rounds stage waits on their folders. To keep "
+            "pseudo labels out of the submission, leave the PL models out of ensemble.members",
+        )
+        _check(
+            len(set(self.models)) == len(self.models),
+            "pseudo.models",
+            f"must list distinct models, got {list(self.models)}",
+        )
+        for low, high in (("low", "high"), ("pixel_low", "pixel_high")):
+            a, b = getattr(self, low), getattr(self, high)
+            _check(
+                0.0 <= a <= b <= 1.0,
+                f"pseudo.{low}",
+                f"and pseudo.{high} must satisfy 0 <= {low} <= {high} <= 1, got {a} and {b}",
+            )
+        _check(0.0 <= self.min_share < 1.0, "pseudo.min_share", f"must be in [0, 1), got {self.min_share}")
+        values = list(self.min_areas)
+        _check(len(values) >= 1 and min(values) >= 0, "pseudo.min_areas", f"must list values >= 0, got {values}")
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    """Iterative pseudo labelling (stage pseudo_rounds)."""
+
+    rounds: int  # N: rounds 2..N relabel the test set with the previous round's pseudo models
+    relabel: dict[str, str]  # base model -> the pseudo model that takes its place from round 2 on
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 1, "pseudo_rounds.rounds", f"must be >= 1, got {self.rounds}")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What `cloudcli report predictions` draws."""
+
+    models: tuple[str, ...]  # "ensemble" (the tuned pipeline submit applies) and/or segmentation models
+    worst: int  # out-of-fold images with the lowest Dice drawn as overlays
+    test_images: int  # test images drawn with their predicted masks
+    tile: Size  # (H, W) of one class's view in an overlay
+
+    def __post_init__(self) -> None:
+        for key in ("worst", "test_images"):
+            _check(getattr(self, key) >= 0, f"report.{key}", f"must be >= 0, got {getattr(self, key)}")
+        _check(min(self.tile) >= 32, "report.tile", f"must be at least [32, 32] pixels, got {list(self.tile)}")
+        _check(len(set(self.models)) == len(self.models), "report.models", f"must be distinct, got {list(self.models)}")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    preprocess: PreprocessConfig
+    fold: FoldConfig
+    model: ModelConfig
+    train: TrainConfig
+    augment: AugmentConfig
+    models: dict[str, ModelEntry]
+    cv: CvConfig
+    infer: InferConfig
+    pseudo: PseudoConfig
+    pseudo_rounds: RoundsConfig
+    ensemble: EnsembleConfig
+    tune: TuneConfig
+    report: ReportConfig
