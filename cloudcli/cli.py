@@ -20,6 +20,9 @@ app = typer.Typer(
     help="Reproducible cloud-segmentation pipeline: each command is a DVC stage.",
 )
 
+RoundOpt = Annotated[
+    str | None, typer.Option("--round", help="Pseudo-label round: a key of pseudo_rounds in params.yaml")
+]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Params file with every tunable value")]
 
 
@@ -143,23 +146,28 @@ def train(
     params: ParamsOpt = Path("params.yaml"),
     cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
     folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
-    out: Annotated[Path | None, typer.Option(help="Checkpoint folder [default: models/MODEL/foldFOLD]")] = None,
-    live: Annotated[Path | None, typer.Option(help="DVCLive folder [default: dvclive/MODEL/foldFOLD]")] = None,
+    round_: RoundOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint folder [default: models/[ROUND/]MODEL/foldFOLD]")] = None,
+    live: Annotated[Path | None, typer.Option(help="DVCLive folder [default: dvclive/[ROUND/]MODEL/foldFOLD]")] = None,
     restart: Annotated[bool, typer.Option(help="Ignore last.pt and train from scratch")] = False,
     pseudo: Annotated[
-        Path | None, typer.Option(help="Pseudo-labelled set (cloudcli pseudo) added to the training part")
+        Path | None,
+        typer.Option(help="Pseudo-labelled set added to the training part [default with --round: pseudo/ROUND]"),
     ] = None,
 ) -> None:
     """Train one model on one fold; resumes from its last checkpoint if interrupted.
 
     Writes best.pt, last.pt, config.json and summary.json, and DVCLive curves. Under
-    `torchrun --nproc_per_node=N` it trains with DistributedDataParallel. With --pseudo, the
-    pseudo-labelled test images join the training part of the fold (never its validation part).
+    `torchrun --nproc_per_node=N` it trains with DistributedDataParallel. With --round (or
+    --pseudo), the round's pseudo-labelled test images join the training part of the fold
+    (never its validation part).
     """
+    from cloudcli import paths
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
     spec = resolve_model(model, p.model, p.train, p.models)
+    _check_round(round_, p.pseudo_rounds)
     if spec.train.processes > 1 and "WORLD_SIZE" not in os.environ:  # not yet under a launcher: become torchrun
         _relaunch_under_torchrun(spec.train.processes)
     from cloudcli.stages import train as stage
@@ -170,11 +178,17 @@ def train(
         cache,
         folds,
         fold,
-        out or Path(f"models/{model}/fold{fold}"),
-        live or Path(f"dvclive/{model}/fold{fold}"),
+        out or paths.checkpoints(model, fold, round_),
+        live or paths.live(model, fold, round_),
         restart,
-        pseudo,
+        pseudo or (paths.pseudo_labels(round_) if round_ else None),
     )
+
+
+def _check_round(name: str | None, rounds: dict) -> None:
+    if name is not None and name not in rounds:
+        known = ", ".join(rounds) or "none: pseudo_rounds is {}"
+        raise CloudcliError(f"--round: unknown round {name!r}; pseudo_rounds in params.yaml has {known}")
 
 
 def _relaunch_under_torchrun(processes: int) -> None:
@@ -189,75 +203,64 @@ def _relaunch_under_torchrun(processes: int) -> None:
 def infer(
     model: Annotated[str, typer.Option(help="Model name: a key of `models` in params.yaml")],
     params: ParamsOpt = Path("params.yaml"),
-    models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = Path("models"),
+    round_: RoundOpt = None,
+    models_dir: Annotated[
+        Path | None, typer.Option("--models", help="Folder of trained models [default: models/[ROUND]]")
+    ] = None,
     cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
     folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
-    out: Annotated[Path | None, typer.Option(help="Output folder [default: predictions/MODEL]")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder [default: predictions/base/MODEL, or predictions/ROUND/MODEL]")
+    ] = None,
 ) -> None:
     """Out-of-fold and test probabilities of one model's fold checkpoints, with TTA.
 
     Masks are stored as uint8 (p * 255) at 350x525 in memory-mappable .npy files; test
     probabilities average every fold model. Classifier probabilities go to CSV tables.
     """
+    from cloudcli import paths
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
     resolve_model(model, p.model, p.train, p.models)  # a clear error for an unknown name
+    _check_round(round_, p.pseudo_rounds)
     from cloudcli.stages import infer as stage
 
-    stage.run(model, p.infer, p.cv, models_dir, cache, folds, out or Path(f"predictions/{model}"))
+    name = model if round_ is None else f"{model}@{round_}"
+    models_dir = models_dir or paths.models_of(round_)
+    stage.run(model, p.infer, p.cv, models_dir, cache, folds, out or paths.predictions_of(name))
 
 
 @app.command()
 def pseudo(
+    round_: Annotated[str, typer.Option("--round", help="Round to label: a key of pseudo_rounds in params.yaml")],
     params: ParamsOpt = Path("params.yaml"),
-    predictions: Annotated[Path, typer.Option(help="Folder of the base models' predictions")] = Path("predictions"),
+    predictions: Annotated[Path, typer.Option(help="Folder of every model's predictions")] = Path("predictions"),
     cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    out: Annotated[Path, typer.Option(help="Pseudo-labelled set to write")] = Path("pseudo/labels"),
-    metrics: Annotated[Path, typer.Option(help="Images kept and label quality (JSON)")] = Path("metrics/pseudo.json"),
+    out: Annotated[Path | None, typer.Option(help="Pseudo-labelled set to write [default: pseudo/ROUND]")] = None,
+    metrics: Annotated[
+        Path | None, typer.Option(help="Images kept and label quality, JSON [default: metrics/pseudo/ROUND.json]")
+    ] = None,
 ) -> None:
-    """Label the confidently predicted test images with the base models, for retraining.
+    """Label the confidently predicted test images for one round of pseudo labelling.
 
     Keeps a test image when every class is confidently empty or present by the classifier
     (pseudo.rule: classifier, 0.3 / 0.7) or when most of its seg1 pixels are confident (pixels).
     Its masks are the base two-stage masks (seg1 rule, seg2 vote, classifier gate fitted on
-    out-of-fold maps). `cloudcli train --pseudo` adds the set to the training part of every fold.
+    out-of-fold maps), made by the base models or, in a later round, with some of them replaced by
+    the previous round's pseudo-label models (pseudo_rounds.ROUND.relabel). `cloudcli train
+    --round ROUND` adds the set to the training part of every fold.
     """
+    from cloudcli import paths
     from cloudcli.config import load_params
 
     p = load_params(params)
+    _check_round(round_, p.pseudo_rounds)
     from cloudcli.stages import pseudo as stage
 
-    stage.run(p.pseudo, predictions, cache, out, metrics)
-
-
-@app.command("pseudo-rounds")
-def pseudo_rounds(
-    params: ParamsOpt = Path("params.yaml"),
-    predictions: Annotated[Path, typer.Option(help="Folder of the base models' predictions")] = Path("predictions"),
-    first: Annotated[Path, typer.Option(help="Round 1: the folder with labels/, models/, predictions/")] = Path(
-        "pseudo"
-    ),
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
-    out: Annotated[Path, typer.Option(help="Folder of rounds 2..N")] = Path("pseudo/rounds"),
-    metrics: Annotated[Path, typer.Option(help="Images and CV scores per round (JSON)")] = Path(
-        "metrics/pseudo_rounds.json"
-    ),
-) -> None:
-    """Iterative pseudo labelling: rounds 2..pseudo_rounds.rounds after round 1 (pseudo, train_pl, infer_pl).
-
-    Each round relabels the test set, with the models of pseudo_rounds.relabel replaced by their pseudo
-    model of the previous round, then retrains every pseudo model on every fold and predicts with
-    it. The last round's predictions are the ones ensemble, tune and submit use. An interrupted
-    run resumes each fold from its last.pt. With pseudo_rounds.rounds: 1 it only reports round 1.
-    """
-    from cloudcli.config import load_params
-
-    p = load_params(params)
-    from cloudcli.stages import pseudo_rounds as stage
-
-    stage.run(p, predictions, first, cache, folds, out, metrics, params)
+    out = out or paths.pseudo_labels(round_)
+    metrics = metrics or paths.METRICS / "pseudo" / f"{round_}.json"
+    stage.run(p.pseudo, round_, p.pseudo_rounds[round_], predictions, cache, out, metrics)
 
 
 @app.command()
@@ -381,14 +384,15 @@ def cv(
 ) -> None:
     """Cross-validated score of every trained model, next to the all-empty baseline.
 
-    Segmentation: competition Dice over all out-of-fold rows; classifier: AUC and accuracy.
+    Segmentation: competition Dice over all out-of-fold rows; classifier: AUC and accuracy. The
+    pseudo-label models of each round are scored as MODEL@ROUND.
     """
     from cloudcli.config import load_params
 
     p = load_params(params)
     from cloudcli.stages import cv as stage
 
-    stage.run(p.cv, p.models, models_dir, cache, folds, out)
+    stage.run(p.cv, p.models, models_dir, cache, folds, out, p.pseudo.models, tuple(p.pseudo_rounds))
 
 
 report_app = typer.Typer(
@@ -443,11 +447,12 @@ def report_predictions(
 
     p = load_params(params)
     names = list(model) if model else list(p.report.models)
-    every = [m for m in (*p.cv.models, *p.pseudo.models) if p.models[m].role != "cls"]
+    every = [m for m in p.cv.models if p.models[m].role != "cls"]
+    every += [f"{m}@{r}" for r in p.pseudo_rounds for m in p.pseudo.models if p.models[m].role != "cls"]
     for name in names:
         if name != "ensemble" and name not in every:
             raise ConfigError(
-                f"--model {name!r}: not ensemble or a segmentation model of cv.models or pseudo.models "
+                f"--model {name!r}: not ensemble or a segmentation model of cv.models or <pseudo model>@<round> "
                 f"({', '.join(every)})"
             )
     from cloudcli.stages import report_predictions as stage

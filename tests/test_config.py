@@ -103,7 +103,7 @@ def test_dvc_stages_declare_exactly_the_sections_they_read() -> None:
         module = importlib.import_module(f"cloudcli.stages.{same_as.get(name, name)}")
         expected = module.PARAMS
         stage = stage.get("do", stage)  # foreach stages
-        declared = tuple(p.replace("${item.model}", "{model}") for p in stage["params"])
+        declared = tuple(p.replace("${item.model}", "{model}").replace("${key}", "<round>") for p in stage["params"])
         assert declared == expected, name
         assert {p.split(".")[0] for p in expected} <= {f.name for f in dataclasses.fields(Params)}
 
@@ -188,30 +188,54 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         (lambda p: p["pseudo"].update(pixel_high=1.5), r"pseudo.pixel_low and pseudo.pixel_high must satisfy"),
         (lambda p: p["pseudo"].update(min_share=1.0), r"pseudo.min_share must be in \[0, 1\), got 1.0"),
         (lambda p: p["pseudo"].update(rule="both"), r"pseudo.rule must be one of 'classifier', 'pixels'"),
-        (lambda p: p["pseudo_rounds"].update(rounds=0), r"pseudo_rounds.rounds must be >= 1, got 0"),
+        (lambda p: p["pseudo_rounds"]["r1"].update(after="r2"), r"pseudo_rounds.r1.after must be base or an earlier"),
+        (
+            lambda p: p["pseudo_rounds"].update(base={"after": "base", "relabel": {}}),
+            r"pseudo_rounds.base a round's name is a folder name",
+        ),
+        (
+            lambda p: p["pseudo_rounds"].update(seg2={"after": "base", "relabel": {}}),
+            r"pseudo_rounds.seg2 a round's name is a folder name: .*not a model's name",
+        ),
+        (lambda p: p["pseudo_rounds"].update({"R 2": {"after": "r1", "relabel": {}}}), r"pseudo_rounds.R 2 a round's"),
+        (
+            lambda p: p["pseudo_rounds"]["r1"].update(relabel={"seg2": "seg2_pl"}),
+            r"pseudo_rounds.r1.relabel needs after: <an earlier round>",
+        ),
+        (lambda p: p["pseudo_rounds"]["r1"].update(rounds=2), r"unknown key 'pseudo_rounds.r1.rounds'"),
+        (lambda p: p["pseudo"].update(models=[]), r"pseudo.models must name at least one model to train in each round"),
+        (
+            lambda p: p["ensemble"].update(members=["seg2", "seg2_pl@r2"]),
+            r"ensemble.members 'seg2_pl@r2' is not a segmentation model of cv.models or <pseudo model>@<round> "
+            r"\(seg1, seg2, seg2_unet, seg2_pl@r1\)",
+        ),
+        (
+            lambda p: p["ensemble"].update(members=["seg2", "seg2_pl"]),
+            r"ensemble.members 'seg2_pl' is not a segmentation model",
+        ),
         (lambda p: p["report"].update(models=["ensemble", "cls"]), r"report.models 'cls' is not ensemble or a segm"),
         (lambda p: p["report"].update(models=["seg2", "seg2"]), r"report.models must be distinct"),
         (lambda p: p["report"].update(worst=-1), r"report.worst must be >= 0, got -1"),
         (lambda p: p["report"].update(tile=[16, 300]), r"report.tile must be at least \[32, 32\] pixels"),
         (
-            lambda p: p["pseudo_rounds"].update(rounds=3),
-            r"pseudo_rounds.rounds 3 rounds need pseudo_rounds.relabel \(e.g. \{seg1: ",
+            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {}}),
+            r"pseudo_rounds.r2.relabel is empty: with after: r1 it would keep and label the same images",
         ),
         (
-            lambda p: p["pseudo_rounds"].update(rounds=2, relabel={"seg2_unet": "seg2_pl", "tune": "seg2_pl"}),
-            r"pseudo_rounds.relabel.tune 'tune' does not make the labels; relabel pseudo.seg1, pseudo.shape or",
+            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"seg2_unet": "seg2_pl", "tune": "x"}}),
+            r"pseudo_rounds.r2.relabel.tune 'tune' does not make the labels; relabel pseudo.seg1, pseudo.shape or",
         ),
         (
-            lambda p: p["pseudo_rounds"].update(relabel={"cls": "seg2_pl"}),
-            r"pseudo_rounds.relabel.cls must name a classifier of pseudo.models \(seg2_pl\), got 'seg2_pl'",
+            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"cls": "seg2_pl"}}),
+            r"pseudo_rounds.r2.relabel.cls must name a classifier of pseudo.models \(seg2_pl\), got 'seg2_pl'",
         ),
         (
-            lambda p: p["pseudo_rounds"].update(relabel={"seg1": "seg2"}),
-            r"pseudo_rounds.relabel.seg1 must name a segmentation model of pseudo.models \(seg2_pl\), got 'seg2'",
+            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"seg1": "seg2"}}),
+            r"pseudo_rounds.r2.relabel.seg1 must name a segmentation model of pseudo.models \(seg2_pl\), got 'seg2'",
         ),
         (
             lambda p: p["ensemble"].update(members=["seg2", "cls"]),
-            r"ensemble.members 'cls' is not a segmentation model of cv.models or pseudo.models",
+            r"ensemble.members 'cls' is not a segmentation model of cv.models or <pseudo model>@<round>",
         ),
         (lambda p: p["train"].update(lr="1e-3"), r"train.lr must be a number, got '1e-3'.*write 5.0e-4"),
         (
@@ -246,10 +270,30 @@ def test_third_place_preset_loads_and_names_real_encoders(tmp_path) -> None:
     }
     assert set(encoders.values()) <= set(smp.encoders.get_encoder_names())
     assert params.model.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")
-    assert params.ensemble.members[-1] == "seg2_b7_fpn_pl" and params.pseudo.models == ("seg2_b7_fpn_pl",)
+    assert params.ensemble.members[-1] == "seg2_b7_fpn_pl@r1" and params.pseudo.models == ("seg2_b7_fpn_pl",)
 
 
 def resolve(params, name):
     from cloudcli.config import resolve_model
 
     return resolve_model(name, params.model, params.train, params.models)
+
+
+def test_pseudo_labels_switch_off_with_no_rounds(tmp_path) -> None:
+    params = repo_params()
+    params["pseudo_rounds"] = {}
+    with pytest.raises(ConfigError, match=r"ensemble.members 'seg2_pl@r1' is not .* \(seg1, seg2, seg2_unet\)"):
+        load_params(write(tmp_path, params))
+    params["ensemble"]["members"] = ["seg2", "seg2_unet"]
+    params["pseudo"]["models"] = []  # nothing to train when no round runs
+    loaded = load_params(write(tmp_path, params))
+    assert loaded.pseudo_rounds == {} and loaded.ensemble.members == ("seg2", "seg2_unet")
+
+
+def test_rounds_keep_their_order_and_relabel_after_an_earlier_round(tmp_path) -> None:
+    params = repo_params()
+    params["pseudo_rounds"]["r2"] = {"after": "r1", "relabel": {"seg2": "seg2_pl"}}
+    params["ensemble"]["members"] = ["seg2", "seg2_unet", "seg2_pl@r2"]
+    loaded = load_params(write(tmp_path, params))
+    assert list(loaded.pseudo_rounds) == ["r1", "r2"]
+    assert loaded.pseudo_rounds["r2"].after == "r1" and loaded.pseudo_rounds["r2"].relabel == {"seg2": "seg2_pl"}

@@ -69,9 +69,8 @@ def pooled_jaccard_from_csv(repo: Path, csv: Path, split: str) -> float:
 def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
     repo = kind_repo(tmp_path, "chips", "data_chips", pseudo={"pixel_low": 0.5, "pixel_high": 0.5})
     out = run("dvc", "repro", cwd=repo)
-    assert {"preprocess", "fold", "train@seg1-0", "train@cls-0", "pseudo", "pseudo_rounds", "tune", "submit"} <= ran(
-        out
-    )
+    rounds = {"pseudo@r1", "train_pl@r1-seg2_pl-0", "pseudo@r2", "train_pl@r2-seg2_pl-0", "infer_pl@r2-seg2_pl"}
+    assert {"preprocess", "fold", "train@seg1-0", "train@cls-0", "tune", "submit"} | rounds <= ran(out)
     meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
     assert meta["kind"] == "chips" and meta["classes"] == ["cloud"] and meta["bands"] == ["B02", "B03", "B04", "B08"]
     assert np.load(repo / "artifacts/preprocessed/train_images.npy").shape == (24, SIZE, SIZE, 4)
@@ -89,13 +88,15 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
     assert pooled_jaccard_from_csv(repo, repo / "submission.csv", "test") == pytest.approx(test["jaccard"], abs=1e-9)
     assert "valid submission, 6 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
 
-    labels = json.loads((repo / "pseudo/labels/meta.json").read_text())
+    labels = json.loads((repo / "pseudo/r1/meta.json").read_text())
     assert labels["rule"] == "pixels" and labels["soft"] is True
-    soft = np.load(repo / "pseudo/labels/soft.npy")
+    soft = np.load(repo / "pseudo/r1/soft.npy")
     assert soft.shape[1:] == (1, SIZE, SIZE) and soft.dtype == np.uint8 and len(soft) == labels["report"]["images"]
-    rounds = json.loads((repo / "pseudo/rounds/meta.json").read_text())
-    assert rounds["final"]["seg2_pl"].startswith("r2/")  # two rounds: the second relabelled with seg2_pl
-    trained = json.loads((repo / "pseudo/models/seg2_pl/fold0/config.json").read_text())
+    second = json.loads((repo / "pseudo/r2/meta.json").read_text())  # relabelled with r1's seg2_pl
+    assert second["shape"] == ["predictions/r1/seg2_pl"] and labels["shape"] == ["predictions/base/seg2"]
+    members = json.loads((repo / "ensemble/meta.json").read_text())["members"]
+    assert [m["folder"] for m in members] == ["predictions/base/seg2", "predictions/r2/seg2_pl"]
+    trained = json.loads((repo / "models/r2/seg2_pl/fold0/config.json").read_text())
     assert trained["loss"] == {"dice_pos": 1.0, "kl": 1.0} and trained["pseudo"]["images"] >= 1
 
     shown = json.loads(run("dvc", "plots", "show", "--json", cwd=repo))["data"]
@@ -124,7 +125,7 @@ def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
     )
     out = run("dvc", "repro", cwd=repo)
     assert {"train@seg1-0", "train@seg2-0", "ensemble", "tune", "submit", "report_predictions"} <= ran(out)
-    assert "train_pl@seg2_pl-0" in ran(out) and not any(s.startswith("train@cls") for s in ran(out))
+    assert "train_pl@r1-seg2_pl-0" in ran(out) and not any(s.startswith("train@cls") for s in ran(out))
     meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
     assert meta["kind"] == "image_mask" and meta["classes"] == ["building"] and meta["band_limits"] is None
     tune = json.loads((repo / "metrics/tune.json").read_text())

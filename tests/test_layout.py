@@ -18,9 +18,6 @@ MODULE_LINES, FUNCTION_LINES = 300, 50  # budgets; a function over it says why i
 
 # Stages still importing other stages while they are rewritten. Delete an entry when its rewrite
 # lands (test_pending_exemptions_are_still_needed says when); add none.
-PENDING = {
-    "cloudcli.stages.pseudo_rounds",  # runs train, infer and pseudo itself and scores with cv's helpers
-}
 
 
 def _is(target: str, name: str) -> bool:
@@ -31,9 +28,7 @@ def _is(target: str, name: str) -> bool:
 # rule -> (whether `module` may not import `target`, what the rule says)
 RULES: dict[str, tuple[Callable[[str, str], bool], str]] = {
     "stages": (
-        lambda module, target: (
-            module.startswith("cloudcli.stages.") and module not in PENDING and _is(target, "cloudcli.stages")
-        ),
+        lambda module, target: module.startswith("cloudcli.stages.") and _is(target, "cloudcli.stages"),
         "a stage imports no other stage (nor the cloudcli.stages package): stages talk through files",
     ),
     "typer": (
@@ -117,16 +112,6 @@ def test_imports_follow_the_layout(rule: str) -> None:
             if forbidden(module, target):
                 broken.append(f"{path.relative_to(PACKAGE.parent)}:{line} {module} imports {target}")
     assert not broken, f"{says}:\n" + "\n".join(broken)
-
-
-def test_pending_exemptions_are_still_needed() -> None:
-    found = modules()
-    for module in PENDING:
-        assert module in found, f"{module} is gone: delete it from PENDING in {Path(__file__).name}"
-        path = found[module]
-        assert any(_is(t, "cloudcli.stages") for _, t in imports(path.read_text(), module)), (
-            f"{module} imports no other stage any more: delete it from PENDING in {Path(__file__).name}"
-        )
 
 
 @pytest.mark.xfail(strict=False, reason="budgets land module by module")

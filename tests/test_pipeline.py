@@ -31,10 +31,9 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
         "infer@seg2",
         "infer@seg2_unet",
         "infer@cls",
-        "pseudo",
-        "train_pl@seg2_pl-0",
-        "infer_pl@seg2_pl",
-        "pseudo_rounds",
+        "pseudo@r1",
+        "train_pl@r1-seg2_pl-0",
+        "infer_pl@r1-seg2_pl",
         "ensemble",
         "tune",
         "submit",
@@ -45,22 +44,26 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
     if "reflink" not in re.search(r"Cache types: (.*)", run("dvc", "version", cwd=repo)).group(1):
         best = repo / "models/seg1/fold0/best.pt"  # (a reflink is a plain file: nothing to check)
         assert best.is_symlink() or best.stat().st_nlink > 1  # one copy on disk, not two
-    kept = pd.read_csv(repo / "pseudo/labels/images.csv")
+    kept = pd.read_csv(repo / "pseudo/r1/images.csv")
     assert len(kept) >= 1 and set(kept["image_id"]) <= set(
         pd.read_csv(repo / "data/sample_submission.csv")["Image_Label"].str.rsplit("_", n=1).str[0]
     )
-    trained = json.loads((repo / "pseudo/models/seg2_pl/fold0/config.json").read_text())
+    trained = json.loads((repo / "models/r1/seg2_pl/fold0/config.json").read_text())
     base = json.loads((repo / "models/seg2/fold0/config.json").read_text())
     assert trained["pseudo"]["images"] == len(kept) and "pseudo" not in base
     assert trained["n_valid"] == base["n_valid"] and trained["valid_ids_sha1"] == base["valid_ids_sha1"]
     members = json.loads((repo / "ensemble/meta.json").read_text())["members"]
-    assert [(m["name"], m["pseudo"]) for m in members] == [("seg2", False), ("seg2_unet", False), ("seg2_pl", True)]
-    assert "labels" in json.loads((repo / "metrics/pseudo.json").read_text())  # scored on the demo's test_truth.csv
+    assert [(m["name"], m["folder"], m["pseudo"]) for m in members] == [
+        ("seg2", "predictions/base/seg2", False),
+        ("seg2_unet", "predictions/base/seg2_unet", False),
+        ("seg2_pl@r1", "predictions/r1/seg2_pl", True),
+    ]
+    assert "labels" in json.loads((repo / "metrics/pseudo/r1.json").read_text())  # scored on the demo's test_truth.csv
     assert "valid submission, 24 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
     assert 0 <= json.loads((repo / "metrics/test.json").read_text())["dice"] <= 1  # the demo's true test score
-    assert np.load(repo / "predictions/seg2/test.npy").shape == (6, 4, 32, 48)
+    assert np.load(repo / "predictions/base/seg2/test.npy").shape == (6, 4, 32, 48)
     tuned = json.loads((repo / "metrics/tune.json").read_text())
-    n_oof = len(pd.read_csv(repo / "predictions/seg1/oof.csv"))
+    n_oof = len(pd.read_csv(repo / "predictions/base/seg1/oof.csv"))
     assert tuned["after"]["n_rows"] == 4 * n_oof
     steps = json.loads(run("dvc", "metrics", "show", "--json", "metrics/stages", cwd=repo))
     files = [Path(f).name for f in next(iter(steps.values()))["data"]]
@@ -82,37 +85,48 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
     metrics = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
     assert json.dumps(metrics).count('"n_train": 24') == 1
     cv = json.loads((repo / "metrics/cv.json").read_text())
-    assert set(cv) == {"seg1", "seg2", "seg2_unet", "cls", "all_empty"} and 0 <= cv["seg1"]["dice"] <= 1
+    assert set(cv) == {"seg1", "seg2", "seg2_unet", "cls", "seg2_pl@r1", "all_empty"} and 0 <= cv["seg1"]["dice"] <= 1
     assert json.loads(run("dvc", "plots", "show", "--json", cwd=repo))  # DVCLive curves are declared plots
     assert run("git", "status", "--porcelain", "--untracked-files=no", cwd=repo) == ""  # relinking: no change
 
     # A change of seg2's loss retrains seg2 alone.
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
-    relabelled = {"train_pl@seg2_pl-0", "infer_pl@seg2_pl"}  # when seg2's new masks change the pseudo labels
-    after_labels = {"pseudo", "pseudo_rounds", "ensemble", "tune", "submit", "report_predictions"}
+    relabelled = {"train_pl@r1-seg2_pl-0", "infer_pl@r1-seg2_pl"}  # when seg2's new masks change the pseudo labels
+    after_labels = {"pseudo@r1", "ensemble", "tune", "submit", "report_predictions"}
     assert ran(out) - relabelled == {"train@seg2-0", "infer@seg2", "cv"} | after_labels
     out = run("dvc", "exp", "run", "-S", "models.seg2_pl.loss.dice_pos=0.5", cwd=repo)  # retrains the PL model only
-    assert ran(out) == {"train_pl@seg2_pl-0", "infer_pl@seg2_pl", "cv", "pseudo_rounds"} | after_labels - {"pseudo"}
+    assert ran(out) == {"train_pl@r1-seg2_pl-0", "infer_pl@r1-seg2_pl", "cv"} | after_labels - {"pseudo@r1"}
 
-    # A second pseudo-label round, relabelled with round 1's seg2_pl: the vote uses round 2's seg2_pl.
+    # A second pseudo-label round, relabelled with round 1's seg2_pl: its own stages, and the vote
+    # takes round 2's seg2_pl; round 1 stays as it was.
     out = run(
-        "dvc", "exp", "run", "-S", "pseudo_rounds.rounds=2", "-S", "++pseudo_rounds.relabel.seg2=seg2_pl", cwd=repo
-    )
-    assert ran(out) == {"pseudo_rounds", "ensemble", "tune", "submit", "report_predictions"}
-    rounds = json.loads((repo / "metrics/pseudo_rounds.json").read_text())
-    assert set(rounds) == {"rounds", "r1", "r2"} and rounds["r2"]["images"] == len(kept)
-    assert json.loads((repo / "pseudo/rounds/r2/labels/meta.json").read_text())["shape"] == [
-        "pseudo/predictions/seg2_pl",
-        "predictions/seg2_unet",
-    ]
+        "dvc", "exp", "run", "-S", "++pseudo_rounds.r2={after: r1, relabel: {seg2: seg2_pl}}",
+        "-S", "ensemble.members=[seg2,seg2_unet,seg2_pl@r2]", cwd=repo,
+    )  # fmt: skip
+    assert ran(out) == {"pseudo@r2", "train_pl@r2-seg2_pl-0", "infer_pl@r2-seg2_pl", "cv"} | after_labels - {
+        "pseudo@r1"
+    }
+    labels = json.loads((repo / "metrics/pseudo/r2.json").read_text())
+    assert labels["after"] == "r1" and labels["relabel"] == {"seg2": "seg2_pl"} and labels["images"] == len(kept)
+    made_by = json.loads((repo / "pseudo/r2/meta.json").read_text())
+    assert made_by["shape"] == ["predictions/r1/seg2_pl", "predictions/base/seg2_unet"]
     members = json.loads((repo / "ensemble/meta.json").read_text())["members"]
-    assert members[-1]["folder"] == "pseudo/rounds/r2/predictions/seg2_pl" and members[-1]["pseudo"]
-    shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
-    assert next(iter(shown.values()))["data"]["metrics/pseudo_rounds.json"]["data"] == rounds
+    assert members[-1]["folder"] == "predictions/r2/seg2_pl" and members[-1]["pseudo"]
+    assert {"seg2_pl@r1", "seg2_pl@r2"} <= set(json.loads((repo / "metrics/cv.json").read_text()))
+    assert "up to date" in run("dvc", "status", cwd=repo)
     out = run("dvc", "exp", "run", "-S", "tune.min_areas=[0,10]", cwd=repo)
     assert ran(out) <= {"tune", "submit", "report_predictions"} and "tune" in ran(out)  # never retrains
     out = run("dvc", "exp", "run", "-S", "ensemble.vote=mean", cwd=repo)
     assert ran(out) <= {"ensemble", "tune", "submit", "report_predictions"} and "ensemble" in ran(out)
+
+    # Pseudo labels off: no pseudo stage is left in the pipeline, and the vote is the base models'.
+    out = run(
+        "dvc", "exp", "run", "-S", "pseudo_rounds={}", "-S", "ensemble.members=[seg2,seg2_unet]", cwd=repo
+    )  # fmt: skip
+    assert ran(out) == {"cv", "ensemble", "tune", "submit", "report_predictions"}
+    stages = run("dvc", "stage", "list", "--name-only", cwd=repo).split()
+    assert not [s for s in stages if s.startswith(("pseudo", "train_pl", "infer_pl"))] and "train@seg1-0" in stages
+    assert set(json.loads((repo / "metrics/cv.json").read_text())) == {"seg1", "seg2", "seg2_unet", "cls", "all_empty"}
 
 
 def test_exp_run_with_another_encoder_and_fold_seed(baseline, tmp_path) -> None:
@@ -125,7 +139,7 @@ def test_exp_run_with_another_encoder_and_fold_seed(baseline, tmp_path) -> None:
         "dvc", "exp", "run", "-n", "mobilenet", "-S", "model.encoder=tu-mobilenetv3_small_100", "-S", "fold.seed=7",
         cwd=repo,
     )  # fmt: skip
-    trained = {"train@seg1-0", "train@seg2-0", "train@seg2_unet-0", "train@cls-0", "train_pl@seg2_pl-0"}
+    trained = {"train@seg1-0", "train@seg2-0", "train@seg2_unet-0", "train@cls-0", "train_pl@r1-seg2_pl-0"}
     assert trained | {"fold", "cv", "report_data"} <= ran(out) and "preprocess" not in ran(out)
     config = json.loads((repo / "models/seg2/fold0/config.json").read_text())
     assert config["model_config"]["encoder"] == "tu-mobilenetv3_small_100"
@@ -158,7 +172,7 @@ def test_adding_a_fold_or_a_model_runs_only_their_stages(baseline, tmp_path) -> 
 
     fold = stale(lambda p: p["cv"].update(folds=[0, 1]))
     base = {f"train@{m}-1" for m in ("seg1", "seg2", "seg2_unet", "cls")}
-    assert {s for s in fold if s.startswith("train")} == base | {"train_pl@seg2_pl-1"}
+    assert {s for s in fold if s.startswith("train")} == base | {"train_pl@r1-seg2_pl-1"}
     assert {"infer@seg1", "infer@cls"} <= fold  # infer reads cv.folds: the OOF rows of fold 1 join
 
     def add_model(p: dict) -> None:
@@ -168,7 +182,7 @@ def test_adding_a_fold_or_a_model_runs_only_their_stages(baseline, tmp_path) -> 
     assert {s for s in stale(add_model) if s.startswith(("train", "infer"))} == {"train@seg1_b-0", "infer@seg1_b"}
     out = run("dvc", "exp", "run", cwd=repo)
     assert {s for s in ran(out) if s.startswith(("train", "infer"))} == {"train@seg1_b-0", "infer@seg1_b"}
-    assert set(pd.read_csv(repo / "predictions/seg1_b/oof.csv")["fold"]) == {0}
+    assert set(pd.read_csv(repo / "predictions/base/seg1_b/oof.csv")["fold"]) == {0}
     assert set(json.loads((repo / "metrics/cv.json").read_text())) >= {"seg1", "seg1_b"}
 
 

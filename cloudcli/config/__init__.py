@@ -25,7 +25,7 @@ from cloudcli.config.schema_post import (
     Params,
     PseudoConfig,
     ReportConfig,
-    RoundsConfig,
+    RoundConfig,
     TuneConfig,
 )
 from cloudcli.errors import ConfigError
@@ -47,7 +47,7 @@ __all__ = [
     "PseudoConfig",
     "ReportConfig",
     "ResolvedModel",
-    "RoundsConfig",
+    "RoundConfig",
     "Size",
     "TrainConfig",
     "TuneConfig",

@@ -4,7 +4,7 @@ pipeline and have the right role."""
 from __future__ import annotations
 
 from cloudcli.config.schema import _check
-from cloudcli.config.schema_post import Params, PseudoConfig, RoundsConfig
+from cloudcli.config.schema_post import ROUND_NAME, Params, PseudoConfig, RoundConfig
 
 
 def _check_combination(params: Params) -> None:
@@ -13,12 +13,13 @@ def _check_combination(params: Params) -> None:
     segs = [m for m in base if models[m].role != "cls"]
     _check_pseudo(pseudo, base, segs, models)
     _check_rounds(params.pseudo_rounds, pseudo, models)
-    every_seg = segs + [m for m in pseudo.models if models[m].role != "cls"]
+    # predictions by name: a base model, or <pseudo model>@<round>
+    every_seg = segs + [f"{m}@{r}" for r in params.pseudo_rounds for m in pseudo.models if models[m].role != "cls"]
     for m in params.ensemble.members:
         _check(
             m in every_seg,
             "ensemble.members",
-            f"{m!r} is not a segmentation model of cv.models or pseudo.models ({', '.join(every_seg)})",
+            f"{m!r} is not a segmentation model of cv.models or <pseudo model>@<round> ({', '.join(every_seg)})",
         )
     tune = params.tune
     _check(
@@ -30,7 +31,8 @@ def _check_combination(params: Params) -> None:
         _check(
             tune.shape == "ensemble" or tune.shape in every_seg,
             "tune.shape",
-            f"must be ensemble, a segmentation model of cv.models or pseudo.models, or null; got {tune.shape!r}",
+            "must be ensemble, a segmentation model of cv.models or <pseudo model>@<round>, or null; "
+            f"got {tune.shape!r}",
         )
     _check_classifier(tune.classifier, "tune.classifier", base, models)
     _check(
@@ -43,7 +45,8 @@ def _check_combination(params: Params) -> None:
         _check(
             m == "ensemble" or m in every_seg,
             "report.models",
-            f"{m!r} is not ensemble or a segmentation model of cv.models or pseudo.models ({', '.join(every_seg)})",
+            f"{m!r} is not ensemble or a segmentation model of cv.models or <pseudo model>@<round> "
+            f"({', '.join(every_seg)})",
         )
 
 
@@ -82,25 +85,51 @@ def _check_pseudo(pseudo: PseudoConfig, base: tuple[str, ...], segs: list[str], 
     )
 
 
-def _check_rounds(rounds: RoundsConfig, pseudo: PseudoConfig, models: dict) -> None:
-    """relabel maps models that make the labels to pseudo models of the same kind."""
-    labellers = {pseudo.seg1, *pseudo.shape, pseudo.classifier} - {None}
-    for base_model, pl in rounds.relabel.items():
-        _check(
-            base_model in labellers,
-            f"pseudo_rounds.relabel.{base_model}",
-            f"{base_model!r} does not make the labels; relabel pseudo.seg1, pseudo.shape or pseudo.classifier "
-            f"({', '.join(sorted(labellers))})",
-        )
-        kind = "classifier" if models[base_model].role == "cls" else "segmentation model"
-        _check(
-            pl in pseudo.models and (models[pl].role == "cls") == (kind == "classifier"),
-            f"pseudo_rounds.relabel.{base_model}",
-            f"must name a {kind} of pseudo.models ({', '.join(pseudo.models)}), got {pl!r}",
-        )
+def _check_rounds(rounds: dict[str, RoundConfig], pseudo: PseudoConfig, models: dict) -> None:
+    """Round names are folder names apart from the models'; each round relabels after `base` or an
+    earlier round, replacing models that make the labels with pseudo models of the same kind."""
     _check(
-        rounds.rounds == 1 or bool(rounds.relabel),
-        "pseudo_rounds.rounds",
-        f"{rounds.rounds} rounds need pseudo_rounds.relabel (e.g. {{{pseudo.seg1}: <its pseudo model>}}): "
-        "without it every round would keep and label the same images",
+        not rounds or bool(pseudo.models),
+        "pseudo.models",
+        "must name at least one model to train in each round of pseudo_rounds (or set pseudo_rounds: {})",
     )
+    earlier = ["base"]
+    labellers = {pseudo.seg1, *pseudo.shape, pseudo.classifier} - {None}
+    for name, r in rounds.items():
+        where = f"pseudo_rounds.{name}"
+        _check(
+            bool(ROUND_NAME.fullmatch(name)) and name != "base" and name not in models,
+            where,
+            "a round's name is a folder name: lower-case letters, digits and _, starting with a letter, "
+            "not 'base' and not a model's name (e.g. r1, r2)",
+        )
+        _check(
+            r.after in earlier,
+            f"{where}.after",
+            f"must be base or an earlier round ({', '.join(earlier)}), got {r.after!r}",
+        )
+        _check(
+            r.after != "base" or not r.relabel,
+            f"{where}.relabel",
+            "needs after: <an earlier round> whose pseudo models do the relabelling; with after: base it must be {}",
+        )
+        for base_model, pl in r.relabel.items():
+            _check(
+                base_model in labellers,
+                f"{where}.relabel.{base_model}",
+                f"{base_model!r} does not make the labels; relabel pseudo.seg1, pseudo.shape or pseudo.classifier "
+                f"({', '.join(sorted(labellers))})",
+            )
+            kind = "classifier" if models[base_model].role == "cls" else "segmentation model"
+            _check(
+                pl in pseudo.models and (models[pl].role == "cls") == (kind == "classifier"),
+                f"{where}.relabel.{base_model}",
+                f"must name a {kind} of pseudo.models ({', '.join(pseudo.models)}), got {pl!r}",
+            )
+        _check(
+            r.after == "base" or bool(r.relabel),
+            f"{where}.relabel",
+            f"is empty: with after: {r.after} it would keep and label the same images as the base models; "
+            f"name the models to replace, e.g. {{{pseudo.seg1}: <its pseudo model>}}",
+        )
+        earlier.append(name)

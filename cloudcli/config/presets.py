@@ -2,7 +2,7 @@
 
 A preset (presets/<name>.yaml) holds only what differs from the defaults. `merge` lays it over
 them: sections, `models` and a model's `model` / `train` overrides merge key by key; anything
-else (a value, a list, a loss's weights, pseudo_rounds.relabel) is replaced whole. `params_text`
+else (a value, a list, a loss's weights, the pseudo_rounds mapping) is replaced whole. `params_text`
 writes the result as the defaults' own text with the preset's lines in place of the ones it
 changes, so unchanged values keep the defaults' comments.
 """
@@ -19,6 +19,7 @@ from typing import Any, get_args, get_origin
 import yaml
 
 from cloudcli.config.loader import read_yaml
+from cloudcli.config.schema import ModelEntry
 from cloudcli.config.schema_post import Params
 from cloudcli.errors import CloudcliError, ConfigError
 from cloudcli.io import write_text
@@ -56,7 +57,7 @@ def _child(tp: Any, key: str) -> Any:
 
 def _merges(tp: Any) -> bool:
     """Sections, `models` and a model's override mappings merge; other mappings are one value."""
-    nested = get_origin(tp) is dict and dataclasses.is_dataclass(get_args(tp)[1])
+    nested = get_origin(tp) is dict and get_args(tp)[1] is ModelEntry  # models; pseudo_rounds is one value
     return dataclasses.is_dataclass(tp) or tp is dict or nested
 
 

@@ -3,6 +3,7 @@ the whole file: typed, frozen, checked section by section."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,12 +101,6 @@ class PseudoConfig:
 
     def __post_init__(self) -> None:
         _check(
-            len(self.models) >= 1,
-            "pseudo.models",
-            "must name at least one model: dvc.yaml's pseudo_rounds stage waits on their folders. To keep "
-            "pseudo labels out of the submission, leave the PL models out of ensemble.members",
-        )
-        _check(
             len(set(self.models)) == len(self.models),
             "pseudo.models",
             f"must list distinct models, got {list(self.models)}",
@@ -122,15 +117,15 @@ class PseudoConfig:
         _check(len(values) >= 1 and min(values) >= 0, "pseudo.min_areas", f"must list values >= 0, got {values}")
 
 
+ROUND_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a folder name in models/, predictions/, pseudo/
+
+
 @dataclass(frozen=True)
-class RoundsConfig:
-    """Iterative pseudo labelling (stage pseudo_rounds)."""
+class RoundConfig:
+    """One round of pseudo labelling (pseudo_rounds.<round>): which models label the test images."""
 
-    rounds: int  # N: rounds 2..N relabel the test set with the previous round's pseudo models
-    relabel: dict[str, str]  # base model -> the pseudo model that takes its place from round 2 on
-
-    def __post_init__(self) -> None:
-        _check(self.rounds >= 1, "pseudo_rounds.rounds", f"must be >= 1, got {self.rounds}")
+    after: str  # "base": the base models label; an earlier round: its pseudo models replace those in relabel
+    relabel: dict[str, str]  # base model -> the pseudo model (of round `after`) that labels in its place
 
 
 @dataclass(frozen=True)
@@ -161,7 +156,7 @@ class Params:
     cv: CvConfig
     infer: InferConfig
     pseudo: PseudoConfig
-    pseudo_rounds: RoundsConfig
+    pseudo_rounds: dict[str, RoundConfig]  # in order; {} = no pseudo labels
     ensemble: EnsembleConfig
     tune: TuneConfig
     report: ReportConfig

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
+from cloudcli import CLASSES, paths
 from cloudcli.errors import DataError
 
 
@@ -85,32 +85,15 @@ def fingerprint(folder: Path) -> str:
         raise _missing(folder / "meta.json", "infer") from None
 
 
-PSEUDO_PREDICTIONS = Path("pseudo/predictions")  # where infer writes pseudo-label models' predictions
-
-
-def model_folder(name: str, predictions: Path, pseudo_predictions: Path = PSEUDO_PREDICTIONS) -> Path:
-    """A model's prediction folder: predictions/NAME; for a pseudo-label model, its last round's
-    (pseudo/rounds/rN/predictions/NAME, as pseudo/rounds/meta.json says) or pseudo/predictions/NAME."""
-    candidates = [predictions / name]
-    rounds = pseudo_predictions.parent / "rounds" / "meta.json"
-    if rounds.exists():
-        try:
-            final = json.loads(rounds.read_text())["final"]
-        except (KeyError, TypeError, json.JSONDecodeError):
-            raise DataError(f"{rounds}: not a pseudo_rounds meta.json; rerun `dvc repro pseudo_rounds`") from None
-        if name in final:  # the last round's predictions, or an error: never silently round 1's
-            folder = rounds.parent / final[name]
-            if not (folder / "meta.json").exists():
-                raise DataError(f"{folder / 'meta.json'}: missing ({rounds} names it); rerun `dvc repro pseudo_rounds`")
-            return folder
-    candidates.append(pseudo_predictions / name)
-    for folder in candidates:
-        if (folder / "meta.json").exists():
-            return folder
-    raise DataError(
-        f"no predictions of {name!r} in {predictions} or {pseudo_predictions.parent}; "
-        f"run `dvc repro` (or `cloudcli infer --model {name}`) first"
-    )
+def model_folder(name: str, predictions: Path = paths.PREDICTIONS) -> Path:
+    """The prediction folder of `name` (a base model, or `<model>@<round>`: cloudcli.paths), which
+    must hold infer's output."""
+    folder = paths.predictions_of(name, predictions)
+    if not (folder / "meta.json").exists():
+        model, round_ = paths.split_name(name)
+        how = f"cloudcli infer --model {model}" if round_ is None else f"dvc repro infer_pl@{round_}-{model}"
+        raise DataError(f"{folder}: no predictions of {name!r}; run `dvc repro` (or `{how}`) first")
+    return folder
 
 
 def read_meta(folder: Path) -> dict:

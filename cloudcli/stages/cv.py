@@ -13,18 +13,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cloudcli import paths
 from cloudcli.config import CvConfig, ModelEntry
 from cloudcli.errors import DataError
 from cloudcli.io import write_json
 from cloudcli.metrics import sums_report
 from cloudcli.ui import info
 
-PARAMS = ("cv", "models")
+PARAMS = ("cv", "models", "pseudo.models", "pseudo_rounds")
 
 
-def run(cv: CvConfig, models: dict[str, ModelEntry], models_dir: Path, cache: Path, folds_csv: Path, out: Path) -> dict:
+def run(
+    cv: CvConfig,
+    models: dict[str, ModelEntry],
+    models_dir: Path,
+    cache: Path,
+    folds_csv: Path,
+    out: Path,
+    pseudo_models: tuple[str, ...] = (),
+    rounds: tuple[str, ...] = (),
+) -> dict:
+    """Scores of cv.models and of each round's pseudo-label models (as `<model>@<round>`)."""
     classes = tuple(pd.read_csv(cache / "train.csv", nrows=0).columns.drop("image_id"))  # the cache's classes
     result = {name: model_score(name, models[name].role, cv.folds, models_dir, classes) for name in cv.models}
+    for r in rounds:
+        for name in pseudo_models:
+            folder = paths.models_of(r, models_dir)
+            result[f"{name}@{r}"] = model_score(name, models[name].role, cv.folds, folder, classes)
     result["all_empty"] = {"dice": round(all_empty_dice(cache, folds_csv, cv.folds), 4)}
     write_json(out, result)
     for name, scores in result.items():
@@ -37,7 +52,9 @@ def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path, 
     for fold in folds:
         path = models_dir / name / f"fold{fold}" / "summary.json"
         if not path.exists():
-            raise DataError(f"{path}: missing; train it first: cloudcli train --model {name} --fold {fold}")
+            raise DataError(
+                f"{path}: missing; train it first: `dvc repro` (or cloudcli train --model {name} --fold {fold})"
+            )
         summaries.append(json.loads(path.read_text()))
     if role == "cls":
         weights = np.array([s["n_valid"] for s in summaries], dtype=float)

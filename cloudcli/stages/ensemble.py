@@ -18,16 +18,10 @@ import numpy as np
 
 from cloudcli.config import EnsembleConfig
 from cloudcli.data.cache import open_cache
-from cloudcli.data.predictions import (
-    PSEUDO_PREDICTIONS,
-    aligned_masks,
-    classes_of,
-    model_folder,
-    oof_truth,
-    read_meta,
-)
+from cloudcli.data.predictions import aligned_masks, classes_of, model_folder, oof_truth, read_meta
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_json
+from cloudcli.paths import split_name
 from cloudcli.post.twostage import member_levels
 from cloudcli.post.vote import default_min_votes, vote
 from cloudcli.ui import info, progress
@@ -37,14 +31,8 @@ PARAMS = ("ensemble",)
 CHUNK = 16  # images voted at a time
 
 
-def run(
-    cfg: EnsembleConfig,
-    predictions: Path,
-    cache_dir: Path,
-    out: Path,
-    pseudo_predictions: Path = PSEUDO_PREDICTIONS,
-) -> dict:
-    folders = [model_folder(m, predictions, pseudo_predictions) for m in cfg.members]
+def run(cfg: EnsembleConfig, predictions: Path, cache_dir: Path, out: Path) -> dict:
+    folders = [model_folder(m, predictions) for m in cfg.members]
     roles = [read_meta(f)["role"] for f in folders]
     for name, role in zip(cfg.members, roles):
         if role == "cls":
@@ -76,7 +64,7 @@ def run(
                     "name": name,
                     "folder": str(folder),
                     "role": role,
-                    "pseudo": folder.parent != predictions,
+                    "pseudo": split_name(name)[1] is not None,  # a model@round
                     "levels": None if levels is None else dict(zip(classes, map(int, levels[m]))),
                 }
                 for m, (name, folder, role) in enumerate(zip(cfg.members, folders, roles))

@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cloudcli.config import PseudoConfig
+from cloudcli.config import PseudoConfig, RoundConfig
 from cloudcli.data.cache import BITS, open_cache, pack_masks, resize_mask, unpack_masks
-from cloudcli.data.predictions import aligned_masks, oof_truth, read_classifier, read_meta
+from cloudcli.data.predictions import aligned_masks, model_folder, oof_truth, read_classifier, read_meta
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, row_counts, summarize
@@ -37,7 +37,7 @@ from cloudcli.rle import encode
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 
-PARAMS = ("pseudo",)
+PARAMS = ("pseudo", "pseudo_rounds.<round>")
 CHUNK = 32  # test images read at a time
 
 
@@ -69,19 +69,33 @@ class Labellers:
     classifier: Path | None
 
     @classmethod
-    def base(cls, cfg: PseudoConfig, predictions: Path) -> Labellers:
-        """The base models of params `pseudo`, from `predictions`."""
+    def of_round(cls, cfg: PseudoConfig, round_: RoundConfig, predictions: Path) -> Labellers:
+        """The base models of params `pseudo`, each named in `round_.relabel` replaced by that pseudo
+        model of round `round_.after`; their folders under `predictions` (cloudcli.paths)."""
+
+        def folder(name: str) -> Path:
+            return model_folder(
+                f"{round_.relabel[name]}@{round_.after}" if name in round_.relabel else name, predictions
+            )
+
         return cls(
-            predictions / cfg.seg1,
-            tuple(predictions / m for m in cfg.shape),
-            None if cfg.classifier is None else predictions / cfg.classifier,
+            folder(cfg.seg1),
+            tuple(folder(m) for m in cfg.shape),
+            None if cfg.classifier is None else folder(cfg.classifier),
         )
 
 
-def run(cfg: PseudoConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path) -> dict:
-    """Round 1: label with the base models; writes `out` and the metrics file."""
-    report = label(cfg, Labellers.base(cfg, predictions), cache_dir, out)
-    write_json(metrics, report)
+def run(
+    cfg: PseudoConfig, name: str, round_: RoundConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path
+) -> dict:
+    """Round `name`: label the test images with the round's labellers; writes `out` and the metrics file."""
+    sources = Labellers.of_round(cfg, round_, predictions)
+    info(
+        f"pseudo round {name}: labels from "
+        + ", ".join(str(f) for f in (sources.seg1, *sources.shape, sources.classifier) if f)
+    )
+    report = label(cfg, sources, cache_dir, out)
+    write_json(metrics, {"round": name, "after": round_.after, "relabel": round_.relabel, **report})
     return report
 
 

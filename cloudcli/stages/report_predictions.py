@@ -19,7 +19,7 @@ import pandas as pd
 from cloudcli.config import DataConfig, ReportConfig, TuneConfig
 from cloudcli.data.cache import BITS, open_cache, unpack_masks
 from cloudcli.data.kaggle import read_labels, to_wide
-from cloudcli.data.predictions import PSEUDO_PREDICTIONS, model_folder, oof_truth, read_masks, read_meta
+from cloudcli.data.predictions import model_folder, oof_truth, read_masks, read_meta
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
@@ -64,7 +64,6 @@ def run(
     submission: Path,
     folds_csv: Path,
     out: Path,
-    pseudo_predictions: Path = PSEUDO_PREDICTIONS,
 ) -> dict:
     """Write the report of `name` (ensemble or a segmentation model) to `out` (replaced whole)."""
     cache = open_cache(cache_dir)
@@ -72,7 +71,7 @@ def run(
     if name == "ensemble":
         subject = tuned_pipeline(thresholds, cache, submission, data, cfg.test_images)
     else:
-        subject = model_subject(model_folder(name, predictions, pseudo_predictions), name, cache, tune)
+        subject = model_subject(model_folder(name, predictions), name, cache, tune)
     folds = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
     inter, area, t_area, rles = _counts(name, subject, len(classes))
     per_map = dice_from_counts(inter, area, t_area)  # (N, C)

@@ -20,7 +20,6 @@ import pandas as pd
 from cloudcli.config import TuneConfig
 from cloudcli.data.cache import BITS, open_cache
 from cloudcli.data.predictions import (
-    PSEUDO_PREDICTIONS,
     fingerprint,
     model_folder,
     oof_truth,
@@ -49,16 +48,15 @@ def run(
     metrics: Path,
     stages: Path,
     curves: Path,
-    pseudo_predictions: Path = PSEUDO_PREDICTIONS,
 ) -> dict:
     cache = open_cache(cache_dir)
-    seg1_folder = model_folder(cfg.seg1, predictions, pseudo_predictions)
+    seg1_folder = model_folder(cfg.seg1, predictions)
     ids, seg1 = read_masks(seg1_folder, "oof")
     truth = oof_truth(cache, ids, seg1_folder / "oof.csv")
     uses_cls = cfg.classifier is not None and cfg.class_score in ("classifier", "mean")
-    cls_folder = model_folder(cfg.classifier, predictions, pseudo_predictions) if uses_cls else None
+    cls_folder = model_folder(cfg.classifier, predictions) if uses_cls else None
     cls = read_classifier(cls_folder, "oof", ids) if cls_folder else None
-    shapes, shape_folder = _shape_sources(cfg, predictions, pseudo_predictions, ensemble_dir, ids)
+    shapes, shape_folder = _shape_sources(cfg, predictions, ensemble_dir, ids)
     levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
     classes = cache.classes
     truths = [(truth & BITS[k]) != 0 for k in range(len(classes))]
@@ -154,12 +152,12 @@ class _Maps:
         return self.get(k)
 
 
-def _shape_sources(cfg: TuneConfig, predictions: Path, pseudo_predictions: Path, ensemble_dir: Path, ids: list[str]):
+def _shape_sources(cfg: TuneConfig, predictions: Path, ensemble_dir: Path, ids: list[str]):
     """[(step, maps)] in report order, and the folder of the final shape maps (None: seg1's own)."""
     if cfg.shape is None:
         return [("combined", None)], None
     if cfg.shape != "ensemble":
-        folder = model_folder(cfg.shape, predictions, pseudo_predictions)
+        folder = model_folder(cfg.shape, predictions)
         probs = _oof(folder, ids)
         return [
             ("alone", _Maps(cfg.shape, lambda k: probs[:, k])),

@@ -40,8 +40,8 @@ def oof(tmp_path):
     maps = {"seg1": noisy(40, 120), "seg2": noisy(60, 140), "seg2b": noisy(50, 130), "seg2c": noisy(30, 110)}
     for name, probs in maps.items():
         role = "seg1" if name == "seg1" else "seg2"
-        save_model(tmp_path / "pred" / name, oof_ids, role, probs[order])
-        save_model(tmp_path / "pred" / name, ids, role, noisy(40, 120), split="test")
+        save_model(tmp_path / "pred/base" / name, oof_ids, role, probs[order])
+        save_model(tmp_path / "pred/base" / name, ids, role, noisy(40, 120), split="test")
     cls_probs = np.clip(truth.any((2, 3)) * 0.5 + rng.random((n, 4)) * 0.6, 0, 1)
-    save_model(tmp_path / "pred/cls", ids, "cls", cls_probs=cls_probs)
+    save_model(tmp_path / "pred/base/cls", ids, "cls", cls_probs=cls_probs)
     return tmp_path, {k: v[order] for k, v in maps.items()}, truth[order], cls_probs[order]

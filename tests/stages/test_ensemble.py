@@ -35,9 +35,9 @@ def test_majority_uses_each_members_own_tuned_levels(oof) -> None:
         expected = majority(np.stack([maps[n][:, k] for n in MEMBERS]), levels[:, k])  # 2 of 3
         np.testing.assert_array_equal(out[:, k], expected)
     assert set(np.unique(out)) <= {0, 255} and meta["min_votes"] == 2
-    assert (root / "ens/oof.csv").read_text() == (root / "pred/seg2/oof.csv").read_text()
+    assert (root / "ens/oof.csv").read_text() == (root / "pred/base/seg2/oof.csv").read_text()
     test = np.load(root / "ens/test.npy")
-    assert test.shape == np.load(root / "pred/seg2/test.npy").shape
+    assert test.shape == np.load(root / "pred/base/seg2/test.npy").shape
 
 
 def test_mean_with_weights(oof) -> None:
@@ -56,8 +56,8 @@ def test_bad_members_are_clear_errors(oof) -> None:
         ensemble.run(
             EnsembleConfig(("seg2", "seg9"), "majority", None, None), root / "pred", root / "cache", root / "e"
         )
-    ids = list(pd.read_csv(root / "pred/seg2/oof.csv")["image_id"])
-    save_model(root / "pred/short", ids[:-1], "seg2", np.load(root / "pred/seg2/oof.npy")[:-1])
+    ids = list(pd.read_csv(root / "pred/base/seg2/oof.csv")["image_id"])
+    save_model(root / "pred/base/short", ids[:-1], "seg2", np.load(root / "pred/base/seg2/oof.npy")[:-1])
     with pytest.raises(DataError, match="rows differ"):
         ensemble.run(
             EnsembleConfig(("seg2", "short"), "majority", None, None), root / "pred", root / "cache", root / "e"

@@ -10,7 +10,7 @@ import pytest
 from helpers import save_model
 
 from cloudcli import CLASSES
-from cloudcli.config import PseudoConfig
+from cloudcli.config import PseudoConfig, RoundConfig
 from cloudcli.data.cache import pack_masks, resize_mask
 from cloudcli.data.pseudo import read_pseudo
 from cloudcli.errors import CloudcliError, DataError
@@ -159,23 +159,23 @@ def project(oof):
     another order at image size CACHE, and their truth (the demo's test_truth.csv)."""
     root, _, truth, _ = oof
     rng = np.random.default_rng(5)
-    oof_ids = list(pd.read_csv(root / "pred/seg1/oof.csv", dtype={"image_id": str})["image_id"])
+    oof_ids = list(pd.read_csv(root / "pred/base/seg1/oof.csv", dtype={"image_id": str})["image_id"])
     maps, false_blobs = make_maps(rng, truth)
     present = truth.any((2, 3))
     cls_oof = np.where(present, rng.uniform(0.55, 1.0, present.shape), rng.uniform(0.0, 0.7, present.shape))
     cls_oof[false_blobs] = rng.uniform(0.0, 0.3, false_blobs.sum())
     for name, probs in maps.items():
-        save_model(root / "pred" / name, oof_ids, "seg1" if name == "seg1" else "seg2", probs)
-    save_model(root / "pred/cls", oof_ids, "cls", cls_probs=cls_oof)
+        save_model(root / "pred/base" / name, oof_ids, "seg1" if name == "seg1" else "seg2", probs)
+    save_model(root / "pred/base/cls", oof_ids, "cls", cls_probs=cls_oof)
 
     test_ids = [f"t{i:03d}.jpg" for i in range(M)]
     test_truth = blobs(rng, M)
     test, _ = make_maps(rng, test_truth)
     for name, probs in test.items():
-        (root / "pred" / name / "test.npy").unlink()
-        save_model(root / "pred" / name, test_ids, "seg1" if name == "seg1" else "seg2", probs, split="test")
+        (root / "pred/base" / name / "test.npy").unlink()
+        save_model(root / "pred/base" / name, test_ids, "seg1" if name == "seg1" else "seg2", probs, split="test")
     cls_test = classifier_probs(rng, test_truth)
-    save_model(root / "pred/cls", test_ids, "cls", cls_probs=cls_test, split="test")
+    save_model(root / "pred/base/cls", test_ids, "cls", cls_probs=cls_test, split="test")
     cache_order = list(rng.permutation(test_ids))
     pd.DataFrame({"image_id": cache_order}).to_csv(root / "cache/test.csv", index=False)
     (root / "cache/meta.json").write_text(json.dumps({"arrays": {"test_images": [M, *CACHE, 3]}}))
@@ -202,7 +202,7 @@ def write_test_truth(project) -> None:
 def run_stage(project, out: str = "out", **changes) -> tuple[PseudoConfig, dict]:
     root = project["root"]
     cfg = config(**changes)
-    report = pseudo.run(cfg, root / "pred", root / "cache", root / out, root / "m.json")
+    report = pseudo.run(cfg, "r1", RoundConfig("base", {}), root / "pred", root / "cache", root / out, root / "m.json")
     return cfg, report
 
 
@@ -247,10 +247,11 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
     cfg, report = run_stage(project)
     out = root / "out"
     assert sorted(p.name for p in out.iterdir()) == ["images.csv", "labels.csv", "masks.npy", "meta.json"]
-    assert json.loads((root / "m.json").read_text()) == json.loads(json.dumps(report))
+    made = {"round": "r1", "after": "base", "relabel": {}, **json.loads(json.dumps(report))}
+    assert json.loads((root / "m.json").read_text()) == made
 
     # which images: brute force from the classifier's CSV
-    with open(root / "pred/cls/test.csv", newline="") as f:
+    with open(root / "pred/base/cls/test.csv", newline="") as f:
         cls_rows = list(csv.DictReader(f))
     expected = []
     for r in cls_rows:
@@ -284,8 +285,8 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
     assert report["oof"] == pytest.approx(kaggle_dice(oof_labels, truth).as_dict(), abs=1e-12)
     assert meta["report"] == json.loads(json.dumps(report)) and meta["rule"] == "classifier"
     assert meta["thresholds"] == {"low": 0.3, "high": 0.7}
-    assert meta["seg1"] == str(root / "pred/seg1") and meta["classifier"] == str(root / "pred/cls")
-    assert meta["shape"] == [str(root / "pred" / n) for n in SHAPE]
+    assert meta["seg1"] == str(root / "pred/base/seg1") and meta["classifier"] == str(root / "pred/base/cls")
+    assert meta["shape"] == [str(root / "pred/base" / n) for n in SHAPE]
 
     # the labels: exactly the two-stage masks, at the score size in labels.csv, at the cache size in masks.npy
     test, row_of = project["test"], {i: j for j, i in enumerate(project["test_ids"])}
@@ -379,11 +380,14 @@ def test_no_image_kept_writes_a_valid_empty_set(project) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"seg1": "cls"}, "pred/cls: a classifier's predictions"),
-        ({"shape": ("seg2", "cls")}, "pred/cls: a classifier's predictions"),
-        ({"seg1": "seg9"}, "pred/seg9/meta.json: missing"),
-        ({"shape": ("seg2", "seg9")}, "pred/seg9/meta.json: missing"),
-        ({"classifier": "cls9"}, "pred/cls9/oof.csv: missing"),
+        ({"seg1": "cls"}, "pred/base/cls: a classifier's predictions"),
+        ({"shape": ("seg2", "cls")}, "pred/base/cls: a classifier's predictions"),
+        (
+            {"seg1": "seg9"},
+            "pred/base/seg9: no predictions of 'seg9'; run `dvc repro` (or `cloudcli infer --model seg9`)",
+        ),
+        ({"shape": ("seg2", "seg9")}, "pred/base/seg9: no predictions of 'seg9'"),
+        ({"classifier": "cls9"}, "pred/base/cls9: no predictions of 'cls9'"),
         ({"classifier": None}, "needs pseudo.classifier"),
     ],
 )
@@ -406,3 +410,26 @@ def test_kept_image_missing_from_the_cache_is_an_error(project) -> None:
     with pytest.raises(DataError, match="images not in"):
         run_stage(project)
     assert not (root / "out").exists() and not list(root.glob(".out*"))
+
+
+def test_a_later_round_labels_with_the_pseudo_models_of_the_round_it_follows(tmp_path) -> None:
+    """pseudo_rounds.r2: {after: r1, relabel: {seg2: seg2_pl}} -> seg2's place goes to seg2_pl@r1
+    (predictions/r1/seg2_pl); the other labellers stay the base models (predictions/base/)."""
+    maps = np.zeros((1, 4, 2, 2), np.uint8)
+    for folder, role in (
+        ("base/seg1", "seg1"),
+        ("base/seg2", "seg2"),
+        ("base/seg2b", "seg2"),
+        ("r1/seg2_pl", "seg2"),
+    ):
+        save_model(tmp_path / "pred" / folder, ["a"], role, maps)
+    save_model(tmp_path / "pred/base/cls", ["a"], "cls", cls_probs=np.zeros((1, 4)))
+    first = pseudo.Labellers.of_round(config(), RoundConfig("base", {}), tmp_path / "pred")
+    assert first == pseudo.Labellers(
+        tmp_path / "pred/base/seg1", tuple(tmp_path / "pred/base" / m for m in SHAPE), tmp_path / "pred/base/cls"
+    )
+    second = pseudo.Labellers.of_round(config(), RoundConfig("r1", {"seg2": "seg2_pl"}), tmp_path / "pred")
+    assert second.seg1 == first.seg1 and second.classifier == first.classifier
+    assert second.shape == tuple(tmp_path / "pred" / ("r1/seg2_pl" if m == "seg2" else f"base/{m}") for m in SHAPE)
+    with pytest.raises(DataError, match=r"pred/r2/seg2_pl: no predictions of 'seg2_pl@r2'; .*infer_pl@r2-seg2_pl"):
+        pseudo.Labellers.of_round(config(), RoundConfig("r2", {"seg2": "seg2_pl"}), tmp_path / "pred")

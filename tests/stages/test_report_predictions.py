@@ -63,7 +63,6 @@ def test_a_model_report_scores_as_tunes_seg1_rule(baseline, tmp_path) -> None:
         "seg1", p.report, p.tune, replace(p.data, raw=str(baseline / "data")),
         baseline / "predictions", baseline / "artifacts/preprocessed", baseline / "tune/thresholds.json",
         baseline / "submission.csv", baseline / "artifacts/folds.csv", tmp_path / "seg1",
-        baseline / "pseudo/predictions",
     )  # fmt: skip
     step = json.loads((baseline / "metrics/stages/1_seg1.json").read_text())
     assert s["dice"] == pytest.approx(step["dice"], abs=1e-12)

@@ -22,7 +22,7 @@ def project(tmp_path, request):
     ids = ["b.jpg", "a.jpg", "c.jpg"]  # the sample order differs from the prediction order below
     probs = rng.integers(0, 256, (3, 4, *SIZE), dtype=np.uint8)
     shape = rng.integers(0, 256, (3, 4, *SIZE), dtype=np.uint8) if request.param else None
-    seg, cls = tmp_path / "pred/seg1", tmp_path / "pred/cls"
+    seg, cls = tmp_path / "pred/base/seg1", tmp_path / "pred/base/cls"
     seg.mkdir(parents=True), cls.mkdir()
     for folder, maps in ((seg, probs), (tmp_path / "ens", shape)):
         if maps is not None:
@@ -86,8 +86,8 @@ def sample_rows(root) -> list[str]:
 
 def test_predictions_changed_since_tune_is_a_clear_error(project) -> None:
     root, data, *_ = project
-    (root / "pred/seg1/meta.json").write_text('{"role": "seg1", "folds": [0, 1]}')  # re-inferred since tune
-    with pytest.raises(DataError, match=r"pred/seg1/meta.json changed since .*t.json was tuned on it; rerun"):
+    (root / "pred/base/seg1/meta.json").write_text('{"role": "seg1", "folds": [0, 1]}')  # re-inferred since tune
+    with pytest.raises(DataError, match=r"pred/base/seg1/meta.json changed since .*t.json was tuned on it; rerun"):
         submit.run(data, root / "t.json", root / "cache", root / "sub.csv", root / "m.json")
     chosen = json.loads((root / "t.json").read_text())
     del chosen["fitted_on"]
