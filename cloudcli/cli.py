@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cloudcli import CLASSES, __version__
+from cloudcli import CLASSES, __version__, paths
 from cloudcli.errors import CloudcliError
 
 app = typer.Typer(
@@ -105,7 +105,7 @@ def demo_data(
 @app.command()
 def preprocess(
     params: ParamsOpt = Path("params.yaml"),
-    out: Annotated[Path, typer.Option(help="Cache folder to write")] = Path("artifacts/preprocessed"),
+    out: Annotated[Path, typer.Option(help="Cache folder to write")] = paths.CACHE,
     metrics: Annotated[Path, typer.Option(help="Label statistics (JSON)")] = Path("metrics/data.json"),
 ) -> None:
     """Decode and resize images and masks once into a compact cache for training.
@@ -124,7 +124,7 @@ def preprocess(
 @app.command()
 def fold(
     params: ParamsOpt = Path("params.yaml"),
-    out: Annotated[Path, typer.Option(help="Folds table to write (image_id, fold)")] = Path("artifacts/folds.csv"),
+    out: Annotated[Path, typer.Option(help="Folds table to write (image_id, fold)")] = paths.FOLDS,
     metrics: Annotated[Path, typer.Option(help="Fold sizes and class balance (JSON)")] = Path("metrics/folds.json"),
 ) -> None:
     """Split training images into K folds stratified on which classes each image has.
@@ -144,8 +144,8 @@ def train(
     model: Annotated[str, typer.Option(help="Model name: a key of `models` in params.yaml")],
     fold: Annotated[int, typer.Option(help="Fold held out for validation")],
     params: ParamsOpt = Path("params.yaml"),
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
+    folds: Annotated[Path, typer.Option(help="Folds table")] = paths.FOLDS,
     round_: RoundOpt = None,
     out: Annotated[Path | None, typer.Option(help="Checkpoint folder [default: models/[ROUND/]MODEL/foldFOLD]")] = None,
     live: Annotated[Path | None, typer.Option(help="DVCLive folder [default: dvclive/[ROUND/]MODEL/foldFOLD]")] = None,
@@ -162,7 +162,6 @@ def train(
     --pseudo), the round's pseudo-labelled test images join the training part of the fold
     (never its validation part).
     """
-    from cloudcli import paths
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
@@ -207,8 +206,8 @@ def infer(
     models_dir: Annotated[
         Path | None, typer.Option("--models", help="Folder of trained models [default: models/[ROUND]]")
     ] = None,
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
+    folds: Annotated[Path, typer.Option(help="Folds table")] = paths.FOLDS,
     out: Annotated[
         Path | None, typer.Option(help="Output folder [default: predictions/base/MODEL, or predictions/ROUND/MODEL]")
     ] = None,
@@ -218,7 +217,6 @@ def infer(
     Masks are stored as uint8 (p * 255) at 350x525 in memory-mappable .npy files; test
     probabilities average every fold model. Classifier probabilities go to CSV tables.
     """
-    from cloudcli import paths
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
@@ -235,8 +233,8 @@ def infer(
 def pseudo(
     round_: Annotated[str, typer.Option("--round", help="Round to label: a key of pseudo_rounds in params.yaml")],
     params: ParamsOpt = Path("params.yaml"),
-    predictions: Annotated[Path, typer.Option(help="Folder of every model's predictions")] = Path("predictions"),
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
+    predictions: Annotated[Path, typer.Option(help="Folder of every model's predictions")] = paths.PREDICTIONS,
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
     out: Annotated[Path | None, typer.Option(help="Pseudo-labelled set to write [default: pseudo/ROUND]")] = None,
     metrics: Annotated[
         Path | None, typer.Option(help="Images kept and label quality, JSON [default: metrics/pseudo/ROUND.json]")
@@ -251,7 +249,6 @@ def pseudo(
     the previous round's pseudo-label models (pseudo_rounds.ROUND.relabel). `cloudcli train
     --round ROUND` adds the set to the training part of every fold.
     """
-    from cloudcli import paths
     from cloudcli.config import load_params
 
     p = load_params(params)
@@ -272,9 +269,9 @@ def ensemble(
         int | None, typer.Option(help="majority: members that must agree [default: more than half]")
     ] = None,
     weights: Annotated[str | None, typer.Option(help="mean: comma-separated weights, one per member")] = None,
-    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    out: Annotated[Path, typer.Option(help="Output folder")] = Path("ensemble"),
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = paths.PREDICTIONS,
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
+    out: Annotated[Path, typer.Option(help="Output folder")] = paths.ENSEMBLE,
 ) -> None:
     """Combine segmentation models pixel by pixel: majority vote or (weighted) mean.
 
@@ -311,13 +308,13 @@ def ensemble(
 @app.command()
 def tune(
     params: ParamsOpt = Path("params.yaml"),
-    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    ensemble_dir: Annotated[Path, typer.Option("--ensemble", help="Ensemble folder")] = Path("ensemble"),
-    out: Annotated[Path, typer.Option(help="Chosen post-processing (JSON)")] = Path("tune/thresholds.json"),
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = paths.PREDICTIONS,
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
+    ensemble_dir: Annotated[Path, typer.Option("--ensemble", help="Ensemble folder")] = paths.ENSEMBLE,
+    out: Annotated[Path, typer.Option(help="Chosen post-processing (JSON)")] = paths.TUNED,
     metrics: Annotated[Path, typer.Option(help="CV Dice before/after (JSON)")] = Path("metrics/tune.json"),
     stages: Annotated[Path, typer.Option(help="CV Dice after each step (folder of JSON)")] = Path("metrics/stages"),
-    curves: Annotated[Path, typer.Option(help="Dice vs threshold per class (CSV)")] = Path("tune/curves.csv"),
+    curves: Annotated[Path, typer.Option(help="Dice vs threshold per class (CSV)")] = paths.CURVES,
 ) -> None:
     """Choose the two-stage post-processing on out-of-fold predictions.
 
@@ -337,8 +334,8 @@ def tune(
 def submit(
     params: ParamsOpt = Path("params.yaml"),
     check: Annotated[Path | None, typer.Option(help="Only validate this submission file, write nothing")] = None,
-    thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = Path("tune/thresholds.json"),
-    out: Annotated[Path, typer.Option(help="Submission file to write")] = Path("submission.csv"),
+    thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = paths.TUNED,
+    out: Annotated[Path, typer.Option(help="Submission file to write")] = paths.SUBMISSION,
     metrics: Annotated[Path, typer.Option(help="Test score when the raw data has test labels (JSON)")] = Path(
         "metrics/test.json"
     ),
@@ -377,9 +374,9 @@ def submit(
 @app.command()
 def cv(
     params: ParamsOpt = Path("params.yaml"),
-    models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = Path("models"),
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    models_dir: Annotated[Path, typer.Option("--models", help="Folder of trained models")] = paths.MODELS,
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
+    folds: Annotated[Path, typer.Option(help="Folds table")] = paths.FOLDS,
     out: Annotated[Path, typer.Option(help="CV scores (JSON)")] = Path("metrics/cv.json"),
 ) -> None:
     """Cross-validated score of every trained model, next to the all-empty baseline.
@@ -404,7 +401,7 @@ app.add_typer(report_app, name="report")
 @report_app.command("data")
 def report_data(
     params: ParamsOpt = Path("params.yaml"),
-    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = paths.FOLDS,
     out: Annotated[Path, typer.Option(help="Report folder to write (replaced)")] = Path("reports/data"),
 ) -> None:
     """Class frequency, classes per image, co-occurrence, mask areas and fold balance of train.csv.
@@ -426,13 +423,13 @@ def report_predictions(
         typer.Option(help="ensemble (the tuned pipeline) or a segmentation model; repeat it [default: report.models]"),
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
-    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = Path("predictions"),
-    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = Path("artifacts/preprocessed"),
-    thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = Path("tune/thresholds.json"),
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = paths.PREDICTIONS,
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
+    thresholds: Annotated[Path, typer.Option(help="Tuned post-processing")] = paths.TUNED,
     submission: Annotated[Path, typer.Option(help="Submission whose test masks the ensemble report draws")] = Path(
         "submission.csv"
     ),
-    folds: Annotated[Path, typer.Option(help="Folds table")] = Path("artifacts/folds.csv"),
+    folds: Annotated[Path, typer.Option(help="Folds table")] = paths.FOLDS,
     out: Annotated[Path, typer.Option(help="Reports folder: one subfolder per model (replaced)")] = Path(
         "reports/predictions"
     ),
@@ -467,7 +464,7 @@ def report_predictions(
 
 @app.command("export-masks")
 def export_masks(
-    csv: Annotated[Path, typer.Argument(help="Kaggle-format CSV of masks at data.score_size")] = Path("submission.csv"),
+    csv: Annotated[Path, typer.Argument(help="Kaggle-format CSV of masks at data.score_size")] = paths.SUBMISSION,
     out: Annotated[Path, typer.Option(help="Folder to write, one label file per image")] = Path("submission_masks"),
     fmt: Annotated[str, typer.Option("--format", help="tif (On Cloud N) or png")] = "tif",
     size: Annotated[
@@ -522,7 +519,7 @@ def show(
 
     source = open_source(p.data)  # validated once: on the real Kaggle set that reads train.csv
     if pred is None:
-        pred = default_prediction(image_id, source, Path("submission.csv"), Path("reports/predictions"))
+        pred = default_prediction(image_id, source, paths.SUBMISSION, Path("reports/predictions"))
     limits = cache_band_limits(Path("artifacts/preprocessed/meta.json"))  # 16-bit bands scaled as preprocess did
     out = out or Path("show") / f"{image_id.removesuffix('.jpg')}.png"
     print(draw(image_id, source, p.data.score_size, out, pred, truth, tile or p.report.tile, limits))
