@@ -94,8 +94,8 @@ def test_cv_names_the_missing_model(tiny_cache, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("stage", "message"),
     [
-        ("ensemble", "no predictions of 'seg2' in"),
-        ("tune", "no predictions of 'seg1' in"),
+        ("ensemble", "none/base/seg2: no predictions of 'seg2'; run `dvc repro`"),
+        ("tune", "none/base/seg1: no predictions of 'seg1'; run `dvc repro`"),
         ("submit", "missing; run `dvc repro tune`"),
     ],
 )
