@@ -47,16 +47,16 @@ def main() -> None:
     torch.manual_seed(0)
     net = build_model(spec.role, model_cfg).to(device, memory_format=torch.channels_last).eval()
     x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=torch.channels_last)
-    out_size = None if spec.role == "cls" else tuple(p.data.score_size)
+    out_size = None if spec.role == "classifier" else tuple(p.data.score_size)
 
     def run(tta: tuple[str, ...], stacked: bool) -> float:
         def step(_: int) -> None:
             probs = predict([net], x, tta, spec.role, out_size, dtype=dtype, stacked=stacked)
-            (probs if spec.role == "cls" else to_uint8(probs)).cpu()
+            (probs if spec.role == "classifier" else to_uint8(probs)).cpu()
 
         return timed(step, a.batches, batch, device)
 
-    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "cls" else f"classifier-{model_cfg.encoder}"
+    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "classifier" else f"classifier-{model_cfg.encoder}"
     print(
         f"{name} {size[0]}x{size[1]} batch {batch} {device} {dtype or torch.float32} "
         f"torch threads {torch.get_num_threads()}; output {out_size or 'class probabilities'}"

@@ -65,7 +65,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_cache(Path(tmp), n, size)
         transform = build_transform(p.augment, size, size, *normalization(model_cfg))
-        ds = CacheDataset(tmp, np.arange(n), np.ones((n, 4), np.float32), transform, with_masks=spec.role != "cls")
+        ds = CacheDataset(
+            tmp, np.arange(n), np.ones((n, 4), np.float32), transform, with_masks=spec.role != "classifier"
+        )
         loader = DataLoader(
             ds,
             batch_size=cfg.batch_size,
@@ -78,7 +80,7 @@ def main() -> None:
 
         def step(batch: dict) -> None:
             x = batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
-            y = (batch["labels"] if spec.role == "cls" else batch["masks"]).to(device, non_blocking=True)
+            y = (batch["labels"] if spec.role == "classifier" else batch["masks"]).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = loss_fn(net(x), y)
             loss.backward()
@@ -91,7 +93,7 @@ def main() -> None:
         it = iter(loader)
         both_rate = timed(lambda i: step(next(it)), a.batches, cfg.batch_size, device)
 
-    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "cls" else f"classifier-{model_cfg.encoder}"
+    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "classifier" else f"classifier-{model_cfg.encoder}"
     print(
         f"{name} {size[0]}x{size[1]} batch {cfg.batch_size} {device} {dtype or torch.float32} "
         f"workers {cfg.workers} torch threads {torch.get_num_threads()}"

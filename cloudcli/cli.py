@@ -444,8 +444,8 @@ def report_predictions(
 
     p = load_params(params)
     names = list(model) if model else list(p.report.models)
-    every = [m for m in p.cv.models if p.models[m].role != "cls"]
-    every += [f"{m}@{r}" for r in p.pseudo_rounds for m in p.pseudo.models if p.models[m].role != "cls"]
+    every = [m for m in p.cv.models if p.models[m].role != "classifier"]
+    every += [f"{m}@{r}" for r in p.pseudo_rounds for m in p.pseudo.models if p.models[m].role != "classifier"]
     for name in names:
         if name != "ensemble" and name not in every:
             raise ConfigError(

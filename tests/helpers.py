@@ -61,12 +61,12 @@ def tiny_params(**sections: dict) -> dict:
     return params
 
 
-def save_model(folder, ids, role, probs=None, cls_probs=None, split="oof"):
-    """A model's prediction folder as infer writes it: maps (segmentation) or a probability table (cls)."""
+def save_model(folder, ids, role, probs=None, classifier_probs=None, split="oof"):
+    """A model's prediction folder as infer writes it: maps (segmentation) or a probability table (classifier)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "meta.json").write_text(json.dumps({"role": role}))
-    if cls_probs is not None:
-        table = pd.DataFrame({"image_id": ids, **{c: cls_probs[:, k] for k, c in enumerate(CLASSES)}})
+    if classifier_probs is not None:
+        table = pd.DataFrame({"image_id": ids, **{c: classifier_probs[:, k] for k, c in enumerate(CLASSES)}})
         table.to_csv(folder / f"{split}.csv", index=False)
     else:
         np.save(folder / f"{split}.npy", probs)

@@ -30,7 +30,7 @@ def test_fold_without_images(tiny_cache, tmp_path) -> None:
     result = cloudcli(
         "train",
         "--model",
-        "cls",
+        "classifier",
         "--fold",
         "7",
         "--out",
@@ -46,7 +46,7 @@ def test_fold_without_images(tiny_cache, tmp_path) -> None:
 
 def test_missing_cache_says_what_to_run(tiny_cache, tmp_path) -> None:
     result = cloudcli(
-        "train", "--model", "cls", "--fold", "0", "--cache", str(tmp_path / "nope"), cwd=tiny_cache, check=False
+        "train", "--model", "classifier", "--fold", "0", "--cache", str(tmp_path / "nope"), cwd=tiny_cache, check=False
     )
     failed(result, "meta.json: missing; run `cloudcli preprocess`")
 

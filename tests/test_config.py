@@ -140,20 +140,20 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             r"models.seg1.loss has unknown loss 'dice_poss'",
         ),
         (
-            lambda p: p["models"]["cls"].update(loss={"dice": 1.0}),
-            r"unknown loss 'dice' for role cls; choose from bce, bce_balanced",
+            lambda p: p["models"]["classifier"].update(loss={"dice": 1.0}),
+            r"unknown loss 'dice' for role classifier; choose from bce, bce_balanced",
         ),
         (
-            lambda p: p["models"]["cls"].update(role="classifier"),
-            r"models.cls.role must be one of 'seg1', 'seg2', 'cls'",
+            lambda p: p["models"]["classifier"].update(role="cls"),
+            r"models.classifier.role must be one of 'seg1', 'seg2', 'classifier'",
         ),
         (lambda p: p["cv"].update(models=["seg1", "seg3"]), r"unknown model 'seg3'.*did you mean 'seg\d'"),
         (lambda p: p["cv"].update(folds=[0, 5]), r"cv.folds must be fold numbers 0..4"),
-        (lambda p: p["tune"].update(seg1="cls"), r"tune.seg1 must be a segmentation model listed in cv.models"),
-        (lambda p: p["tune"].update(shape="cls"), r"tune.shape must be ensemble, a segmentation model"),
+        (lambda p: p["tune"].update(seg1="classifier"), r"tune.seg1 must be a segmentation model listed in cv.models"),
+        (lambda p: p["tune"].update(shape="classifier"), r"tune.shape must be ensemble, a segmentation model"),
         (
-            lambda p: p["ensemble"].update(members=["seg2", "cls"]),
-            r"ensemble.members 'cls' is not a segmentation model",
+            lambda p: p["ensemble"].update(members=["seg2", "classifier"]),
+            r"ensemble.members 'classifier' is not a segmentation model",
         ),
         (lambda p: p["ensemble"].update(min_votes=4), r"ensemble.min_votes must be in 1..3"),
         (lambda p: p["ensemble"].update(vote="mean", weights=[1.0]), r"ensemble.weights must give 3 weights"),
@@ -175,7 +175,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             lambda p: p["pseudo"].update(shape=["seg2_pl"]),
             r"pseudo.shape 'seg2_pl' is not a segmentation model of cv.models .*pseudo labels come from base models",
         ),
-        (lambda p: p["pseudo"].update(seg1="cls"), r"pseudo.seg1 must be a segmentation model of cv.models"),
+        (lambda p: p["pseudo"].update(seg1="classifier"), r"pseudo.seg1 must be a segmentation model of cv.models"),
         (
             lambda p: p["pseudo"].update(classifier="seg1"),
             r"pseudo.classifier must be a classifier listed in cv.models",
@@ -213,7 +213,10 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             lambda p: p["ensemble"].update(members=["seg2", "seg2_pl"]),
             r"ensemble.members 'seg2_pl' is not a segmentation model",
         ),
-        (lambda p: p["report"].update(models=["ensemble", "cls"]), r"report.models 'cls' is not ensemble or a segm"),
+        (
+            lambda p: p["report"].update(models=["ensemble", "classifier"]),
+            r"report.models 'classifier' is not ensemble or a segm",
+        ),
         (lambda p: p["report"].update(models=["seg2", "seg2"]), r"report.models must be distinct"),
         (lambda p: p["report"].update(worst=-1), r"report.worst must be >= 0, got -1"),
         (lambda p: p["report"].update(tile=[16, 300]), r"report.tile must be at least \[32, 32\] pixels"),
@@ -226,16 +229,16 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             r"pseudo_rounds.r2.relabel.tune 'tune' does not make the labels; relabel pseudo.seg1, pseudo.shape or",
         ),
         (
-            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"cls": "seg2_pl"}}),
-            r"pseudo_rounds.r2.relabel.cls must name a classifier of pseudo.models \(seg2_pl\), got 'seg2_pl'",
+            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"classifier": "seg2_pl"}}),
+            r"pseudo_rounds.r2.relabel.classifier must name a classifier of pseudo.models \(seg2_pl\), got 'seg2_pl'",
         ),
         (
             lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"seg1": "seg2"}}),
             r"pseudo_rounds.r2.relabel.seg1 must name a segmentation model of pseudo.models \(seg2_pl\), got 'seg2'",
         ),
         (
-            lambda p: p["ensemble"].update(members=["seg2", "cls"]),
-            r"ensemble.members 'cls' is not a segmentation model of cv.models or <pseudo model>@<round>",
+            lambda p: p["ensemble"].update(members=["seg2", "classifier"]),
+            r"ensemble.members 'classifier' is not a segmentation model of cv.models or <pseudo model>@<round>",
         ),
         (lambda p: p["train"].update(lr="1e-3"), r"train.lr must be a number, got '1e-3'.*write 5.0e-4"),
         (
@@ -266,7 +269,7 @@ def test_third_place_preset_loads_and_names_real_encoders(tmp_path) -> None:
         "seg2_b7_unet": "efficientnet-b7",
         "seg2_b7_fpn": "efficientnet-b7",
         "seg2_b7_fpn_pl": "efficientnet-b7",
-        "cls": "efficientnet-b1",
+        "classifier": "efficientnet-b1",
     }
     assert set(encoders.values()) <= set(smp.encoders.get_encoder_names())
     assert params.model.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")

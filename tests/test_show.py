@@ -30,7 +30,7 @@ def test_show_and_report_errors(baseline, tmp_path) -> None:
         (("show", train_id, "--pred", "missing.csv"), "missing.csv: file not found"),
         (("show", train_id, "--pred", "submission.csv"), f"submission.csv: no rows for {train_id}"),
         (("show", train_id, "--pred", "data/train.csv"), "malformed RLE"),
-        (("report", "predictions", "--model", "cls"), "'cls': not ensemble or a segmentation model"),
+        (("report", "predictions", "--model", "classifier"), "'classifier': not ensemble or a segmentation model"),
         (("report", "predictions", "--model", "seg9"), "'seg9'"),
         (("report", "predictions", "--thresholds", "none.json"), "none.json: missing; run `dvc repro tune`"),
     ]:

@@ -7,7 +7,7 @@ repository's params.yaml) and presets/, merged by `cloudcli init`.
 
 from cloudcli.config.loader import ResolvedModel, build, load_params, read_yaml, resolve_model
 from cloudcli.config.schema import (
-    CLS_LOSSES,
+    CLASSIFIER_LOSSES,
     SEG_LOSSES,
     AugmentConfig,
     CvConfig,
@@ -31,7 +31,7 @@ from cloudcli.config.schema_post import (
 from cloudcli.errors import ConfigError
 
 __all__ = [
-    "CLS_LOSSES",
+    "CLASSIFIER_LOSSES",
     "SEG_LOSSES",
     "AugmentConfig",
     "ConfigError",

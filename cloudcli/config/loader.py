@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from cloudcli.config.checks import _check_combination
-from cloudcli.config.schema import CLS_LOSSES, SEG_LOSSES, ModelConfig, ModelEntry, TrainConfig, _check
+from cloudcli.config.schema import CLASSIFIER_LOSSES, SEG_LOSSES, ModelConfig, ModelEntry, TrainConfig, _check
 from cloudcli.config.schema_post import Params
 from cloudcli.errors import ConfigError
 
@@ -67,7 +67,7 @@ def resolve_model(name: str, defaults: ModelConfig, train: TrainConfig, models: 
         hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(models)}"
         raise ConfigError(f"unknown model {name!r} (not a key of `models` in params.yaml); {hint}")
     entry = models[name]
-    known = CLS_LOSSES if entry.role == "cls" else SEG_LOSSES
+    known = CLASSIFIER_LOSSES if entry.role == "classifier" else SEG_LOSSES
     for loss, weight in entry.loss.items():
         _check(
             loss in known,

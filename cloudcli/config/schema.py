@@ -14,7 +14,7 @@ from cloudcli.errors import ConfigError
 
 Size = tuple[int, int]  # (height, width) in pixels
 SEG_LOSSES = ("bce", "kl", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
-CLS_LOSSES = ("bce", "bce_balanced")
+CLASSIFIER_LOSSES = ("bce", "bce_balanced")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -163,7 +163,9 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    role: Literal["seg1", "seg2", "cls"]  # seg1: empty or not (BCE); seg2: mask shapes (Dice); cls: classifier
+    role: Literal[
+        "seg1", "seg2", "classifier"
+    ]  # seg1: empty or not (BCE); seg2: mask shapes (Dice); classifier: gates masks
     loss: dict[str, float]  # loss name -> weight; the weighted sum is minimised
     model: dict = field(default_factory=dict)  # overrides of the `model` section
     train: dict = field(default_factory=dict)  # overrides of the `train` section

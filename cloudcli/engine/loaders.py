@@ -73,7 +73,7 @@ def build_loaders(
     size = cfg.image_size or cache_size
     mean, std = normalization(spec.model, cache.band_stats)
     labels = cache.train[list(cache.classes)].to_numpy()
-    masks = spec.role != "cls"
+    masks = spec.role != "classifier"
     augmented = build_transform(augment, size, cache_size, mean, std)
     train_ds = CacheDataset(cache.folder, train_idx, labels, augmented, cfg.seed, masks)
     if pseudo is not None and len(pseudo.images):  # test images: the training part only, never validation

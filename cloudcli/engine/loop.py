@@ -110,7 +110,9 @@ def train_epoch(t: Trainer, loader: DataLoader, spec: ResolvedModel, ctx: Contex
     with join, progress(title, len(loader), "batches", lines=False, enabled=ctx.main) as advance:
         for step, batch in enumerate(loader):
             x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
-            target = (batch["labels"] if spec.role == "cls" else batch["masks"]).to(ctx.device, non_blocking=True)
+            target = (batch["labels"] if spec.role == "classifier" else batch["masks"]).to(
+                ctx.device, non_blocking=True
+            )
             with t.autocast:
                 loss = t.loss_fn(t.model(x), target)
             (t.scaler.scale(loss / cfg.accumulate) if t.scaler else loss / cfg.accumulate).backward()

@@ -51,7 +51,7 @@ def predict(
     dtype: torch.dtype | None = None,
     stacked: bool = False,
 ) -> torch.Tensor:
-    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for cls.
+    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for a classifier.
 
     `dtype`: autocast (CUDA) to bf16 or fp16. `stacked`: all views in one forward of len(tta) * B.
     """
@@ -66,10 +66,10 @@ def predict(
             views = ((name, _forward(net, TTA[name][0](x), autocast)) for name in tta)
         for name, logits in views:
             probs = torch.sigmoid(logits)
-            probs = probs if role == "cls" else TTA[name][1](probs)
+            probs = probs if role == "classifier" else TTA[name][1](probs)
             total = probs if total is None else total + probs
     mean = total / (len(nets) * len(tta))
-    if role != "cls":
+    if role != "classifier":
         mean = F.interpolate(mean, size=out_size, mode="bilinear", align_corners=False)
     return mean
 

@@ -30,11 +30,11 @@ class Classifier(nn.Module):
 
 
 def build_model(role: str, cfg: ModelConfig, in_channels: int = 3, n_classes: int = len(CLASSES)) -> nn.Module:
-    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; cls: Classifier.
+    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; classifier: Classifier.
     With pretrained weights and in_channels != 3, smp adapts the first convolution."""
     _check_names(role, cfg)
     try:
-        if role == "cls":
+        if role == "classifier":
             encoder = smp.encoders.get_encoder(
                 cfg.encoder, in_channels=in_channels, depth=5, weights=cfg.encoder_weights
             )
@@ -56,7 +56,7 @@ def build_model(role: str, cfg: ModelConfig, in_channels: int = 3, n_classes: in
 
 def _check_names(role: str, cfg: ModelConfig) -> None:
     archs = sorted(cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values())
-    if role != "cls" and cfg.arch.lower() not in {a.lower() for a in archs}:
+    if role != "classifier" and cfg.arch.lower() not in {a.lower() for a in archs}:
         raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r}; choose from {', '.join(archs)}")
     if cfg.encoder.startswith("tu-"):
         import timm

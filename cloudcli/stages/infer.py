@@ -95,7 +95,7 @@ class _Sink:
         self, folder: Path, name: str, role: str, n: int, score_size: tuple[int, int], classes: tuple[str, ...]
     ) -> None:
         self.folder, self.name, self.role, self.classes = folder, name, role, classes
-        if role == "cls":
+        if role == "classifier":
             self.array = np.zeros((n, len(classes)), np.float32)
         else:
             self.array = np.lib.format.open_memmap(
@@ -103,7 +103,7 @@ class _Sink:
             )  # (N, C, H, W) p * 255
 
     def finish(self, index: pd.DataFrame) -> None:
-        if self.role == "cls":
+        if self.role == "classifier":
             index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(self.classes)})
         else:
             self.array.flush()
@@ -136,10 +136,10 @@ def _predict_into(
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
             x = batch["image"].to(device, memory_format=torch.channels_last)
-            out_size = sink.array.shape[-2:] if sink.role != "cls" else None
+            out_size = sink.array.shape[-2:] if sink.role != "classifier" else None
             probs = predict(nets, x, cfg.tta, settings["role"], out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
             target = positions[done : done + len(x)]
-            if sink.role == "cls":
+            if sink.role == "classifier":
                 sink.array[target] = probs.cpu().numpy()
             else:
                 sink.array[target] = to_uint8(probs).cpu().numpy()

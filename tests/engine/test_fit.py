@@ -37,7 +37,7 @@ def tsv_rows(path: Path) -> int:
     return len(path.read_text().strip().splitlines()) - 1
 
 
-@pytest.mark.parametrize(("model", "monitor"), [("seg1", "dice"), ("seg2", "dice_pos"), ("cls", "auc")])
+@pytest.mark.parametrize(("model", "monitor"), [("seg1", "dice"), ("seg2", "dice_pos"), ("classifier", "auc")])
 def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -> None:
     summary = run(tiny_cache, tmp_path, model)
     ckpt = tmp_path / "ckpt"
@@ -53,7 +53,7 @@ def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -
     assert (tmp_path / "live/plots/metrics/lr/decoder.tsv").exists()
     samples = json.loads((tmp_path / "live/metrics.json").read_text())["train"]["samples"]
     assert samples == config["n_train"]  # every training image once per epoch
-    if model != "cls":
+    if model != "classifier":
         n_rows = sum(summary["metrics"]["sums"][4:8])
         assert n_rows == 4 * config["n_valid"]  # every validation (image, class) row once
 

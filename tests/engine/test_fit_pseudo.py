@@ -131,7 +131,7 @@ def test_pseudo_images_join_training_and_never_validation(tiny_cache, pseudo_dir
 
 def test_classifier_training_reads_pseudo_labels_without_masks(tiny_cache, pseudo_dir) -> None:
     folder, images, _ = pseudo_dir
-    cache, spec = cache_of(tiny_cache), spec_of(tiny_cache, "cls")
+    cache, spec = cache_of(tiny_cache), spec_of(tiny_cache, "classifier")
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tiny_cache / "artifacts/folds.csv", 0)
     train_loader, _ = build_loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo_set(folder, cache))
     item = train_loader.dataset[len(train_idx) + 2]

@@ -18,7 +18,7 @@ def cfg(**changes) -> ModelConfig:
         ("seg1", "FPN", "resnet18", (2, 4, 64, 96)),
         ("seg2", "Unet", "resnet18", (2, 4, 64, 96)),
         ("seg1", "FPN", "tu-mobilenetv3_small_100", (2, 4, 64, 96)),  # a timm encoder through smp
-        ("cls", "FPN", "resnet18", (2, 4)),
+        ("classifier", "FPN", "resnet18", (2, 4)),
     ],
 )
 def test_outputs_and_every_parameter_gets_a_gradient(role, arch, encoder, shape) -> None:
@@ -37,7 +37,7 @@ def test_unknown_names_list_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"model.encoder: unknown encoder 'resnet19'; did you mean resnet18"):
         build_model("seg1", cfg(encoder="resnet19"))
     with pytest.raises(ConfigError, match="timm has no model 'nope_net'"):
-        build_model("cls", cfg(encoder="tu-nope_net"))
+        build_model("classifier", cfg(encoder="tu-nope_net"))
 
 
 def test_imagenet_weights_offline_fail_clearly(monkeypatch) -> None:

@@ -42,6 +42,6 @@ def oof(tmp_path):
         role = "seg1" if name == "seg1" else "seg2"
         save_model(tmp_path / "pred/base" / name, oof_ids, role, probs[order])
         save_model(tmp_path / "pred/base" / name, ids, role, noisy(40, 120), split="test")
-    cls_probs = np.clip(truth.any((2, 3)) * 0.5 + rng.random((n, 4)) * 0.6, 0, 1)
-    save_model(tmp_path / "pred/base/cls", ids, "cls", cls_probs=cls_probs)
-    return tmp_path, {k: v[order] for k, v in maps.items()}, truth[order], cls_probs[order]
+    classifier_probs = np.clip(truth.any((2, 3)) * 0.5 + rng.random((n, 4)) * 0.6, 0, 1)
+    save_model(tmp_path / "pred/base/classifier", ids, "classifier", classifier_probs=classifier_probs)
+    return tmp_path, {k: v[order] for k, v in maps.items()}, truth[order], classifier_probs[order]
