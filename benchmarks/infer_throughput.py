@@ -20,7 +20,7 @@ from timing import timed
 from cloudcli.config import load_params, resolve_model
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import predict, to_uint8
-from cloudcli.models.factory import build_model
+from cloudcli.models.factory import build_network
 
 
 def main() -> None:
@@ -37,15 +37,15 @@ def main() -> None:
     a = ap.parse_args()
 
     p = load_params(a.params)
-    spec = resolve_model(a.model, p.model, p.train, p.models)
+    spec = resolve_model(a.model, p.network, p.train, p.models)
     changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
-    model_cfg = dataclasses.replace(spec.model, **changes)
+    network = dataclasses.replace(spec.network, **changes)
     size, batch = tuple(a.size or p.preprocess.image_size), a.batch or p.infer.batch_size
     device = pick_device(a.device)
     precision = a.precision or p.infer.precision
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
     torch.manual_seed(0)
-    net = build_model(spec.role, model_cfg).to(device, memory_format=torch.channels_last).eval()
+    net = build_network(spec.role, network).to(device, memory_format=torch.channels_last).eval()
     x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=torch.channels_last)
     out_size = None if spec.role == "classifier" else tuple(p.data.score_size)
 
@@ -56,7 +56,7 @@ def main() -> None:
 
         return timed(step, a.batches, batch, device)
 
-    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "classifier" else f"classifier-{model_cfg.encoder}"
+    name = f"{network.arch}-{network.encoder}" if spec.role != "classifier" else f"classifier-{network.encoder}"
     print(
         f"{name} {size[0]}x{size[1]} batch {batch} {device} {dtype or torch.float32} "
         f"torch threads {torch.get_num_threads()}; output {out_size or 'class probabilities'}"

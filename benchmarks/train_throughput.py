@@ -24,7 +24,7 @@ from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import pack_masks
 from cloudcli.data.dataset import CacheDataset, ShardSampler, build_transform
 from cloudcli.engine.distributed import pick_device
-from cloudcli.models.factory import build_model, normalization
+from cloudcli.models.factory import build_network, normalization
 from cloudcli.models.losses import build_loss
 
 
@@ -49,22 +49,22 @@ def main() -> None:
     a = ap.parse_args()
 
     p = load_params(a.params)
-    spec = resolve_model(a.model, p.model, p.train, p.models)
-    model_changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
+    spec = resolve_model(a.model, p.network, p.train, p.models)
+    network_changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
     train_changes = {"batch_size": a.batch, "workers": a.workers, "precision": a.precision}
-    model_cfg = dataclasses.replace(spec.model, **model_changes)
+    network = dataclasses.replace(spec.network, **network_changes)
     cfg = dataclasses.replace(spec.train, **{k: v for k, v in train_changes.items() if v is not None})
     size = tuple(a.size or p.preprocess.image_size)
     device = pick_device(a.device)
     torch.manual_seed(0)
-    net = build_model(spec.role, model_cfg).to(device, memory_format=torch.channels_last)
+    net = build_network(spec.role, network).to(device, memory_format=torch.channels_last)
     loss_fn, opt = build_loss(spec.role, spec.loss), torch.optim.Adam(net.parameters(), lr=1e-4)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if device.type == "cuda" else None
     n = cfg.batch_size * (a.batches + 2)
 
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_cache(Path(tmp), n, size)
-        transform = build_transform(p.augment, size, size, *normalization(model_cfg))
+        transform = build_transform(p.augment, size, size, *normalization(network))
         ds = CacheDataset(
             tmp, np.arange(n), np.ones((n, 4), np.float32), transform, with_masks=spec.role != "classifier"
         )
@@ -93,7 +93,7 @@ def main() -> None:
         it = iter(loader)
         both_rate = timed(lambda i: step(next(it)), a.batches, cfg.batch_size, device)
 
-    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "classifier" else f"classifier-{model_cfg.encoder}"
+    name = f"{network.arch}-{network.encoder}" if spec.role != "classifier" else f"classifier-{network.encoder}"
     print(
         f"{name} {size[0]}x{size[1]} batch {cfg.batch_size} {device} {dtype or torch.float32} "
         f"workers {cfg.workers} torch threads {torch.get_num_threads()}"

@@ -165,7 +165,7 @@ def train(
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
-    spec = resolve_model(model, p.model, p.train, p.models)
+    spec = resolve_model(model, p.network, p.train, p.models)
     _check_round(round_, p.pseudo_rounds)
     if spec.train.processes > 1 and "WORLD_SIZE" not in os.environ:  # not yet under a launcher: become torchrun
         _relaunch_under_torchrun(spec.train.processes)
@@ -220,7 +220,7 @@ def infer(
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
-    resolve_model(model, p.model, p.train, p.models)  # a clear error for an unknown name
+    resolve_model(model, p.network, p.train, p.models)  # a clear error for an unknown name
     _check_round(round_, p.pseudo_rounds)
     from cloudcli.stages import infer as stage
 

@@ -55,13 +55,13 @@ def test_imagenet_weights_offline(tiny_cache, tmp_path) -> None:
     project = tmp_path / "p"
     shutil.copytree(tiny_cache, project, ignore=shutil.ignore_patterns("data"))
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["model"]["encoder_weights"] = "imagenet"
+    params["network"]["encoder_weights"] = "imagenet"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     result = procs.run([sys.executable, "-m", "cloudcli", "train", "--model", "seg1", "--fold", "0"], project, env)
     failed(
         result,
-        "model.encoder_weights: could not load 'imagenet' weights for encoder 'resnet18'",
+        "network.encoder_weights: could not load 'imagenet' weights for encoder 'resnet18'",
         "encoder_weights: null",
     )
     assert not (project / "models").exists()

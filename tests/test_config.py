@@ -112,7 +112,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
     from cloudcli.config import resolve_model
 
     params = repo_params()
-    params["models"]["seg2"]["model"] = {"encoder": "densenet121"}
+    params["models"]["seg2"]["network"] = {"encoder": "densenet121"}
     params["models"]["seg2"]["train"] = {"lr": 1.0e-4, "image_size": [128, 192]}
     path = REPO / "tests" / ".override.yaml"
     try:
@@ -120,10 +120,10 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         p = load_params(path)
     finally:
         path.unlink()
-    seg2 = resolve_model("seg2", p.model, p.train, p.models)
-    seg1 = resolve_model("seg1", p.model, p.train, p.models)
-    assert seg2.model.encoder == "densenet121" and seg2.train.lr == 1e-4 and seg2.train.image_size == (128, 192)
-    assert seg1.model.encoder == p.model.encoder and seg1.train.lr == p.train.lr  # untouched
+    seg2 = resolve_model("seg2", p.network, p.train, p.models)
+    seg1 = resolve_model("seg1", p.network, p.train, p.models)
+    assert seg2.network.encoder == "densenet121" and seg2.train.lr == 1e-4 and seg2.train.image_size == (128, 192)
+    assert seg1.network.encoder == p.network.encoder and seg1.train.lr == p.train.lr  # untouched
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             lambda p: p["models"]["seg2"].update(train={"lrr": 1.0}),
             r"unknown key 'models.seg2.train.lrr'; did you mean 'models.seg2.train.lr'",
         ),
-        (lambda p: p["models"]["seg2"].update(model={"encoder": 3}), r"models.seg2.model.encoder must be a string"),
+        (lambda p: p["models"]["seg2"].update(network={"encoder": 3}), r"models.seg2.network.encoder must be a string"),
         (lambda p: p["models"]["seg2"].update(train={"epochs": 0}), r"models.seg2: train.epochs must be >= 1"),
         (
             lambda p: p["models"]["seg1"].update(loss={"dice_poss": 1.0}),
@@ -261,7 +261,7 @@ def test_third_place_preset_loads_and_names_real_encoders(tmp_path) -> None:
 
     (tmp_path / "params.yaml").write_text(params_text("3rd_place"))
     params = load_params(tmp_path / "params.yaml")
-    encoders = {name: resolve(params, name).model.encoder for name in (*params.cv.models, *params.pseudo.models)}
+    encoders = {name: resolve(params, name).network.encoder for name in (*params.cv.models, *params.pseudo.models)}
     assert encoders == {
         "seg1": "densenet121",
         "seg2_b5_unet": "efficientnet-b5",
@@ -272,14 +272,14 @@ def test_third_place_preset_loads_and_names_real_encoders(tmp_path) -> None:
         "classifier": "efficientnet-b1",
     }
     assert set(encoders.values()) <= set(smp.encoders.get_encoder_names())
-    assert params.model.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")
+    assert params.network.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")
     assert params.ensemble.members[-1] == "seg2_b7_fpn_pl@r1" and params.pseudo.models == ("seg2_b7_fpn_pl",)
 
 
 def resolve(params, name):
     from cloudcli.config import resolve_model
 
-    return resolve_model(name, params.model, params.train, params.models)
+    return resolve_model(name, params.network, params.train, params.models)
 
 
 def test_pseudo_labels_switch_off_with_no_rounds(tmp_path) -> None:

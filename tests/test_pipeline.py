@@ -145,13 +145,13 @@ def test_exp_run_with_another_encoder_and_fold_seed(baseline, tmp_path) -> None:
     summary = repo / "models/seg1/fold0/summary.json"
     before = json.loads(summary.read_text())["metrics"]
     out = run(
-        "dvc", "exp", "run", "-n", "mobilenet", "-S", "model.encoder=tu-mobilenetv3_small_100", "-S", "fold.seed=7",
+        "dvc", "exp", "run", "-n", "mobilenet", "-S", "network.encoder=tu-mobilenetv3_small_100", "-S", "fold.seed=7",
         cwd=repo,
     )  # fmt: skip
     trained = {"train@seg1-0", "train@seg2-0", "train@seg2_unet-0", "train@classifier-0", "train_pl@r1-seg2_pl-0"}
     assert trained | {"fold", "cv", "report_data"} <= ran(out) and "preprocess" not in ran(out)
     config = json.loads((repo / "models/seg2/fold0/config.json").read_text())
-    assert config["model_config"]["encoder"] == "tu-mobilenetv3_small_100"
+    assert config["network"]["encoder"] == "tu-mobilenetv3_small_100"
     after = json.loads(summary.read_text())["metrics"]
     assert after["loss"] != before["loss"]  # another network, other validation numbers
     shown = json.loads(run("dvc", "exp", "show", "--json", cwd=repo))
@@ -185,7 +185,7 @@ def test_adding_a_fold_or_a_model_runs_only_their_stages(baseline, tmp_path) -> 
     assert {"infer@seg1", "infer@classifier"} <= fold  # infer reads cv.folds: the OOF rows of fold 1 join
 
     def add_model(p: dict) -> None:
-        p["models"]["seg1_b"] = {"role": "seg1", "loss": {"bce": 1.0}, "model": {"arch": "Unet"}}
+        p["models"]["seg1_b"] = {"role": "seg1", "loss": {"bce": 1.0}, "network": {"arch": "Unet"}}
         p["cv"]["models"].append("seg1_b")
 
     assert {s for s in stale(add_model) if s.startswith(("train", "infer"))} == {"train@seg1_b-0", "infer@seg1_b"}

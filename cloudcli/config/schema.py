@@ -1,4 +1,4 @@
-"""The data, model, training and inference sections of params.yaml: typed, frozen, checked.
+"""The data, network, training and inference sections of params.yaml: typed, frozen, checked.
 
 Every key must be present and of the declared type (cloudcli.config.loader builds them strictly);
 `__post_init__` checks what one section can check alone. Checks across sections: checks.py.
@@ -102,7 +102,7 @@ class FoldConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class NetworkConfig:
     arch: str  # smp architecture (Unet, FPN, UnetPlusPlus, DeepLabV3Plus, ...); unused by classifiers
     encoder: str  # smp encoder name, or a timm one as "tu-<name>"
     encoder_weights: str | None  # null: random init (offline); "imagenet": downloaded on first use
@@ -167,7 +167,7 @@ class ModelEntry:
         "seg1", "seg2", "classifier"
     ]  # seg1: empty or not (BCE); seg2: mask shapes (Dice); classifier: gates masks
     loss: dict[str, float]  # loss name -> weight; the weighted sum is minimised
-    model: dict = field(default_factory=dict)  # overrides of the `model` section
+    network: dict = field(default_factory=dict)  # overrides of the `network` section
     train: dict = field(default_factory=dict)  # overrides of the `train` section
 
 

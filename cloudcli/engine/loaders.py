@@ -71,7 +71,7 @@ def build_loaders(
     rows and any pseudo-labelled test images; the validation rows in order, unaugmented."""
     cfg, cache_size = spec.train, tuple(cache.meta["arrays"]["train_images"][1:3])
     size = cfg.image_size or cache_size
-    mean, std = normalization(spec.model, cache.band_stats)
+    mean, std = normalization(spec.network, cache.band_stats)
     labels = cache.train[list(cache.classes)].to_numpy()
     masks = spec.role != "classifier"
     augmented = build_transform(augment, size, cache_size, mean, std)

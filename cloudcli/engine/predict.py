@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cloudcli import CLASSES
-from cloudcli.config import ModelConfig
+from cloudcli.config import NetworkConfig
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
-from cloudcli.models.factory import build_model
+from cloudcli.models.factory import build_network
 
 Flip = Callable[[torch.Tensor], torch.Tensor]
 TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, inverse for masks)
@@ -28,15 +28,15 @@ TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, invers
 }
 
 
-def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
+def load_fold_net(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The best.pt weights of a trained fold and the settings they were trained with."""
     path = folder / "best.pt"
     if not path.exists():
         raise DataError(f"{path}: missing; train it first (dvc repro train)")
     ckpt = checkpoint.load(path)
     settings = json.loads(ckpt["settings"])
-    cfg = dataclasses.replace(ModelConfig(**settings["model_config"]), encoder_weights=None)  # weights: best.pt
-    net = build_model(settings["role"], cfg, settings.get("in_channels", 3), len(settings.get("classes", CLASSES)))
+    cfg = dataclasses.replace(NetworkConfig(**settings["network"]), encoder_weights=None)  # weights: best.pt
+    net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings.get("classes", CLASSES)))
     net.load_state_dict(ckpt["model"])
     return net.to(device, memory_format=torch.channels_last).eval(), settings
 

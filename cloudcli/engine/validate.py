@@ -40,7 +40,7 @@ def seg_row_dice(logits: torch.Tensor, truth: np.ndarray, threshold: float = 0.5
 
 @torch.no_grad()
 def validate(
-    model: nn.Module,
+    net: nn.Module,
     loader: DataLoader,
     loss_fn: nn.Module,
     role: str,
@@ -49,15 +49,15 @@ def validate(
     autocast: AbstractContextManager,
     classes: tuple[str, ...] = CLASSES,
 ) -> dict:
-    """Metrics of `model` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks."""
-    model.eval()
+    """Metrics of `net` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks."""
+    net.eval()
     sums, loss_sum, n = DiceSums(len(classes)), 0.0, 0
     probs, labels = [], []
     for batch in loader:
         x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
         target = (batch["labels"] if role == "classifier" else batch["masks"]).to(ctx.device, non_blocking=True)
         with autocast:
-            logits = model(x)
+            logits = net(x)
         loss_sum += float(loss_fn(logits, target)) * len(x)
         n += len(x)
         if role == "classifier":

@@ -21,7 +21,7 @@ from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import load_fold_model, predict, to_uint8
+from cloudcli.engine.predict import load_fold_net, predict, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.ui import info, progress
@@ -35,8 +35,8 @@ def run(
 ) -> None:
     device = pick_device(cfg.device)
     cache = open_cache(cache_dir)
-    fold_models = [load_fold_model(models_dir / model / f"fold{k}", device) for k in cv.folds]
-    settings = fold_models[0][1]
+    fold_nets = [load_fold_net(models_dir / model / f"fold{k}", device) for k in cv.folds]
+    settings = fold_nets[0][1]
     role, size = settings["role"], tuple(settings["image_size"])
     if "transpose" in cfg.tta and size[0] != size[1]:
         raise ConfigError(f"infer.tta: transpose needs square inputs, {model} runs at {size[0]}x{size[1]}")
@@ -50,7 +50,7 @@ def run(
     )
     with atomic_path(out, is_dir=True) as tmp:
         oof = _Sink(tmp, "oof", role, len(oof_rows), score_size, cache.classes)
-        for (net, s), k in zip(fold_models, cv.folds):
+        for (net, s), k in zip(fold_nets, cv.folds):
             rows = np.flatnonzero(folds == k)
             positions = np.searchsorted(oof_rows, rows)
             _predict_into(oof, positions, [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
@@ -59,7 +59,7 @@ def run(
         _predict_into(
             test,
             rows,
-            [n for n, _ in fold_models],
+            [n for n, _ in fold_nets],
             cache,
             rows,
             "test_images",

@@ -20,7 +20,7 @@ from cloudcli.stages import train
 
 def run(tiny_cache: Path, out: Path, model: str = "seg1", fold: int = 0, **train_changes) -> dict:
     p = load_params(tiny_cache / "params.yaml")
-    spec = resolve_model(model, p.model, p.train, p.models)
+    spec = resolve_model(model, p.network, p.train, p.models)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **train_changes))
     return train.run(
         spec,
@@ -44,7 +44,7 @@ def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -
     assert summary["monitor"] == monitor and summary["epochs"] == 2 and 1 <= summary["best_epoch"] <= 2
     assert json.loads((ckpt / "summary.json").read_text()) == json.loads(json.dumps(summary))
     config = json.loads((ckpt / "config.json").read_text())
-    assert config["model_config"]["encoder"] == "resnet18" and "torch" in config["versions"]
+    assert config["network"]["encoder"] == "resnet18" and "torch" in config["versions"]
     assert config["processes"] == 1
     best, last = checkpoint.load(ckpt / "best.pt"), checkpoint.load(ckpt / "last.pt")  # weights_only=True
     assert last["epoch"] == 1 and best["monitor"] == monitor and set(best["model"]) == set(last["model"])

@@ -40,7 +40,7 @@ def cache_of(tiny_cache: Path):
 
 def spec_of(tiny_cache: Path, model: str = "seg1", **train_changes):
     p = load_params(tiny_cache / "params.yaml")
-    spec = resolve_model(model, p.model, p.train, p.models)
+    spec = resolve_model(model, p.network, p.train, p.models)
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **train_changes))
 
 
@@ -81,7 +81,7 @@ def pseudo_dir(tiny_cache, tmp_path) -> tuple[Path, pd.DataFrame, np.ndarray]:
 
 
 def normalised(image: np.ndarray, spec) -> np.ndarray:
-    mean, std = normalization(spec.model)
+    mean, std = normalization(spec.network)
     return ((image.astype(np.float32) / 255 - np.array(mean)) / np.array(std)).transpose(2, 0, 1)
 
 

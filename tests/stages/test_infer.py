@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import open_cache
-from cloudcli.engine.predict import load_fold_model
+from cloudcli.engine.predict import load_fold_net
 from cloudcli.errors import ConfigError
 from cloudcli.stages import infer, train
 
@@ -20,7 +20,7 @@ def trained(tiny_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     p = load_params(tiny_cache / "params.yaml")
     for name in ("seg1", "classifier"):
-        spec = resolve_model(name, p.model, p.train, p.models)
+        spec = resolve_model(name, p.network, p.train, p.models)
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=1))
         for fold in (0, 1, 2):
             train.run(
@@ -63,7 +63,7 @@ def test_oof_covers_every_train_image_once_and_matches_a_hand_computation(tiny_c
 
     row = 5  # by hand: the row's own fold model, mean of plain and flipped-back predictions
     image_id, fold = index["image_id"][row], int(index["fold"][row])
-    net, settings = load_fold_model(trained / "models/seg1" / f"fold{fold}", torch.device("cpu"))
+    net, settings = load_fold_net(trained / "models/seg1" / f"fold{fold}", torch.device("cpu"))
     i = int(np.flatnonzero(cache.train["image_id"] == image_id)[0])
     mean, std = (torch.tensor(settings["normalization"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     x = (torch.from_numpy(cache.array("train_images")[i].copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
