@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--model", default="seg1", help="a key of `models` in params.yaml")
-    ap.add_argument("--size", type=int, nargs=2, help="(H, W) fed to the model; default: preprocess.image_size")
+    ap.add_argument("--size", type=int, nargs=2, help="(H, W) fed to the network; default: preprocess.cache_size")
     ap.add_argument("--batch", type=int, help="default: infer.batch_size")
     ap.add_argument("--arch")
     ap.add_argument("--encoder")
@@ -40,7 +40,7 @@ def main() -> None:
     spec = resolve_model(a.model, p.network, p.train, p.models)
     changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
     network = dataclasses.replace(spec.network, **changes)
-    size, batch = tuple(a.size or p.preprocess.image_size), a.batch or p.infer.batch_size
+    size, batch = tuple(a.size or p.preprocess.cache_size), a.batch or p.infer.batch_size
     device = pick_device(a.device)
     precision = a.precision or p.infer.precision
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None

@@ -38,7 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--model", default="seg1", help="a key of `models` in params.yaml")
-    ap.add_argument("--size", type=int, nargs=2, help="(H, W); default: preprocess.image_size")
+    ap.add_argument("--size", type=int, nargs=2, help="(H, W); default: preprocess.cache_size")
     ap.add_argument("--batch", type=int, help="default: train.batch_size")
     ap.add_argument("--arch")
     ap.add_argument("--encoder")
@@ -54,7 +54,7 @@ def main() -> None:
     train_changes = {"batch_size": a.batch, "workers": a.workers, "precision": a.precision}
     network = dataclasses.replace(spec.network, **network_changes)
     cfg = dataclasses.replace(spec.train, **{k: v for k, v in train_changes.items() if v is not None})
-    size = tuple(a.size or p.preprocess.image_size)
+    size = tuple(a.size or p.preprocess.cache_size)
     device = pick_device(a.device)
     torch.manual_seed(0)
     net = build_network(spec.role, network).to(device, memory_format=torch.channels_last)

@@ -468,7 +468,7 @@ def export_masks(
     out: Annotated[Path, typer.Option(help="Folder to write, one label file per image")] = Path("submission_masks"),
     fmt: Annotated[str, typer.Option("--format", help="tif (On Cloud N) or png")] = "tif",
     size: Annotated[
-        tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.image_size]")
+        tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.raw_size]")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
     params: ParamsOpt = Path("params.yaml"),
@@ -487,7 +487,7 @@ def export_masks(
     classes = classes_of(p.data)
     if size is not None and min(size) < 1:
         raise CloudcliError(f"--size {size[0]} {size[1]}: must be positive")
-    done = run(csv, out, classes, p.data.score_size, size or p.data.image_size, fmt, force)
+    done = run(csv, out, classes, p.data.score_size, size or p.data.raw_size, fmt, force)
     h, w = done["size"]
     note = f"; {done['overlap_pixels']} pixels predicted for several classes took the first" * bool(
         done["overlap_pixels"]

@@ -29,11 +29,11 @@ def cloudcli(*args: str, cwd: Path, check: bool = True, timeout: float = procs.T
     return result
 
 
-def kaggle_data(raw: str | Path, image_size: tuple[int, int], score_size: tuple[int, int]):
+def kaggle_data(raw: str | Path, raw_size: tuple[int, int], score_size: tuple[int, int]):
     """A DataConfig of the Kaggle kind (the other keys at their defaults)."""
     from cloudcli.config import DataConfig
 
-    return DataConfig("kaggle_clouds", str(raw), image_size, score_size, None, None, (1.0, 99.0), None, None)
+    return DataConfig("kaggle_clouds", str(raw), raw_size, score_size, None, None, (1.0, 99.0), None, None)
 
 
 def write_cache_meta(folder: Path, test_ids: list[str], score_size: tuple[int, int], truth=None) -> None:
@@ -54,8 +54,8 @@ def write_cache_meta(folder: Path, test_ids: list[str], score_size: tuple[int, i
 def tiny_params(**sections: dict) -> dict:
     """The repository's params.yaml adapted to the tiny demo data, with overrides per section."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(image_size=[TINY["height"], TINY["width"]], score_size=[32, 48])
-    params["preprocess"].update(image_size=[32, 64], workers=1)
+    params["data"].update(raw_size=[TINY["height"], TINY["width"]], score_size=[32, 48])
+    params["preprocess"].update(cache_size=[32, 64], workers=1)
     for name, values in sections.items():
         params[name].update(values)
     return params

@@ -21,7 +21,7 @@ def repo_params() -> dict:
 
 def test_repository_params_load() -> None:
     params = load_params(REPO / "params.yaml")
-    assert params.data.image_size == (1400, 2100) and params.data.score_size == (350, 525)
+    assert params.data.raw_size == (1400, 2100) and params.data.score_size == (350, 525)
     assert params.data.classes == ("Fish", "Flower", "Gravel", "Sugar")  # dvc.yaml's plots read the list
     assert isinstance(params.fold, FoldConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -36,16 +36,16 @@ def test_repository_params_load() -> None:
         (lambda p: p["fold"].pop("seed"), r"missing key 'fold.seed'"),
         (lambda p: p["preprocess"].update(workers="two"), r"preprocess.workers must be an integer, got 'two'"),
         (lambda p: p["preprocess"].update(workers=True), r"preprocess.workers must be an integer"),
-        (lambda p: p["data"].update(image_size=[1400]), r"data.image_size must be a list of 2 values"),
-        (lambda p: p["data"].update(image_size=[1400, "x"]), r"data.image_size\[1\] must be an integer"),
+        (lambda p: p["data"].update(raw_size=[1400]), r"data.raw_size must be a list of 2 values"),
+        (lambda p: p["data"].update(raw_size=[1400, "x"]), r"data.raw_size\[1\] must be an integer"),
         (lambda p: p["data"].update(raw=3), r"data.raw must be a string"),
         (
             lambda p: p["data"].update(classes=["Fish", "Sugar"]),
             r"data.classes must be \['Fish', 'Flower', 'Gravel', 'Sugar'\] \(or null\) for kaggle_clouds, got",
         ),
         (
-            lambda p: p["preprocess"].update(image_size=[100, 288]),
-            r"preprocess.image_size must be positive multiples of 32",
+            lambda p: p["preprocess"].update(cache_size=[100, 288]),
+            r"preprocess.cache_size must be positive multiples of 32",
         ),
         (lambda p: p["fold"].update(n_splits=1), r"fold.n_splits must be >= 2, got 1"),
         (lambda p: p["pseudo"].update(models=[]), r"pseudo.models must name at least one model"),
@@ -113,7 +113,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
 
     params = repo_params()
     params["models"]["seg2"]["network"] = {"encoder": "densenet121"}
-    params["models"]["seg2"]["train"] = {"lr": 1.0e-4, "image_size": [128, 192]}
+    params["models"]["seg2"]["train"] = {"lr": 1.0e-4, "input_size": [128, 192]}
     path = REPO / "tests" / ".override.yaml"
     try:
         path.write_text(yaml.safe_dump(params))
@@ -122,7 +122,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         path.unlink()
     seg2 = resolve_model("seg2", p.network, p.train, p.models)
     seg1 = resolve_model("seg1", p.network, p.train, p.models)
-    assert seg2.network.encoder == "densenet121" and seg2.train.lr == 1e-4 and seg2.train.image_size == (128, 192)
+    assert seg2.network.encoder == "densenet121" and seg2.train.lr == 1e-4 and seg2.train.input_size == (128, 192)
     assert seg1.network.encoder == p.network.encoder and seg1.train.lr == p.train.lr  # untouched
 
 

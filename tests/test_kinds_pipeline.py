@@ -30,8 +30,8 @@ def kind_repo(tmp_path: Path, kind: str, raw: str, **sections: dict) -> Path:
     cloudcli("demo-data", raw, "--kind", kind, "--n-train", "24", "--n-test", "6", "--height", str(SIZE),
              "--width", str(SIZE), "--workers", "1", cwd=repo)  # fmt: skip
     params = preset_params(kind)
-    params["data"].update(image_size=[SIZE, SIZE], score_size=[SIZE, SIZE])
-    params["preprocess"].update(image_size=[SIZE, SIZE], workers=1)
+    params["data"].update(raw_size=[SIZE, SIZE], score_size=[SIZE, SIZE])
+    params["preprocess"].update(cache_size=[SIZE, SIZE], workers=1)
     params["fold"].update(n_splits=3)
     params["train"].update(epochs=1, batch_size=4)
     params["cv"].update(folds=[0])

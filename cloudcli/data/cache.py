@@ -1,6 +1,6 @@
 """The preprocessed cache: a few large .npy files a training loader memory-maps.
 
-    train_images.npy  (N, h, w, B) uint8 at preprocess.image_size: RGB, or B scaled bands
+    train_images.npy  (N, h, w, B) uint8 at preprocess.cache_size: RGB, or B scaled bands
     train_masks.npy   (N, h, w)    uint8, bit k set where class classes[k] is present
     train_truth.npy   (N, H, W)    uint8 bits as above, at data.score_size (350x525): scoring truth
     test_images.npy   (M, h, w, B) uint8

@@ -22,10 +22,10 @@ IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
 
 
 def read_labels(
-    path: str | Path, image_size: tuple[int, int] | None = None, classes: tuple[str, ...] = CLASSES
+    path: str | Path, raw_size: tuple[int, int] | None = None, classes: tuple[str, ...] = CLASSES
 ) -> pd.DataFrame:
     """Read and validate a label CSV into the long view (one row per image and class of `classes`);
-    check RLEs when `image_size` is given."""
+    check RLEs when `raw_size` is given."""
     path = Path(path)
     frame = _read_csv(path)
     if list(frame.columns) != HEADER:
@@ -50,10 +50,10 @@ def read_labels(
             f"with Class one of {', '.join(classes)}"
         )
     _check_four_rows(path, long, classes)
-    if image_size is not None:
+    if raw_size is not None:
         for row in long[long["rle"] != ""].itertuples():
             try:
-                parse(row.rle, image_size)
+                parse(row.rle, raw_size)
             except RleError as e:
                 raise DataError(f"{path} line {row.line} ({row.image_id}_{row.cls}): malformed RLE: {e}") from None
     return long
@@ -110,14 +110,14 @@ def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]
     return paths
 
 
-def read_image(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
+def read_image(path: str | Path, raw_size: tuple[int, int]) -> np.ndarray:
     """Read a JPEG as (H, W, 3) uint8 RGB; fail naming the file if unreadable or of the wrong size."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"{path}: cannot read image (missing, empty or not a valid JPEG)")
-    if image.shape[:2] != tuple(image_size):
+    if image.shape[:2] != tuple(raw_size):
         h, w = image.shape[:2]
         raise DataError(
-            f"{path}: image is {h}x{w} (HxW), expected {image_size[0]}x{image_size[1]} (data.image_size in params.yaml)"
+            f"{path}: image is {h}x{w} (HxW), expected {raw_size[0]}x{raw_size[1]} (data.raw_size in params.yaml)"
         )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

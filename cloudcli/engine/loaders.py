@@ -70,7 +70,7 @@ def build_loaders(
     """(train, valid) loaders: augmented, reshuffled batches (never of one image) over the training
     rows and any pseudo-labelled test images; the validation rows in order, unaugmented."""
     cfg, cache_size = spec.train, tuple(cache.meta["arrays"]["train_images"][1:3])
-    size = cfg.image_size or cache_size
+    size = cfg.input_size or cache_size
     mean, std = normalization(spec.network, cache.band_stats)
     labels = cache.train[list(cache.classes)].to_numpy()
     masks = spec.role != "classifier"

@@ -37,7 +37,7 @@ def run(
     cache = open_cache(cache_dir)
     fold_nets = [load_fold_net(models_dir / model / f"fold{k}", device) for k in cv.folds]
     settings = fold_nets[0][1]
-    role, size = settings["role"], tuple(settings["image_size"])
+    role, size = settings["role"], tuple(settings["input_size"])
     if "transpose" in cfg.tta and size[0] != size[1]:
         raise ConfigError(f"infer.tta: transpose needs square inputs, {model} runs at {size[0]}x{size[1]}")
     fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
@@ -81,7 +81,7 @@ def run(
                 "tta": list(cfg.tta),
                 "score_size": list(score_size),
                 "classes": list(cache.classes),
-                "image_size": list(size),
+                "input_size": list(size),
                 "versions": versions(),
             },
         )
@@ -127,7 +127,7 @@ def _predict_into(
     title: str,
 ) -> None:
     norm = settings["normalization"]
-    size, cache_size = tuple(settings["image_size"]), tuple(cache.meta["arrays"]["train_images"][1:3])
+    size, cache_size = tuple(settings["input_size"]), tuple(cache.meta["arrays"]["train_images"][1:3])
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
     labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
     ds = CacheDataset(cache.folder, rows, labels, transform, with_masks=False, images=images)

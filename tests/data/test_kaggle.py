@@ -78,7 +78,7 @@ def test_malformed_rle_names_file_line_and_label(tmp_path: Path, rle: str, words
         read_labels(path, SHAPE)
 
 
-def test_rles_are_checked_only_with_an_image_size(tmp_path: Path) -> None:
+def test_rles_are_checked_only_with_a_raw_size(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", image_rows("a.jpg", {"Fish": "1 2 3"}))
     assert read_labels(path)["rle"].iloc[0] == "1 2 3"
 
@@ -244,7 +244,7 @@ def test_read_image_of_greyscale_jpeg_has_three_channels(tmp_path: Path) -> None
 def test_read_image_checks_the_size(tmp_path: Path, size: tuple[int, int]) -> None:
     path = tmp_path / "a.jpg"
     write_jpeg_rgb(path, np.zeros((*size, 3), np.uint8))
-    with raises_naming(path, f"{size[0]}x{size[1]}", "expected 64x96", "data.image_size"):
+    with raises_naming(path, f"{size[0]}x{size[1]}", "expected 64x96", "data.raw_size"):
         read_image(path, (64, 96))
 
 

@@ -76,11 +76,11 @@ def test_training_options_run(tiny_cache, tmp_path) -> None:
         clip_grad=1.0,
         ema=0.9,
         encoder_lr_mult=0.1,
-        image_size=(64, 96),  # the cache is 32x64: images and masks are resized on the fly
+        input_size=(64, 96),  # the cache is 32x64: images and masks are resized on the fly
     )
     assert summary["best_epoch"] >= 1
     assert checkpoint.load(tmp_path / "ckpt/last.pt")["ema"] is not None
-    assert json.loads((tmp_path / "ckpt/config.json").read_text())["image_size"] == [64, 96]
+    assert json.loads((tmp_path / "ckpt/config.json").read_text())["input_size"] == [64, 96]
 
 
 def test_changed_settings_start_afresh(tiny_cache, tmp_path) -> None:

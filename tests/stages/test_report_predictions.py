@@ -37,7 +37,7 @@ def test_prediction_report_agrees_with_tune_and_with_a_brute_force_rescore(basel
     for image_id in oof.index:
         for c in CLASSES:
             pred = decode(oof.loc[image_id, c], p.data.score_size)
-            true = resize_mask(decode(truth.loc[image_id, c], p.data.image_size), p.data.score_size)
+            true = resize_mask(decode(truth.loc[image_id, c], p.data.raw_size), p.data.score_size)
             assert per_image.loc[image_id, c] == pytest.approx(dice(pred, true), abs=1e-6)
             confusion[c][("t" if pred.any() == true.any() else "f") + ("p" if pred.any() else "n")] += 1
     assert s["confusion"] == confusion
