@@ -18,6 +18,7 @@ import torch
 from timing import timed
 
 from cloudcli.config import load_params, resolve_model
+from cloudcli.data.sources import classes_of
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import predict, to_uint8
 from cloudcli.models.factory import build_network
@@ -45,7 +46,11 @@ def main() -> None:
     precision = a.precision or p.infer.precision
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
     torch.manual_seed(0)
-    net = build_network(spec.role, network).to(device, memory_format=torch.channels_last).eval()
+    net = (
+        build_network(spec.role, network, 3, len(classes_of(p.data)))
+        .to(device, memory_format=torch.channels_last)
+        .eval()
+    )
     x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=torch.channels_last)
     out_size = None if spec.role == "classifier" else tuple(p.data.score_size)
 

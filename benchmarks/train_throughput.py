@@ -23,15 +23,16 @@ from torch.utils.data import DataLoader
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import pack_masks
 from cloudcli.data.dataset import CacheDataset, ShardSampler, build_transform
+from cloudcli.data.sources import classes_of
 from cloudcli.engine.distributed import pick_device
 from cloudcli.models.factory import build_network, normalization
 from cloudcli.models.losses import build_loss
 
 
-def synthetic_cache(folder: Path, n: int, size: tuple[int, int]) -> None:
+def synthetic_cache(folder: Path, n: int, size: tuple[int, int], n_classes: int) -> None:
     rng = np.random.default_rng(0)
     np.save(folder / "train_images.npy", rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
-    np.save(folder / "train_masks.npy", pack_masks(rng.random((n, 4, *size)) < 0.3))
+    np.save(folder / "train_masks.npy", pack_masks(rng.random((n, n_classes, *size)) < 0.3))
 
 
 def main() -> None:
@@ -56,17 +57,18 @@ def main() -> None:
     cfg = dataclasses.replace(spec.train, **{k: v for k, v in train_changes.items() if v is not None})
     size = tuple(a.size or p.preprocess.cache_size)
     device = pick_device(a.device)
+    n_classes = len(classes_of(p.data))
     torch.manual_seed(0)
-    net = build_network(spec.role, network).to(device, memory_format=torch.channels_last)
+    net = build_network(spec.role, network, 3, n_classes).to(device, memory_format=torch.channels_last)
     loss_fn, opt = build_loss(spec.role, spec.loss), torch.optim.Adam(net.parameters(), lr=1e-4)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if device.type == "cuda" else None
     n = cfg.batch_size * (a.batches + 2)
 
     with tempfile.TemporaryDirectory() as tmp:
-        synthetic_cache(Path(tmp), n, size)
+        synthetic_cache(Path(tmp), n, size, n_classes)
         transform = build_transform(p.augment, size, size, *normalization(network))
         ds = CacheDataset(
-            tmp, np.arange(n), np.ones((n, 4), np.float32), transform, with_masks=spec.role != "classifier"
+            tmp, np.arange(n), np.ones((n, n_classes), np.float32), transform, with_masks=spec.role != "classifier"
         )
         loader = DataLoader(
             ds,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cloudcli import CLASSES, __version__, paths
+from cloudcli import __version__, paths
 from cloudcli.errors import CloudcliError
 
 app = typer.Typer(
@@ -354,13 +354,15 @@ def submit(
     p = load_params(params)
     from cloudcli.data.cache import open_cache
     from cloudcli.data.kaggle import SUBMISSION_CSV, read_labels
+    from cloudcli.data.sources import classes_of
     from cloudcli.stages import submit as stage
 
     if check is not None:
         if p.data.kind == "kaggle_clouds":  # the competition's own list of rows
             reference = Path(p.data.raw) / SUBMISSION_CSV
-            rows = read_labels(reference)
-            want, classes = list(rows["image_id"] + "_" + rows["cls"]), CLASSES
+            classes = classes_of(p.data)
+            rows = read_labels(reference, None, classes)
+            want = list(rows["image_id"] + "_" + rows["cls"])
         else:
             reference = cache
             c = open_cache(cache)

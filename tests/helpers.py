@@ -64,7 +64,7 @@ def tiny_params(**sections: dict) -> dict:
 def save_model(folder, ids, role, probs=None, classifier_probs=None, split="oof"):
     """A model's prediction folder as infer writes it: maps (segmentation) or a probability table (classifier)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({"role": role}))
+    (folder / "meta.json").write_text(json.dumps({"role": role, "classes": list(CLASSES)}))
     if classifier_probs is not None:
         table = pd.DataFrame({"image_id": ids, **{c: classifier_probs[:, k] for k, c in enumerate(CLASSES)}})
         table.to_csv(folder / f"{split}.csv", index=False)

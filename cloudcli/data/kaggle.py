@@ -1,7 +1,7 @@
 """Kaggle "Understanding Clouds" files: train.csv, sample_submission.csv and the JPEG folders.
 
 Long view: one row per (image, class) label: `image_id, cls, rle, line` (line = CSV line number).
-Wide view: one row per image, one RLE column per class in CLASSES order.
+Wide view: one row per image, one RLE column per class in `classes` order.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.errors import DataError
 from cloudcli.rle import RleError, parse
 
@@ -21,9 +20,7 @@ TRAIN_CSV, SUBMISSION_CSV, TEST_TRUTH_CSV = "train.csv", "sample_submission.csv"
 IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
 
 
-def read_labels(
-    path: str | Path, raw_size: tuple[int, int] | None = None, classes: tuple[str, ...] = CLASSES
-) -> pd.DataFrame:
+def read_labels(path: str | Path, raw_size: tuple[int, int] | None, classes: tuple[str, ...]) -> pd.DataFrame:
     """Read and validate a label CSV into the long view (one row per image and class of `classes`);
     check RLEs when `raw_size` is given."""
     path = Path(path)
@@ -86,15 +83,15 @@ def _check_four_rows(path: Path, long: pd.DataFrame, classes: tuple[str, ...]) -
         )
 
 
-def to_wide(long: pd.DataFrame, classes: tuple[str, ...] = CLASSES) -> pd.DataFrame:
+def to_wide(long: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
     """One row per image (first-appearance order), one RLE column per class in `classes` order."""
     order = pd.unique(long["image_id"])
     return long.pivot(index="image_id", columns="cls", values="rle").reindex(index=order, columns=list(classes))
 
 
-def presence(wide: pd.DataFrame) -> np.ndarray:
-    """(N, 4) bool: which classes have a non-empty mask, per image of the wide view."""
-    return (wide[list(CLASSES)] != "").to_numpy()
+def presence(wide: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
+    """(N, C) bool: which classes have a non-empty mask, per image of the wide view."""
+    return (wide[list(classes)] != "").to_numpy()
 
 
 def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.errors import DataError
 
 
@@ -43,7 +42,7 @@ class PseudoSet:
 
 
 def read_pseudo(
-    folder: str | Path, test_ids: list[str], mask_size: tuple[int, int], classes: tuple[str, ...] = CLASSES
+    folder: str | Path, test_ids: list[str], mask_size: tuple[int, int], classes: tuple[str, ...]
 ) -> PseudoSet:
     """Read and check a pseudo-labelled set against the cache it will train with."""
     folder = Path(folder)

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cloudcli import CLASSES
 from cloudcli.config import NetworkConfig
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
@@ -36,7 +35,7 @@ def load_fold_net(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
     ckpt = checkpoint.load(path)
     settings = json.loads(ckpt["settings"])
     cfg = dataclasses.replace(NetworkConfig(**settings["network"]), encoder_weights=None)  # weights: best.pt
-    net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings.get("classes", CLASSES)))
+    net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings["classes"]))
     net.load_state_dict(ckpt["model"])
     return net.to(device, memory_format=torch.channels_last).eval(), settings
 

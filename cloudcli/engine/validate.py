@@ -15,7 +15,6 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cloudcli import CLASSES
 from cloudcli.data.cache import unpack_masks
 from cloudcli.engine.distributed import Context, all_gather, all_sum
 from cloudcli.metrics import DiceSums, dice_from_counts, sums_report
@@ -47,7 +46,7 @@ def validate(
     truth: np.ndarray,
     ctx: Context,
     autocast: AbstractContextManager,
-    classes: tuple[str, ...] = CLASSES,
+    classes: tuple[str, ...],
 ) -> dict:
     """Metrics of `net` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks."""
     net.eval()
@@ -81,7 +80,7 @@ def validate(
     }
 
 
-def classifier_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict:
+def classifier_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:
     """Mean AUC over the classes that have both labels, accuracy at 0.5, per-class AUC."""
     aucs = {}
     for k, c in enumerate(classes):

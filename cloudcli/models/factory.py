@@ -8,7 +8,6 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from cloudcli import CLASSES
 from cloudcli.config import NetworkConfig
 from cloudcli.errors import ConfigError
 
@@ -18,7 +17,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class Classifier(nn.Module):
     """Multi-label classifier: an smp/timm encoder, global average pooling, a linear head."""
 
-    def __init__(self, encoder: nn.Module, n_classes: int = len(CLASSES), dropout: float = 0.2) -> None:
+    def __init__(self, encoder: nn.Module, n_classes: int, dropout: float = 0.2) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Sequential(
@@ -29,7 +28,7 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x)[-1])  # (B, n_classes) logits
 
 
-def build_network(role: str, cfg: NetworkConfig, in_channels: int = 3, n_classes: int = len(CLASSES)) -> nn.Module:
+def build_network(role: str, cfg: NetworkConfig, in_channels: int, n_classes: int) -> nn.Module:
     """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; classifier: Classifier.
     With pretrained weights and in_channels != 3, smp adapts the first convolution."""
     _check_names(role, cfg)

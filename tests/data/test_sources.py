@@ -194,9 +194,9 @@ def test_index_masks_accept_0_255_for_one_class() -> None:
 def test_kaggle_source_matches_the_csv_helpers(tiny_demo: Path) -> None:
     data = DataConfig("kaggle_clouds", str(tiny_demo), (64, 96), (32, 48), None, None, (1.0, 99.0), None, None)
     source = open_source(data)
-    wide = to_wide(read_labels(tiny_demo / TRAIN_CSV, (64, 96)))
+    wide = to_wide(read_labels(tiny_demo / TRAIN_CSV, (64, 96), CLASSES), CLASSES)
     assert source.classes == CLASSES and source.train_ids == tuple(wide.index) and source.has_test_truth
-    np.testing.assert_array_equal(source.presence(), presence(wide))
+    np.testing.assert_array_equal(source.presence(), presence(wide, CLASSES))
     masks = source.masks("train", 3)
     expected = np.stack([decode(r, (64, 96)) for r in wide.iloc[3]])
     np.testing.assert_array_equal(masks, expected)

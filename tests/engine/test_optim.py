@@ -16,7 +16,7 @@ def train_cfg(**changes):
 def net():
     from cloudcli.config import NetworkConfig
 
-    return build_network("seg1", NetworkConfig("FPN", "resnet18", None, 0))
+    return build_network("seg1", NetworkConfig("FPN", "resnet18", None, 0), 3, 4)
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "radam", "sgd"])

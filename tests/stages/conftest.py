@@ -1,5 +1,7 @@
 """Fixtures of the stage tests: out-of-fold predictions of several models on a tiny cache."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +36,7 @@ def oof(tmp_path):
         **{c: truth[:, k].any((1, 2)).astype(int) for k, c in enumerate(CLASSES)}
     ).to_csv(cache / "train.csv", index=False)
     pd.DataFrame({"image_id": ids}).to_csv(cache / "test.csv", index=False)
-    (cache / "meta.json").write_text("{}")
+    (cache / "meta.json").write_text(json.dumps({"classes": list(CLASSES)}))
     order = rng.permutation(n)  # OOF rows in another order than the cache
     oof_ids = list(np.array(ids)[order])
     maps = {"seg1": noisy(40, 120), "seg2": noisy(60, 140), "seg2b": noisy(50, 130), "seg2c": noisy(30, 110)}

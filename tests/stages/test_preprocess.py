@@ -31,11 +31,11 @@ def cache(tiny_project, monkeypatch):
 
 def test_cache_holds_the_resized_images_and_masks(cache, tiny_project) -> None:
     _, c = cache
-    wide = to_wide(read_labels(tiny_project / "data/train.csv"))
+    wide = to_wide(read_labels(tiny_project / "data/train.csv", None, CLASSES), CLASSES)
     images, masks, truth = c.array("train_images"), c.array("train_masks"), c.array("train_truth")
     assert images.shape == (24, 32, 64, 3) and masks.shape == (24, 32, 64) and truth.shape == (24, 32, 48)
     assert list(c.train["image_id"]) == list(wide.index)
-    np.testing.assert_array_equal(c.train[list(CLASSES)].to_numpy(), presence(wide))
+    np.testing.assert_array_equal(c.train[list(CLASSES)].to_numpy(), presence(wide, CLASSES))
     for i in (0, 7, 23):
         image = read_image(tiny_project / "data/train_images" / wide.index[i], (64, 96))
         np.testing.assert_array_equal(images[i], cv2.resize(image, (64, 32), interpolation=cv2.INTER_AREA))
@@ -47,7 +47,9 @@ def test_cache_holds_the_resized_images_and_masks(cache, tiny_project) -> None:
     assert c.array("test_images").shape == (6, 32, 64, 3)
     assert c.meta["params"]["preprocess"]["cache_size"] == [32, 64] and "numpy" in c.meta["versions"]
     stats = json.loads((tiny_project / "metrics.json").read_text())
-    assert stats["n_train"] == 24 and stats["labels_non_empty"] == pytest.approx(presence(wide).mean(), abs=1e-4)
+    assert stats["n_train"] == 24 and stats["labels_non_empty"] == pytest.approx(
+        presence(wide, CLASSES).mean(), abs=1e-4
+    )
 
 
 def test_parallel_workers_write_the_same_bytes(cache, tiny_project) -> None:

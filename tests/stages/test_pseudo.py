@@ -178,7 +178,9 @@ def project(oof):
     save_model(root / "pred/base/classifier", test_ids, "classifier", classifier_probs=classifier_test, split="test")
     cache_order = list(rng.permutation(test_ids))
     pd.DataFrame({"image_id": cache_order}).to_csv(root / "cache/test.csv", index=False)
-    (root / "cache/meta.json").write_text(json.dumps({"arrays": {"test_images": [M, *CACHE, 3]}}))
+    (root / "cache/meta.json").write_text(
+        json.dumps({"classes": list(CLASSES), "arrays": {"test_images": [M, *CACHE, 3]}})
+    )
     return {
         "root": root,
         "oof": (maps, truth, classifier_oof),
@@ -284,7 +286,7 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
             for i in range(len(truth))
         ]
     )
-    assert report["oof"] == pytest.approx(kaggle_dice(oof_labels, truth).as_dict(), abs=1e-12)
+    assert report["oof"] == pytest.approx(kaggle_dice(oof_labels, truth, CLASSES).as_dict(), abs=1e-12)
     assert meta["report"] == json.loads(json.dumps(report)) and meta["rule"] == "classifier"
     assert meta["thresholds"] == {"low": 0.3, "high": 0.7}
     assert meta["seg1"] == str(root / "pred/base/seg1") and meta["classifier"] == str(root / "pred/base/classifier")
@@ -319,12 +321,12 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
 
     if with_truth:
         kept_truth = project["test_truth"][[row_of[i] for i in images["image_id"]]]
-        assert report["labels"] == pytest.approx(kaggle_dice(labels, kept_truth).as_dict(), abs=1e-12)
+        assert report["labels"] == pytest.approx(kaggle_dice(labels, kept_truth, CLASSES).as_dict(), abs=1e-12)
         assert report["labels"]["n_rows"] == 4 * len(expected)
     else:
         assert "labels" not in report
 
-    pset = read_pseudo(out, project["cache_order"], CACHE)
+    pset = read_pseudo(out, project["cache_order"], CACHE, CLASSES)
     assert len(pset.images) == len(expected)
     np.testing.assert_array_equal(pset.labels, images[list(CLASSES)].to_numpy())
 
@@ -380,7 +382,7 @@ def test_no_image_kept_writes_a_valid_empty_set(project) -> None:
     assert (out / "labels.csv").read_text().splitlines() == ["Image_Label,EncodedPixels"]
     assert np.load(out / "masks.npy").shape == (0, *CACHE)
     assert json.loads((out / "meta.json").read_text())["report"]["images"] == 0
-    pset = read_pseudo(out, project["cache_order"], CACHE)
+    pset = read_pseudo(out, project["cache_order"], CACHE, CLASSES)
     assert len(pset.images) == 0 and pset.masks.shape == (0, *CACHE) and pset.labels.shape == (0, 4)
 
 

@@ -113,7 +113,7 @@ def yaml_params(folder):
 def test_data_report_agrees_with_the_labels(baseline) -> None:
     """summary.json against the masks decoded from train.csv and the folds table."""
     p = load_params(baseline / "params.yaml")
-    wide = to_wide(read_labels(baseline / "data/train.csv"))
+    wide = to_wide(read_labels(baseline / "data/train.csv", None, CLASSES), CLASSES)
     masks = np.array([[decode(r, p.data.raw_size) for r in row] for row in wide.to_numpy()])  # (N, 4, H, W)
     areas = masks.mean((2, 3))
     s = json.loads((baseline / "reports/data/summary.json").read_text())

@@ -66,9 +66,9 @@ def test_reported_dice_is_what_the_chosen_rules_give(oof, shape, members, classi
     )
     probs_shape = {None: None, "seg2": maps["seg2"], "ensemble": vote}[shape]
     masks = apply_chosen(chosen, maps, probs_shape, classifier_probs)
-    assert report["after"]["dice"] == pytest.approx(kaggle_dice(masks, truth).mean, abs=1e-12)
+    assert report["after"]["dice"] == pytest.approx(kaggle_dice(masks, truth, CLASSES).mean, abs=1e-12)
     plain = np.stack([postprocess(p, [ClassRule(level=127)] * 4) for p in maps["seg1"]])
-    assert report["before"]["dice"] == pytest.approx(kaggle_dice(plain, truth).mean, abs=1e-12)
+    assert report["before"]["dice"] == pytest.approx(kaggle_dice(plain, truth, CLASSES).mean, abs=1e-12)
     stages = sorted((root / "stages").iterdir(), key=lambda p: int(p.name.split("_")[0]))
     names = [p.stem.split("_", 1)[1] for p in stages]
     assert names[0] == "seg1" and json.loads(stages[-1].read_text()) == report["after"]
