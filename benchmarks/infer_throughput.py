@@ -18,16 +18,17 @@ import torch
 from timing import timed
 
 from cloudcli.config import load_params, resolve_model
+from cloudcli.data.sources import classes_of
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import predict, to_uint8
-from cloudcli.models.factory import build_model
+from cloudcli.models.factory import build_network
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--model", default="seg1", help="a key of `models` in params.yaml")
-    ap.add_argument("--size", type=int, nargs=2, help="(H, W) fed to the model; default: preprocess.image_size")
+    ap.add_argument("--size", type=int, nargs=2, help="(H, W) fed to the network; default: preprocess.cache_size")
     ap.add_argument("--batch", type=int, help="default: infer.batch_size")
     ap.add_argument("--arch")
     ap.add_argument("--encoder")
@@ -37,26 +38,30 @@ def main() -> None:
     a = ap.parse_args()
 
     p = load_params(a.params)
-    spec = resolve_model(a.model, p.model, p.train, p.models)
+    spec = resolve_model(a.model, p.network, p.train, p.models)
     changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
-    model_cfg = dataclasses.replace(spec.model, **changes)
-    size, batch = tuple(a.size or p.preprocess.image_size), a.batch or p.infer.batch_size
+    network = dataclasses.replace(spec.network, **changes)
+    size, batch = tuple(a.size or p.preprocess.cache_size), a.batch or p.infer.batch_size
     device = pick_device(a.device)
     precision = a.precision or p.infer.precision
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
     torch.manual_seed(0)
-    net = build_model(spec.role, model_cfg).to(device, memory_format=torch.channels_last).eval()
+    net = (
+        build_network(spec.role, network, 3, len(classes_of(p.data)))
+        .to(device, memory_format=torch.channels_last)
+        .eval()
+    )
     x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=torch.channels_last)
-    out_size = None if spec.role == "cls" else tuple(p.data.score_size)
+    out_size = None if spec.role == "classifier" else tuple(p.data.score_size)
 
     def run(tta: tuple[str, ...], stacked: bool) -> float:
         def step(_: int) -> None:
             probs = predict([net], x, tta, spec.role, out_size, dtype=dtype, stacked=stacked)
-            (probs if spec.role == "cls" else to_uint8(probs)).cpu()
+            (probs if spec.role == "classifier" else to_uint8(probs)).cpu()
 
         return timed(step, a.batches, batch, device)
 
-    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "cls" else f"classifier-{model_cfg.encoder}"
+    name = f"{network.arch}-{network.encoder}" if spec.role != "classifier" else f"classifier-{network.encoder}"
     print(
         f"{name} {size[0]}x{size[1]} batch {batch} {device} {dtype or torch.float32} "
         f"torch threads {torch.get_num_threads()}; output {out_size or 'class probabilities'}"

@@ -23,22 +23,23 @@ from torch.utils.data import DataLoader
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import pack_masks
 from cloudcli.data.dataset import CacheDataset, ShardSampler, build_transform
+from cloudcli.data.sources import classes_of
 from cloudcli.engine.distributed import pick_device
-from cloudcli.models.factory import build_model, normalization
+from cloudcli.models.factory import build_network, normalization
 from cloudcli.models.losses import build_loss
 
 
-def synthetic_cache(folder: Path, n: int, size: tuple[int, int]) -> None:
+def synthetic_cache(folder: Path, n: int, size: tuple[int, int], n_classes: int) -> None:
     rng = np.random.default_rng(0)
     np.save(folder / "train_images.npy", rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
-    np.save(folder / "train_masks.npy", pack_masks(rng.random((n, 4, *size)) < 0.3))
+    np.save(folder / "train_masks.npy", pack_masks(rng.random((n, n_classes, *size)) < 0.3))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--model", default="seg1", help="a key of `models` in params.yaml")
-    ap.add_argument("--size", type=int, nargs=2, help="(H, W); default: preprocess.image_size")
+    ap.add_argument("--size", type=int, nargs=2, help="(H, W); default: preprocess.cache_size")
     ap.add_argument("--batch", type=int, help="default: train.batch_size")
     ap.add_argument("--arch")
     ap.add_argument("--encoder")
@@ -49,23 +50,26 @@ def main() -> None:
     a = ap.parse_args()
 
     p = load_params(a.params)
-    spec = resolve_model(a.model, p.model, p.train, p.models)
-    model_changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
+    spec = resolve_model(a.model, p.network, p.train, p.models)
+    network_changes = {k: v for k, v in {"arch": a.arch, "encoder": a.encoder}.items() if v}
     train_changes = {"batch_size": a.batch, "workers": a.workers, "precision": a.precision}
-    model_cfg = dataclasses.replace(spec.model, **model_changes)
+    network = dataclasses.replace(spec.network, **network_changes)
     cfg = dataclasses.replace(spec.train, **{k: v for k, v in train_changes.items() if v is not None})
-    size = tuple(a.size or p.preprocess.image_size)
+    size = tuple(a.size or p.preprocess.cache_size)
     device = pick_device(a.device)
+    n_classes = len(classes_of(p.data))
     torch.manual_seed(0)
-    net = build_model(spec.role, model_cfg).to(device, memory_format=torch.channels_last)
+    net = build_network(spec.role, network, 3, n_classes).to(device, memory_format=torch.channels_last)
     loss_fn, opt = build_loss(spec.role, spec.loss), torch.optim.Adam(net.parameters(), lr=1e-4)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if device.type == "cuda" else None
     n = cfg.batch_size * (a.batches + 2)
 
     with tempfile.TemporaryDirectory() as tmp:
-        synthetic_cache(Path(tmp), n, size)
-        transform = build_transform(p.augment, size, size, *normalization(model_cfg))
-        ds = CacheDataset(tmp, np.arange(n), np.ones((n, 4), np.float32), transform, with_masks=spec.role != "cls")
+        synthetic_cache(Path(tmp), n, size, n_classes)
+        transform = build_transform(p.augment, size, size, *normalization(network))
+        ds = CacheDataset(
+            tmp, np.arange(n), np.ones((n, n_classes), np.float32), transform, with_masks=spec.role != "classifier"
+        )
         loader = DataLoader(
             ds,
             batch_size=cfg.batch_size,
@@ -78,7 +82,7 @@ def main() -> None:
 
         def step(batch: dict) -> None:
             x = batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
-            y = (batch["labels"] if spec.role == "cls" else batch["masks"]).to(device, non_blocking=True)
+            y = (batch["labels"] if spec.role == "classifier" else batch["masks"]).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = loss_fn(net(x), y)
             loss.backward()
@@ -91,7 +95,7 @@ def main() -> None:
         it = iter(loader)
         both_rate = timed(lambda i: step(next(it)), a.batches, cfg.batch_size, device)
 
-    name = f"{model_cfg.arch}-{model_cfg.encoder}" if spec.role != "cls" else f"classifier-{model_cfg.encoder}"
+    name = f"{network.arch}-{network.encoder}" if spec.role != "classifier" else f"classifier-{network.encoder}"
     print(
         f"{name} {size[0]}x{size[1]} batch {cfg.batch_size} {device} {dtype or torch.float32} "
         f"workers {cfg.workers} torch threads {torch.get_num_threads()}"

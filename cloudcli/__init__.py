@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-CLASSES = ("Fish", "Flower", "Gravel", "Sugar")  # channel order everywhere
+CLASSES = ("Fish", "Flower", "Gravel", "Sugar")  # the kaggle_clouds kind's classes, in channel order

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cloudcli import CLASSES, __version__, paths
+from cloudcli import __version__, paths
 from cloudcli.errors import CloudcliError
 
 app = typer.Typer(
@@ -165,7 +165,7 @@ def train(
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
-    spec = resolve_model(model, p.model, p.train, p.models)
+    spec = resolve_model(model, p.network, p.train, p.models)
     _check_round(round_, p.pseudo_rounds)
     if spec.train.processes > 1 and "WORLD_SIZE" not in os.environ:  # not yet under a launcher: become torchrun
         _relaunch_under_torchrun(spec.train.processes)
@@ -220,7 +220,7 @@ def infer(
     from cloudcli.config import load_params, resolve_model
 
     p = load_params(params)
-    resolve_model(model, p.model, p.train, p.models)  # a clear error for an unknown name
+    resolve_model(model, p.network, p.train, p.models)  # a clear error for an unknown name
     _check_round(round_, p.pseudo_rounds)
     from cloudcli.stages import infer as stage
 
@@ -354,13 +354,15 @@ def submit(
     p = load_params(params)
     from cloudcli.data.cache import open_cache
     from cloudcli.data.kaggle import SUBMISSION_CSV, read_labels
+    from cloudcli.data.sources import classes_of
     from cloudcli.stages import submit as stage
 
     if check is not None:
         if p.data.kind == "kaggle_clouds":  # the competition's own list of rows
             reference = Path(p.data.raw) / SUBMISSION_CSV
-            rows = read_labels(reference)
-            want, classes = list(rows["image_id"] + "_" + rows["cls"]), CLASSES
+            classes = classes_of(p.data)
+            rows = read_labels(reference, None, classes)
+            want = list(rows["image_id"] + "_" + rows["cls"])
         else:
             reference = cache
             c = open_cache(cache)
@@ -444,8 +446,8 @@ def report_predictions(
 
     p = load_params(params)
     names = list(model) if model else list(p.report.models)
-    every = [m for m in p.cv.models if p.models[m].role != "cls"]
-    every += [f"{m}@{r}" for r in p.pseudo_rounds for m in p.pseudo.models if p.models[m].role != "cls"]
+    every = [m for m in p.cv.models if p.models[m].role != "classifier"]
+    every += [f"{m}@{r}" for r in p.pseudo_rounds for m in p.pseudo.models if p.models[m].role != "classifier"]
     for name in names:
         if name != "ensemble" and name not in every:
             raise ConfigError(
@@ -468,7 +470,7 @@ def export_masks(
     out: Annotated[Path, typer.Option(help="Folder to write, one label file per image")] = Path("submission_masks"),
     fmt: Annotated[str, typer.Option("--format", help="tif (On Cloud N) or png")] = "tif",
     size: Annotated[
-        tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.image_size]")
+        tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.raw_size]")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
     params: ParamsOpt = Path("params.yaml"),
@@ -487,7 +489,7 @@ def export_masks(
     classes = classes_of(p.data)
     if size is not None and min(size) < 1:
         raise CloudcliError(f"--size {size[0]} {size[1]}: must be positive")
-    done = run(csv, out, classes, p.data.score_size, size or p.data.image_size, fmt, force)
+    done = run(csv, out, classes, p.data.score_size, size or p.data.raw_size, fmt, force)
     h, w = done["size"]
     note = f"; {done['overlap_pixels']} pixels predicted for several classes took the first" * bool(
         done["overlap_pixels"]

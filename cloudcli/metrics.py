@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudcli import CLASSES
-
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice of one (H, W) mask pair; any non-zero pixel is inside; empty/empty = 1."""
@@ -64,7 +62,7 @@ class DiceReport:
         }
 
 
-def summarize(scores: np.ndarray, truth_empty: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+def summarize(scores: np.ndarray, truth_empty: np.ndarray, classes: tuple[str, ...]) -> DiceReport:
     """Aggregate per-row Dice `scores` (N, C) given which truth rows are empty (N, C)."""
     if scores.shape[1] != len(classes):
         raise ValueError(f"{scores.shape[1]} class columns but {len(classes)} class names")
@@ -81,7 +79,7 @@ def summarize(scores: np.ndarray, truth_empty: np.ndarray, classes: tuple[str, .
     )
 
 
-def kaggle_dice(preds: np.ndarray, truths: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+def kaggle_dice(preds: np.ndarray, truths: np.ndarray, classes: tuple[str, ...]) -> DiceReport:
     """Competition Dice of (N, C, H, W) prediction and truth stacks (non-zero = inside)."""
     inter, pred_area, truth_area = row_counts(np.asarray(preds), np.asarray(truths))
     return summarize(dice_from_counts(inter, pred_area, truth_area), truth_area == 0, classes)
@@ -94,7 +92,7 @@ class DiceSums:
     non-empty sum, non-empty count.
     """
 
-    def __init__(self, n_classes: int = len(CLASSES)) -> None:
+    def __init__(self, n_classes: int) -> None:
         self.n_classes = n_classes
         self.vector = np.zeros(2 * n_classes + 4, dtype=np.float64)
 
@@ -110,11 +108,11 @@ class DiceSums:
             (~truth_empty).sum(),
         ]
 
-    def report(self, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+    def report(self, classes: tuple[str, ...]) -> DiceReport:
         return sums_report(self.vector, classes)
 
 
-def sums_report(vector: np.ndarray, classes: tuple[str, ...] = CLASSES) -> DiceReport:
+def sums_report(vector: np.ndarray, classes: tuple[str, ...]) -> DiceReport:
     """DiceReport from a DiceSums vector (possibly summed over processes or folds)."""
     c = len(classes)
     sums, counts = vector[:c], vector[c : 2 * c]

@@ -14,16 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cloudcli import CLASSES
 from cloudcli.data.cache import resize_mask
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
 from cloudcli.metrics import dice
 
-# Okabe & Ito (2008), RGB: orange, sky blue, bluish green, reddish purple, yellow, blue, vermillion, grey
+# Okabe & Ito (2008), RGB: orange, sky blue, bluish green, reddish purple, yellow, blue, vermillion, grey;
+# class k of any dataset is drawn in OKABE_ITO[k]
 OKABE_ITO = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (204, 121, 167), (240, 228, 66), (0, 114, 178),
              (213, 94, 0), (153, 153, 153)]  # fmt: skip
-PALETTE: dict[str, tuple[int, int, int]] = dict(zip(CLASSES, OKABE_ITO))  # class k of any dataset: OKABE_ITO[k]
 ALPHA = 0.4  # opacity of the prediction fill
 HEADER, CAPTION, LEGEND, GAP = 22, 18, 20, 4  # heights of the text bars and the space between tiles (px)
 BAR = (32, 32, 32)  # text bars: white on near-black
@@ -65,14 +64,14 @@ def _columns(n_classes: int) -> int:
     return 1 if n_classes == 1 else 2
 
 
-def tile_origin(k: int, size: tuple[int, int], n_classes: int = len(CLASSES)) -> tuple[int, int]:
+def tile_origin(k: int, size: tuple[int, int], n_classes: int) -> tuple[int, int]:
     """(y, x) of class k's tile in a panel of `size` tiles: classes left to right, top to bottom."""
     h, w = size
     row, col = divmod(k, _columns(n_classes))
     return HEADER + row * (h + CAPTION + GAP), col * (w + GAP)
 
 
-def panel_shape(size: tuple[int, int], n_classes: int = len(CLASSES)) -> tuple[int, int]:
+def panel_shape(size: tuple[int, int], n_classes: int) -> tuple[int, int]:
     """(H, W) of a panel of `size` tiles."""
     h, w = size
     cols = _columns(n_classes)
@@ -103,8 +102,8 @@ def panel(
     truth: np.ndarray | None,
     pred: np.ndarray | None,
     title: str,
-    size: tuple[int, int] = (175, 262),
-    classes: tuple[str, ...] = CLASSES,
+    size: tuple[int, int],
+    classes: tuple[str, ...],
 ) -> np.ndarray:
     """(H, W, 3) uint8 RGB panel of one image: (H, W, 3) RGB `image`, (C, h, w) 0/1 `truth` and
     `pred` masks of any size (None: not drawn), tiles of `size` (H, W)."""

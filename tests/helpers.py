@@ -29,11 +29,11 @@ def cloudcli(*args: str, cwd: Path, check: bool = True, timeout: float = procs.T
     return result
 
 
-def kaggle_data(raw: str | Path, image_size: tuple[int, int], score_size: tuple[int, int]):
+def kaggle_data(raw: str | Path, raw_size: tuple[int, int], score_size: tuple[int, int]):
     """A DataConfig of the Kaggle kind (the other keys at their defaults)."""
     from cloudcli.config import DataConfig
 
-    return DataConfig("kaggle_clouds", str(raw), image_size, score_size, None, None, (1.0, 99.0), None, None)
+    return DataConfig("kaggle_clouds", str(raw), raw_size, score_size, None, None, (1.0, 99.0), None, None)
 
 
 def write_cache_meta(folder: Path, test_ids: list[str], score_size: tuple[int, int], truth=None) -> None:
@@ -54,19 +54,19 @@ def write_cache_meta(folder: Path, test_ids: list[str], score_size: tuple[int, i
 def tiny_params(**sections: dict) -> dict:
     """The repository's params.yaml adapted to the tiny demo data, with overrides per section."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(image_size=[TINY["height"], TINY["width"]], score_size=[32, 48])
-    params["preprocess"].update(image_size=[32, 64], workers=1)
+    params["data"].update(raw_size=[TINY["height"], TINY["width"]], score_size=[32, 48])
+    params["preprocess"].update(cache_size=[32, 64], workers=1)
     for name, values in sections.items():
         params[name].update(values)
     return params
 
 
-def save_model(folder, ids, role, probs=None, cls_probs=None, split="oof"):
-    """A model's prediction folder as infer writes it: maps (segmentation) or a probability table (cls)."""
+def save_model(folder, ids, role, probs=None, classifier_probs=None, split="oof"):
+    """A model's prediction folder as infer writes it: maps (segmentation) or a probability table (classifier)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({"role": role}))
-    if cls_probs is not None:
-        table = pd.DataFrame({"image_id": ids, **{c: cls_probs[:, k] for k, c in enumerate(CLASSES)}})
+    (folder / "meta.json").write_text(json.dumps({"role": role, "classes": list(CLASSES)}))
+    if classifier_probs is not None:
+        table = pd.DataFrame({"image_id": ids, **{c: classifier_probs[:, k] for k, c in enumerate(CLASSES)}})
         table.to_csv(folder / f"{split}.csv", index=False)
     else:
         np.save(folder / f"{split}.npy", probs)

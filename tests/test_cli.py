@@ -57,8 +57,8 @@ def assert_no_outputs(cwd: Path, *commands: str) -> None:
 
 def params_for_tiny_data() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(raw="data", image_size=[HEIGHT, WIDTH], score_size=[32, 48])
-    params["preprocess"].update(image_size=[32, 64], workers=1)
+    params["data"].update(raw="data", raw_size=[HEIGHT, WIDTH], score_size=[32, 48])
+    params["preprocess"].update(cache_size=[32, 64], workers=1)
     return params
 
 
@@ -392,9 +392,9 @@ def test_more_folds_than_images(project: Path) -> None:
 
 
 def test_preprocess_size_not_multiple_of_32(project: Path) -> None:
-    edit_params(project, lambda p: p["preprocess"].update(image_size=[33, 64]))
+    edit_params(project, lambda p: p["preprocess"].update(cache_size=[33, 64]))
     result = run_cli("preprocess", cwd=project)
-    assert_failed(result, "params.yaml", "preprocess.image_size", "multiples of 32", "[33, 64]")
+    assert_failed(result, "params.yaml", "preprocess.cache_size", "multiples of 32", "[33, 64]")
     assert_no_outputs(project, "preprocess")
 
 

@@ -30,7 +30,7 @@ def test_fold_without_images(tiny_cache, tmp_path) -> None:
     result = cloudcli(
         "train",
         "--model",
-        "cls",
+        "classifier",
         "--fold",
         "7",
         "--out",
@@ -46,7 +46,7 @@ def test_fold_without_images(tiny_cache, tmp_path) -> None:
 
 def test_missing_cache_says_what_to_run(tiny_cache, tmp_path) -> None:
     result = cloudcli(
-        "train", "--model", "cls", "--fold", "0", "--cache", str(tmp_path / "nope"), cwd=tiny_cache, check=False
+        "train", "--model", "classifier", "--fold", "0", "--cache", str(tmp_path / "nope"), cwd=tiny_cache, check=False
     )
     failed(result, "meta.json: missing; run `cloudcli preprocess`")
 
@@ -55,13 +55,13 @@ def test_imagenet_weights_offline(tiny_cache, tmp_path) -> None:
     project = tmp_path / "p"
     shutil.copytree(tiny_cache, project, ignore=shutil.ignore_patterns("data"))
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["model"]["encoder_weights"] = "imagenet"
+    params["network"]["encoder_weights"] = "imagenet"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     result = procs.run([sys.executable, "-m", "cloudcli", "train", "--model", "seg1", "--fold", "0"], project, env)
     failed(
         result,
-        "model.encoder_weights: could not load 'imagenet' weights for encoder 'resnet18'",
+        "network.encoder_weights: could not load 'imagenet' weights for encoder 'resnet18'",
         "encoder_weights: null",
     )
     assert not (project / "models").exists()

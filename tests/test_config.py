@@ -21,7 +21,7 @@ def repo_params() -> dict:
 
 def test_repository_params_load() -> None:
     params = load_params(REPO / "params.yaml")
-    assert params.data.image_size == (1400, 2100) and params.data.score_size == (350, 525)
+    assert params.data.raw_size == (1400, 2100) and params.data.score_size == (350, 525)
     assert params.data.classes == ("Fish", "Flower", "Gravel", "Sugar")  # dvc.yaml's plots read the list
     assert isinstance(params.fold, FoldConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -36,16 +36,16 @@ def test_repository_params_load() -> None:
         (lambda p: p["fold"].pop("seed"), r"missing key 'fold.seed'"),
         (lambda p: p["preprocess"].update(workers="two"), r"preprocess.workers must be an integer, got 'two'"),
         (lambda p: p["preprocess"].update(workers=True), r"preprocess.workers must be an integer"),
-        (lambda p: p["data"].update(image_size=[1400]), r"data.image_size must be a list of 2 values"),
-        (lambda p: p["data"].update(image_size=[1400, "x"]), r"data.image_size\[1\] must be an integer"),
+        (lambda p: p["data"].update(raw_size=[1400]), r"data.raw_size must be a list of 2 values"),
+        (lambda p: p["data"].update(raw_size=[1400, "x"]), r"data.raw_size\[1\] must be an integer"),
         (lambda p: p["data"].update(raw=3), r"data.raw must be a string"),
         (
             lambda p: p["data"].update(classes=["Fish", "Sugar"]),
             r"data.classes must be \['Fish', 'Flower', 'Gravel', 'Sugar'\] \(or null\) for kaggle_clouds, got",
         ),
         (
-            lambda p: p["preprocess"].update(image_size=[100, 288]),
-            r"preprocess.image_size must be positive multiples of 32",
+            lambda p: p["preprocess"].update(cache_size=[100, 288]),
+            r"preprocess.cache_size must be positive multiples of 32",
         ),
         (lambda p: p["fold"].update(n_splits=1), r"fold.n_splits must be >= 2, got 1"),
         (lambda p: p["pseudo"].update(models=[]), r"pseudo.models must name at least one model"),
@@ -112,18 +112,18 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
     from cloudcli.config import resolve_model
 
     params = repo_params()
-    params["models"]["seg2"]["model"] = {"encoder": "densenet121"}
-    params["models"]["seg2"]["train"] = {"lr": 1.0e-4, "image_size": [128, 192]}
+    params["models"]["seg2"]["network"] = {"encoder": "densenet121"}
+    params["models"]["seg2"]["train"] = {"lr": 1.0e-4, "input_size": [128, 192]}
     path = REPO / "tests" / ".override.yaml"
     try:
         path.write_text(yaml.safe_dump(params))
         p = load_params(path)
     finally:
         path.unlink()
-    seg2 = resolve_model("seg2", p.model, p.train, p.models)
-    seg1 = resolve_model("seg1", p.model, p.train, p.models)
-    assert seg2.model.encoder == "densenet121" and seg2.train.lr == 1e-4 and seg2.train.image_size == (128, 192)
-    assert seg1.model.encoder == p.model.encoder and seg1.train.lr == p.train.lr  # untouched
+    seg2 = resolve_model("seg2", p.network, p.train, p.models)
+    seg1 = resolve_model("seg1", p.network, p.train, p.models)
+    assert seg2.network.encoder == "densenet121" and seg2.train.lr == 1e-4 and seg2.train.input_size == (128, 192)
+    assert seg1.network.encoder == p.network.encoder and seg1.train.lr == p.train.lr  # untouched
 
 
 @pytest.mark.parametrize(
@@ -133,27 +133,27 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             lambda p: p["models"]["seg2"].update(train={"lrr": 1.0}),
             r"unknown key 'models.seg2.train.lrr'; did you mean 'models.seg2.train.lr'",
         ),
-        (lambda p: p["models"]["seg2"].update(model={"encoder": 3}), r"models.seg2.model.encoder must be a string"),
+        (lambda p: p["models"]["seg2"].update(network={"encoder": 3}), r"models.seg2.network.encoder must be a string"),
         (lambda p: p["models"]["seg2"].update(train={"epochs": 0}), r"models.seg2: train.epochs must be >= 1"),
         (
             lambda p: p["models"]["seg1"].update(loss={"dice_poss": 1.0}),
             r"models.seg1.loss has unknown loss 'dice_poss'",
         ),
         (
-            lambda p: p["models"]["cls"].update(loss={"dice": 1.0}),
-            r"unknown loss 'dice' for role cls; choose from bce, bce_balanced",
+            lambda p: p["models"]["classifier"].update(loss={"dice": 1.0}),
+            r"unknown loss 'dice' for role classifier; choose from bce, bce_balanced",
         ),
         (
-            lambda p: p["models"]["cls"].update(role="classifier"),
-            r"models.cls.role must be one of 'seg1', 'seg2', 'cls'",
+            lambda p: p["models"]["classifier"].update(role="cls"),
+            r"models.classifier.role must be one of 'seg1', 'seg2', 'classifier'",
         ),
         (lambda p: p["cv"].update(models=["seg1", "seg3"]), r"unknown model 'seg3'.*did you mean 'seg\d'"),
         (lambda p: p["cv"].update(folds=[0, 5]), r"cv.folds must be fold numbers 0..4"),
-        (lambda p: p["tune"].update(seg1="cls"), r"tune.seg1 must be a segmentation model listed in cv.models"),
-        (lambda p: p["tune"].update(shape="cls"), r"tune.shape must be ensemble, a segmentation model"),
+        (lambda p: p["tune"].update(seg1="classifier"), r"tune.seg1 must be a segmentation model listed in cv.models"),
+        (lambda p: p["tune"].update(shape="classifier"), r"tune.shape must be ensemble, a segmentation model"),
         (
-            lambda p: p["ensemble"].update(members=["seg2", "cls"]),
-            r"ensemble.members 'cls' is not a segmentation model",
+            lambda p: p["ensemble"].update(members=["seg2", "classifier"]),
+            r"ensemble.members 'classifier' is not a segmentation model",
         ),
         (lambda p: p["ensemble"].update(min_votes=4), r"ensemble.min_votes must be in 1..3"),
         (lambda p: p["ensemble"].update(vote="mean", weights=[1.0]), r"ensemble.weights must give 3 weights"),
@@ -175,7 +175,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             lambda p: p["pseudo"].update(shape=["seg2_pl"]),
             r"pseudo.shape 'seg2_pl' is not a segmentation model of cv.models .*pseudo labels come from base models",
         ),
-        (lambda p: p["pseudo"].update(seg1="cls"), r"pseudo.seg1 must be a segmentation model of cv.models"),
+        (lambda p: p["pseudo"].update(seg1="classifier"), r"pseudo.seg1 must be a segmentation model of cv.models"),
         (
             lambda p: p["pseudo"].update(classifier="seg1"),
             r"pseudo.classifier must be a classifier listed in cv.models",
@@ -213,7 +213,10 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             lambda p: p["ensemble"].update(members=["seg2", "seg2_pl"]),
             r"ensemble.members 'seg2_pl' is not a segmentation model",
         ),
-        (lambda p: p["report"].update(models=["ensemble", "cls"]), r"report.models 'cls' is not ensemble or a segm"),
+        (
+            lambda p: p["report"].update(models=["ensemble", "classifier"]),
+            r"report.models 'classifier' is not ensemble or a segm",
+        ),
         (lambda p: p["report"].update(models=["seg2", "seg2"]), r"report.models must be distinct"),
         (lambda p: p["report"].update(worst=-1), r"report.worst must be >= 0, got -1"),
         (lambda p: p["report"].update(tile=[16, 300]), r"report.tile must be at least \[32, 32\] pixels"),
@@ -226,16 +229,16 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             r"pseudo_rounds.r2.relabel.tune 'tune' does not make the labels; relabel pseudo.seg1, pseudo.shape or",
         ),
         (
-            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"cls": "seg2_pl"}}),
-            r"pseudo_rounds.r2.relabel.cls must name a classifier of pseudo.models \(seg2_pl\), got 'seg2_pl'",
+            lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"classifier": "seg2_pl"}}),
+            r"pseudo_rounds.r2.relabel.classifier must name a classifier of pseudo.models \(seg2_pl\), got 'seg2_pl'",
         ),
         (
             lambda p: p["pseudo_rounds"].update(r2={"after": "r1", "relabel": {"seg1": "seg2"}}),
             r"pseudo_rounds.r2.relabel.seg1 must name a segmentation model of pseudo.models \(seg2_pl\), got 'seg2'",
         ),
         (
-            lambda p: p["ensemble"].update(members=["seg2", "cls"]),
-            r"ensemble.members 'cls' is not a segmentation model of cv.models or <pseudo model>@<round>",
+            lambda p: p["ensemble"].update(members=["seg2", "classifier"]),
+            r"ensemble.members 'classifier' is not a segmentation model of cv.models or <pseudo model>@<round>",
         ),
         (lambda p: p["train"].update(lr="1e-3"), r"train.lr must be a number, got '1e-3'.*write 5.0e-4"),
         (
@@ -258,7 +261,7 @@ def test_third_place_preset_loads_and_names_real_encoders(tmp_path) -> None:
 
     (tmp_path / "params.yaml").write_text(params_text("3rd_place"))
     params = load_params(tmp_path / "params.yaml")
-    encoders = {name: resolve(params, name).model.encoder for name in (*params.cv.models, *params.pseudo.models)}
+    encoders = {name: resolve(params, name).network.encoder for name in (*params.cv.models, *params.pseudo.models)}
     assert encoders == {
         "seg1": "densenet121",
         "seg2_b5_unet": "efficientnet-b5",
@@ -266,17 +269,17 @@ def test_third_place_preset_loads_and_names_real_encoders(tmp_path) -> None:
         "seg2_b7_unet": "efficientnet-b7",
         "seg2_b7_fpn": "efficientnet-b7",
         "seg2_b7_fpn_pl": "efficientnet-b7",
-        "cls": "efficientnet-b1",
+        "classifier": "efficientnet-b1",
     }
     assert set(encoders.values()) <= set(smp.encoders.get_encoder_names())
-    assert params.model.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")
+    assert params.network.encoder_weights == "imagenet" and params.infer.tta == ("none", "hflip", "vflip")
     assert params.ensemble.members[-1] == "seg2_b7_fpn_pl@r1" and params.pseudo.models == ("seg2_b7_fpn_pl",)
 
 
 def resolve(params, name):
     from cloudcli.config import resolve_model
 
-    return resolve_model(name, params.model, params.train, params.models)
+    return resolve_model(name, params.network, params.train, params.models)
 
 
 def test_pseudo_labels_switch_off_with_no_rounds(tmp_path) -> None:

@@ -80,9 +80,9 @@ def test_bad_csv_names_the_line_and_writes_nothing(tmp_path, csv: str, message: 
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["sub.csv"]
 
 
-def test_cli_uses_the_params_classes_and_image_size(tmp_path) -> None:
+def test_cli_uses_the_params_classes_and_raw_size(tmp_path) -> None:
     params = preset_params("chips")
-    params["data"].update(image_size=[12, 16], score_size=list(SIZE))
+    params["data"].update(raw_size=[12, 16], score_size=list(SIZE))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cloud = np.zeros((1, *SIZE), np.uint8)
     cloud[0, 1:4, 2:5] = 1

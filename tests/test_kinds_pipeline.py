@@ -30,8 +30,8 @@ def kind_repo(tmp_path: Path, kind: str, raw: str, **sections: dict) -> Path:
     cloudcli("demo-data", raw, "--kind", kind, "--n-train", "24", "--n-test", "6", "--height", str(SIZE),
              "--width", str(SIZE), "--workers", "1", cwd=repo)  # fmt: skip
     params = preset_params(kind)
-    params["data"].update(image_size=[SIZE, SIZE], score_size=[SIZE, SIZE])
-    params["preprocess"].update(image_size=[SIZE, SIZE], workers=1)
+    params["data"].update(raw_size=[SIZE, SIZE], score_size=[SIZE, SIZE])
+    params["preprocess"].update(cache_size=[SIZE, SIZE], workers=1)
     params["fold"].update(n_splits=3)
     params["train"].update(epochs=1, batch_size=4)
     params["cv"].update(folds=[0])
@@ -70,7 +70,7 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
     repo = kind_repo(tmp_path, "chips", "data_chips", pseudo={"pixel_low": 0.5, "pixel_high": 0.5})
     out = run("dvc", "repro", cwd=repo)
     rounds = {"pseudo@r1", "train_pl@r1-seg2_pl-0", "pseudo@r2", "train_pl@r2-seg2_pl-0", "infer_pl@r2-seg2_pl"}
-    assert {"preprocess", "fold", "train@seg1-0", "train@cls-0", "tune", "submit"} | rounds <= ran(out)
+    assert {"preprocess", "fold", "train@seg1-0", "train@classifier-0", "tune", "submit"} | rounds <= ran(out)
     meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
     assert meta["kind"] == "chips" and meta["classes"] == ["cloud"] and meta["bands"] == ["B02", "B03", "B04", "B08"]
     assert np.load(repo / "artifacts/preprocessed/train_images.npy").shape == (24, SIZE, SIZE, 4)
@@ -125,7 +125,7 @@ def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
     )
     out = run("dvc", "repro", cwd=repo)
     assert {"train@seg1-0", "train@seg2-0", "ensemble", "tune", "submit", "report_predictions"} <= ran(out)
-    assert "train_pl@r1-seg2_pl-0" in ran(out) and not any(s.startswith("train@cls") for s in ran(out))
+    assert "train_pl@r1-seg2_pl-0" in ran(out) and not any(s.startswith("train@classifier") for s in ran(out))
     meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
     assert meta["kind"] == "image_mask" and meta["classes"] == ["building"] and meta["band_limits"] is None
     tune = json.loads((repo / "metrics/tune.json").read_text())

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from cloudcli import CLASSES
 from cloudcli.metrics import dice, dice_from_counts, kaggle_dice
 
 E = np.zeros((2, 2), np.uint8)
@@ -41,7 +42,7 @@ def test_kaggle_dice_mean_and_breakdowns() -> None:
     #   image 1: Fish E/E=1,  Flower A/A=1, Gravel E/A=0, Sugar E/E=1
     preds = np.array([[A, E, A, A], [E, A, E, E]])
     truths = np.array([[B, E, E, C], [E, A, A, E]])
-    report = kaggle_dice(preds, truths)
+    report = kaggle_dice(preds, truths, CLASSES)
     assert report.mean == pytest.approx((0.5 + 1 + 0 + 0.8 + 1 + 1 + 0 + 1) / 8)
     assert report.per_class == pytest.approx({"Fish": 0.75, "Flower": 1.0, "Gravel": 0.0, "Sugar": 0.9})
     assert report.empty == pytest.approx((1 + 0 + 1 + 1) / 4)  # truth empty: F0, G0, Fi1, S1
@@ -55,14 +56,14 @@ def test_kaggle_dice_matches_per_pair_loop() -> None:
     preds = (rng.random((70, 4, 9, 13)) < rng.random((70, 4, 1, 1)) * 0.3).astype(np.uint8)
     truths = (rng.random((70, 4, 9, 13)) < rng.random((70, 4, 1, 1)) * 0.3).astype(np.uint8)
     expected = np.mean([dice(p, t) for pi, ti in zip(preds, truths) for p, t in zip(pi, ti)])
-    assert kaggle_dice(preds, truths).mean == pytest.approx(expected)
+    assert kaggle_dice(preds, truths, CLASSES).mean == pytest.approx(expected)
 
 
 def test_kaggle_dice_empty_group_is_none() -> None:
-    report = kaggle_dice(np.zeros((1, 4, 2, 2)), np.zeros((1, 4, 2, 2)))
+    report = kaggle_dice(np.zeros((1, 4, 2, 2)), np.zeros((1, 4, 2, 2)), CLASSES)
     assert report.mean == 1.0 and report.non_empty is None and report.empty == 1.0
 
 
 def test_kaggle_dice_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match="N, C, H, W"):
-        kaggle_dice(np.zeros((4, 2, 2)), np.zeros((4, 2, 2)))
+        kaggle_dice(np.zeros((4, 2, 2)), np.zeros((4, 2, 2)), CLASSES)

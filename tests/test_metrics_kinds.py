@@ -91,7 +91,7 @@ def test_two_stage_fit_for_jaccard_equals_applying_its_rule(seed: int) -> None:
     fit = fit_class(counts(probs, truth), counts(shape, truth), score, (0, 3, 10), "jaccard")
     masks = []
     for p, s, c in zip(probs, shape, score):  # the rule, applied map by map
-        on = apply_rule(p, fit.rule).any() and (fit.rule.cls_threshold is None or c > fit.rule.cls_threshold)
+        on = apply_rule(p, fit.rule).any() and (fit.rule.gate_threshold is None or c > fit.rule.gate_threshold)
         masks.append(s > fit.shape_level if on else np.zeros_like(s, bool))
     masks = np.stack(masks)
     assert (masks & truth).sum((1, 2)).tolist() == fit.inter.tolist()

@@ -25,12 +25,12 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
         "train@seg1-0",
         "train@seg2-0",
         "train@seg2_unet-0",
-        "train@cls-0",
+        "train@classifier-0",
         "cv",
         "infer@seg1",
         "infer@seg2",
         "infer@seg2_unet",
-        "infer@cls",
+        "infer@classifier",
         "pseudo@r1",
         "train_pl@r1-seg2_pl-0",
         "infer_pl@r1-seg2_pl",
@@ -85,7 +85,10 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
     metrics = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
     assert json.dumps(metrics).count('"n_train": 24') == 1
     cv = json.loads((repo / "metrics/cv.json").read_text())
-    assert set(cv) == {"seg1", "seg2", "seg2_unet", "cls", "seg2_pl@r1", "all_empty"} and 0 <= cv["seg1"]["dice"] <= 1
+    assert (
+        set(cv) == {"seg1", "seg2", "seg2_unet", "classifier", "seg2_pl@r1", "all_empty"}
+        and 0 <= cv["seg1"]["dice"] <= 1
+    )
     assert json.loads(run("dvc", "plots", "show", "--json", cwd=repo))  # DVCLive curves are declared plots
     assert run("git", "status", "--porcelain", "--untracked-files=no", cwd=repo) == ""  # relinking: no change
 
@@ -126,7 +129,13 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
     assert ran(out) == {"cv", "ensemble", "tune", "submit", "report_predictions"}
     stages = run("dvc", "stage", "list", "--name-only", cwd=repo).split()
     assert not [s for s in stages if s.startswith(("pseudo", "train_pl", "infer_pl"))] and "train@seg1-0" in stages
-    assert set(json.loads((repo / "metrics/cv.json").read_text())) == {"seg1", "seg2", "seg2_unet", "cls", "all_empty"}
+    assert set(json.loads((repo / "metrics/cv.json").read_text())) == {
+        "seg1",
+        "seg2",
+        "seg2_unet",
+        "classifier",
+        "all_empty",
+    }
 
 
 def test_exp_run_with_another_encoder_and_fold_seed(baseline, tmp_path) -> None:
@@ -136,13 +145,13 @@ def test_exp_run_with_another_encoder_and_fold_seed(baseline, tmp_path) -> None:
     summary = repo / "models/seg1/fold0/summary.json"
     before = json.loads(summary.read_text())["metrics"]
     out = run(
-        "dvc", "exp", "run", "-n", "mobilenet", "-S", "model.encoder=tu-mobilenetv3_small_100", "-S", "fold.seed=7",
+        "dvc", "exp", "run", "-n", "mobilenet", "-S", "network.encoder=tu-mobilenetv3_small_100", "-S", "fold.seed=7",
         cwd=repo,
     )  # fmt: skip
-    trained = {"train@seg1-0", "train@seg2-0", "train@seg2_unet-0", "train@cls-0", "train_pl@r1-seg2_pl-0"}
+    trained = {"train@seg1-0", "train@seg2-0", "train@seg2_unet-0", "train@classifier-0", "train_pl@r1-seg2_pl-0"}
     assert trained | {"fold", "cv", "report_data"} <= ran(out) and "preprocess" not in ran(out)
     config = json.loads((repo / "models/seg2/fold0/config.json").read_text())
-    assert config["model_config"]["encoder"] == "tu-mobilenetv3_small_100"
+    assert config["network"]["encoder"] == "tu-mobilenetv3_small_100"
     after = json.loads(summary.read_text())["metrics"]
     assert after["loss"] != before["loss"]  # another network, other validation numbers
     shown = json.loads(run("dvc", "exp", "show", "--json", cwd=repo))
@@ -171,12 +180,12 @@ def test_adding_a_fold_or_a_model_runs_only_their_stages(baseline, tmp_path) -> 
         return set(json.loads(run("dvc", "status", "--json", cwd=repo)))
 
     fold = stale(lambda p: p["cv"].update(folds=[0, 1]))
-    base = {f"train@{m}-1" for m in ("seg1", "seg2", "seg2_unet", "cls")}
+    base = {f"train@{m}-1" for m in ("seg1", "seg2", "seg2_unet", "classifier")}
     assert {s for s in fold if s.startswith("train")} == base | {"train_pl@r1-seg2_pl-1"}
-    assert {"infer@seg1", "infer@cls"} <= fold  # infer reads cv.folds: the OOF rows of fold 1 join
+    assert {"infer@seg1", "infer@classifier"} <= fold  # infer reads cv.folds: the OOF rows of fold 1 join
 
     def add_model(p: dict) -> None:
-        p["models"]["seg1_b"] = {"role": "seg1", "loss": {"bce": 1.0}, "model": {"arch": "Unet"}}
+        p["models"]["seg1_b"] = {"role": "seg1", "loss": {"bce": 1.0}, "network": {"arch": "Unet"}}
         p["cv"]["models"].append("seg1_b")
 
     assert {s for s in stale(add_model) if s.startswith(("train", "infer"))} == {"train@seg1_b-0", "infer@seg1_b"}

@@ -64,7 +64,7 @@ models:
 train:
   epochs: 3                   # three
 cv:
-  models: [seg1, seg2, seg2_unet, seg3, cls]
+  models: [seg1, seg2, seg2_unet, seg3, classifier]
 """
     monkeypatch.setattr(presets, "preset_text", lambda name: preset)
     params = preset_params("test")
@@ -72,7 +72,7 @@ cv:
     assert params["models"]["seg2"]["train"] == {"scheduler": "cosine_restarts", "restart_epochs": 5}
     assert params["models"]["seg3"] == {"role": "seg2", "loss": {"dice": 1.0}}
     assert params["train"]["epochs"] == 3 and params["train"]["batch_size"] == 4
-    assert params["cv"]["models"] == ["seg1", "seg2", "seg2_unet", "seg3", "cls"]
+    assert params["cv"]["models"] == ["seg1", "seg2", "seg2_unet", "seg3", "classifier"]
     text = params_text("test")
     assert text.startswith("# a test preset\n#\n# Every tunable value")
     assert "  epochs: 3                   # three\n" in text and "# CPU demo; GPU runs" not in text

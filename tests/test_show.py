@@ -8,6 +8,7 @@ import pytest
 from dvc_repo import copy_of, run
 from helpers import cloudcli
 
+from cloudcli import CLASSES
 from cloudcli.config import load_params
 from cloudcli.viz import panel_shape
 
@@ -18,11 +19,11 @@ def test_show_and_report_errors(baseline, tmp_path) -> None:
     train_id = pd.read_csv(repo / "artifacts/folds.csv")["image_id"][0]
     test_id = pd.read_csv(repo / "data/sample_submission.csv")["Image_Label"][0].rsplit("_", 1)[0]
     p = load_params(repo / "params.yaml")
-    shape = (*panel_shape(p.report.tile), 3)
+    shape = (*panel_shape(p.report.tile, len(CLASSES)), 3)
     out = cloudcli("show", train_id.removesuffix(".jpg"), cwd=repo).stdout.strip()
     assert out == f"show/{train_id.removesuffix('.jpg')}.png" and cv2.imread(str(repo / out)).shape == shape
     out = cloudcli("show", test_id, "--out", "t.png", "--tile", "64", "96", cwd=repo).stdout.strip()
-    assert cv2.imread(str(repo / out)).shape == (*panel_shape((64, 96)), 3)
+    assert cv2.imread(str(repo / out)).shape == (*panel_shape((64, 96), len(CLASSES)), 3)
 
     # the submitted masks of a test image are drawn: its first class's tile shows the fill colour
     for args, message in [
@@ -30,7 +31,7 @@ def test_show_and_report_errors(baseline, tmp_path) -> None:
         (("show", train_id, "--pred", "missing.csv"), "missing.csv: file not found"),
         (("show", train_id, "--pred", "submission.csv"), f"submission.csv: no rows for {train_id}"),
         (("show", train_id, "--pred", "data/train.csv"), "malformed RLE"),
-        (("report", "predictions", "--model", "cls"), "'cls': not ensemble or a segmentation model"),
+        (("report", "predictions", "--model", "classifier"), "'classifier': not ensemble or a segmentation model"),
         (("report", "predictions", "--model", "seg9"), "'seg9'"),
         (("report", "predictions", "--thresholds", "none.json"), "none.json: missing; run `dvc repro tune`"),
     ]:

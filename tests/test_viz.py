@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cloudcli import CLASSES
-from cloudcli.viz import ALPHA, PALETTE, blend, outline, panel, panel_shape, tile_origin, write_png
+from cloudcli.viz import ALPHA, OKABE_ITO, blend, outline, panel, panel_shape, tile_origin, write_png
 
 
 def test_blend_mixes_the_colour_into_the_mask_pixels_only() -> None:
@@ -37,16 +37,16 @@ def test_panel_draws_each_class_in_its_tile_in_its_colour() -> None:
     pred[1, 20:60, 40:100] = 1  # Flower: rows 10..29, cols 20..49 of its tile
     truth = np.zeros((4, 80, 120), np.uint8)
     truth[3, 0:40, 0:60] = 1  # Sugar: rows 0..19, cols 0..29 of its tile
-    out = panel(image, truth, pred, "title", size)
-    assert out.shape == (*panel_shape(size), 3)
-    y, x = tile_origin(CLASSES.index("Flower"), size)
-    expected = np.rint(0.6 * 90 + ALPHA * np.array(PALETTE["Flower"])).astype(int).tolist()
+    out = panel(image, truth, pred, "title", size, CLASSES)
+    assert out.shape == (*panel_shape(size, len(CLASSES)), 3)
+    y, x = tile_origin(CLASSES.index("Flower"), size, len(CLASSES))
+    expected = np.rint(0.6 * 90 + ALPHA * np.array(OKABE_ITO[CLASSES.index("Flower")])).astype(int).tolist()
     assert (out[y + 10 : y + 30, x + 20 : x + 50] == expected).all()  # the fill, exactly
     assert (out[y : y + 10, x : x + size[1]] == 90).all()  # outside the mask: the image
-    y, x = tile_origin(CLASSES.index("Sugar"), size)
-    assert out[y + 19, x + 10].tolist() == list(PALETTE["Sugar"])  # the truth outline, opaque
+    y, x = tile_origin(CLASSES.index("Sugar"), size, len(CLASSES))
+    assert out[y + 19, x + 10].tolist() == list(OKABE_ITO[CLASSES.index("Sugar")])  # the truth outline, opaque
     assert (out[y + 5 : y + 15, x + 5 : x + 25] == 90).all()  # inside the outline: no fill
-    y, x = tile_origin(CLASSES.index("Fish"), size)
+    y, x = tile_origin(CLASSES.index("Fish"), size, len(CLASSES))
     assert (out[y : y + size[0], x : x + size[1]] == 90).all()  # nothing predicted, nothing true
 
 
@@ -54,8 +54,8 @@ def test_panel_draws_each_class_in_its_tile_in_its_colour() -> None:
 def test_panel_without_truth_or_prediction(masks) -> None:
     image = np.zeros((64, 96, 3), np.uint8)
     m = np.ones((4, 64, 96), np.uint8)
-    out = panel(image, m if masks == "truth" else None, m if masks == "pred" else None, "x", (32, 48))
-    assert out.shape == (*panel_shape((32, 48)), 3)
+    out = panel(image, m if masks == "truth" else None, m if masks == "pred" else None, "x", (32, 48), CLASSES)
+    assert out.shape == (*panel_shape((32, 48), len(CLASSES)), 3)
 
 
 def test_write_png_round_trips(tmp_path) -> None:

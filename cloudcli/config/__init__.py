@@ -7,15 +7,15 @@ repository's params.yaml) and presets/, merged by `cloudcli init`.
 
 from cloudcli.config.loader import ResolvedModel, build, load_params, read_yaml, resolve_model
 from cloudcli.config.schema import (
-    CLS_LOSSES,
+    CLASSIFIER_LOSSES,
     SEG_LOSSES,
     AugmentConfig,
     CvConfig,
     DataConfig,
     FoldConfig,
     InferConfig,
-    ModelConfig,
     ModelEntry,
+    NetworkConfig,
     PreprocessConfig,
     Size,
     TrainConfig,
@@ -31,7 +31,7 @@ from cloudcli.config.schema_post import (
 from cloudcli.errors import ConfigError
 
 __all__ = [
-    "CLS_LOSSES",
+    "CLASSIFIER_LOSSES",
     "SEG_LOSSES",
     "AugmentConfig",
     "ConfigError",
@@ -40,8 +40,8 @@ __all__ = [
     "EnsembleConfig",
     "FoldConfig",
     "InferConfig",
-    "ModelConfig",
     "ModelEntry",
+    "NetworkConfig",
     "Params",
     "PreprocessConfig",
     "PseudoConfig",

@@ -10,11 +10,13 @@ from cloudcli.config.schema_post import ROUND_NAME, Params, PseudoConfig, RoundC
 def _check_combination(params: Params) -> None:
     """Models named by ensemble, pseudo and tune exist in the pipeline and have the right role."""
     base, models, pseudo = params.cv.models, params.models, params.pseudo
-    segs = [m for m in base if models[m].role != "cls"]
+    segs = [m for m in base if models[m].role != "classifier"]
     _check_pseudo(pseudo, base, segs, models)
     _check_rounds(params.pseudo_rounds, pseudo, models)
     # predictions by name: a base model, or <pseudo model>@<round>
-    every_seg = segs + [f"{m}@{r}" for r in params.pseudo_rounds for m in pseudo.models if models[m].role != "cls"]
+    every_seg = segs + [
+        f"{m}@{r}" for r in params.pseudo_rounds for m in pseudo.models if models[m].role != "classifier"
+    ]
     for m in params.ensemble.members:
         _check(
             m in every_seg,
@@ -23,7 +25,7 @@ def _check_combination(params: Params) -> None:
         )
     tune = params.tune
     _check(
-        tune.seg1 in base and models[tune.seg1].role != "cls",
+        tune.seg1 in base and models[tune.seg1].role != "classifier",
         "tune.seg1",
         f"must be a segmentation model listed in cv.models ({', '.join(segs)}), got {tune.seg1!r}",
     )
@@ -52,7 +54,7 @@ def _check_combination(params: Params) -> None:
 
 def _check_classifier(name: str | None, key: str, base: tuple[str, ...], models: dict) -> None:
     _check(
-        name is None or (name in base and models[name].role == "cls"),
+        name is None or (name in base and models[name].role == "classifier"),
         key,
         f"must be a classifier listed in cv.models, or null; got {name!r}",
     )
@@ -120,9 +122,9 @@ def _check_rounds(rounds: dict[str, RoundConfig], pseudo: PseudoConfig, models: 
                 f"{base_model!r} does not make the labels; relabel pseudo.seg1, pseudo.shape or pseudo.classifier "
                 f"({', '.join(sorted(labellers))})",
             )
-            kind = "classifier" if models[base_model].role == "cls" else "segmentation model"
+            kind = "classifier" if models[base_model].role == "classifier" else "segmentation model"
             _check(
-                pl in pseudo.models and (models[pl].role == "cls") == (kind == "classifier"),
+                pl in pseudo.models and (models[pl].role == "classifier") == (kind == "classifier"),
                 f"{where}.relabel.{base_model}",
                 f"must name a {kind} of pseudo.models ({', '.join(pseudo.models)}), got {pl!r}",
             )

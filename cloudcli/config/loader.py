@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from cloudcli.config.checks import _check_combination
-from cloudcli.config.schema import CLS_LOSSES, SEG_LOSSES, ModelConfig, ModelEntry, TrainConfig, _check
+from cloudcli.config.schema import CLASSIFIER_LOSSES, SEG_LOSSES, ModelEntry, NetworkConfig, TrainConfig, _check
 from cloudcli.config.schema_post import Params
 from cloudcli.errors import ConfigError
 
@@ -56,18 +56,20 @@ class ResolvedModel:
     name: str
     role: str
     loss: dict[str, float]
-    model: ModelConfig
+    network: NetworkConfig
     train: TrainConfig
 
 
-def resolve_model(name: str, defaults: ModelConfig, train: TrainConfig, models: dict[str, ModelEntry]) -> ResolvedModel:
-    """Apply `models.<name>` overrides to the shared `model` and `train` sections."""
+def resolve_model(
+    name: str, defaults: NetworkConfig, train: TrainConfig, models: dict[str, ModelEntry]
+) -> ResolvedModel:
+    """Apply `models.<name>` overrides to the shared `network` and `train` sections."""
     if name not in models:
         close = difflib.get_close_matches(name, list(models), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(models)}"
         raise ConfigError(f"unknown model {name!r} (not a key of `models` in params.yaml); {hint}")
     entry = models[name]
-    known = CLS_LOSSES if entry.role == "cls" else SEG_LOSSES
+    known = CLASSIFIER_LOSSES if entry.role == "classifier" else SEG_LOSSES
     for loss, weight in entry.loss.items():
         _check(
             loss in known,
@@ -80,7 +82,7 @@ def resolve_model(name: str, defaults: ModelConfig, train: TrainConfig, models: 
         name=name,
         role=entry.role,
         loss=entry.loss,
-        model=_override(defaults, entry.model, f"models.{name}.model."),
+        network=_override(defaults, entry.network, f"models.{name}.network."),
         train=_override(train, entry.train, f"models.{name}.train."),
     )
 
@@ -104,9 +106,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         params = build(Params, raw, "")
         for name in params.models:  # overrides are checked now, not when the model trains
-            resolve_model(name, params.model, params.train, params.models)
+            resolve_model(name, params.network, params.train, params.models)
         for name in (*params.cv.models, *params.pseudo.models):
-            resolve_model(name, params.model, params.train, params.models)
+            resolve_model(name, params.network, params.train, params.models)
         _check_combination(params)
         _check(
             all(0 <= k < params.fold.n_splits for k in params.cv.folds),

@@ -1,7 +1,7 @@
 """The packaged defaults (defaults.yaml, identical to the repository's params.yaml) and presets.
 
 A preset (presets/<name>.yaml) holds only what differs from the defaults. `merge` lays it over
-them: sections, `models` and a model's `model` / `train` overrides merge key by key; anything
+them: sections, `models` and a model's `network` / `train` overrides merge key by key; anything
 else (a value, a list, a loss's weights, the pseudo_rounds mapping) is replaced whole. `params_text`
 writes the result as the defaults' own text with the preset's lines in place of the ones it
 changes, so unchanged values keep the defaults' comments.

@@ -1,4 +1,4 @@
-"""The data, model, training and inference sections of params.yaml: typed, frozen, checked.
+"""The data, network, training and inference sections of params.yaml: typed, frozen, checked.
 
 Every key must be present and of the declared type (cloudcli.config.loader builds them strictly);
 `__post_init__` checks what one section can check alone. Checks across sections: checks.py.
@@ -14,7 +14,7 @@ from cloudcli.errors import ConfigError
 
 Size = tuple[int, int]  # (height, width) in pixels
 SEG_LOSSES = ("bce", "kl", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
-CLS_LOSSES = ("bce", "bce_balanced")
+CLASSIFIER_LOSSES = ("bce", "bce_balanced")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -26,7 +26,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 class DataConfig:
     kind: Literal["kaggle_clouds", "chips", "image_mask"]  # raw format (cloudcli.data.sources)
     raw: str  # raw data folder, laid out as its kind says
-    image_size: Size  # (H, W) of every raw image; any other size is an error
+    raw_size: Size  # (H, W) of every raw image; any other size is an error
     score_size: Size  # (H, W) at which masks are scored and submitted
     classes: tuple[str, ...] | None  # null: the kind's own; image_mask: mask value k is classes[k - 1];
     # dvc.yaml's plots take their series from this list, so params files name the classes
@@ -36,7 +36,7 @@ class DataConfig:
     metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify; null = none
 
     def __post_init__(self) -> None:
-        for key in ("image_size", "score_size"):
+        for key in ("raw_size", "score_size"):
             _check(min(getattr(self, key)) >= 1, f"data.{key}", "must be positive")
         if self.kind == "kaggle_clouds":
             _check(
@@ -70,14 +70,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    image_size: Size  # (H, W) the cache stores for training; smp encoders need multiples of 32
+    cache_size: Size  # (H, W) the cache stores for training; smp encoders need multiples of 32
     workers: int  # processes decoding JPEGs and RLEs
 
     def __post_init__(self) -> None:
-        h, w = self.image_size
+        h, w = self.cache_size
         _check(
             h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0,
-            "preprocess.image_size",
+            "preprocess.cache_size",
             f"must be positive multiples of 32 (encoders downsample 32x), got [{h}, {w}]; "
             "e.g. [192, 288] or [384, 576]",
         )
@@ -102,7 +102,7 @@ class FoldConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class NetworkConfig:
     arch: str  # smp architecture (Unet, FPN, UnetPlusPlus, DeepLabV3Plus, ...); unused by classifiers
     encoder: str  # smp encoder name, or a timm one as "tu-<name>"
     encoder_weights: str | None  # null: random init (offline); "imagenet": downloaded on first use
@@ -113,7 +113,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int
     batch_size: int
-    image_size: Size | None  # (H, W) fed to the model; null = the cache's preprocess.image_size
+    input_size: Size | None  # (H, W) fed to the network; null = the cache's preprocess.cache_size
     optimizer: Literal["adam", "adamw", "radam", "sgd"]
     lr: float  # decoder / head learning rate
     encoder_lr_mult: float  # encoder lr = lr * encoder_lr_mult
@@ -140,11 +140,11 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(self.workers >= 0, "train.workers", f"must be >= 0, got {self.workers}")
         _check(self.ema is None or 0 < self.ema < 1, "train.ema", f"must be in (0, 1) or null, got {self.ema}")
-        if self.image_size is not None:
-            h, w = self.image_size
+        if self.input_size is not None:
+            h, w = self.input_size
             _check(
                 h % 32 == 0 and w % 32 == 0 and h > 0 < w,
-                "train.image_size",
+                "train.input_size",
                 f"must be positive multiples of 32, got [{h}, {w}]",
             )
 
@@ -163,9 +163,11 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    role: Literal["seg1", "seg2", "cls"]  # seg1: empty or not (BCE); seg2: mask shapes (Dice); cls: classifier
+    role: Literal[
+        "seg1", "seg2", "classifier"
+    ]  # seg1: empty or not (BCE); seg2: mask shapes (Dice); classifier: gates masks
     loss: dict[str, float]  # loss name -> weight; the weighted sum is minimised
-    model: dict = field(default_factory=dict)  # overrides of the `model` section
+    network: dict = field(default_factory=dict)  # overrides of the `network` section
     train: dict = field(default_factory=dict)  # overrides of the `train` section
 
 

@@ -13,8 +13,8 @@ from cloudcli.config.schema import (
     DataConfig,
     FoldConfig,
     InferConfig,
-    ModelConfig,
     ModelEntry,
+    NetworkConfig,
     PreprocessConfig,
     Size,
     TrainConfig,
@@ -149,7 +149,7 @@ class Params:
     data: DataConfig
     preprocess: PreprocessConfig
     fold: FoldConfig
-    model: ModelConfig
+    network: NetworkConfig
     train: TrainConfig
     augment: AugmentConfig
     models: dict[str, ModelEntry]

@@ -1,6 +1,6 @@
 """The preprocessed cache: a few large .npy files a training loader memory-maps.
 
-    train_images.npy  (N, h, w, B) uint8 at preprocess.image_size: RGB, or B scaled bands
+    train_images.npy  (N, h, w, B) uint8 at preprocess.cache_size: RGB, or B scaled bands
     train_masks.npy   (N, h, w)    uint8, bit k set where class classes[k] is present
     train_truth.npy   (N, H, W)    uint8 bits as above, at data.score_size (350x525): scoring truth
     test_images.npy   (M, h, w, B) uint8
@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.errors import DataError
 
 BITS = (1 << np.arange(8, dtype=np.uint8)).astype(np.uint8)  # [1, 2, 4, ..., 128]: bit k = class k
@@ -59,8 +58,10 @@ class Cache:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        """Class names in channel order (caches from before dataset kinds: the Kaggle four)."""
-        return tuple(self.meta.get("classes", CLASSES))
+        """Class names in channel order, as preprocess recorded them."""
+        if "classes" not in self.meta:
+            raise DataError(f"{self.folder / 'meta.json'}: no classes; rerun `dvc repro preprocess`")
+        return tuple(self.meta["classes"])
 
     @property
     def channels(self) -> int:

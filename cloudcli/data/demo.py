@@ -71,17 +71,17 @@ def _blurred_noise(rng: np.random.Generator, shape: tuple[int, int], density: fl
     return grains / max(float(grains.max()), 1e-6)
 
 
-def texture(rng: np.random.Generator, cls: int, shape: tuple[int, int]) -> np.ndarray:
+def texture(rng: np.random.Generator, k: int, shape: tuple[int, int]) -> np.ndarray:
     """(h, w) float32 grey levels of one class texture, sized relative to the image width."""
     h, w = shape
-    if cls == 0:  # Fish: bright streaks at a random angle, ~18 per image width
+    if k == 0:  # Fish: bright streaks at a random angle, ~18 per image width
         theta = rng.uniform(-0.5, 0.5)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         phase = (xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi * 18 / w)
         return 120 + 110 * (0.5 + 0.5 * np.sin(phase)) ** 2
-    if cls == 1:  # Flower: large soft puffs
+    if k == 1:  # Flower: large soft puffs
         return 80 + 160 * _blurred_noise(rng, shape, 150 / (w * h), w / 60)
-    if cls == 2:  # Gravel: dense grains
+    if k == 2:  # Gravel: dense grains
         return 90 + 120 * _blurred_noise(rng, shape, 0.02, w / 300)
     return 100 + 60 * _blurred_noise(rng, shape, 0.3, w / 800)  # Sugar: faint fine speckle
 
@@ -94,12 +94,12 @@ def render(seed_seq: np.random.SeedSequence, height: int, width: int) -> tuple[n
     grey = cv2.resize(sea, (width, height), interpolation=cv2.INTER_LINEAR)
     rles = [""] * len(CLASSES)
     claimed = np.zeros((height, width), np.uint8)
-    for cls in sample_classes(rng):
+    for k in sample_classes(rng):
         mask = region_mask(rng, claimed)
         claimed |= mask
-        layer = cv2.resize(texture(rng, cls, shape).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        layer = cv2.resize(texture(rng, k, shape).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
         grey = np.where(mask == 1, layer, grey)
-        rles[cls] = encode(mask)
+        rles[k] = encode(mask)
     grey += cv2.resize(rng.normal(0, 4, shape).astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
     tint = np.array([0.92, 0.97, 1.05], np.float32)  # slightly blue, as the real images
     image = np.clip(grey[..., None] * tint, 0, 255).astype(np.uint8)

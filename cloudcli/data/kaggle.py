@@ -1,7 +1,7 @@
 """Kaggle "Understanding Clouds" files: train.csv, sample_submission.csv and the JPEG folders.
 
 Long view: one row per (image, class) label: `image_id, cls, rle, line` (line = CSV line number).
-Wide view: one row per image, one RLE column per class in CLASSES order.
+Wide view: one row per image, one RLE column per class in `classes` order.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.errors import DataError
 from cloudcli.rle import RleError, parse
 
@@ -21,11 +20,9 @@ TRAIN_CSV, SUBMISSION_CSV, TEST_TRUTH_CSV = "train.csv", "sample_submission.csv"
 IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
 
 
-def read_labels(
-    path: str | Path, image_size: tuple[int, int] | None = None, classes: tuple[str, ...] = CLASSES
-) -> pd.DataFrame:
+def read_labels(path: str | Path, raw_size: tuple[int, int] | None, classes: tuple[str, ...]) -> pd.DataFrame:
     """Read and validate a label CSV into the long view (one row per image and class of `classes`);
-    check RLEs when `image_size` is given."""
+    check RLEs when `raw_size` is given."""
     path = Path(path)
     frame = _read_csv(path)
     if list(frame.columns) != HEADER:
@@ -50,10 +47,10 @@ def read_labels(
             f"with Class one of {', '.join(classes)}"
         )
     _check_four_rows(path, long, classes)
-    if image_size is not None:
+    if raw_size is not None:
         for row in long[long["rle"] != ""].itertuples():
             try:
-                parse(row.rle, image_size)
+                parse(row.rle, raw_size)
             except RleError as e:
                 raise DataError(f"{path} line {row.line} ({row.image_id}_{row.cls}): malformed RLE: {e}") from None
     return long
@@ -86,15 +83,15 @@ def _check_four_rows(path: Path, long: pd.DataFrame, classes: tuple[str, ...]) -
         )
 
 
-def to_wide(long: pd.DataFrame, classes: tuple[str, ...] = CLASSES) -> pd.DataFrame:
+def to_wide(long: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
     """One row per image (first-appearance order), one RLE column per class in `classes` order."""
     order = pd.unique(long["image_id"])
     return long.pivot(index="image_id", columns="cls", values="rle").reindex(index=order, columns=list(classes))
 
 
-def presence(wide: pd.DataFrame) -> np.ndarray:
-    """(N, 4) bool: which classes have a non-empty mask, per image of the wide view."""
-    return (wide[list(CLASSES)] != "").to_numpy()
+def presence(wide: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
+    """(N, C) bool: which classes have a non-empty mask, per image of the wide view."""
+    return (wide[list(classes)] != "").to_numpy()
 
 
 def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]:
@@ -110,14 +107,14 @@ def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]
     return paths
 
 
-def read_image(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
+def read_image(path: str | Path, raw_size: tuple[int, int]) -> np.ndarray:
     """Read a JPEG as (H, W, 3) uint8 RGB; fail naming the file if unreadable or of the wrong size."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"{path}: cannot read image (missing, empty or not a valid JPEG)")
-    if image.shape[:2] != tuple(image_size):
+    if image.shape[:2] != tuple(raw_size):
         h, w = image.shape[:2]
         raise DataError(
-            f"{path}: image is {h}x{w} (HxW), expected {image_size[0]}x{image_size[1]} (data.image_size in params.yaml)"
+            f"{path}: image is {h}x{w} (HxW), expected {raw_size[0]}x{raw_size[1]} (data.raw_size in params.yaml)"
         )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

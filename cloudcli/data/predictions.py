@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES, paths
+from cloudcli import paths
 from cloudcli.errors import DataError
 
 
@@ -40,11 +40,14 @@ def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
 
 
 def classes_of(folder: Path) -> tuple[str, ...]:
-    """Class names of a prediction folder (written by infer; older folders: the Kaggle four)."""
+    """Class names of a prediction folder, as infer recorded them."""
     try:
-        return tuple(json.loads((folder / "meta.json").read_text()).get("classes", CLASSES))
+        meta = json.loads((folder / "meta.json").read_text())
     except FileNotFoundError:
         raise _missing(folder / "meta.json", "infer") from None
+    if "classes" not in meta:
+        raise DataError(f"{folder / 'meta.json'}: no classes; rerun `dvc repro infer`")
+    return tuple(meta["classes"])
 
 
 THRESHOLD_KEYS = (

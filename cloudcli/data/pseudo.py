@@ -2,7 +2,7 @@
 
 images.csv  image_id, test_row (row of the cache's test_images.npy), one 0/1 presence column
             per class, confidence (what the selection rule measured)
-masks.npy   (K, h, w) uint8 packed masks (bit k = class k) at the cache's image size
+masks.npy   (K, h, w) uint8 packed masks (bit k = class k) at preprocess.cache_size
 soft.npy    (K, C, h, w) uint8 soft targets p * 255, with pseudo.soft (what training then reads)
 labels.csv  the same masks in the Kaggle format (Image_Label, EncodedPixels at 350x525)
 meta.json   the rule, its thresholds, the models that made the labels, counts, versions
@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloudcli import CLASSES
 from cloudcli.errors import DataError
 
 
@@ -43,7 +42,7 @@ class PseudoSet:
 
 
 def read_pseudo(
-    folder: str | Path, test_ids: list[str], mask_size: tuple[int, int], classes: tuple[str, ...] = CLASSES
+    folder: str | Path, test_ids: list[str], mask_size: tuple[int, int], classes: tuple[str, ...]
 ) -> PseudoSet:
     """Read and check a pseudo-labelled set against the cache it will train with."""
     folder = Path(folder)
@@ -61,7 +60,7 @@ def read_pseudo(
     if masks.shape != (len(images), *mask_size):
         raise DataError(
             f"{folder / 'masks.npy'}: shape {masks.shape}, expected ({len(images)}, {mask_size[0]}, {mask_size[1]}) "
-            "(one mask per row of images.csv at the cache's image size); rerun `dvc repro pseudo`"
+            "(one mask per row of images.csv at preprocess.cache_size); rerun `dvc repro pseudo`"
         )
     rows = images["test_row"].to_numpy()
     known = np.asarray(test_ids, dtype=object)

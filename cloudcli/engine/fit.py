@@ -1,4 +1,4 @@
-"""Train one model on one fold: seed, load the fold, build the model, run the loop, write the results.
+"""Train one model on one fold: seed, load the fold, build the network, run the loop, write the results.
 
 Writes to `out`: last.pt (full training state, after every epoch), best.pt (weights of the best
 epoch by the role's monitored metric), config.json (resolved config, versions), summary.json.
@@ -29,7 +29,7 @@ from cloudcli.engine.loaders import build_loaders, pseudo_set, split_indices
 from cloudcli.engine.loop import Trainer, build_trainer, run_epochs
 from cloudcli.engine.validate import MONITOR
 from cloudcli.io import write_json
-from cloudcli.models.factory import build_model, freeze_encoder_stages, normalization
+from cloudcli.models.factory import build_network, freeze_encoder_stages, normalization
 from cloudcli.models.losses import build_loss
 from cloudcli.ui import info
 from cloudcli.versions import versions
@@ -54,9 +54,9 @@ def fit(
     if ctx.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     loss_fn = build_loss(spec.role, spec.loss)
-    cache = open_cache(cache_dir)  # meta and tables only: bands and classes size the model
-    net = build_model(spec.role, spec.model, cache.channels, len(cache.classes))  # may download weights
-    frozen = freeze_encoder_stages(net, spec.model.freeze_encoder_stages)
+    cache = open_cache(cache_dir)  # meta and tables only: bands and classes size the network
+    net = build_network(spec.role, spec.network, cache.channels, len(cache.classes))  # may download weights
+    frozen = freeze_encoder_stages(net, spec.network.freeze_encoder_stages)
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), folds_csv, fold)
     pseudo = None if pseudo_dir is None else pseudo_set(pseudo_dir, cache)
     loaders = build_loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo)
@@ -100,16 +100,16 @@ def _settings(
     pseudo: PseudoSet | None = None,
 ) -> dict:
     """Everything that shapes the run: a last.pt made with other settings is not resumed."""
-    mean, std = normalization(spec.model, cache.band_stats)
+    mean, std = normalization(spec.network, cache.band_stats)
     return {
         "model": spec.name,
         "role": spec.role,
         "fold": fold,
         "loss": spec.loss,
-        "model_config": asdict(spec.model),
+        "network": asdict(spec.network),
         "train_config": asdict(spec.train),
         "augment": asdict(augment),
-        "image_size": list(spec.train.image_size or cache.meta["arrays"]["train_images"][1:3]),
+        "input_size": list(spec.train.input_size or cache.meta["arrays"]["train_images"][1:3]),
         "normalization": {"mean": list(mean), "std": list(std)},
         "in_channels": cache.channels,
         "classes": list(cache.classes),

@@ -70,10 +70,10 @@ def build_loaders(
     """(train, valid) loaders: augmented, reshuffled batches (never of one image) over the training
     rows and any pseudo-labelled test images; the validation rows in order, unaugmented."""
     cfg, cache_size = spec.train, tuple(cache.meta["arrays"]["train_images"][1:3])
-    size = cfg.image_size or cache_size
-    mean, std = normalization(spec.model, cache.band_stats)
+    size = cfg.input_size or cache_size
+    mean, std = normalization(spec.network, cache.band_stats)
     labels = cache.train[list(cache.classes)].to_numpy()
-    masks = spec.role != "cls"
+    masks = spec.role != "classifier"
     augmented = build_transform(augment, size, cache_size, mean, std)
     train_ds = CacheDataset(cache.folder, train_idx, labels, augmented, cfg.seed, masks)
     if pseudo is not None and len(pseudo.images):  # test images: the training part only, never validation

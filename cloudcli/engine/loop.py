@@ -1,4 +1,4 @@
-"""The training loop: the model set up for the run (DDP, torch.compile, mixed precision, EMA), the
+"""The training loop: the network set up for the run (DDP, torch.compile, mixed precision, EMA), the
 epochs, the optimiser steps within one, and the schedulers' steps."""
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ STALL_EPOCHS = 3  # epochs with the same validation loss that mean a stalled (sa
 
 @dataclass
 class Trainer:
-    """What the optimiser steps touch. `model` runs forward (wrapped in DDP and/or compiled);
-    `net` is the bare model whose weights are saved and averaged."""
+    """What the optimiser steps touch. `wrapped` runs forward (`net` in DDP and/or compiled);
+    `net` is the bare network whose weights are saved and averaged."""
 
-    model: nn.Module
+    wrapped: nn.Module
     net: nn.Module
     loss_fn: nn.Module
     opt: torch.optim.Optimizer
@@ -45,9 +45,9 @@ class Trainer:
 def build_trainer(net: nn.Module, loss_fn: nn.Module, cfg: TrainConfig, ctx: Context, steps_per_epoch: int) -> Trainer:
     """Move `net` to the device and wrap it; its optimiser, scheduler, grad scaler and EMA copy."""
     net.to(ctx.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    model: nn.Module = DistributedDataParallel(net) if ctx.world > 1 else net
+    wrapped: nn.Module = DistributedDataParallel(net) if ctx.world > 1 else net
     if cfg.compile:
-        model = torch.compile(model)
+        wrapped = torch.compile(wrapped)
     opt = build_optimizer(net, cfg)
     sched = build_scheduler(opt, cfg, -(-steps_per_epoch // cfg.accumulate), "max")
     cuda = ctx.device.type == "cuda"
@@ -55,7 +55,7 @@ def build_trainer(net: nn.Module, loss_fn: nn.Module, cfg: TrainConfig, ctx: Con
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     autocast = torch.autocast(ctx.device.type, dtype=dtype) if cuda and dtype else nullcontext()
-    return Trainer(model, net, loss_fn, opt, sched, scaler, ema, autocast)
+    return Trainer(wrapped, net, loss_fn, opt, sched, scaler, ema, autocast)
 
 
 def run_epochs(
@@ -103,16 +103,18 @@ def train_epoch(t: Trainer, loader: DataLoader, spec: ResolvedModel, ctx: Contex
     """One pass over `loader`, an optimiser step every train.accumulate batches (and at the end);
     (mean training loss, samples seen), summed over processes."""
     cfg = spec.train
-    t.model.train()
+    t.wrapped.train()
     t.opt.zero_grad(set_to_none=True)
     loss_sum, seen = 0.0, 0
-    join = t.model.join() if isinstance(t.model, DistributedDataParallel) else nullcontext()
+    join = t.wrapped.join() if isinstance(t.wrapped, DistributedDataParallel) else nullcontext()
     with join, progress(title, len(loader), "batches", lines=False, enabled=ctx.main) as advance:
         for step, batch in enumerate(loader):
             x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
-            target = (batch["labels"] if spec.role == "cls" else batch["masks"]).to(ctx.device, non_blocking=True)
+            target = (batch["labels"] if spec.role == "classifier" else batch["masks"]).to(
+                ctx.device, non_blocking=True
+            )
             with t.autocast:
-                loss = t.loss_fn(t.model(x), target)
+                loss = t.loss_fn(t.wrapped(x), target)
             (t.scaler.scale(loss / cfg.accumulate) if t.scaler else loss / cfg.accumulate).backward()
             if (step + 1) % cfg.accumulate == 0 or step + 1 == len(loader):
                 optimizer_step(t.net, t.opt, t.scaler, cfg.clip_grad)

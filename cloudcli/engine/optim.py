@@ -13,9 +13,9 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": tor
 STEP_SCHEDULERS = {"onecycle"}  # stepped after every optimiser step; the others once per epoch
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    encoder = {id(p) for p in model.encoder.parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    encoder = {id(p) for p in net.encoder.parameters()}
+    trainable = [p for p in net.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in trainable if id(p) in encoder], "lr": cfg.lr * cfg.encoder_lr_mult, "name": "encoder"},
         {"params": [p for p in trainable if id(p) not in encoder], "lr": cfg.lr, "name": "decoder"},

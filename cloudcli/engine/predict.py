@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cloudcli import CLASSES
-from cloudcli.config import ModelConfig
+from cloudcli.config import NetworkConfig
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
-from cloudcli.models.factory import build_model
+from cloudcli.models.factory import build_network
 
 Flip = Callable[[torch.Tensor], torch.Tensor]
 TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, inverse for masks)
@@ -28,15 +27,15 @@ TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, invers
 }
 
 
-def load_fold_model(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
+def load_fold_net(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The best.pt weights of a trained fold and the settings they were trained with."""
     path = folder / "best.pt"
     if not path.exists():
         raise DataError(f"{path}: missing; train it first (dvc repro train)")
     ckpt = checkpoint.load(path)
     settings = json.loads(ckpt["settings"])
-    cfg = dataclasses.replace(ModelConfig(**settings["model_config"]), encoder_weights=None)  # weights: best.pt
-    net = build_model(settings["role"], cfg, settings.get("in_channels", 3), len(settings.get("classes", CLASSES)))
+    cfg = dataclasses.replace(NetworkConfig(**settings["network"]), encoder_weights=None)  # weights: best.pt
+    net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings["classes"]))
     net.load_state_dict(ckpt["model"])
     return net.to(device, memory_format=torch.channels_last).eval(), settings
 
@@ -51,7 +50,7 @@ def predict(
     dtype: torch.dtype | None = None,
     stacked: bool = False,
 ) -> torch.Tensor:
-    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for cls.
+    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for a classifier.
 
     `dtype`: autocast (CUDA) to bf16 or fp16. `stacked`: all views in one forward of len(tta) * B.
     """
@@ -66,10 +65,10 @@ def predict(
             views = ((name, _forward(net, TTA[name][0](x), autocast)) for name in tta)
         for name, logits in views:
             probs = torch.sigmoid(logits)
-            probs = probs if role == "cls" else TTA[name][1](probs)
+            probs = probs if role == "classifier" else TTA[name][1](probs)
             total = probs if total is None else total + probs
     mean = total / (len(nets) * len(tta))
-    if role != "cls":
+    if role != "classifier":
         mean = F.interpolate(mean, size=out_size, mode="bilinear", align_corners=False)
     return mean
 

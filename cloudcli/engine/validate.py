@@ -15,12 +15,11 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cloudcli import CLASSES
 from cloudcli.data.cache import unpack_masks
 from cloudcli.engine.distributed import Context, all_gather, all_sum
 from cloudcli.metrics import DiceSums, dice_from_counts, sums_report
 
-MONITOR = {"seg1": "dice", "seg2": "dice_pos", "cls": "auc"}  # all maximised
+MONITOR = {"seg1": "dice", "seg2": "dice_pos", "classifier": "auc"}  # all maximised
 
 
 def monitored(metrics: dict, role: str) -> float:
@@ -40,27 +39,27 @@ def seg_row_dice(logits: torch.Tensor, truth: np.ndarray, threshold: float = 0.5
 
 @torch.no_grad()
 def validate(
-    model: nn.Module,
+    net: nn.Module,
     loader: DataLoader,
     loss_fn: nn.Module,
     role: str,
     truth: np.ndarray,
     ctx: Context,
     autocast: AbstractContextManager,
-    classes: tuple[str, ...] = CLASSES,
+    classes: tuple[str, ...],
 ) -> dict:
-    """Metrics of `model` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks."""
-    model.eval()
+    """Metrics of `net` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks."""
+    net.eval()
     sums, loss_sum, n = DiceSums(len(classes)), 0.0, 0
     probs, labels = [], []
     for batch in loader:
         x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
-        target = (batch["labels"] if role == "cls" else batch["masks"]).to(ctx.device, non_blocking=True)
+        target = (batch["labels"] if role == "classifier" else batch["masks"]).to(ctx.device, non_blocking=True)
         with autocast:
-            logits = model(x)
+            logits = net(x)
         loss_sum += float(loss_fn(logits, target)) * len(x)
         n += len(x)
-        if role == "cls":
+        if role == "classifier":
             probs.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(batch["labels"].numpy())
         else:
@@ -68,7 +67,7 @@ def validate(
             sums.add(seg_row_dice(logits, t), t.reshape(*t.shape[:2], -1).max(-1) == 0)
     total = all_sum(np.concatenate([sums.vector, [loss_sum, n]]), ctx)
     metrics = {"loss": total[-2] / max(total[-1], 1)}
-    if role == "cls":
+    if role == "classifier":
         gathered = [all_gather(np.concatenate(x) if x else np.zeros((0, len(classes))), ctx) for x in (probs, labels)]
         return metrics | classifier_metrics(np.concatenate(gathered[0]), np.concatenate(gathered[1]), classes)
     report = sums_report(total[:-2], classes)
@@ -81,7 +80,7 @@ def validate(
     }
 
 
-def classifier_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict:
+def classifier_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:
     """Mean AUC over the classes that have both labels, accuracy at 0.5, per-class AUC."""
     aucs = {}
     for k, c in enumerate(classes):

@@ -1,4 +1,4 @@
-"""Build any smp segmentation model or an encoder-based classifier from a ModelConfig."""
+"""Build any smp segmentation network or an encoder-based classifier from a NetworkConfig."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from cloudcli import CLASSES
-from cloudcli.config import ModelConfig
+from cloudcli.config import NetworkConfig
 from cloudcli.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -18,7 +17,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class Classifier(nn.Module):
     """Multi-label classifier: an smp/timm encoder, global average pooling, a linear head."""
 
-    def __init__(self, encoder: nn.Module, n_classes: int = len(CLASSES), dropout: float = 0.2) -> None:
+    def __init__(self, encoder: nn.Module, n_classes: int, dropout: float = 0.2) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Sequential(
@@ -29,12 +28,12 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x)[-1])  # (B, n_classes) logits
 
 
-def build_model(role: str, cfg: ModelConfig, in_channels: int = 3, n_classes: int = len(CLASSES)) -> nn.Module:
-    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; cls: Classifier.
+def build_network(role: str, cfg: NetworkConfig, in_channels: int, n_classes: int) -> nn.Module:
+    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; classifier: Classifier.
     With pretrained weights and in_channels != 3, smp adapts the first convolution."""
     _check_names(role, cfg)
     try:
-        if role == "cls":
+        if role == "classifier":
             encoder = smp.encoders.get_encoder(
                 cfg.encoder, in_channels=in_channels, depth=5, weights=cfg.encoder_weights
             )
@@ -47,33 +46,33 @@ def build_model(role: str, cfg: ModelConfig, in_channels: int = 3, n_classes: in
         if cfg.encoder_weights is None:
             raise
         raise ConfigError(
-            f"model.encoder_weights: could not load {cfg.encoder_weights!r} weights for encoder {cfg.encoder!r} "
+            f"network.encoder_weights: could not load {cfg.encoder_weights!r} weights for encoder {cfg.encoder!r} "
             f"({type(e).__name__}: {str(e).splitlines()[0][:160]}). They are downloaded from the Hugging Face hub "
             "on first use: run once with network access (they are then cached in ~/.cache/huggingface), "
-            "or set model.encoder_weights: null to train from scratch offline"
+            "or set network.encoder_weights: null to train from scratch offline"
         ) from None
 
 
-def _check_names(role: str, cfg: ModelConfig) -> None:
+def _check_names(role: str, cfg: NetworkConfig) -> None:
     archs = sorted(cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values())
-    if role != "cls" and cfg.arch.lower() not in {a.lower() for a in archs}:
-        raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r}; choose from {', '.join(archs)}")
+    if role != "classifier" and cfg.arch.lower() not in {a.lower() for a in archs}:
+        raise ConfigError(f"network.arch: unknown architecture {cfg.arch!r}; choose from {', '.join(archs)}")
     if cfg.encoder.startswith("tu-"):
         import timm
 
         if not timm.list_models(cfg.encoder[3:]):
-            raise ConfigError(f"model.encoder: timm has no model {cfg.encoder[3:]!r}; see timm.list_models()")
+            raise ConfigError(f"network.encoder: timm has no model {cfg.encoder[3:]!r}; see timm.list_models()")
         return
     names = smp.encoders.get_encoder_names()
     if cfg.encoder not in names:
         close = difflib.get_close_matches(cfg.encoder, names, n=3)
         raise ConfigError(
-            f"model.encoder: unknown encoder {cfg.encoder!r}; did you mean {', '.join(close) or '?'}? "
+            f"network.encoder: unknown encoder {cfg.encoder!r}; did you mean {', '.join(close) or '?'}? "
             "(any smp encoder, or a timm model as 'tu-<name>')"
         )
 
 
-def normalization(cfg: ModelConfig, band_stats: tuple | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def normalization(cfg: NetworkConfig, band_stats: tuple | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) in 0..1. RGB: the encoder's pretrained weights', ImageNet's otherwise; other band
     counts: the cache's own per-band statistics (`band_stats`)."""
     if band_stats is not None and len(band_stats[0]) != 3:
@@ -100,9 +99,9 @@ def encoder_stages(encoder: nn.Module) -> list[tuple[str, nn.Module]]:
         prefix += name + "."
 
 
-def freeze_encoder_stages(model: nn.Module, n: int) -> list[str]:
+def freeze_encoder_stages(net: nn.Module, n: int) -> list[str]:
     """Stop gradients in the first `n` encoder stages; returns their names."""
-    stages = encoder_stages(model.encoder)[:n]
+    stages = encoder_stages(net.encoder)[:n]
     for _, module in stages:
         module.requires_grad_(False)
     return [name for name, _ in stages]

@@ -60,7 +60,7 @@ SEG_LOSSES: dict[str, Callable[[], nn.Module]] = {
     "focal": lambda: smp.losses.FocalLoss("multilabel"),
     "lovasz": lambda: smp.losses.LovaszLoss("multilabel", per_image=True, from_logits=True),
 }
-CLS_LOSSES: dict[str, Callable[[], nn.Module]] = {"bce": nn.BCEWithLogitsLoss, "bce_balanced": BalancedBCELoss}
+CLASSIFIER_LOSSES: dict[str, Callable[[], nn.Module]] = {"bce": nn.BCEWithLogitsLoss, "bce_balanced": BalancedBCELoss}
 
 
 class WeightedSum(nn.Module):
@@ -79,5 +79,5 @@ class WeightedSum(nn.Module):
 
 
 def build_loss(role: str, spec: dict[str, float]) -> WeightedSum:
-    """The weighted loss of a model role ('cls' or a segmentation role)."""
-    return WeightedSum(spec, CLS_LOSSES if role == "cls" else SEG_LOSSES)
+    """The weighted loss of a model role ('classifier' or a segmentation role)."""
+    return WeightedSum(spec, CLASSIFIER_LOSSES if role == "classifier" else SEG_LOSSES)

@@ -18,7 +18,7 @@ class ClassRule:
     level: int = 127  # pixel threshold: p > level
     min_area: int = 0  # empty the mask when its area is below this
     min_component: int = 0  # drop connected components smaller than this (0 = keep all)
-    cls_threshold: float | None = None  # classifier gate: empty when class prob <= this
+    gate_threshold: float | None = None  # the gate: empty when the class score <= this
 
 
 def level_of(threshold: float) -> int:
@@ -37,11 +37,11 @@ def drop_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:
     return keep[labels].astype(np.uint8)
 
 
-def apply_rule(probs: np.ndarray, rule: ClassRule, cls_prob: float | None = None) -> np.ndarray:
+def apply_rule(probs: np.ndarray, rule: ClassRule, score: float | None = None) -> np.ndarray:
     """(H, W) uint8 probabilities of one class -> (H, W) uint8 0/1 mask."""
     mask = (probs > rule.level).astype(np.uint8)
     mask = drop_small_components(mask, rule.min_component)
-    gated = rule.cls_threshold is not None and cls_prob is not None and cls_prob <= rule.cls_threshold
+    gated = rule.gate_threshold is not None and score is not None and score <= rule.gate_threshold
     if gated or mask.sum() < rule.min_area:
         mask[:] = 0
     return mask

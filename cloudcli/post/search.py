@@ -157,21 +157,19 @@ def search(
 
 
 def gate_scores(
-    dice_kept: np.ndarray, truth_empty: np.ndarray, cls_probs: np.ndarray, thresholds: np.ndarray
+    dice_kept: np.ndarray, truth_empty: np.ndarray, scores: np.ndarray, thresholds: np.ndarray
 ) -> np.ndarray:
-    """(T,) mean Dice when a map is emptied wherever its classifier probability <= threshold.
+    """(T,) mean Dice when a map is emptied wherever its class score <= threshold.
     An emptied map scores 1 if its truth is empty, else 0."""
-    gated = cls_probs[None, :] <= thresholds[:, None]  # (T, N)
+    gated = scores[None, :] <= thresholds[:, None]  # (T, N)
     return np.where(gated, truth_empty[None, :].astype(float), dice_kept[None, :]).mean(1)
 
 
 def gate_totals(
-    metric: str, inter: np.ndarray, area: np.ndarray, truth_area: np.ndarray, cls_probs: np.ndarray, thresholds
+    metric: str, inter: np.ndarray, area: np.ndarray, truth_area: np.ndarray, scores: np.ndarray, thresholds
 ) -> np.ndarray:
-    """(T,) score when a map (its (N,) counts) is emptied wherever its classifier probability <= threshold."""
+    """(T,) score when a map (its (N,) counts) is emptied wherever its class score <= threshold."""
     if metric == "dice":  # per-map Dice once, then a mean per threshold
-        return gate_scores(
-            dice_from_counts(inter, area, truth_area), truth_area == 0, cls_probs, np.asarray(thresholds)
-        )
-    kept = cls_probs[None, :] > np.asarray(thresholds)[:, None]  # (T, N)
+        return gate_scores(dice_from_counts(inter, area, truth_area), truth_area == 0, scores, np.asarray(thresholds))
+    kept = scores[None, :] > np.asarray(thresholds)[:, None]  # (T, N)
     return total(metric, np.where(kept, inter, 0), np.where(kept, area, 0), truth_area[None, :], axis=1)

@@ -20,7 +20,7 @@ class Tuned:
     ids: list[str]  # image ids of the split, in the maps' row order
     seg1: np.ndarray  # (N, C, H, W) uint8 maps deciding presence
     shape: np.ndarray | None  # (N, C, H, W) uint8 maps drawing the masks (two-stage), or None
-    cls: np.ndarray | None  # (N, C) classifier probabilities, or None
+    classifier_probs: np.ndarray | None  # (N, C) classifier probabilities, or None
     rules: list[ClassRule]
     shape_levels: list[int | None]
     chosen: dict  # thresholds.json
@@ -29,7 +29,10 @@ class Tuned:
         """(C, H, W) uint8 0/1 masks of row i."""
         seg1 = np.asarray(self.seg1[i])
         scores = class_scores(
-            self.chosen["class_score"], seg1, None if self.cls is None else self.cls[i], self.chosen["top_k"]
+            self.chosen["class_score"],
+            seg1,
+            None if self.classifier_probs is None else self.classifier_probs[i],
+            self.chosen["top_k"],
         )
         shape = None if self.shape is None else np.asarray(self.shape[i])
         return postprocess(seg1, self.rules, scores, self.chosen["at_least_one"], shape, self.shape_levels)
@@ -45,7 +48,7 @@ def load_tuned(thresholds: Path, split: str) -> Tuned:
                 f"{Path(folder) / 'meta.json'} changed since {thresholds} was tuned on it; rerun `dvc repro tune`"
             )
     classes = list(chosen["classes"].values())
-    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in classes]
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["gate_threshold"]) for c in classes]
     folder = Path(chosen["seg1"])
     ids, probs = read_masks(folder, split)  # (N, C, H, W) uint8
     shape = None
@@ -57,10 +60,10 @@ def load_tuned(thresholds: Path, split: str) -> Tuned:
             raise DataError(
                 f"{Path(chosen['shape']) / f'{split}.csv'}: rows differ from {folder / f'{split}.csv'}; rerun infer"
             )
-    cls = read_classifier(Path(chosen["classifier"]), split, ids) if chosen["classifier"] else None
-    return Tuned(ids, probs, shape, cls, rules, [c["shape_level"] for c in classes], chosen)
+    classifier_probs = read_classifier(Path(chosen["classifier"]), split, ids) if chosen["classifier"] else None
+    return Tuned(ids, probs, shape, classifier_probs, rules, [c["shape_level"] for c in classes], chosen)
 
 
-def class_scores(how: str, seg1: np.ndarray, cls_probs: np.ndarray | None, top_k: int) -> np.ndarray | None:
+def class_scores(how: str, seg1: np.ndarray, classifier_probs: np.ndarray | None, top_k: int) -> np.ndarray | None:
     """(C,) gate scores of one image, as tune computed them on the OOF maps."""
-    return class_score(how, cls_probs, topk(seg1, top_k) if how in ("topk", "mean") else None)
+    return class_score(how, classifier_probs, topk(seg1, top_k) if how in ("topk", "mean") else None)

@@ -124,10 +124,10 @@ def top_pixel(c: Counts) -> np.ndarray:
     return (255 - np.argmax(c.hist[:, ::-1] > 0, axis=1)) / 255
 
 
-def scores_of(how: str, seg1: Counts, cls_probs: np.ndarray | None, top_k: int) -> np.ndarray | None:
+def scores_of(how: str, seg1: Counts, classifier_probs: np.ndarray | None, top_k: int) -> np.ndarray | None:
     """(N,) class scores of one class: classifier, top-k pixels of seg1, or their mean."""
     needs_topk = how in ("topk", "mean")
-    return class_score(how, cls_probs, topk_from_histograms(seg1.hist, top_k) if needs_topk else None)
+    return class_score(how, classifier_probs, topk_from_histograms(seg1.hist, top_k) if needs_topk else None)
 
 
 def member_levels(probs: np.ndarray, truth: np.ndarray, role: str, metric: str = "dice") -> list[int]:

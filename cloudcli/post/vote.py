@@ -80,22 +80,22 @@ def topk(probs: np.ndarray, k: int) -> np.ndarray:
     return top.mean(-1) / 255
 
 
-def class_score(how: str, cls_probs: np.ndarray | None, topk_scores: np.ndarray | None) -> np.ndarray | None:
+def class_score(how: str, classifier_probs: np.ndarray | None, topk_scores: np.ndarray | None) -> np.ndarray | None:
     """Score gating a mask: none, the classifier's probability, the top-k pixel score, or their mean."""
     if how == "none":
         return None
     if how == "classifier":
-        return cls_probs
+        return classifier_probs
     if how == "topk":
         return topk_scores
     if how == "mean":
-        return (cls_probs + topk_scores) / 2
+        return (classifier_probs + topk_scores) / 2
     raise ValueError(f"unknown class score {how!r}; choose from {', '.join(CLASS_SCORES)}")
 
 
-def confident_by_classifier(cls_probs: np.ndarray, low: float, high: float) -> np.ndarray:
+def confident_by_classifier(classifier_probs: np.ndarray, low: float, high: float) -> np.ndarray:
     """(M, C) probabilities -> (M,) True where every class is < low (empty) or > high (present)."""
-    return ((cls_probs < low) | (cls_probs > high)).all(1)
+    return ((classifier_probs < low) | (classifier_probs > high)).all(1)
 
 
 def confident_share(probs: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -56,7 +56,7 @@ def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path, 
                 f"{path}: missing; train it first: `dvc repro` (or cloudcli train --model {name} --fold {fold})"
             )
         summaries.append(json.loads(path.read_text()))
-    if role == "cls":
+    if role == "classifier":
         weights = np.array([s["n_valid"] for s in summaries], dtype=float)
         return {
             k: round(float(np.average([s["metrics"][k] for s in summaries], weights=weights)), 4)

@@ -35,7 +35,7 @@ def run(cfg: EnsembleConfig, predictions: Path, cache_dir: Path, out: Path) -> d
     folders = [model_folder(m, predictions) for m in cfg.members]
     roles = [read_meta(f)["role"] for f in folders]
     for name, role in zip(cfg.members, roles):
-        if role == "cls":
+        if role == "classifier":
             raise ConfigError(f"ensemble.members: {name!r} is a classifier; members are segmentation models")
     oof_ids, oofs = aligned_masks(folders, "oof")
     _, tests = aligned_masks(folders, "test")

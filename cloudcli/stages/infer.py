@@ -21,7 +21,7 @@ from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import load_fold_model, predict, to_uint8
+from cloudcli.engine.predict import load_fold_net, predict, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.ui import info, progress
@@ -35,9 +35,9 @@ def run(
 ) -> None:
     device = pick_device(cfg.device)
     cache = open_cache(cache_dir)
-    fold_models = [load_fold_model(models_dir / model / f"fold{k}", device) for k in cv.folds]
-    settings = fold_models[0][1]
-    role, size = settings["role"], tuple(settings["image_size"])
+    fold_nets = [load_fold_net(models_dir / model / f"fold{k}", device) for k in cv.folds]
+    settings = fold_nets[0][1]
+    role, size = settings["role"], tuple(settings["input_size"])
     if "transpose" in cfg.tta and size[0] != size[1]:
         raise ConfigError(f"infer.tta: transpose needs square inputs, {model} runs at {size[0]}x{size[1]}")
     fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
@@ -50,7 +50,7 @@ def run(
     )
     with atomic_path(out, is_dir=True) as tmp:
         oof = _Sink(tmp, "oof", role, len(oof_rows), score_size, cache.classes)
-        for (net, s), k in zip(fold_models, cv.folds):
+        for (net, s), k in zip(fold_nets, cv.folds):
             rows = np.flatnonzero(folds == k)
             positions = np.searchsorted(oof_rows, rows)
             _predict_into(oof, positions, [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
@@ -59,7 +59,7 @@ def run(
         _predict_into(
             test,
             rows,
-            [n for n, _ in fold_models],
+            [n for n, _ in fold_nets],
             cache,
             rows,
             "test_images",
@@ -81,7 +81,7 @@ def run(
                 "tta": list(cfg.tta),
                 "score_size": list(score_size),
                 "classes": list(cache.classes),
-                "image_size": list(size),
+                "input_size": list(size),
                 "versions": versions(),
             },
         )
@@ -95,7 +95,7 @@ class _Sink:
         self, folder: Path, name: str, role: str, n: int, score_size: tuple[int, int], classes: tuple[str, ...]
     ) -> None:
         self.folder, self.name, self.role, self.classes = folder, name, role, classes
-        if role == "cls":
+        if role == "classifier":
             self.array = np.zeros((n, len(classes)), np.float32)
         else:
             self.array = np.lib.format.open_memmap(
@@ -103,7 +103,7 @@ class _Sink:
             )  # (N, C, H, W) p * 255
 
     def finish(self, index: pd.DataFrame) -> None:
-        if self.role == "cls":
+        if self.role == "classifier":
             index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(self.classes)})
         else:
             self.array.flush()
@@ -127,7 +127,7 @@ def _predict_into(
     title: str,
 ) -> None:
     norm = settings["normalization"]
-    size, cache_size = tuple(settings["image_size"]), tuple(cache.meta["arrays"]["train_images"][1:3])
+    size, cache_size = tuple(settings["input_size"]), tuple(cache.meta["arrays"]["train_images"][1:3])
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
     labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
     ds = CacheDataset(cache.folder, rows, labels, transform, with_masks=False, images=images)
@@ -136,10 +136,10 @@ def _predict_into(
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
             x = batch["image"].to(device, memory_format=torch.channels_last)
-            out_size = sink.array.shape[-2:] if sink.role != "cls" else None
+            out_size = sink.array.shape[-2:] if sink.role != "classifier" else None
             probs = predict(nets, x, cfg.tta, settings["role"], out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
             target = positions[done : done + len(x)]
-            if sink.role == "cls":
+            if sink.role == "classifier":
                 sink.array[target] = probs.cpu().numpy()
             else:
                 sink.array[target] = to_uint8(probs).cpu().numpy()

@@ -48,22 +48,22 @@ def _process(job: tuple) -> np.ndarray | None:
             f"{source.root}: {split} image {source.ids(split)[i]} has {image.shape[2]} bands (channels), the first "
             f"training image {target.shape[3]}; every image of a dataset needs the same bands"
         )
-    target[i] = _resize(image, cfg.image_size)
+    target[i] = _resize(image, cfg.cache_size)
     if split == "test" and not truth:
         return None
     masks = source.masks(split, i)  # (C, H, W) at full size
     if split == "train":
-        _ARRAYS["train_masks"][i] = pack_masks(np.stack([resize_mask(m, cfg.image_size) for m in masks]))
+        _ARRAYS["train_masks"][i] = pack_masks(np.stack([resize_mask(m, cfg.cache_size) for m in masks]))
     _ARRAYS[f"{split}_truth"][i] = pack_masks(np.stack([resize_mask(m, score_size) for m in masks]))
     return masks.reshape(len(masks), -1).sum(1)
 
 
 def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> None:
     source = open_source(data).fit_limits()  # checks the layout; band limits from the training pixels
-    n, m, (h, w), (sh, sw) = len(source.train_ids), len(source.test_ids), cfg.image_size, data.score_size
+    n, m, (h, w), (sh, sw) = len(source.train_ids), len(source.test_ids), cfg.cache_size, data.score_size
     bands = source.image("train", 0).shape[2]
     info(
-        f"preprocess: {data.kind}, {n} train + {m} test images {data.image_size[0]}x{data.image_size[1]}x{bands} -> "
+        f"preprocess: {data.kind}, {n} train + {m} test images {data.raw_size[0]}x{data.raw_size[1]}x{bands} -> "
         f"{h}x{w}, {len(source.classes)} classes, truth masks at {sh}x{sw}, {cfg.workers} workers"
     )
     shapes = {

@@ -41,16 +41,16 @@ PARAMS = ("pseudo", "pseudo_rounds.<round>")
 CHUNK = 32  # test images read at a time
 
 
-def select(cfg: PseudoConfig, cls_probs: np.ndarray | None, seg1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(keep (M,) bool, confidence (M,)) of test images. cls_probs (M, C); seg1 (M, C, H, W) uint8.
+def select(cfg: PseudoConfig, classifier_probs: np.ndarray | None, seg1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keep (M,) bool, confidence (M,)) of test images. classifier_probs (M, C); seg1 (M, C, H, W) uint8.
 
     classifier: confidence = the smallest distance of a class probability beyond its bound (>= 0
     when kept); pixels: the share of confident pixels."""
     if cfg.rule == "classifier":
-        if cls_probs is None:
+        if classifier_probs is None:
             raise DataError("pseudo.rule classifier needs pseudo.classifier")
-        margin = np.maximum(cfg.low - cls_probs, cls_probs - cfg.high).min(1)
-        return confident_by_classifier(cls_probs, cfg.low, cfg.high), margin
+        margin = np.maximum(cfg.low - classifier_probs, classifier_probs - cfg.high).min(1)
+        return confident_by_classifier(classifier_probs, cfg.low, cfg.high), margin
     share = np.concatenate(
         [
             confident_share(np.asarray(seg1[i : i + CHUNK]), cfg.pixel_low, cfg.pixel_high)
@@ -105,20 +105,20 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
     folders = [sources.seg1, *sources.shape]
     roles = [read_meta(f)["role"] for f in folders]
     for folder, role in zip(folders, roles):
-        if role == "cls":
+        if role == "classifier":
             raise DataError(
                 f"{folder}: a classifier's predictions; pseudo.seg1 and pseudo.shape name segmentation models"
             )
     ids, oofs = aligned_masks(folders, "oof")
     test_ids, tests = aligned_masks(folders, "test")
-    cls_folder = sources.classifier
-    cls_oof = None if cls_folder is None else read_classifier(cls_folder, "oof", ids)
-    cls_test = None if cls_folder is None else read_classifier(cls_folder, "test", test_ids)
+    classifier_folder = sources.classifier
+    classifier_oof = None if classifier_folder is None else read_classifier(classifier_folder, "oof", ids)
+    classifier_test = None if classifier_folder is None else read_classifier(classifier_folder, "test", test_ids)
 
-    keep, confidence = select(cfg, cls_test, tests[0])
+    keep, confidence = select(cfg, classifier_test, tests[0])
     info(f"pseudo: {int(keep.sum())} of {len(keep)} test images kept by rule {cfg.rule}")
 
-    fits, levels, empty = _fit(cfg, cache, ids, oofs, roles, cls_oof, folders[0])
+    fits, levels, empty = _fit(cfg, cache, ids, oofs, roles, classifier_oof, folders[0])
     rows = np.flatnonzero(keep)
     kept_ids = [test_ids[i] for i in rows]
     test_row = pd.Index(cache.test["image_id"]).get_indexer(kept_ids)
@@ -144,7 +144,7 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
                 if sources.shape:
                     members = np.stack([np.asarray(t[i]) for t in tests[1:]])  # (S, C, H, W)
                     shape = np.stack([majority(members[:, k], levels[:, k]) for k in range(len(classes))])
-                scores = None if cls_test is None else cls_test[i]
+                scores = None if classifier_test is None else classifier_test[i]
                 masks = postprocess(np.asarray(tests[0][i]), rules, scores, False, shape, shape_levels)
                 small[j] = pack_masks(np.stack([resize_mask(m, cache_size) for m in masks]))
                 if soft is not None:
@@ -182,7 +182,7 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
                 ),
                 "seg1": str(folders[0]),
                 "shape": [str(f) for f in folders[1:]],
-                "classifier": None if cls_folder is None else str(cls_folder),
+                "classifier": None if classifier_folder is None else str(classifier_folder),
                 "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(classes, fits))},
                 "report": report,
                 "versions": versions(),
@@ -200,7 +200,7 @@ def soft_label(probs: list[np.ndarray], masks: np.ndarray, size: tuple[int, int]
     return np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_AREA) for m in mean]).round().astype(np.uint8)
 
 
-def _fit(cfg, cache, ids, oofs, roles, cls_oof, where) -> tuple[list[ClassFit], np.ndarray | None, np.ndarray]:
+def _fit(cfg, cache, ids, oofs, roles, classifier_oof, where) -> tuple[list[ClassFit], np.ndarray | None, np.ndarray]:
     """The base two-stage rules per class fitted on OOF maps, the vote members' levels (S, C) and
     which OOF truth masks are empty (N, C)."""
     truth = oof_truth(cache, ids, where / "oof.csv")
@@ -212,7 +212,7 @@ def _fit(cfg, cache, ids, oofs, roles, cls_oof, where) -> tuple[list[ClassFit], 
         if len(oofs) > 1:
             shape = counts(VoteMaps(oofs[1:], k, "majority", levels[:, k]), inside)
         seg1 = counts(oofs[0][:, k], inside)
-        fits.append(fit_class(seg1, shape, None if cls_oof is None else cls_oof[:, k], cfg.min_areas))
+        fits.append(fit_class(seg1, shape, None if classifier_oof is None else classifier_oof[:, k], cfg.min_areas))
         empty.append(seg1.truth_area == 0)
     return fits, levels, np.stack(empty, 1)
 
@@ -222,6 +222,6 @@ def _rule(fit: ClassFit, levels: np.ndarray | None, k: int) -> dict:
         "level": fit.rule.level,
         "min_area": fit.rule.min_area,
         "shape_level": fit.shape_level,
-        "cls_threshold": fit.rule.cls_threshold,
+        "gate_threshold": fit.rule.gate_threshold,
         "member_levels": None if levels is None else [int(v) for v in levels[:, k]],
     }

@@ -114,7 +114,7 @@ def tuned_pipeline(thresholds: Path, cache, submission: Path, data: DataConfig, 
 
 def model_subject(folder: Path, name: str, cache, tune: TuneConfig) -> Subject:
     """A segmentation model's masks under its own best rule per class, fitted on its OOF maps."""
-    if read_meta(folder).get("role") == "cls":
+    if read_meta(folder).get("role") == "classifier":
         raise DataError(f"{name!r} is a classifier; report.models takes ensemble or segmentation models")
     ids, probs = read_masks(folder, "oof")
     truth = oof_truth(cache, ids, folder / "oof.csv")

@@ -9,7 +9,7 @@ from cloudcli.engine.distributed import setup, teardown
 from cloudcli.engine.fit import fit
 from cloudcli.ui import info
 
-PARAMS = ("model", "train", "augment", "models.{model}")  # {model}: the trained model's name
+PARAMS = ("network", "train", "augment", "models.{model}")  # {model}: the trained model's name
 
 
 def run(

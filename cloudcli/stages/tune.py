@@ -53,16 +53,17 @@ def run(
     seg1_folder = model_folder(cfg.seg1, predictions)
     ids, seg1 = read_masks(seg1_folder, "oof")
     truth = oof_truth(cache, ids, seg1_folder / "oof.csv")
-    uses_cls = cfg.classifier is not None and cfg.class_score in ("classifier", "mean")
-    cls_folder = model_folder(cfg.classifier, predictions) if uses_cls else None
-    cls = read_classifier(cls_folder, "oof", ids) if cls_folder else None
+    uses_classifier = cfg.classifier is not None and cfg.class_score in ("classifier", "mean")
+    classifier_folder = model_folder(cfg.classifier, predictions) if uses_classifier else None
+    classifier_probs = read_classifier(classifier_folder, "oof", ids) if classifier_folder else None
     shapes, shape_folder = _shape_sources(cfg, predictions, ensemble_dir, ids)
     levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
     classes = cache.classes
     truths = [(truth & BITS[k]) != 0 for k in range(len(classes))]
     seg1_counts = [counts(seg1[:, k], truths[k], cfg.min_components, levels) for k in range(len(classes))]
     scores = [
-        scores_of(cfg.class_score, c, None if cls is None else cls[:, k], cfg.top_k) for k, c in enumerate(seg1_counts)
+        scores_of(cfg.class_score, c, None if classifier_probs is None else classifier_probs[:, k], cfg.top_k)
+        for k, c in enumerate(seg1_counts)
     ]
     truth_area = np.stack([c.truth_area for c in seg1_counts], 1)  # (N, C)
     metric = cfg.metric
@@ -111,7 +112,7 @@ def run(
             "min_area": f.rule.min_area,
             "min_component": f.rule.min_component,
             "shape_level": f.shape_level,
-            "cls_threshold": f.rule.cls_threshold,
+            "gate_threshold": f.rule.gate_threshold,
         }
         for name, f in zip(classes, final)
     }
@@ -121,8 +122,10 @@ def run(
             "seg1": str(seg1_folder),
             "shape": None if shape_folder is None else str(shape_folder),
             "shape_is_ensemble": cfg.shape == "ensemble",
-            "classifier": None if cls_folder is None else str(cls_folder),
-            "fitted_on": {str(f): fingerprint(f) for f in (seg1_folder, shape_folder, cls_folder) if f is not None},
+            "classifier": None if classifier_folder is None else str(classifier_folder),
+            "fitted_on": {
+                str(f): fingerprint(f) for f in (seg1_folder, shape_folder, classifier_folder) if f is not None
+            },
             "class_score": cfg.class_score,
             "top_k": cfg.top_k,
             "at_least_one": cfg.at_least_one,

@@ -39,16 +39,16 @@ def test_label_statistics_resemble_the_real_data() -> None:
 
 
 def test_dataset_is_complete_kaggle_format(tiny_demo) -> None:
-    long = read_labels(tiny_demo / "train.csv", (64, 96))
-    wide = to_wide(long)
-    assert len(wide) == 24 and presence(wide).sum(1).min() >= 1
+    long = read_labels(tiny_demo / "train.csv", (64, 96), CLASSES)
+    wide = to_wide(long, CLASSES)
+    assert len(wide) == 24 and presence(wide, CLASSES).sum(1).min() >= 1
     for image_id, row in wide.iterrows():
         for cls in CLASSES:
             if row[cls]:
                 assert decode(row[cls], (64, 96)).any(), (image_id, cls)
     assert read_image(image_paths(tiny_demo, "train", list(wide.index))[0], (64, 96)).shape == (64, 96, 3)
     submission = pd.read_csv(tiny_demo / "sample_submission.csv", keep_default_na=False)
-    truth = read_labels(tiny_demo / "test_truth.csv", (64, 96))
+    truth = read_labels(tiny_demo / "test_truth.csv", (64, 96), CLASSES)
     assert list(submission["Image_Label"]) == list(truth["image_id"] + "_" + truth["cls"])
     assert len(submission) == 6 * 4 and set(submission["EncodedPixels"]) == {"1 1"}
     assert not set(wide.index) & set(truth["image_id"])  # train and test images differ

@@ -38,7 +38,7 @@ def raises_naming(path: Path, *words: str):
 
 def test_long_view_columns_and_line_numbers(tmp_path: Path) -> None:
     rows = image_rows("b.jpg", {"Fish": "1 2", "Sugar": " 5 3 "}) + image_rows("a.jpg", {"Gravel": "24 1"})
-    long = read_labels(write_csv(tmp_path / "train.csv", rows), SHAPE)
+    long = read_labels(write_csv(tmp_path / "train.csv", rows), SHAPE, CLASSES)
     assert list(long.columns) == ["image_id", "cls", "rle", "line"]
     assert list(long["image_id"]) == ["b.jpg"] * 4 + ["a.jpg"] * 4
     assert list(long["cls"]) == list(CLASSES) * 2
@@ -47,13 +47,13 @@ def test_long_view_columns_and_line_numbers(tmp_path: Path) -> None:
 
 
 def test_image_ids_may_contain_underscores(tmp_path: Path) -> None:
-    long = read_labels(write_csv(tmp_path / "train.csv", image_rows("sat_01_b.jpg")))
+    long = read_labels(write_csv(tmp_path / "train.csv", image_rows("sat_01_b.jpg")), None, CLASSES)
     assert set(long["image_id"]) == {"sat_01_b.jpg"}
     assert list(long["cls"]) == list(CLASSES)
 
 
 def test_na_like_values_stay_strings(tmp_path: Path) -> None:
-    long = read_labels(write_csv(tmp_path / "train.csv", image_rows("NA")))
+    long = read_labels(write_csv(tmp_path / "train.csv", image_rows("NA")), None, CLASSES)
     assert list(long["image_id"]) == ["NA"] * 4
     assert list(long["rle"]) == [""] * 4
 
@@ -75,50 +75,50 @@ def test_malformed_rle_names_file_line_and_label(tmp_path: Path, rle: str, words
     rows = image_rows("a.jpg") + image_rows("b.jpg", {"Flower": rle})
     path = write_csv(tmp_path / "train.csv", rows)
     with raises_naming(path, "line 7", "b.jpg_Flower", "malformed RLE", *words):
-        read_labels(path, SHAPE)
+        read_labels(path, SHAPE, CLASSES)
 
 
-def test_rles_are_checked_only_with_an_image_size(tmp_path: Path) -> None:
+def test_rles_are_checked_only_with_a_raw_size(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", image_rows("a.jpg", {"Fish": "1 2 3"}))
-    assert read_labels(path)["rle"].iloc[0] == "1 2 3"
+    assert read_labels(path, None, CLASSES)["rle"].iloc[0] == "1 2 3"
 
 
 def test_an_rle_fitting_exactly_is_valid(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", image_rows("a.jpg", {"Fish": "1 24", "Sugar": "1 1 3 2 24 1"}))
-    assert len(read_labels(path, SHAPE)) == 4
+    assert len(read_labels(path, SHAPE, CLASSES)) == 4
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.csv"
     with raises_naming(path, "not found"):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 @pytest.mark.parametrize("header", ["Image_Label,Pixels", "ImageId,EncodedPixels", "Image_Label"])
 def test_wrong_header(tmp_path: Path, header: str) -> None:
     path = write_csv(tmp_path / "train.csv", image_rows("a.jpg"), header=header)
     with raises_naming(path, "Image_Label,EncodedPixels", header):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 def test_header_only(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", [])
     with raises_naming(path, "no label rows"):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_text("")
     with raises_naming(path):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 def test_not_text(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
     with raises_naming(path):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 def test_row_with_too_many_fields(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_row_with_too_many_fields(tmp_path: Path) -> None:
     rows[2] = (rows[2][0], "1 2,3 4")  # line 4
     path = write_csv(tmp_path / "train.csv", rows)
     with raises_naming(path, "line 4"):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 @pytest.mark.parametrize("label", ["a.jpg_Fsh", "a.jpg_fish", "a.jpg", "a.jpg_"])
@@ -135,14 +135,14 @@ def test_unknown_class(tmp_path: Path, label: str) -> None:
     rows[4] = (label, "")  # line 6
     path = write_csv(tmp_path / "train.csv", rows)
     with raises_naming(path, "line 6", repr(label), "Fish, Flower, Gravel, Sugar"):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 def test_image_missing_a_class_row(tmp_path: Path) -> None:
     rows = image_rows("a.jpg") + [r for r in image_rows("b.jpg") if not r[0].endswith(("_Flower", "_Sugar"))]
     path = write_csv(tmp_path / "train.csv", rows)
     with raises_naming(path, "b.jpg", "Flower, Sugar"):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 def test_duplicated_row(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_duplicated_row(tmp_path: Path) -> None:
     rows.insert(6, rows[1])  # a.jpg_Flower again on line 8
     path = write_csv(tmp_path / "train.csv", rows)
     with raises_naming(path, "line 8", "duplicate", "a.jpg_Flower"):
-        read_labels(path)
+        read_labels(path, None, CLASSES)
 
 
 def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     lines = ["Image_Label,EncodedPixels", "a.jpg_Fish,", "", "a.jpg_Flower,1 2 3", "a.jpg_Gravel,", "a.jpg_Sugar,"]
     path.write_text("\n".join(lines) + "\n")
     with raises_naming(path, "line 4", "a.jpg_Flower"):  # the bad RLE is on line 4 of the file
-        read_labels(path, SHAPE)
+        read_labels(path, SHAPE, CLASSES)
 
 
 # ------------------------------------------------------------------------------------ wide view, presence
@@ -170,14 +170,14 @@ def test_to_wide_keeps_first_appearance_order_and_class_columns(tmp_path: Path) 
         + image_rows("a.jpg", {"Fish": "2 2", "Gravel": "3 3"})
         + image_rows("b.jpg", {"Flower": "4 4"}, order=("Gravel", "Fish", "Sugar", "Flower"))
     )
-    wide = to_wide(read_labels(write_csv(tmp_path / "train.csv", rows)))
+    wide = to_wide(read_labels(write_csv(tmp_path / "train.csv", rows), None, CLASSES), CLASSES)
     assert list(wide.index) == ["c.jpg", "a.jpg", "b.jpg"]  # not sorted
     assert list(wide.columns) == list(CLASSES)
     assert wide.loc["c.jpg"].tolist() == ["", "", "", "1 1"]
     assert wide.loc["a.jpg"].tolist() == ["2 2", "", "3 3", ""]
     assert wide.loc["b.jpg"].tolist() == ["", "4 4", "", ""]
     expected = np.array([[0, 0, 0, 1], [1, 0, 1, 0], [0, 1, 0, 0]], dtype=bool)
-    got = presence(wide)
+    got = presence(wide, CLASSES)
     assert got.dtype == bool and got.shape == (3, 4)
     np.testing.assert_array_equal(got, expected)
 
@@ -187,7 +187,7 @@ def test_presence_ignores_extra_columns() -> None:
         {"Fish": ["1 1", ""], "Flower": ["", ""], "Gravel": ["", "2 2"], "Sugar": ["", ""], "other": ["x", "y"]},
         index=["a.jpg", "b.jpg"],
     )
-    np.testing.assert_array_equal(presence(wide), [[True, False, False, False], [False, False, True, False]])
+    np.testing.assert_array_equal(presence(wide, CLASSES), [[True, False, False, False], [False, False, True, False]])
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -244,7 +244,7 @@ def test_read_image_of_greyscale_jpeg_has_three_channels(tmp_path: Path) -> None
 def test_read_image_checks_the_size(tmp_path: Path, size: tuple[int, int]) -> None:
     path = tmp_path / "a.jpg"
     write_jpeg_rgb(path, np.zeros((*size, 3), np.uint8))
-    with raises_naming(path, f"{size[0]}x{size[1]}", "expected 64x96", "data.image_size"):
+    with raises_naming(path, f"{size[0]}x{size[1]}", "expected 64x96", "data.raw_size"):
         read_image(path, (64, 96))
 
 

@@ -194,9 +194,9 @@ def test_index_masks_accept_0_255_for_one_class() -> None:
 def test_kaggle_source_matches_the_csv_helpers(tiny_demo: Path) -> None:
     data = DataConfig("kaggle_clouds", str(tiny_demo), (64, 96), (32, 48), None, None, (1.0, 99.0), None, None)
     source = open_source(data)
-    wide = to_wide(read_labels(tiny_demo / TRAIN_CSV, (64, 96)))
+    wide = to_wide(read_labels(tiny_demo / TRAIN_CSV, (64, 96), CLASSES), CLASSES)
     assert source.classes == CLASSES and source.train_ids == tuple(wide.index) and source.has_test_truth
-    np.testing.assert_array_equal(source.presence(), presence(wide))
+    np.testing.assert_array_equal(source.presence(), presence(wide, CLASSES))
     masks = source.masks("train", 3)
     expected = np.stack([decode(r, (64, 96)) for r in wide.iloc[3]])
     np.testing.assert_array_equal(masks, expected)
@@ -218,14 +218,14 @@ def test_demo_generators_are_deterministic_and_readable(kind: str, tmp_path: Pat
     generate_kind(kind, tmp_path / "b", spec, workers=1)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     if kind == "chips":
-        data = chips_config(tmp_path / "a", image_size=(32, 32), score_size=(32, 32), band_percentiles=(1.0, 99.0))
+        data = chips_config(tmp_path / "a", raw_size=(32, 32), score_size=(32, 32), band_percentiles=(1.0, 99.0))
         meta = pd.read_csv(tmp_path / "a" / "train_metadata.csv")
         assert list(meta.columns) == ["chip_id", "location", "datetime"] and len(meta) == 6
         tif = tifffile.TiffFile(tmp_path / "a" / "train_features" / meta["chip_id"][0] / "B02.tif")
         assert tif.pages[0].dtype == np.uint16 and tif.geotiff_metadata is not None  # a GeoTIFF
     else:
         data = tiles_config(tmp_path / "a", ("building",))
-        data = replace(data, image_size=(32, 32), score_size=(32, 32))
+        data = replace(data, raw_size=(32, 32), score_size=(32, 32))
     source = open_source(data).fit_limits()
     assert len(source.train_ids) == 6 and len(source.test_ids) == 2 and source.has_test_truth
     assert source.image("test", 1).dtype == np.uint8 and source.masks("test", 1).shape == (1, 32, 32)

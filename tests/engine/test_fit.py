@@ -20,7 +20,7 @@ from cloudcli.stages import train
 
 def run(tiny_cache: Path, out: Path, model: str = "seg1", fold: int = 0, **train_changes) -> dict:
     p = load_params(tiny_cache / "params.yaml")
-    spec = resolve_model(model, p.model, p.train, p.models)
+    spec = resolve_model(model, p.network, p.train, p.models)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **train_changes))
     return train.run(
         spec,
@@ -37,14 +37,14 @@ def tsv_rows(path: Path) -> int:
     return len(path.read_text().strip().splitlines()) - 1
 
 
-@pytest.mark.parametrize(("model", "monitor"), [("seg1", "dice"), ("seg2", "dice_pos"), ("cls", "auc")])
+@pytest.mark.parametrize(("model", "monitor"), [("seg1", "dice"), ("seg2", "dice_pos"), ("classifier", "auc")])
 def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -> None:
     summary = run(tiny_cache, tmp_path, model)
     ckpt = tmp_path / "ckpt"
     assert summary["monitor"] == monitor and summary["epochs"] == 2 and 1 <= summary["best_epoch"] <= 2
     assert json.loads((ckpt / "summary.json").read_text()) == json.loads(json.dumps(summary))
     config = json.loads((ckpt / "config.json").read_text())
-    assert config["model_config"]["encoder"] == "resnet18" and "torch" in config["versions"]
+    assert config["network"]["encoder"] == "resnet18" and "torch" in config["versions"]
     assert config["processes"] == 1
     best, last = checkpoint.load(ckpt / "best.pt"), checkpoint.load(ckpt / "last.pt")  # weights_only=True
     assert last["epoch"] == 1 and best["monitor"] == monitor and set(best["model"]) == set(last["model"])
@@ -53,7 +53,7 @@ def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -
     assert (tmp_path / "live/plots/metrics/lr/decoder.tsv").exists()
     samples = json.loads((tmp_path / "live/metrics.json").read_text())["train"]["samples"]
     assert samples == config["n_train"]  # every training image once per epoch
-    if model != "cls":
+    if model != "classifier":
         n_rows = sum(summary["metrics"]["sums"][4:8])
         assert n_rows == 4 * config["n_valid"]  # every validation (image, class) row once
 
@@ -76,11 +76,11 @@ def test_training_options_run(tiny_cache, tmp_path) -> None:
         clip_grad=1.0,
         ema=0.9,
         encoder_lr_mult=0.1,
-        image_size=(64, 96),  # the cache is 32x64: images and masks are resized on the fly
+        input_size=(64, 96),  # the cache is 32x64: images and masks are resized on the fly
     )
     assert summary["best_epoch"] >= 1
     assert checkpoint.load(tmp_path / "ckpt/last.pt")["ema"] is not None
-    assert json.loads((tmp_path / "ckpt/config.json").read_text())["image_size"] == [64, 96]
+    assert json.loads((tmp_path / "ckpt/config.json").read_text())["input_size"] == [64, 96]
 
 
 def test_changed_settings_start_afresh(tiny_cache, tmp_path) -> None:

@@ -40,7 +40,7 @@ def cache_of(tiny_cache: Path):
 
 def spec_of(tiny_cache: Path, model: str = "seg1", **train_changes):
     p = load_params(tiny_cache / "params.yaml")
-    spec = resolve_model(model, p.model, p.train, p.models)
+    spec = resolve_model(model, p.network, p.train, p.models)
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **train_changes))
 
 
@@ -81,7 +81,7 @@ def pseudo_dir(tiny_cache, tmp_path) -> tuple[Path, pd.DataFrame, np.ndarray]:
 
 
 def normalised(image: np.ndarray, spec) -> np.ndarray:
-    mean, std = normalization(spec.model)
+    mean, std = normalization(spec.network)
     return ((image.astype(np.float32) / 255 - np.array(mean)) / np.array(std)).transpose(2, 0, 1)
 
 
@@ -131,7 +131,7 @@ def test_pseudo_images_join_training_and_never_validation(tiny_cache, pseudo_dir
 
 def test_classifier_training_reads_pseudo_labels_without_masks(tiny_cache, pseudo_dir) -> None:
     folder, images, _ = pseudo_dir
-    cache, spec = cache_of(tiny_cache), spec_of(tiny_cache, "cls")
+    cache, spec = cache_of(tiny_cache), spec_of(tiny_cache, "classifier")
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tiny_cache / "artifacts/folds.csv", 0)
     train_loader, _ = build_loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo_set(folder, cache))
     item = train_loader.dataset[len(train_idx) + 2]
@@ -159,7 +159,9 @@ def test_training_images_in_a_pseudo_set_are_refused(tiny_cache, pseudo_dir, tmp
     clashing = dataclasses.replace(cache, test=test)
     ids = [test["image_id"][r] for r in TEST_ROWS]
     write_pseudo(tmp_path / "clash", ids, TEST_ROWS, masks)
-    assert len(read_pseudo(tmp_path / "clash", list(test["image_id"]), masks.shape[2:]).images) == len(TEST_ROWS)
+    assert len(read_pseudo(tmp_path / "clash", list(test["image_id"]), masks.shape[2:], CLASSES).images) == len(
+        TEST_ROWS
+    )
     with pytest.raises(DataError, match=re.escape(f"1 images are training images (e.g. {train_id})")):
         pseudo_set(tmp_path / "clash", clashing)
 
@@ -168,7 +170,7 @@ def test_read_pseudo_checks_the_set_against_the_cache(tiny_cache, pseudo_dir, tm
     folder, images, masks = pseudo_dir
     cache = cache_of(tiny_cache)
     test_ids, size = list(cache.test["image_id"]), tuple(cache.meta["arrays"]["test_images"][1:3])
-    good = read_pseudo(folder, test_ids, size)
+    good = read_pseudo(folder, test_ids, size, CLASSES)
     assert good.masks.shape == (len(TEST_ROWS), *size)
     assert good.sha1 == set_sha1(folder)
     np.testing.assert_array_equal(good.labels, masks.any((2, 3)))
@@ -195,13 +197,13 @@ def test_read_pseudo_checks_the_set_against_the_cache(tiny_cache, pseudo_dir, tm
     for message, folders in cases.items():
         for f in folders:
             with pytest.raises(DataError, match=re.escape(message)):
-                read_pseudo(f, test_ids, size)
+                read_pseudo(f, test_ids, size, CLASSES)
     (tmp_path / "swapped/images.csv").unlink()
     with pytest.raises(DataError, match=r"images\.csv: missing"):
-        read_pseudo(tmp_path / "swapped", test_ids, size)
+        read_pseudo(tmp_path / "swapped", test_ids, size, CLASSES)
     images.drop(columns="Sugar").to_csv(tmp_path / "past_end/images.csv", index=False)
     with pytest.raises(DataError, match="no column Sugar"):
-        read_pseudo(tmp_path / "past_end", test_ids, size)
+        read_pseudo(tmp_path / "past_end", test_ids, size, CLASSES)
 
 
 def test_a_tiny_training_run_records_the_pseudo_set(tiny_cache, pseudo_dir, tmp_path) -> None:

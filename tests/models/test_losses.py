@@ -5,7 +5,7 @@ import torch
 
 from cloudcli import config
 from cloudcli.models.losses import (
-    CLS_LOSSES,
+    CLASSIFIER_LOSSES,
     SEG_LOSSES,
     BalancedBCELoss,
     PositiveDiceLoss,
@@ -17,7 +17,7 @@ BIG = 100.0  # sigmoid(+-100) is exactly 1 / 0 in float32
 
 
 def test_registries_match_the_names_config_accepts() -> None:
-    assert tuple(SEG_LOSSES) == config.SEG_LOSSES and tuple(CLS_LOSSES) == config.CLS_LOSSES
+    assert tuple(SEG_LOSSES) == config.SEG_LOSSES and tuple(CLASSIFIER_LOSSES) == config.CLASSIFIER_LOSSES
 
 
 def test_soft_dice_pairs_known_answer() -> None:
@@ -64,10 +64,10 @@ def test_perfect_segmentation_has_zero_loss_and_others_have_gradients(name: str)
     assert value.item() > 0 and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", list(CLS_LOSSES))
+@pytest.mark.parametrize("name", list(CLASSIFIER_LOSSES))
 def test_perfect_classification_has_zero_loss(name: str) -> None:
     target = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
-    loss = build_loss("cls", {name: 1.0})
+    loss = build_loss("classifier", {name: 1.0})
     assert loss(torch.where(target > 0, BIG, -BIG), target).item() == pytest.approx(0.0, abs=1e-6)
 
 

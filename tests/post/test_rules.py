@@ -33,16 +33,16 @@ def test_small_components_are_dropped() -> None:
 
 def test_classifier_gate() -> None:
     probs = np.full((2, 2), 255, np.uint8)
-    assert not apply_rule(probs, ClassRule(cls_threshold=0.4), cls_prob=0.4).any()  # <= threshold: gated
-    assert apply_rule(probs, ClassRule(cls_threshold=0.4), cls_prob=0.41).all()
+    assert not apply_rule(probs, ClassRule(gate_threshold=0.4), score=0.4).any()  # <= threshold: gated
+    assert apply_rule(probs, ClassRule(gate_threshold=0.4), score=0.41).all()
 
 
-@pytest.mark.parametrize(("cls_probs", "kept"), [(None, 2), (np.array([0.9, 0.1, 0.2, 0.3]), 0)])
-def test_at_least_one_class(cls_probs, kept: int) -> None:
+@pytest.mark.parametrize(("classifier_probs", "kept"), [(None, 2), (np.array([0.9, 0.1, 0.2, 0.3]), 0)])
+def test_at_least_one_class(classifier_probs, kept: int) -> None:
     probs = np.zeros((4, 2, 2), np.uint8)
     probs[2] = 120  # below every level 127
     probs[0, 0, 0] = 110  # one pixel above class 0's level
     rules = [ClassRule(level=100 if k == kept else 127, min_area=10) for k in range(4)]
-    out = postprocess(probs, rules, cls_probs, at_least_one=True)
+    out = postprocess(probs, rules, classifier_probs, at_least_one=True)
     assert out.sum(axis=(1, 2)).nonzero()[0].tolist() == [kept]  # classifier's choice, else the max pixel
-    assert postprocess(probs, rules, cls_probs).sum() == 0  # without the rule everything is empty
+    assert postprocess(probs, rules, classifier_probs).sum() == 0  # without the rule everything is empty

@@ -53,14 +53,14 @@ def test_gate_scores_equal_brute_force() -> None:
     from cloudcli.post.search import above, gate_scores, histograms, map_dice
 
     probs, truth = random_case(7, n=12)
-    cls_probs = np.random.default_rng(7).random(12)
+    scores = np.random.default_rng(7).random(12)
     hist_all, hist_in = histograms(probs, truth)
     kept = map_dice(above(hist_all), above(hist_in), hist_in.sum(1), column=100, min_area=3)
     thresholds = np.round(np.arange(0, 1, 0.01), 2)
-    fast = gate_scores(kept, hist_in.sum(1) == 0, cls_probs, thresholds)
+    fast = gate_scores(kept, hist_in.sum(1) == 0, scores, thresholds)
     for t, value in zip(thresholds, fast):
         total = 0.0
-        for p, tr, c in zip(probs, truth, cls_probs):
+        for p, tr, c in zip(probs, truth, scores):
             mask = p > 100
             if mask.sum() < 3 or c <= t:
                 mask[:] = False

@@ -74,7 +74,7 @@ def applied(fit, seg1: np.ndarray, truth: np.ndarray, shape=None, score=None) ->
 def test_seg1_alone_equals_brute_force(seed: int) -> None:
     seg1, _, truth, _ = random_case(seed)
     fit = fit_class(counts(seg1, truth), None, None, MIN_AREAS)
-    assert fit.shape_level is None and fit.rule.cls_threshold is None and fit.rule.min_component == 0
+    assert fit.shape_level is None and fit.rule.gate_threshold is None and fit.rule.min_component == 0
     per_map = [dice(apply_rule(p, fit.rule), t) for p, t in zip(seg1, truth)]
     np.testing.assert_allclose(fit.dice, per_map, rtol=0, atol=1e-12)
     assert fit.present.tolist() == [bool(apply_rule(p, fit.rule).any()) for p in seg1]
@@ -135,7 +135,7 @@ def test_gate_equals_postprocess_with_scores(seed: int, rounded: bool, two_stage
     plain = fit_class(c1, c2, None, MIN_AREAS)
     empty = ~truth.reshape(len(truth), -1).any(1)
     swept = np.array([np.where(score <= t, empty, plain.dice).mean() for t in GATES])
-    gate = fit.rule.cls_threshold
+    gate = fit.rule.gate_threshold
     assert gate is not None  # these scores flag image 2's false full mask, so a gate helps
     assert gate == GATES[first_best(swept)[0]] and (score > gate).any()
     assert not rounded or (score == gate).any()
@@ -234,10 +234,10 @@ def test_at_least_one_crafted() -> None:
     assert [f.rule.min_area for f in fits[:3]] == [4, 4, 0]
     present = np.stack([f.present for f in fits], 1)
     assert present.any(1).tolist() == [True, True, False]
-    cls_scores = np.array([[0.9, 0.8, 0.7, 0.1], [0.2, 0.3, 0.9, 0.1], [0.2, 0.7, 0.1, 0.3]])
+    classifier_scores = np.array([[0.9, 0.8, 0.7, 0.1], [0.2, 0.3, 0.9, 0.1], [0.2, 0.7, 0.1, 0.3]])
     fallback = np.stack([top_pixel(counts(probs[:, k], truth[:, k])) for k in range(4)], 1)
     # fits without gates: scores only pick the class kept; postprocess falls back to the max pixel
-    for scores, given in ((cls_scores, cls_scores), (fallback, None)):
+    for scores, given in ((classifier_scores, classifier_scores), (fallback, None)):
         got = at_least_one(fits, scores)
         for i in range(3):
             masks = postprocess(
@@ -276,9 +276,9 @@ def test_top_pixel_and_scores_of() -> None:
     probs[3] = [[3, 17, 9], [1, 0, 16]]
     c = counts(probs, np.zeros(probs.shape, bool))
     np.testing.assert_allclose(top_pixel(c), [0, 200 / 255, 1, 17 / 255])
-    cls_probs = np.array([0.1, 0.2, 0.3, 0.4])
+    classifier_probs = np.array([0.1, 0.2, 0.3, 0.4])
     top2 = topk_from_histograms(c.hist, 2)
     np.testing.assert_allclose(top2, [0, 100 / 255, 1, 33 / 2 / 255])
-    assert np.array_equal(scores_of("classifier", c, cls_probs, 2), cls_probs)
+    assert np.array_equal(scores_of("classifier", c, classifier_probs, 2), classifier_probs)
     np.testing.assert_allclose(scores_of("topk", c, None, 2), top2)
-    np.testing.assert_allclose(scores_of("mean", c, cls_probs, 2), (cls_probs + top2) / 2)
+    np.testing.assert_allclose(scores_of("mean", c, classifier_probs, 2), (classifier_probs + top2) / 2)

@@ -149,17 +149,17 @@ def test_topk_known_answers() -> None:
 
 
 def test_class_score() -> None:
-    cls_probs, topk_scores = np.array([0.2, 0.9, 0.5]), np.array([0.4, 0.1, 0.5])
-    assert np.array_equal(class_score("classifier", cls_probs, topk_scores), cls_probs)
-    assert np.array_equal(class_score("classifier", cls_probs, None), cls_probs)
+    classifier_probs, topk_scores = np.array([0.2, 0.9, 0.5]), np.array([0.4, 0.1, 0.5])
+    assert np.array_equal(class_score("classifier", classifier_probs, topk_scores), classifier_probs)
+    assert np.array_equal(class_score("classifier", classifier_probs, None), classifier_probs)
     assert np.array_equal(class_score("topk", None, topk_scores), topk_scores)
-    np.testing.assert_allclose(class_score("mean", cls_probs, topk_scores), [0.3, 0.5, 0.5])
+    np.testing.assert_allclose(class_score("mean", classifier_probs, topk_scores), [0.3, 0.5, 0.5])
     with pytest.raises(ValueError, match="unknown class score"):
-        class_score("max", cls_probs, topk_scores)
+        class_score("max", classifier_probs, topk_scores)
 
 
 def test_confident_by_classifier_strict() -> None:
-    cls_probs = np.array(
+    classifier_probs = np.array(
         [
             [0.3, 0.9],  # 0.3 is not < 0.3
             [0.29, 0.81],
@@ -169,7 +169,14 @@ def test_confident_by_classifier_strict() -> None:
             [0.95, 0.9],
         ]
     )
-    assert confident_by_classifier(cls_probs, low=0.3, high=0.8).tolist() == [False, True, False, False, True, True]
+    assert confident_by_classifier(classifier_probs, low=0.3, high=0.8).tolist() == [
+        False,
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_confident_share_known_answer() -> None:

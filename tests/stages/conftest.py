@@ -1,5 +1,7 @@
 """Fixtures of the stage tests: out-of-fold predictions of several models on a tiny cache."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +36,7 @@ def oof(tmp_path):
         **{c: truth[:, k].any((1, 2)).astype(int) for k, c in enumerate(CLASSES)}
     ).to_csv(cache / "train.csv", index=False)
     pd.DataFrame({"image_id": ids}).to_csv(cache / "test.csv", index=False)
-    (cache / "meta.json").write_text("{}")
+    (cache / "meta.json").write_text(json.dumps({"classes": list(CLASSES)}))
     order = rng.permutation(n)  # OOF rows in another order than the cache
     oof_ids = list(np.array(ids)[order])
     maps = {"seg1": noisy(40, 120), "seg2": noisy(60, 140), "seg2b": noisy(50, 130), "seg2c": noisy(30, 110)}
@@ -42,6 +44,6 @@ def oof(tmp_path):
         role = "seg1" if name == "seg1" else "seg2"
         save_model(tmp_path / "pred/base" / name, oof_ids, role, probs[order])
         save_model(tmp_path / "pred/base" / name, ids, role, noisy(40, 120), split="test")
-    cls_probs = np.clip(truth.any((2, 3)) * 0.5 + rng.random((n, 4)) * 0.6, 0, 1)
-    save_model(tmp_path / "pred/base/cls", ids, "cls", cls_probs=cls_probs)
-    return tmp_path, {k: v[order] for k, v in maps.items()}, truth[order], cls_probs[order]
+    classifier_probs = np.clip(truth.any((2, 3)) * 0.5 + rng.random((n, 4)) * 0.6, 0, 1)
+    save_model(tmp_path / "pred/base/classifier", ids, "classifier", classifier_probs=classifier_probs)
+    return tmp_path, {k: v[order] for k, v in maps.items()}, truth[order], classifier_probs[order]

@@ -50,8 +50,10 @@ def test_mean_with_weights(oof) -> None:
 
 def test_bad_members_are_clear_errors(oof) -> None:
     root, *_ = oof
-    with pytest.raises(ConfigError, match="'cls' is a classifier"):
-        ensemble.run(EnsembleConfig(("seg2", "cls"), "majority", None, None), root / "pred", root / "cache", root / "e")
+    with pytest.raises(ConfigError, match="'classifier' is a classifier"):
+        ensemble.run(
+            EnsembleConfig(("seg2", "classifier"), "majority", None, None), root / "pred", root / "cache", root / "e"
+        )
     with pytest.raises(DataError, match="no predictions of 'seg9'"):
         ensemble.run(
             EnsembleConfig(("seg2", "seg9"), "majority", None, None), root / "pred", root / "cache", root / "e"

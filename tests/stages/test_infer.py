@@ -9,18 +9,18 @@ import torch.nn.functional as F
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import open_cache
-from cloudcli.engine.predict import load_fold_model
+from cloudcli.engine.predict import load_fold_net
 from cloudcli.errors import ConfigError
 from cloudcli.stages import infer, train
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_cache, tmp_path_factory):
-    """seg1 and cls trained 1 epoch on each of the 3 folds of the tiny cache."""
+    """seg1 and classifier trained 1 epoch on each of the 3 folds of the tiny cache."""
     root = tmp_path_factory.mktemp("trained")
     p = load_params(tiny_cache / "params.yaml")
-    for name in ("seg1", "cls"):
-        spec = resolve_model(name, p.model, p.train, p.models)
+    for name in ("seg1", "classifier"):
+        spec = resolve_model(name, p.network, p.train, p.models)
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=1))
         for fold in (0, 1, 2):
             train.run(
@@ -63,7 +63,7 @@ def test_oof_covers_every_train_image_once_and_matches_a_hand_computation(tiny_c
 
     row = 5  # by hand: the row's own fold model, mean of plain and flipped-back predictions
     image_id, fold = index["image_id"][row], int(index["fold"][row])
-    net, settings = load_fold_model(trained / "models/seg1" / f"fold{fold}", torch.device("cpu"))
+    net, settings = load_fold_net(trained / "models/seg1" / f"fold{fold}", torch.device("cpu"))
     i = int(np.flatnonzero(cache.train["image_id"] == image_id)[0])
     mean, std = (torch.tensor(settings["normalization"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     x = (torch.from_numpy(cache.array("train_images")[i].copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
@@ -74,7 +74,7 @@ def test_oof_covers_every_train_image_once_and_matches_a_hand_computation(tiny_c
 
 
 def test_classifier_tables(tiny_cache, trained) -> None:
-    out = run_infer(tiny_cache, trained, "cls")
+    out = run_infer(tiny_cache, trained, "classifier")
     oof, test = pd.read_csv(out / "oof.csv"), pd.read_csv(out / "test.csv")
     assert len(oof) == 24 and len(test) == 6 and not (out / "oof.npy").exists()
     probs = oof[["Fish", "Flower", "Gravel", "Sugar"]].to_numpy()
@@ -87,7 +87,7 @@ def test_transpose_needs_square_inputs(tiny_cache, trained) -> None:
     assert not (trained / "predictions/seg1_t").exists()
 
 
-@pytest.mark.parametrize("model", ["seg1", "cls"])
+@pytest.mark.parametrize("model", ["seg1", "classifier"])
 def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model) -> None:
     flips = ("none", "hflip", "vflip", "hvflip")
     split = "oof.npy" if model == "seg1" else "oof.csv"

@@ -31,11 +31,11 @@ def cache(tiny_project, monkeypatch):
 
 def test_cache_holds_the_resized_images_and_masks(cache, tiny_project) -> None:
     _, c = cache
-    wide = to_wide(read_labels(tiny_project / "data/train.csv"))
+    wide = to_wide(read_labels(tiny_project / "data/train.csv", None, CLASSES), CLASSES)
     images, masks, truth = c.array("train_images"), c.array("train_masks"), c.array("train_truth")
     assert images.shape == (24, 32, 64, 3) and masks.shape == (24, 32, 64) and truth.shape == (24, 32, 48)
     assert list(c.train["image_id"]) == list(wide.index)
-    np.testing.assert_array_equal(c.train[list(CLASSES)].to_numpy(), presence(wide))
+    np.testing.assert_array_equal(c.train[list(CLASSES)].to_numpy(), presence(wide, CLASSES))
     for i in (0, 7, 23):
         image = read_image(tiny_project / "data/train_images" / wide.index[i], (64, 96))
         np.testing.assert_array_equal(images[i], cv2.resize(image, (64, 32), interpolation=cv2.INTER_AREA))
@@ -45,14 +45,16 @@ def test_cache_holds_the_resized_images_and_masks(cache, tiny_project) -> None:
     submission = pd.read_csv(tiny_project / "data/sample_submission.csv", keep_default_na=False)
     assert list(c.test["image_id"]) == list(pd.unique(submission["Image_Label"].str.rsplit("_", n=1).str[0]))
     assert c.array("test_images").shape == (6, 32, 64, 3)
-    assert c.meta["params"]["preprocess"]["image_size"] == [32, 64] and "numpy" in c.meta["versions"]
+    assert c.meta["params"]["preprocess"]["cache_size"] == [32, 64] and "numpy" in c.meta["versions"]
     stats = json.loads((tiny_project / "metrics.json").read_text())
-    assert stats["n_train"] == 24 and stats["labels_non_empty"] == pytest.approx(presence(wide).mean(), abs=1e-4)
+    assert stats["n_train"] == 24 and stats["labels_non_empty"] == pytest.approx(
+        presence(wide, CLASSES).mean(), abs=1e-4
+    )
 
 
 def test_parallel_workers_write_the_same_bytes(cache, tiny_project) -> None:
     p, _ = cache
-    two = p.preprocess.__class__(image_size=p.preprocess.image_size, workers=2)
+    two = p.preprocess.__class__(cache_size=p.preprocess.cache_size, workers=2)
     preprocess.run(p.data, two, tiny_project / "out2", tiny_project / "metrics2.json")
     for name in ("train_images", "train_masks", "train_truth", "test_images"):
         assert (tiny_project / "out" / f"{name}.npy").read_bytes() == (

@@ -28,7 +28,7 @@ HEADER = ["image_id", "test_row", *CLASSES, "confidence"]
 
 def config(**changes) -> PseudoConfig:
     values = dict(
-        models=("seg2_pl",), seg1="seg1", shape=SHAPE, classifier="cls", rule="classifier", low=0.3, high=0.7,
+        models=("seg2_pl",), seg1="seg1", shape=SHAPE, classifier="classifier", rule="classifier", low=0.3, high=0.7,
         pixel_low=0.1, pixel_high=0.9, min_share=0.9, min_areas=(0, 5, 10, 20), soft=False,
     )  # fmt: skip
     return PseudoConfig(**{**values, **changes})
@@ -162,11 +162,11 @@ def project(oof):
     oof_ids = list(pd.read_csv(root / "pred/base/seg1/oof.csv", dtype={"image_id": str})["image_id"])
     maps, false_blobs = make_maps(rng, truth)
     present = truth.any((2, 3))
-    cls_oof = np.where(present, rng.uniform(0.55, 1.0, present.shape), rng.uniform(0.0, 0.7, present.shape))
-    cls_oof[false_blobs] = rng.uniform(0.0, 0.3, false_blobs.sum())
+    classifier_oof = np.where(present, rng.uniform(0.55, 1.0, present.shape), rng.uniform(0.0, 0.7, present.shape))
+    classifier_oof[false_blobs] = rng.uniform(0.0, 0.3, false_blobs.sum())
     for name, probs in maps.items():
         save_model(root / "pred/base" / name, oof_ids, "seg1" if name == "seg1" else "seg2", probs)
-    save_model(root / "pred/base/cls", oof_ids, "cls", cls_probs=cls_oof)
+    save_model(root / "pred/base/classifier", oof_ids, "classifier", classifier_probs=classifier_oof)
 
     test_ids = [f"t{i:03d}.jpg" for i in range(M)]
     test_truth = blobs(rng, M)
@@ -174,18 +174,20 @@ def project(oof):
     for name, probs in test.items():
         (root / "pred/base" / name / "test.npy").unlink()
         save_model(root / "pred/base" / name, test_ids, "seg1" if name == "seg1" else "seg2", probs, split="test")
-    cls_test = classifier_probs(rng, test_truth)
-    save_model(root / "pred/base/cls", test_ids, "cls", cls_probs=cls_test, split="test")
+    classifier_test = classifier_probs(rng, test_truth)
+    save_model(root / "pred/base/classifier", test_ids, "classifier", classifier_probs=classifier_test, split="test")
     cache_order = list(rng.permutation(test_ids))
     pd.DataFrame({"image_id": cache_order}).to_csv(root / "cache/test.csv", index=False)
-    (root / "cache/meta.json").write_text(json.dumps({"arrays": {"test_images": [M, *CACHE, 3]}}))
+    (root / "cache/meta.json").write_text(
+        json.dumps({"classes": list(CLASSES), "arrays": {"test_images": [M, *CACHE, 3]}})
+    )
     return {
         "root": root,
-        "oof": (maps, truth, cls_oof),
+        "oof": (maps, truth, classifier_oof),
         "test": test,
         "test_ids": test_ids,
         "cache_order": cache_order,
-        "cls_test": cls_test,
+        "classifier_test": classifier_test,
         "test_truth": test_truth,
     }
 
@@ -222,14 +224,14 @@ def brute_force_member_level(probs: np.ndarray, truth: np.ndarray) -> int:
 
 def read_rules(meta: dict) -> tuple[list[ClassRule], list[int], np.ndarray]:
     classes = [meta["rules"][c] for c in CLASSES]
-    rules = [ClassRule(r["level"], r["min_area"], 0, r["cls_threshold"]) for r in classes]
+    rules = [ClassRule(r["level"], r["min_area"], 0, r["gate_threshold"]) for r in classes]
     return rules, [r["shape_level"] for r in classes], np.array([r["member_levels"] for r in classes])  # (C, S)
 
 
-def labels_by_hand(seg1, members, cls, rules, shape_levels, member_levels) -> np.ndarray:
+def labels_by_hand(seg1, members, classifier_probs, rules, shape_levels, member_levels) -> np.ndarray:
     """seg1 decides presence, the 2-member vote (both members above their own level) draws the mask."""
     vote = np.stack([(members[0][k] > member_levels[k, 0]) & (members[1][k] > member_levels[k, 1]) for k in range(4)])
-    return postprocess(seg1, rules, cls, False, vote.astype(np.uint8) * 255, shape_levels)
+    return postprocess(seg1, rules, classifier_probs, False, vote.astype(np.uint8) * 255, shape_levels)
 
 
 def read_labels_csv(path) -> dict[str, np.ndarray]:
@@ -251,10 +253,10 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
     assert json.loads((root / "m.json").read_text()) == made
 
     # which images: brute force from the classifier's CSV
-    with open(root / "pred/base/cls/test.csv", newline="") as f:
-        cls_rows = list(csv.DictReader(f))
+    with open(root / "pred/base/classifier/test.csv", newline="") as f:
+        classifier_rows = list(csv.DictReader(f))
     expected = []
-    for r in cls_rows:
+    for r in classifier_rows:
         kept, margin = brute_margin([float(r[c]) for c in CLASSES], cfg.low, cfg.high)
         if kept:
             expected.append((r["image_id"], margin))
@@ -270,22 +272,24 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
     # the rules: member levels tuned on the OOF maps, rules whose OOF Dice is the one reported
     meta = json.loads((out / "meta.json").read_text())
     rules, shape_levels, member_levels = read_rules(meta)
-    maps, truth, cls_oof = project["oof"]
-    assert all(r.cls_threshold is not None for r in rules)  # the fixture makes the gate pay ...
+    maps, truth, classifier_oof = project["oof"]
+    assert all(r.gate_threshold is not None for r in rules)  # the fixture makes the gate pay ...
     assert (member_levels[:, 0] != member_levels[:, 1]).all()  # ... and its members need other levels
     for s, name in enumerate(SHAPE):
         for k in range(4):
             assert member_levels[k, s] == brute_force_member_level(maps[name][:, k], truth[:, k])
     oof_labels = np.stack(
         [
-            labels_by_hand(maps["seg1"][i], [maps[n][i] for n in SHAPE], cls_oof[i], rules, shape_levels, member_levels)
+            labels_by_hand(
+                maps["seg1"][i], [maps[n][i] for n in SHAPE], classifier_oof[i], rules, shape_levels, member_levels
+            )
             for i in range(len(truth))
         ]
     )
-    assert report["oof"] == pytest.approx(kaggle_dice(oof_labels, truth).as_dict(), abs=1e-12)
+    assert report["oof"] == pytest.approx(kaggle_dice(oof_labels, truth, CLASSES).as_dict(), abs=1e-12)
     assert meta["report"] == json.loads(json.dumps(report)) and meta["rule"] == "classifier"
     assert meta["thresholds"] == {"low": 0.3, "high": 0.7}
-    assert meta["seg1"] == str(root / "pred/base/seg1") and meta["classifier"] == str(root / "pred/base/cls")
+    assert meta["seg1"] == str(root / "pred/base/seg1") and meta["classifier"] == str(root / "pred/base/classifier")
     assert meta["shape"] == [str(root / "pred/base" / n) for n in SHAPE]
 
     # the labels: exactly the two-stage masks, at the score size in labels.csv, at the cache size in masks.npy
@@ -298,7 +302,12 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
     for j, image_id in enumerate(images["image_id"]):
         i = row_of[image_id]
         masks = labels_by_hand(
-            test["seg1"][i], [test[n][i] for n in SHAPE], project["cls_test"][i], rules, shape_levels, member_levels
+            test["seg1"][i],
+            [test[n][i] for n in SHAPE],
+            project["classifier_test"][i],
+            rules,
+            shape_levels,
+            member_levels,
         )
         labels.append(masks)
         for k, c in enumerate(CLASSES):
@@ -312,12 +321,12 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
 
     if with_truth:
         kept_truth = project["test_truth"][[row_of[i] for i in images["image_id"]]]
-        assert report["labels"] == pytest.approx(kaggle_dice(labels, kept_truth).as_dict(), abs=1e-12)
+        assert report["labels"] == pytest.approx(kaggle_dice(labels, kept_truth, CLASSES).as_dict(), abs=1e-12)
         assert report["labels"]["n_rows"] == 4 * len(expected)
     else:
         assert "labels" not in report
 
-    pset = read_pseudo(out, project["cache_order"], CACHE)
+    pset = read_pseudo(out, project["cache_order"], CACHE, CLASSES)
     assert len(pset.images) == len(expected)
     np.testing.assert_array_equal(pset.labels, images[list(CLASSES)].to_numpy())
 
@@ -336,7 +345,7 @@ def test_run_pixels_rule_keeps_images_by_seg1_share(project) -> None:
     assert meta["thresholds"] == {"pixel_low": 0.4, "pixel_high": 0.6, "min_share": min_share}
     assert meta["classifier"] is None
     rules, shape_levels, member_levels = read_rules(meta)
-    assert all(r.cls_threshold is None for r in rules)
+    assert all(r.gate_threshold is None for r in rules)
     decoded = read_labels_csv(root / "out/labels.csv")
     for image_id in kept:
         i = project["test_ids"].index(image_id)
@@ -352,13 +361,13 @@ def test_run_without_shape_models_labels_are_seg1_masks(project) -> None:
     meta = json.loads((root / "out/meta.json").read_text())
     classes = [meta["rules"][c] for c in CLASSES]
     assert all(r["member_levels"] is None and r["shape_level"] is None for r in classes)
-    rules = [ClassRule(r["level"], r["min_area"], 0, r["cls_threshold"]) for r in classes]
+    rules = [ClassRule(r["level"], r["min_area"], 0, r["gate_threshold"]) for r in classes]
     images = pd.read_csv(root / "out/images.csv", dtype={"image_id": str})
     decoded = read_labels_csv(root / "out/labels.csv")
     assert len(images) > 0
     for image_id in images["image_id"]:
         i = project["test_ids"].index(image_id)
-        masks = postprocess(project["test"]["seg1"][i], rules, project["cls_test"][i])
+        masks = postprocess(project["test"]["seg1"][i], rules, project["classifier_test"][i])
         for k, c in enumerate(CLASSES):
             np.testing.assert_array_equal(decoded[f"{image_id}_{c}"], masks[k])
 
@@ -373,21 +382,21 @@ def test_no_image_kept_writes_a_valid_empty_set(project) -> None:
     assert (out / "labels.csv").read_text().splitlines() == ["Image_Label,EncodedPixels"]
     assert np.load(out / "masks.npy").shape == (0, *CACHE)
     assert json.loads((out / "meta.json").read_text())["report"]["images"] == 0
-    pset = read_pseudo(out, project["cache_order"], CACHE)
+    pset = read_pseudo(out, project["cache_order"], CACHE, CLASSES)
     assert len(pset.images) == 0 and pset.masks.shape == (0, *CACHE) and pset.labels.shape == (0, 4)
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"seg1": "cls"}, "pred/base/cls: a classifier's predictions"),
-        ({"shape": ("seg2", "cls")}, "pred/base/cls: a classifier's predictions"),
+        ({"seg1": "classifier"}, "pred/base/classifier: a classifier's predictions"),
+        ({"shape": ("seg2", "classifier")}, "pred/base/classifier: a classifier's predictions"),
         (
             {"seg1": "seg9"},
             "pred/base/seg9: no predictions of 'seg9'; run `dvc repro` (or `cloudcli infer --model seg9`)",
         ),
         ({"shape": ("seg2", "seg9")}, "pred/base/seg9: no predictions of 'seg9'"),
-        ({"classifier": "cls9"}, "pred/base/cls9: no predictions of 'cls9'"),
+        ({"classifier": "classifier9"}, "pred/base/classifier9: no predictions of 'classifier9'"),
         ({"classifier": None}, "needs pseudo.classifier"),
     ],
 )
@@ -423,10 +432,10 @@ def test_a_later_round_labels_with_the_pseudo_models_of_the_round_it_follows(tmp
         ("r1/seg2_pl", "seg2"),
     ):
         save_model(tmp_path / "pred" / folder, ["a"], role, maps)
-    save_model(tmp_path / "pred/base/cls", ["a"], "cls", cls_probs=np.zeros((1, 4)))
+    save_model(tmp_path / "pred/base/classifier", ["a"], "classifier", classifier_probs=np.zeros((1, 4)))
     first = pseudo.Labellers.of_round(config(), RoundConfig("base", {}), tmp_path / "pred")
     assert first == pseudo.Labellers(
-        tmp_path / "pred/base/seg1", tuple(tmp_path / "pred/base" / m for m in SHAPE), tmp_path / "pred/base/cls"
+        tmp_path / "pred/base/seg1", tuple(tmp_path / "pred/base" / m for m in SHAPE), tmp_path / "pred/base/classifier"
     )
     second = pseudo.Labellers.of_round(config(), RoundConfig("r1", {"seg2": "seg2_pl"}), tmp_path / "pred")
     assert second.seg1 == first.seg1 and second.classifier == first.classifier

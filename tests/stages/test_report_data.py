@@ -100,7 +100,7 @@ def yaml_params(folder):
     from helpers import tiny_params
 
     params = tiny_params()
-    params["data"].update(raw="data", image_size=list(SIZE), score_size=[5, 10])
+    params["data"].update(raw="data", raw_size=list(SIZE), score_size=[5, 10])
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -113,8 +113,8 @@ def yaml_params(folder):
 def test_data_report_agrees_with_the_labels(baseline) -> None:
     """summary.json against the masks decoded from train.csv and the folds table."""
     p = load_params(baseline / "params.yaml")
-    wide = to_wide(read_labels(baseline / "data/train.csv"))
-    masks = np.array([[decode(r, p.data.image_size) for r in row] for row in wide.to_numpy()])  # (N, 4, H, W)
+    wide = to_wide(read_labels(baseline / "data/train.csv", None, CLASSES), CLASSES)
+    masks = np.array([[decode(r, p.data.raw_size) for r in row] for row in wide.to_numpy()])  # (N, 4, H, W)
     areas = masks.mean((2, 3))
     s = json.loads((baseline / "reports/data/summary.json").read_text())
     assert s["images"] == len(wide) == 24

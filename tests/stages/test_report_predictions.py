@@ -28,8 +28,8 @@ def test_prediction_report_agrees_with_tune_and_with_a_brute_force_rescore(basel
     assert s["dice_non_empty"] == pytest.approx(tuned["dice_non_empty"], abs=1e-12)
 
     # every per-image Dice, recomputed from the written OOF masks and the labels at full size
-    oof = to_wide(read_labels(out / "ensemble/oof_masks.csv", p.data.score_size))
-    truth = to_wide(read_labels(baseline / "data/train.csv")).loc[oof.index]
+    oof = to_wide(read_labels(out / "ensemble/oof_masks.csv", p.data.score_size, CLASSES), CLASSES)
+    truth = to_wide(read_labels(baseline / "data/train.csv", None, CLASSES), CLASSES).loc[oof.index]
     per_image = pd.read_csv(out / "ensemble/per_image.csv").set_index("image_id").loc[oof.index]
     folds = pd.read_csv(baseline / "artifacts/folds.csv").set_index("image_id")["fold"]
     assert (per_image["fold"] == folds[oof.index]).all()
@@ -37,7 +37,7 @@ def test_prediction_report_agrees_with_tune_and_with_a_brute_force_rescore(basel
     for image_id in oof.index:
         for c in CLASSES:
             pred = decode(oof.loc[image_id, c], p.data.score_size)
-            true = resize_mask(decode(truth.loc[image_id, c], p.data.image_size), p.data.score_size)
+            true = resize_mask(decode(truth.loc[image_id, c], p.data.raw_size), p.data.score_size)
             assert per_image.loc[image_id, c] == pytest.approx(dice(pred, true), abs=1e-6)
             confusion[c][("t" if pred.any() == true.any() else "f") + ("p" if pred.any() else "n")] += 1
     assert s["confusion"] == confusion
@@ -50,7 +50,7 @@ def test_prediction_report_agrees_with_tune_and_with_a_brute_force_rescore(basel
     for q in [*worst, *(out / "ensemble/test").iterdir(), out / "seg2/worst" / worst[0].name.replace("01_", "01_")]:
         if q.exists():
             image = cv2.imread(str(q))
-            assert image.shape[:2] == panel_shape(p.report.tile) and q.stat().st_size < 400_000
+            assert image.shape[:2] == panel_shape(p.report.tile, len(CLASSES)) and q.stat().st_size < 400_000
     assert len(list((out / "ensemble/test").iterdir())) == min(p.report.test_images, 6)
     assert len(list((out / "seg2/worst").iterdir())) == n
 

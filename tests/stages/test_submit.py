@@ -22,23 +22,23 @@ def project(tmp_path, request):
     ids = ["b.jpg", "a.jpg", "c.jpg"]  # the sample order differs from the prediction order below
     probs = rng.integers(0, 256, (3, 4, *SIZE), dtype=np.uint8)
     shape = rng.integers(0, 256, (3, 4, *SIZE), dtype=np.uint8) if request.param else None
-    seg, cls = tmp_path / "pred/base/seg1", tmp_path / "pred/base/cls"
-    seg.mkdir(parents=True), cls.mkdir()
+    seg, classifier = tmp_path / "pred/base/seg1", tmp_path / "pred/base/classifier"
+    seg.mkdir(parents=True), classifier.mkdir()
     for folder, maps in ((seg, probs), (tmp_path / "ens", shape)):
         if maps is not None:
             folder.mkdir(exist_ok=True)
             np.save(folder / "test.npy", maps)
             pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"]}).to_csv(folder / "test.csv", index=False)
-    cls_probs = rng.random((3, 4))
-    pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"], **dict(zip(CLASSES, cls_probs.T))}).to_csv(
-        cls / "test.csv", index=False
+    classifier_probs = rng.random((3, 4))
+    pd.DataFrame({"image_id": ["a.jpg", "b.jpg", "c.jpg"], **dict(zip(CLASSES, classifier_probs.T))}).to_csv(
+        classifier / "test.csv", index=False
     )
     chosen = {
         c: {
             "level": 100 + 20 * k,
             "min_area": 10 * k,
             "min_component": 4 * (k == 2),
-            "cls_threshold": 0.3 if k == 1 else None,
+            "gate_threshold": 0.3 if k == 1 else None,
             "shape_level": 90 + 10 * k if request.param else None,
         }
         for k, c in enumerate(CLASSES)
@@ -46,7 +46,7 @@ def project(tmp_path, request):
     (seg / "meta.json").write_text('{"role": "seg1"}')
     thresholds = {
         "seg1": str(seg), "shape": str(tmp_path / "ens") if request.param else None, "shape_is_ensemble": True,
-        "classifier": str(cls), "class_score": "classifier", "top_k": 5, "at_least_one": False, "classes": chosen,
+        "classifier": str(classifier), "class_score": "classifier", "top_k": 5, "at_least_one": False, "classes": chosen,
         "fitted_on": {str(seg): fingerprint(seg)},
     }  # fmt: skip
     (tmp_path / "t.json").write_text(json.dumps(thresholds))
@@ -56,21 +56,21 @@ def project(tmp_path, request):
     pd.DataFrame({"Image_Label": labels, "EncodedPixels": "1 1"}).to_csv(raw / "sample_submission.csv", index=False)
     write_cache_meta(tmp_path / "cache", ids, SIZE, np.zeros((3, 4, *SIZE), np.uint8))  # empty test truth
     data = kaggle_data(raw, (16, 24), SIZE)
-    return tmp_path, data, probs, cls_probs, chosen, shape
+    return tmp_path, data, probs, classifier_probs, chosen, shape
 
 
 def test_writer_round_trip_and_order(project) -> None:
-    root, data, probs, cls_probs, chosen, shape = project
+    root, data, probs, classifier_probs, chosen, shape = project
     submit.run(data, root / "t.json", root / "cache", root / "sub.csv", root / "m.json")
     sub = pd.read_csv(root / "sub.csv", keep_default_na=False)
     sample = pd.read_csv(root / "data/sample_submission.csv")
     assert list(sub.columns) == ["Image_Label", "EncodedPixels"] and list(sub["Image_Label"]) == list(
         sample["Image_Label"]
     )
-    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in chosen.values()]
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["gate_threshold"]) for c in chosen.values()]
     for i, image_id in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
         levels = [c["shape_level"] for c in chosen.values()]
-        expected = postprocess(probs[i], rules, cls_probs[i], False, None if shape is None else shape[i], levels)
+        expected = postprocess(probs[i], rules, classifier_probs[i], False, None if shape is None else shape[i], levels)
         for k, c in enumerate(CLASSES):
             rle = sub.set_index("Image_Label").loc[f"{image_id}_{c}", "EncodedPixels"]
             np.testing.assert_array_equal(decode(rle, SIZE), expected[k])

@@ -14,7 +14,7 @@ from cloudcli.stages import ensemble, tune
 
 def run_tune(root, **changes):
     values = dict(
-        metric="dice", seg1="seg1", shape="ensemble", classifier="cls", class_score="classifier", top_k=20,
+        metric="dice", seg1="seg1", shape="ensemble", classifier="classifier", class_score="classifier", top_k=20,
         at_least_one=False,
         min_areas=(0, 5, 10, 20), min_components=(0, 3, 8), component_thresholds=(0.4, 0.5, 0.6),
     )  # fmt: skip
@@ -32,14 +32,14 @@ def run_tune(root, **changes):
     return cfg, report, json.loads((root / "t.json").read_text())
 
 
-def apply_chosen(chosen, maps, probs_shape, cls_probs):
+def apply_chosen(chosen, maps, probs_shape, classifier_probs):
     """Masks of every OOF image from thresholds.json, through the same postprocess the submission uses."""
     classes = list(chosen["classes"].values())
-    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["cls_threshold"]) for c in classes]
+    rules = [ClassRule(c["level"], c["min_area"], c["min_component"], c["gate_threshold"]) for c in classes]
     out = []
     for i, seg1 in enumerate(maps["seg1"]):
-        cls = None if chosen["classifier"] is None else cls_probs[i]
-        scores = class_scores(chosen["class_score"], seg1, cls, chosen["top_k"])
+        given = None if chosen["classifier"] is None else classifier_probs[i]
+        scores = class_scores(chosen["class_score"], seg1, given, chosen["top_k"])
         shape = None if probs_shape is None else probs_shape[i]
         out.append(postprocess(seg1, rules, scores, chosen["at_least_one"], shape, [c["shape_level"] for c in classes]))
     return np.stack(out)
@@ -49,14 +49,14 @@ def apply_chosen(chosen, maps, probs_shape, cls_probs):
     ("shape", "members", "classifier", "class_score", "at_least_one"),
     [
         (None, None, None, "none", False),  # seg1 alone, tuned
-        (None, None, "cls", "classifier", False),
-        ("seg2", None, "cls", "mean", True),
-        ("ensemble", ("seg2", "seg2b", "seg2c"), "cls", "classifier", False),
+        (None, None, "classifier", "classifier", False),
+        ("seg2", None, "classifier", "mean", True),
+        ("ensemble", ("seg2", "seg2b", "seg2c"), "classifier", "classifier", False),
         ("ensemble", ("seg2", "seg2b", "seg2c"), None, "topk", True),
     ],
 )
 def test_reported_dice_is_what_the_chosen_rules_give(oof, shape, members, classifier, class_score, at_least_one):
-    root, maps, truth, cls_probs = oof
+    root, maps, truth, classifier_probs = oof
     vote = None
     if members:
         ensemble.run(EnsembleConfig(members, "majority", None, None), root / "pred", root / "cache", root / "ens")
@@ -65,10 +65,10 @@ def test_reported_dice_is_what_the_chosen_rules_give(oof, shape, members, classi
         root, shape=shape, classifier=classifier, class_score=class_score, at_least_one=at_least_one
     )
     probs_shape = {None: None, "seg2": maps["seg2"], "ensemble": vote}[shape]
-    masks = apply_chosen(chosen, maps, probs_shape, cls_probs)
-    assert report["after"]["dice"] == pytest.approx(kaggle_dice(masks, truth).mean, abs=1e-12)
+    masks = apply_chosen(chosen, maps, probs_shape, classifier_probs)
+    assert report["after"]["dice"] == pytest.approx(kaggle_dice(masks, truth, CLASSES).mean, abs=1e-12)
     plain = np.stack([postprocess(p, [ClassRule(level=127)] * 4) for p in maps["seg1"]])
-    assert report["before"]["dice"] == pytest.approx(kaggle_dice(plain, truth).mean, abs=1e-12)
+    assert report["before"]["dice"] == pytest.approx(kaggle_dice(plain, truth, CLASSES).mean, abs=1e-12)
     stages = sorted((root / "stages").iterdir(), key=lambda p: int(p.name.split("_")[0]))
     names = [p.stem.split("_", 1)[1] for p in stages]
     assert names[0] == "seg1" and json.loads(stages[-1].read_text()) == report["after"]

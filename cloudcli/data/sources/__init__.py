@@ -65,5 +65,5 @@ def open_source(data: DataConfig, labels_only: bool = False) -> Source:
         raise DataError(f"{root}: raw data folder not found (data.raw in params.yaml)")
     if data.kind not in SOURCES:
         raise ConfigError(f"data.kind: unknown dataset kind {data.kind!r}; choose from {', '.join(SOURCES)}")
-    common = {"root": root, "classes": classes_of(data), "image_size": tuple(data.image_size)}
+    common = {"root": root, "classes": classes_of(data), "raw_size": tuple(data.raw_size)}
     return SOURCES[data.kind].open(data, common, labels_only)

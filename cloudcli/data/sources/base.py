@@ -22,7 +22,7 @@ SAMPLE_IMAGES = 64  # training images whose pixels give the band percentiles
 
 @dataclass(frozen=True)
 class Source:
-    """A raw dataset: ids, and readers of one image or one image's masks at data.image_size.
+    """A raw dataset: ids, and readers of one image or one image's masks at data.raw_size.
 
     One subclass per kind implements `open`, `raw_image` and `masks`; the rest is shared."""
 
@@ -31,7 +31,7 @@ class Source:
 
     root: Path
     classes: tuple[str, ...]
-    image_size: tuple[int, int]
+    raw_size: tuple[int, int]
     train_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
     has_test_truth: bool  # the demo's hidden test labels are there
@@ -43,7 +43,7 @@ class Source:
     @classmethod
     def open(cls, data: DataConfig, common: dict, labels_only: bool) -> Source:
         """Check the raw folder's layout and list its images; nothing is decoded. `common`: the
-        fields every kind shares (root, classes, image_size)."""
+        fields every kind shares (root, classes, raw_size)."""
         raise NotImplementedError
 
     def raw_image(self, split: str, i: int) -> np.ndarray:
@@ -51,7 +51,7 @@ class Source:
         raise NotImplementedError
 
     def masks(self, split: str, i: int) -> np.ndarray:
-        """(C, H, W) uint8 0/1 masks of one image at data.image_size."""
+        """(C, H, W) uint8 0/1 masks of one image at data.raw_size."""
         raise NotImplementedError
 
     def ids(self, split: str) -> tuple[str, ...]:
@@ -90,7 +90,7 @@ class Source:
 
     def areas(self) -> np.ndarray:
         """(N, C) share of each training image that each class covers (reads every label)."""
-        pixels = self.image_size[0] * self.image_size[1]
+        pixels = self.raw_size[0] * self.raw_size[1]
         n = len(self.classes)
         return np.stack([self.masks("train", i).reshape(n, -1).sum(1) for i in range(len(self.train_ids))]) / pixels
 
@@ -163,7 +163,7 @@ def check_size(path: Path, shape: tuple[int, ...], size: tuple[int, int]) -> Non
     if tuple(shape[:2]) != tuple(size):
         raise DataError(
             f"{path}: raster is {shape[0]}x{shape[1]} (HxW), expected {size[0]}x{size[1]} "
-            "(data.image_size in params.yaml; every band and label of a dataset has one size)"
+            "(data.raw_size in params.yaml; every band and label of a dataset has one size)"
         )
 
 

@@ -47,10 +47,10 @@ class ChipsSource(Source):
 
     def masks(self, split: str, i: int) -> np.ndarray:
         path = self.root / CHIPS_LABELS[split] / f"{self.ids(split)[i]}.tif"
-        return index_to_masks(read_tiff(path, self.image_size, 1)[..., 0], path, len(self.classes))
+        return index_to_masks(read_tiff(path, self.raw_size, 1)[..., 0], path, len(self.classes))
 
     def _band(self, path: Path) -> np.ndarray:
-        band = read_tiff(path, self.image_size, 1)[..., 0]
+        band = read_tiff(path, self.raw_size, 1)[..., 0]
         if band.dtype not in (np.uint8, np.uint16):
             raise DataError(f"{path}: band is {band.dtype}; expected uint8 or uint16")
         return band

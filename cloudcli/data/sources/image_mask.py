@@ -46,11 +46,11 @@ class ImageMaskSource(Source):
     def raw_image(self, split: str, i: int) -> np.ndarray:
         path = find_file(self.root / split / "images", self.ids(split)[i], IMAGE_EXTS)
         if path.suffix.lower() in (".tif", ".tiff"):
-            return read_tiff(path, self.image_size)
+            return read_tiff(path, self.raw_size)
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise DataError(f"{path}: cannot read image (empty or not a valid {path.suffix} file)")
-        check_size(path, image.shape, self.image_size)
+        check_size(path, image.shape, self.raw_size)
         if image.ndim == 2:
             return image[..., None]
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
@@ -62,7 +62,7 @@ class ImageMaskSource(Source):
             raise DataError(f"{path}: cannot read mask (not a PNG/TIFF/BMP image?)")
         if mask.ndim == 3:
             raise DataError(f"{path}: mask has {mask.shape[2]} channels; expected one channel of class indices")
-        check_size(path, mask.shape, self.image_size)
+        check_size(path, mask.shape, self.raw_size)
         return index_to_masks(mask, path, len(self.classes))
 
 

@@ -28,16 +28,16 @@ class KaggleCloudsSource(Source):
         """`labels_only`: train.csv alone; no test images."""
         from cloudcli.data.kaggle import SUBMISSION_CSV, TEST_TRUTH_CSV, TRAIN_CSV, image_paths, read_labels, to_wide
 
-        root = common["root"]
-        wide = to_wide(read_labels(root / TRAIN_CSV, data.image_size))  # validates every RLE first
+        root, classes = common["root"], common["classes"]
+        wide = to_wide(read_labels(root / TRAIN_CSV, data.raw_size, classes), classes)  # validates every RLE first
         if labels_only:
             return cls(**common, train_ids=tuple(wide.index), test_ids=(), has_test_truth=False, rles=wide)
-        test_ids = tuple(pd.unique(read_labels(root / SUBMISSION_CSV)["image_id"]))
+        test_ids = tuple(pd.unique(read_labels(root / SUBMISSION_CSV, None, classes)["image_id"]))
         image_paths(root, "train", list(wide.index)), image_paths(root, "test", list(test_ids))  # all there
         truth = (root / TEST_TRUTH_CSV).is_file()
         rles = wide
         if truth:  # the demo's hidden test labels: one set per test image, none for a training image
-            hidden = to_wide(read_labels(root / TEST_TRUTH_CSV, data.image_size))
+            hidden = to_wide(read_labels(root / TEST_TRUTH_CSV, data.raw_size, classes), classes)
             missing, shared = set(test_ids) - set(hidden.index), set(hidden.index) & set(wide.index)
             if missing or shared:
                 what = f"no labels for {sorted(missing)[0]}" if missing else f"{sorted(shared)[0]} is a training image"
@@ -48,26 +48,26 @@ class KaggleCloudsSource(Source):
     def raw_image(self, split: str, i: int) -> np.ndarray:
         from cloudcli.data.kaggle import IMAGE_DIRS, read_image
 
-        return read_image(self.root / IMAGE_DIRS[split] / self.ids(split)[i], self.image_size)
+        return read_image(self.root / IMAGE_DIRS[split] / self.ids(split)[i], self.raw_size)
 
     def masks(self, split: str, i: int) -> np.ndarray:
         from cloudcli.rle import decode
 
         image_id = self.ids(split)[i]
-        return np.stack([decode(r, self.image_size) for r in self.rles.loc[image_id, list(self.classes)]])
+        return np.stack([decode(r, self.raw_size) for r in self.rles.loc[image_id, list(self.classes)]])
 
     def areas(self) -> np.ndarray:
         """(N, C) coverage from the RLE run lengths alone, nothing decoded."""
         from cloudcli.rle import parse
 
-        pixels = self.image_size[0] * self.image_size[1]
+        pixels = self.raw_size[0] * self.raw_size[1]
         rles = self.rles.loc[list(self.train_ids), list(self.classes)].to_numpy()
-        return np.array([[parse(r, self.image_size)[1].sum() if r else 0 for r in row] for row in rles]) / pixels
+        return np.array([[parse(r, self.raw_size)[1].sum() if r else 0 for r in row] for row in rles]) / pixels
 
     def presence(self) -> np.ndarray:
         from cloudcli.data.kaggle import presence
 
-        return presence(self.rles.loc[list(self.train_ids)])  # the RLEs alone, nothing decoded
+        return presence(self.rles.loc[list(self.train_ids)], self.classes)  # the RLEs alone, nothing decoded
 
     def presence_and_areas(self, need_areas: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if not need_areas:
