@@ -5,7 +5,8 @@ build; checks.py: checks across sections; presets.py: the packaged defaults (def
 repository's params.yaml) and presets/, merged by `cloudcli init`.
 """
 
-from cloudcli.config.loader import ResolvedModel, build, load_params, read_yaml, resolve_model
+from cloudcli.config.checks import report_names
+from cloudcli.config.loader import ResolvedModel, build, load_params, override_ensemble, read_yaml, resolve_model
 from cloudcli.config.schema import (
     CLASSIFIER_LOSSES,
     SEG_LOSSES,
@@ -53,6 +54,8 @@ __all__ = [
     "TuneConfig",
     "build",
     "load_params",
+    "override_ensemble",
     "read_yaml",
+    "report_names",
     "resolve_model",
 ]

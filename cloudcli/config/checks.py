@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cloudcli.config.schema import _check
 from cloudcli.config.schema_post import ROUND_NAME, Params, PseudoConfig, RoundConfig
+from cloudcli.errors import ConfigError
 
 
 def _check_combination(params: Params) -> None:
@@ -50,6 +51,22 @@ def _check_combination(params: Params) -> None:
             f"{m!r} is not ensemble or a segmentation model of cv.models or <pseudo model>@<round> "
             f"({', '.join(every_seg)})",
         )
+
+
+def report_names(params: Params, requested: list[str] | None) -> list[str]:
+    """The reports `cloudcli report predictions --model` asks for (report.models when none): each
+    ensemble or a segmentation model of cv.models or <pseudo model>@<round>."""
+    names = list(requested) if requested else list(params.report.models)
+    models = params.models
+    every = [m for m in params.cv.models if models[m].role != "classifier"]
+    every += [f"{m}@{r}" for r in params.pseudo_rounds for m in params.pseudo.models if models[m].role != "classifier"]
+    for name in names:
+        if name != "ensemble" and name not in every:
+            raise ConfigError(
+                f"--model {name!r}: not ensemble or a segmentation model of cv.models or <pseudo model>@<round> "
+                f"({', '.join(every)})"
+            )
+    return names
 
 
 def _check_classifier(name: str | None, key: str, base: tuple[str, ...], models: dict) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 from cloudcli.config.checks import _check_combination
 from cloudcli.config.schema import CLASSIFIER_LOSSES, SEG_LOSSES, ModelEntry, NetworkConfig, TrainConfig, _check
-from cloudcli.config.schema_post import Params
+from cloudcli.config.schema_post import EnsembleConfig, Params
 from cloudcli.errors import ConfigError
 
 
@@ -90,6 +90,28 @@ def resolve_model(
 def _override(base: Any, changes: dict, where: str) -> Any:
     raw = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(base).items()}
     return build(type(base), {**raw, **changes}, where)
+
+
+def override_ensemble(
+    cfg: EnsembleConfig, vote: str | None, members: str | None, min_votes: int | None, weights: str | None
+) -> EnsembleConfig:
+    """`cfg` with the `cloudcli ensemble` flags laid over it, checked like params.yaml; members and
+    weights are comma-separated. Options of the vote not chosen are dropped."""
+    if all(v is None for v in (vote, members, min_votes, weights)):
+        return cfg
+    raw = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    if members is not None:
+        raw.update(members=[m.strip() for m in members.split(",") if m.strip()], weights=None, min_votes=None)
+    if vote is not None and vote != raw["vote"]:  # options of the other vote do not apply
+        raw.update(vote=vote, min_votes=None, weights=None)
+    if min_votes is not None:
+        raw["min_votes"] = min_votes
+    if weights is not None:
+        try:
+            raw["weights"] = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights must be comma-separated numbers, got {weights!r}") from None
+    return build(EnsembleConfig, raw, "ensemble.")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cloudcli.errors import DataError
+from cloudcli.data.demo import DemoSpec, generate
+from cloudcli.errors import CloudcliError, DataError
 from cloudcli.io import atomic_path
 from cloudcli.parallel import pmap
 from cloudcli.ui import info
@@ -170,6 +171,27 @@ def generate_tiles(out: Path, spec: KindSpec, workers: int) -> None:
         f"demo tiles: {spec.n_train} train + {spec.n_test} test tiles of {spec.height}x{spec.width} in {out}; "
         f"buildings cover {np.mean(cover):.0%} of pixels"
     )
+
+
+DEMO_SIZES = {  # kind -> (n_train, n_test, height, width) by default
+    "kaggle_clouds": (120, 40, 1400, 2100),
+    "chips": (160, 40, 128, 128),
+    "image_mask": (160, 40, 128, 128),
+}
+
+
+def generate_demo(
+    kind: str, out: str | Path, sizes: tuple[int | None, ...], seed: int, workers: int, force: bool
+) -> None:
+    """`cloudcli demo-data`: a dataset of `kind`; `sizes` (n_train, n_test, height, width), None
+    taking DEMO_SIZES's value."""
+    if kind not in DEMO_SIZES:
+        raise CloudcliError(f"--kind: unknown dataset kind {kind!r}; choose from {', '.join(DEMO_SIZES)}")
+    n_train, n_test, height, width = (g if g is not None else d for g, d in zip(sizes, DEMO_SIZES[kind]))
+    if kind == "kaggle_clouds":
+        generate(out, DemoSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
+        return
+    generate_kind(kind, out, KindSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
 
 
 def generate_kind(kind: str, out: str | Path, spec: KindSpec, workers: int = 2, force: bool = False) -> None:

@@ -9,6 +9,7 @@ their predicted masks, and the OOF masks as a Kaggle CSV (what `cloudcli show` r
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,13 @@ def run(
         _draw_test(tmp / "test", subject.test, source, cfg, name)
     info(f"report {name}: OOF {metric} {report[metric]:.4f} over {len(subject.oof.ids)} images; wrote {out}")
     return summary
+
+
+def remove_stale(out: Path, names: list[str]) -> None:
+    """Delete the report folders in `out` other than `names`: the stage's output is exactly the
+    configured reports."""
+    for stale in sorted(set(q.name for q in out.iterdir() if q.is_dir()) - set(names)):
+        shutil.rmtree(out / stale)
 
 
 def tuned_pipeline(thresholds: Path, cache, submission: Path, data: DataConfig, test_images: int) -> Subject:

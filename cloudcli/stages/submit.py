@@ -14,7 +14,8 @@ import pandas as pd
 
 from cloudcli.config import DataConfig
 from cloudcli.data.cache import open_cache, unpack_masks
-from cloudcli.data.kaggle import read_labels, to_wide
+from cloudcli.data.kaggle import SUBMISSION_CSV, read_labels, to_wide
+from cloudcli.data.sources import classes_of
 from cloudcli.errors import DataError
 from cloudcli.io import write_csv, write_json
 from cloudcli.metrics import metric_report, row_counts
@@ -67,6 +68,21 @@ def score(submission: Path, cache, size: tuple[int, int], metric: str = "dice") 
     truth = unpack_masks(cache.array("test_truth")[rows], len(cache.classes))
     inter, area, truth_area = row_counts(preds, truth)
     return metric_report(metric, inter, area, truth_area, cache.classes)
+
+
+def check_submission(path: Path, data: DataConfig, cache_dir: Path) -> int:
+    """`cloudcli submit --check`: validate `path` against the rows a submission must have, Kaggle's
+    sample_submission.csv for kaggle_clouds, else the cache's test images; returns the row count."""
+    if data.kind == "kaggle_clouds":  # the competition's own list of rows
+        reference = Path(data.raw) / SUBMISSION_CSV
+        classes = classes_of(data)
+        rows = read_labels(reference, None, classes)
+        want = list(rows["image_id"] + "_" + rows["cls"])
+    else:
+        reference = cache_dir
+        cache = open_cache(cache_dir)
+        want, classes = expected_labels(cache), cache.classes
+    return check(path, want, data.score_size, classes, str(reference))
 
 
 def check(path: Path, want: list[str], size: tuple[int, int], classes: tuple[str, ...], reference: str) -> int:

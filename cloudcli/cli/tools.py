@@ -1,0 +1,87 @@
+"""Commands around the pipeline: write a params file, a demo dataset, label rasters of a mask CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cloudcli import paths
+from cloudcli.cli.options import ParamsOpt
+from cloudcli.errors import CloudcliError
+
+
+def init(
+    preset: Annotated[
+        str | None, typer.Option(help="Preset laid over the defaults: 3rd_place, chips or image_mask; none by default")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Params file to write")] = Path("params.yaml"),
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
+) -> None:
+    """Write a complete params file: the defaults, or the defaults with a preset's values.
+
+    A preset (cloudcli/config/presets/) holds only what differs from the defaults; the file
+    written keeps the defaults' comments on the values the preset leaves alone.
+    """
+    from cloudcli.config.presets import write_params
+
+    write_params(out, preset, force)
+    print(f"{out}: the defaults" + (f" with preset {preset}" if preset else ""))
+
+
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset to (created)")],
+    kind: Annotated[
+        str, typer.Option(help="Dataset kind: kaggle_clouds, chips (GeoTIFF bands) or image_mask (tiles)")
+    ] = "kaggle_clouds",
+    n_train: Annotated[int | None, typer.Option(help="Training images [kaggle_clouds 120, others 160]")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Test images [40]")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files")] = 0,
+    height: Annotated[int | None, typer.Option(help="Image height [kaggle_clouds 1400, others 128]")] = None,
+    width: Annotated[int | None, typer.Option(help="Image width [kaggle_clouds 2100, others 128]")] = None,
+    workers: Annotated[int, typer.Option(help="Processes drawing images")] = 2,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output folder")] = False,
+) -> None:
+    """Write a synthetic dataset of one kind (params data.kind).
+
+    kaggle_clouds (the default, the dataset data.dvc tracks): train.csv, sample_submission.csv,
+    train_images/, test_images/ and test_truth.csv (the hidden test masks). chips: On Cloud N's
+    layout, 4 uint16 GeoTIFF bands per chip, labels and metadata (cloudcli init --preset chips).
+    image_mask: building tiles, PNG images and masks (cloudcli init --preset image_mask).
+    """
+    from cloudcli.data.demo_kinds import generate_demo
+
+    generate_demo(kind, out, (n_train, n_test, height, width), seed, workers, force)
+
+
+def export_masks(
+    csv: Annotated[Path, typer.Argument(help="Kaggle-format CSV of masks at data.score_size")] = paths.SUBMISSION,
+    out: Annotated[Path, typer.Option(help="Folder to write, one label file per image")] = Path("submission_masks"),
+    fmt: Annotated[str, typer.Option("--format", help="tif (On Cloud N) or png")] = "tif",
+    size: Annotated[
+        tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.raw_size]")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Write one label raster per image of a mask CSV (uint8: 0 background, k = the k-th class).
+
+    For competitions that score label files: On Cloud N takes submission_masks/<chip_id>.tif at the
+    chip's full size. Run `cloudcli submit --check` on the CSV first.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.data.sources import classes_of
+    from cloudcli.export import export_masks as run
+
+    classes = classes_of(p.data)
+    if size is not None and min(size) < 1:
+        raise CloudcliError(f"--size {size[0]} {size[1]}: must be positive")
+    done = run(csv, out, classes, p.data.score_size, size or p.data.raw_size, fmt, force)
+    h, w = done["size"]
+    note = f"; {done['overlap_pixels']} pixels predicted for several classes took the first" * bool(
+        done["overlap_pixels"]
+    )
+    print(f"{out}: {done['images']} label files ({fmt}, {h}x{w} uint8, 0 = background, k = {list(classes)}[k-1]){note}")
