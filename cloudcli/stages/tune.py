@@ -12,6 +12,7 @@ reads as a table, and seg1's Dice-vs-threshold curve of each class.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,29 @@ PARAMS = ("tune",)
 METRIC_NAMES = {"dice": "Dice", "jaccard": "Jaccard", "iou_image": "per-image IoU"}
 
 
+@dataclass(frozen=True)
+class _Oof:
+    """The out-of-fold files tune fits on: seg1's maps, their truth, the classifier's probabilities."""
+
+    ids: list[str]
+    seg1: np.ndarray  # (N, C, H, W) uint8, p*255
+    truth: np.ndarray  # (N, H, W) packed uint8
+    classifier: np.ndarray | None  # (N, C), when the class score uses it
+    seg1_folder: Path
+    classifier_folder: Path | None
+
+
+@dataclass(frozen=True)
+class _Seg1:
+    """seg1's counts per class and what the gates score each image with."""
+
+    truths: list[np.ndarray]  # per class (N, H, W) bool
+    counts: list[Counts]  # per class
+    scores: list[np.ndarray | None]  # per class (N,) class scores; None without a score gate
+    best_class: np.ndarray  # (N, C) scores "at least one" picks a class by
+    truth_area: np.ndarray  # (N, C)
+
+
 def run(
     cfg: TuneConfig,
     predictions: Path,
@@ -50,61 +74,94 @@ def run(
     curves: Path,
 ) -> dict:
     cache = open_cache(cache_dir)
+    classes, metric = cache.classes, cfg.metric
+    oof = _read_oof(cfg, predictions, cache)
+    shapes, shape_folder = _shape_sources(cfg, predictions, ensemble_dir, oof.ids)
+    seg1 = _count_seg1(cfg, oof, len(classes))
+    rows, final = _steps(cfg, seg1, shapes)
+    half = level_of(0.5)  # seg1 at p > 0.5: plain columns come first, column = level
+    plain = (np.stack([c.inter[:, half] for c in seg1.counts], 1), np.stack([c.area[:, half] for c in seg1.counts], 1))
+    report = {
+        "before": metric_report(metric, *plain, seg1.truth_area, classes),
+        "after": metric_report(metric, *rows[-1][1], seg1.truth_area, classes),
+    }
+    write_json(out, _chosen(cfg, oof, shape_folder, final, classes))
+    write_json(metrics, report)
+    _write_stages(stages, rows, seg1.truth_area, classes, metric)
+    curve = {"threshold": (LEVELS / 255).round(4)}
+    for name, c in zip(classes, seg1.counts):
+        curve[name] = best(c, cfg.min_areas, metric).scores[: len(LEVELS)].max(1).round(6)
+    write_csv(curves, pd.DataFrame(curve))
+    _print_table(rows, seg1.truth_area, classes, metric)
+    name = METRIC_NAMES[metric]
+    before, after = report["before"][metric], report["after"][metric]
+    info(f"tune: CV {name} {before:.4f} (seg1, p > 0.5) -> {after:.4f} (tuned)")
+    return report
+
+
+def _read_oof(cfg: TuneConfig, predictions: Path, cache) -> _Oof:
     seg1_folder = model_folder(cfg.seg1, predictions)
     ids, seg1 = read_masks(seg1_folder, "oof")
     truth = oof_truth(cache, ids, seg1_folder / "oof.csv")
     uses_classifier = cfg.classifier is not None and cfg.class_score in ("classifier", "mean")
     classifier_folder = model_folder(cfg.classifier, predictions) if uses_classifier else None
     classifier_probs = read_classifier(classifier_folder, "oof", ids) if classifier_folder else None
-    shapes, shape_folder = _shape_sources(cfg, predictions, ensemble_dir, ids)
+    return _Oof(ids, seg1, truth, classifier_probs, seg1_folder, classifier_folder)
+
+
+def _count_seg1(cfg: TuneConfig, oof: _Oof, n_classes: int) -> _Seg1:
     levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
-    classes = cache.classes
-    truths = [(truth & BITS[k]) != 0 for k in range(len(classes))]
-    seg1_counts = [counts(seg1[:, k], truths[k], cfg.min_components, levels) for k in range(len(classes))]
+    truths = [(oof.truth & BITS[k]) != 0 for k in range(n_classes)]
+    seg1_counts = [counts(oof.seg1[:, k], truths[k], cfg.min_components, levels) for k in range(n_classes)]
     scores = [
-        scores_of(cfg.class_score, c, None if classifier_probs is None else classifier_probs[:, k], cfg.top_k)
+        scores_of(cfg.class_score, c, None if oof.classifier is None else oof.classifier[:, k], cfg.top_k)
         for k, c in enumerate(seg1_counts)
     ]
     truth_area = np.stack([c.truth_area for c in seg1_counts], 1)  # (N, C)
-    metric = cfg.metric
-
     best_class = np.stack(scores if scores[0] is not None else [top_pixel(c) for c in seg1_counts], 1)
-    gate = "+classifier" if cfg.class_score == "classifier" else f"+{cfg.class_score} score gate"
+    return _Seg1(truths, seg1_counts, scores, best_class, truth_area)
 
-    def pipeline(shape_counts: list[Counts] | None) -> tuple[list[ClassFit], list[tuple[str, tuple]]]:
-        """Fits of every class and the counts after each step: seg1 gate, score gate, at least one."""
-        shape_counts = shape_counts or [None] * len(classes)
-        fits = [fit_class(c, s, None, cfg.min_areas, metric) for c, s in zip(seg1_counts, shape_counts)]
-        steps = [] if shape_counts[0] is None else [("+seg1 gate", _stack(fits))]
-        if scores[0] is not None:
-            fits = [fit_class(c, s, sc, cfg.min_areas, metric) for c, s, sc in zip(seg1_counts, shape_counts, scores)]
-            steps.append((gate, _stack(fits)))
-        if cfg.at_least_one:
-            steps.append(("+at least one", at_least_one_counts(fits, best_class)))
-        return fits, steps
 
-    rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas, metric) for c in seg1_counts))]
+def _steps(cfg: TuneConfig, seg1: _Seg1, shapes: list) -> tuple[list[tuple[str, tuple]], list[ClassFit]]:
+    """(step name, (N, C) counts) of each step in report order, and the final fit of every class."""
+    metric = cfg.metric
+    rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas, metric) for c in seg1.counts))]
     final: list[ClassFit] = []
     memo: dict[str, list[Counts]] = {}  # counts of each shape source, computed once
     for step, maps in shapes:
         if maps is not None and maps.label not in memo:
-            memo[maps.label] = [counts(maps(k), truths[k]) for k in range(len(classes))]
+            memo[maps.label] = [counts(maps(k), seg1.truths[k]) for k in range(len(seg1.counts))]
         shape_counts = None if maps is None else memo[maps.label]
         if step in ("alone", "vote"):  # a shape model or the vote on its own, tuned like seg1
             rows.append((maps.label, _stack(_alone(c, cfg.min_areas, metric) for c in shape_counts)))
         elif step == "combined":
-            final, steps = pipeline(shape_counts)
+            final, steps = _combined(cfg, seg1, shape_counts)
             rows += steps
         else:  # the same with the pseudo-label members in the vote
-            final, steps = pipeline(shape_counts)
+            final, steps = _combined(cfg, seg1, shape_counts)
             rows.append(("+pseudo labels", steps[-1][1]))
+    return rows, final
 
-    half = level_of(0.5)  # seg1 at p > 0.5: plain columns come first, column = level
-    plain = (np.stack([c.inter[:, half] for c in seg1_counts], 1), np.stack([c.area[:, half] for c in seg1_counts], 1))
-    report = {
-        "before": metric_report(metric, *plain, truth_area, classes),
-        "after": metric_report(metric, *rows[-1][1], truth_area, classes),
-    }
+
+def _combined(
+    cfg: TuneConfig, seg1: _Seg1, shape_counts: list[Counts] | None
+) -> tuple[list[ClassFit], list[tuple[str, tuple]]]:
+    """Fits of every class and the counts after each step: seg1 gate, score gate, at least one."""
+    metric, scores = cfg.metric, seg1.scores
+    shape_counts = shape_counts or [None] * len(seg1.counts)
+    fits = [fit_class(c, s, None, cfg.min_areas, metric) for c, s in zip(seg1.counts, shape_counts)]
+    steps = [] if shape_counts[0] is None else [("+seg1 gate", _stack(fits))]
+    if scores[0] is not None:
+        fits = [fit_class(c, s, sc, cfg.min_areas, metric) for c, s, sc in zip(seg1.counts, shape_counts, scores)]
+        gate = "+classifier" if cfg.class_score == "classifier" else f"+{cfg.class_score} score gate"
+        steps.append((gate, _stack(fits)))
+    if cfg.at_least_one:
+        steps.append(("+at least one", at_least_one_counts(fits, seg1.best_class)))
+    return fits, steps
+
+
+def _chosen(cfg: TuneConfig, oof: _Oof, shape_folder: Path | None, final: list[ClassFit], classes: tuple) -> dict:
+    """thresholds.json: the folders fitted on (with fingerprints) and each class's chosen values."""
     chosen = {
         name: {
             "level": f.rule.level,
@@ -116,33 +173,18 @@ def run(
         }
         for name, f in zip(classes, final)
     }
-    write_json(
-        out,
-        {
-            "seg1": str(seg1_folder),
-            "shape": None if shape_folder is None else str(shape_folder),
-            "shape_is_ensemble": cfg.shape == "ensemble",
-            "classifier": None if classifier_folder is None else str(classifier_folder),
-            "fitted_on": {
-                str(f): fingerprint(f) for f in (seg1_folder, shape_folder, classifier_folder) if f is not None
-            },
-            "class_score": cfg.class_score,
-            "top_k": cfg.top_k,
-            "at_least_one": cfg.at_least_one,
-            "classes": chosen,
-        },
-    )
-    write_json(metrics, report)
-    _write_stages(stages, rows, truth_area, classes, metric)
-    curve = {"threshold": (LEVELS / 255).round(4)}
-    for name, c in zip(classes, seg1_counts):
-        curve[name] = best(c, cfg.min_areas, metric).scores[: len(LEVELS)].max(1).round(6)
-    write_csv(curves, pd.DataFrame(curve))
-    _print_table(rows, truth_area, classes, metric)
-    name = METRIC_NAMES[metric]
-    before, after = report["before"][metric], report["after"][metric]
-    info(f"tune: CV {name} {before:.4f} (seg1, p > 0.5) -> {after:.4f} (tuned)")
-    return report
+    folders = (oof.seg1_folder, shape_folder, oof.classifier_folder)
+    return {
+        "seg1": str(oof.seg1_folder),
+        "shape": None if shape_folder is None else str(shape_folder),
+        "shape_is_ensemble": cfg.shape == "ensemble",
+        "classifier": None if oof.classifier_folder is None else str(oof.classifier_folder),
+        "fitted_on": {str(f): fingerprint(f) for f in folders if f is not None},
+        "class_score": cfg.class_score,
+        "top_k": cfg.top_k,
+        "at_least_one": cfg.at_least_one,
+        "classes": chosen,
+    }
 
 
 class _Maps:
