@@ -99,63 +99,28 @@ def run(
     return report
 
 
+@dataclass(frozen=True)
+class _Split:
+    """One split's predictions by the labellers, rows aligned across models."""
+
+    ids: list[str]
+    maps: list[np.ndarray]  # (N, C, H, W) uint8 per model: seg1, then the shape models
+    classifier: np.ndarray | None  # (N, C)
+
+
 def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> dict:
     """Select confident test images with `sources` and write their labels to `out`; the report."""
     cache = open_cache(cache_dir)
-    folders = [sources.seg1, *sources.shape]
-    roles = [read_meta(f)["role"] for f in folders]
-    for folder, role in zip(folders, roles):
-        if role == "classifier":
-            raise DataError(
-                f"{folder}: a classifier's predictions; pseudo.seg1 and pseudo.shape name segmentation models"
-            )
-    ids, oofs = aligned_masks(folders, "oof")
-    test_ids, tests = aligned_masks(folders, "test")
-    classifier_folder = sources.classifier
-    classifier_oof = None if classifier_folder is None else read_classifier(classifier_folder, "oof", ids)
-    classifier_test = None if classifier_folder is None else read_classifier(classifier_folder, "test", test_ids)
-
-    keep, confidence = select(cfg, classifier_test, tests[0])
+    oof, test, roles = _read(sources)
+    keep, confidence = select(cfg, test.classifier, test.maps[0])
     info(f"pseudo: {int(keep.sum())} of {len(keep)} test images kept by rule {cfg.rule}")
-
-    fits, levels, empty = _fit(cfg, cache, ids, oofs, roles, classifier_oof, folders[0])
+    fits, levels, empty = _fit(cfg, cache, oof.ids, oof.maps, roles, oof.classifier, sources.seg1)
     rows = np.flatnonzero(keep)
-    kept_ids = [test_ids[i] for i in rows]
-    test_row = pd.Index(cache.test["image_id"]).get_indexer(kept_ids)
-    if (test_row < 0).any():
-        raise DataError(f"{folders[0] / 'test.csv'}: images not in {cache.folder}; rerun `dvc repro infer`")
+    kept_ids = [test.ids[i] for i in rows]
+    test_row, truths = _kept(cache, kept_ids, sources.seg1)
     classes = cache.classes
-    truths = None  # the demos know the test masks: how good are the labels?
-    if cache.has_test_truth and kept_ids:
-        truths = unpack_masks(cache.array("test_truth")[test_row], len(classes))  # (K, C, H, W)
-    cache_size = tuple(cache.meta["arrays"]["test_images"][1:3])
-    rules, shape_levels = [f.rule for f in fits], [f.shape_level for f in fits]
-    presence = np.zeros((len(rows), len(classes)), int)
-    label_dice = np.zeros((len(rows), len(classes)))
-    rles: list[str] = []
     with atomic_path(out, is_dir=True) as tmp:
-        small = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(rows), *cache_size))
-        soft = None  # soft labels: (K, C, h, w) uint8 mean probability of the label models, p * 255
-        if cfg.soft:
-            soft = np.lib.format.open_memmap(tmp / "soft.npy", "w+", np.uint8, (len(rows), len(classes), *cache_size))
-        with progress("pseudo labels", len(rows), "images") as advance:
-            for j, i in enumerate(rows):
-                shape = None
-                if sources.shape:
-                    members = np.stack([np.asarray(t[i]) for t in tests[1:]])  # (S, C, H, W)
-                    shape = np.stack([majority(members[:, k], levels[:, k]) for k in range(len(classes))])
-                scores = None if classifier_test is None else classifier_test[i]
-                masks = postprocess(np.asarray(tests[0][i]), rules, scores, False, shape, shape_levels)
-                small[j] = pack_masks(np.stack([resize_mask(m, cache_size) for m in masks]))
-                if soft is not None:
-                    soft[j] = soft_label([np.asarray(t[i]) for t in tests], masks, cache_size)
-                presence[j] = masks.reshape(len(masks), -1).any(1)
-                rles += [encode(m) for m in masks]
-                if truths is not None:
-                    label_dice[j] = dice_from_counts(*row_counts(masks[None], truths[j][None]))[0]
-                advance(1)
-        small.flush()
-        del small, soft
+        presence, label_dice, rles = _write_masks(tmp, cfg.soft, test, rows, fits, levels, cache, truths)
         table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
         table = table.assign(**{c: presence[:, k] for k, c in enumerate(classes)}, confidence=confidence[rows].round(6))
         write_csv(tmp / "images.csv", table)
@@ -170,26 +135,93 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
         if truths is not None:
             empty_truth = truths.reshape(len(rows), len(classes), -1).max(2) == 0
             report["labels"] = summarize(label_dice, empty_truth, classes).as_dict()
-        write_json(
-            tmp / "meta.json",
-            {
-                "rule": cfg.rule,
-                "soft": cfg.soft,
-                "thresholds": (
-                    {"low": cfg.low, "high": cfg.high}
-                    if cfg.rule == "classifier"
-                    else {"pixel_low": cfg.pixel_low, "pixel_high": cfg.pixel_high, "min_share": cfg.min_share}
-                ),
-                "seg1": str(folders[0]),
-                "shape": [str(f) for f in folders[1:]],
-                "classifier": None if classifier_folder is None else str(classifier_folder),
-                "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(classes, fits))},
-                "report": report,
-                "versions": versions(),
-            },
-        )
+        write_json(tmp / "meta.json", _meta(cfg, sources, fits, levels, classes, report))
     info(f"pseudo: wrote {out} ({len(rows)} images, labels' OOF Dice {report['oof']['dice']:.4f})")
     return report
+
+
+def _read(sources: Labellers) -> tuple[_Split, _Split, list[str]]:
+    """The labellers' out-of-fold and test predictions, and the role of each segmentation model."""
+    folders = [sources.seg1, *sources.shape]
+    roles = [read_meta(f)["role"] for f in folders]
+    for folder, role in zip(folders, roles):
+        if role == "classifier":
+            raise DataError(
+                f"{folder}: a classifier's predictions; pseudo.seg1 and pseudo.shape name segmentation models"
+            )
+    ids, oofs = aligned_masks(folders, "oof")
+    test_ids, tests = aligned_masks(folders, "test")
+    classifier_folder = sources.classifier
+    classifier_oof = None if classifier_folder is None else read_classifier(classifier_folder, "oof", ids)
+    classifier_test = None if classifier_folder is None else read_classifier(classifier_folder, "test", test_ids)
+    return _Split(ids, oofs, classifier_oof), _Split(test_ids, tests, classifier_test), roles
+
+
+def _kept(cache, kept_ids: list[str], seg1: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kept images' rows in the cache's test arrays and, where the cache has them
+    (the demos know the test masks: how good are the labels?), their true masks (K, C, H, W)."""
+    test_row = pd.Index(cache.test["image_id"]).get_indexer(kept_ids)
+    if (test_row < 0).any():
+        raise DataError(f"{seg1 / 'test.csv'}: images not in {cache.folder}; rerun `dvc repro infer`")
+    truths = None
+    if cache.has_test_truth and kept_ids:
+        truths = unpack_masks(cache.array("test_truth")[test_row], len(cache.classes))  # (K, C, H, W)
+    return test_row, truths
+
+
+def _write_masks(
+    tmp: Path, soft_labels: bool, test: _Split, rows: np.ndarray, fits: list[ClassFit], levels, cache, truths
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Label the kept test `rows` into masks.npy (and soft.npy); (K, C) presence, (K, C) Dice
+    against the true masks (0 without them) and the RLE of every mask at the predictions' size."""
+    classes = cache.classes
+    cache_size = tuple(cache.meta["arrays"]["test_images"][1:3])
+    rules, shape_levels = [f.rule for f in fits], [f.shape_level for f in fits]
+    presence = np.zeros((len(rows), len(classes)), int)
+    label_dice = np.zeros((len(rows), len(classes)))
+    rles: list[str] = []
+    small = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(rows), *cache_size))
+    soft = None  # soft labels: (K, C, h, w) uint8 mean probability of the label models, p * 255
+    if soft_labels:
+        soft = np.lib.format.open_memmap(tmp / "soft.npy", "w+", np.uint8, (len(rows), len(classes), *cache_size))
+    with progress("pseudo labels", len(rows), "images") as advance:
+        for j, i in enumerate(rows):
+            shape = None
+            if len(test.maps) > 1:
+                members = np.stack([np.asarray(t[i]) for t in test.maps[1:]])  # (S, C, H, W)
+                shape = np.stack([majority(members[:, k], levels[:, k]) for k in range(len(classes))])
+            scores = None if test.classifier is None else test.classifier[i]
+            masks = postprocess(np.asarray(test.maps[0][i]), rules, scores, False, shape, shape_levels)
+            small[j] = pack_masks(np.stack([resize_mask(m, cache_size) for m in masks]))
+            if soft is not None:
+                soft[j] = soft_label([np.asarray(t[i]) for t in test.maps], masks, cache_size)
+            presence[j] = masks.reshape(len(masks), -1).any(1)
+            rles += [encode(m) for m in masks]
+            if truths is not None:
+                label_dice[j] = dice_from_counts(*row_counts(masks[None], truths[j][None]))[0]
+            advance(1)
+    small.flush()
+    del small, soft
+    return presence, label_dice, rles
+
+
+def _meta(cfg: PseudoConfig, sources: Labellers, fits: list[ClassFit], levels, classes: tuple, report: dict) -> dict:
+    """meta.json of the set: the rule and thresholds, the labellers, each class's fitted rule."""
+    return {
+        "rule": cfg.rule,
+        "soft": cfg.soft,
+        "thresholds": (
+            {"low": cfg.low, "high": cfg.high}
+            if cfg.rule == "classifier"
+            else {"pixel_low": cfg.pixel_low, "pixel_high": cfg.pixel_high, "min_share": cfg.min_share}
+        ),
+        "seg1": str(sources.seg1),
+        "shape": [str(f) for f in sources.shape],
+        "classifier": None if sources.classifier is None else str(sources.classifier),
+        "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(classes, fits))},
+        "report": report,
+        "versions": versions(),
+    }
 
 
 def soft_label(probs: list[np.ndarray], masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
