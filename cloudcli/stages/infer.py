@@ -35,57 +35,57 @@ def run(
 ) -> None:
     device = pick_device(cfg.device)
     cache = open_cache(cache_dir)
-    fold_nets = [load_fold_net(models_dir / model / f"fold{k}", device) for k in cv.folds]
+    fold_nets = _load_fold_nets(model, models_dir, cv, cfg, device)
     settings = fold_nets[0][1]
-    role, size = settings["role"], tuple(settings["input_size"])
-    if "transpose" in cfg.tta and size[0] != size[1]:
-        raise ConfigError(f"infer.tta: transpose needs square inputs, {model} runs at {size[0]}x{size[1]}")
-    fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
-    folds = fold_of.loc[list(cache.train["image_id"])].to_numpy()
-    oof_rows = np.flatnonzero(np.isin(folds, cv.folds))  # cache rows predicted out of fold
+    folds, oof_rows = _oof_rows(cache, folds_csv, cv)
     score_size = tuple(cache.meta["arrays"]["train_truth"][1:3])
     info(
         f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
         f"TTA {'+'.join(cfg.tta)}, on {device}"
     )
     with atomic_path(out, is_dir=True) as tmp:
-        oof = _Sink(tmp, "oof", role, len(oof_rows), score_size, cache.classes)
+        oof = _Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes)
         for (net, s), k in zip(fold_nets, cv.folds):
             rows = np.flatnonzero(folds == k)
             positions = np.searchsorted(oof_rows, rows)
             _predict_into(oof, positions, [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
-        test = _Sink(tmp, "test", role, len(cache.test), score_size, cache.classes)
-        rows = np.arange(len(cache.test))
-        _predict_into(
-            test,
-            rows,
-            [n for n, _ in fold_nets],
-            cache,
-            rows,
-            "test_images",
-            settings,
-            cfg,
-            device,
-            f"infer {model} test",
-        )
-        oof.finish(
-            pd.DataFrame({"image_id": cache.train["image_id"].iloc[oof_rows].to_numpy(), "fold": folds[oof_rows]})
-        )
+        test = _Sink(tmp, "test", settings["role"], len(cache.test), score_size, cache.classes)
+        rows, nets = np.arange(len(cache.test)), [n for n, _ in fold_nets]
+        _predict_into(test, rows, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
+        oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
+        oof.finish(pd.DataFrame({"image_id": oof_ids, "fold": folds[oof_rows]}))
         test.finish(pd.DataFrame({"image_id": cache.test["image_id"]}))
-        write_json(
-            tmp / "meta.json",
-            {
-                "model": model,
-                "role": role,
-                "folds": list(cv.folds),
-                "tta": list(cfg.tta),
-                "score_size": list(score_size),
-                "classes": list(cache.classes),
-                "input_size": list(size),
-                "versions": versions(),
-            },
-        )
+        write_json(tmp / "meta.json", _meta(model, settings, cv, cfg, score_size, cache.classes))
     info(f"infer {model}: wrote {out}")
+
+
+def _load_fold_nets(model: str, models_dir: Path, cv: CvConfig, cfg: InferConfig, device: torch.device) -> list:
+    """(net, settings) of each fold model in cv.folds; the TTA must suit their input size."""
+    fold_nets = [load_fold_net(models_dir / model / f"fold{k}", device) for k in cv.folds]
+    size = tuple(fold_nets[0][1]["input_size"])
+    if "transpose" in cfg.tta and size[0] != size[1]:
+        raise ConfigError(f"infer.tta: transpose needs square inputs, {model} runs at {size[0]}x{size[1]}")
+    return fold_nets
+
+
+def _oof_rows(cache: Cache, folds_csv: Path, cv: CvConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The fold of every cache training row, and the rows predicted out of fold (in cv.folds)."""
+    fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
+    folds = fold_of.loc[list(cache.train["image_id"])].to_numpy()
+    return folds, np.flatnonzero(np.isin(folds, cv.folds))
+
+
+def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size: tuple, classes: tuple) -> dict:
+    return {
+        "model": model,
+        "role": settings["role"],
+        "folds": list(cv.folds),
+        "tta": list(cfg.tta),
+        "score_size": list(score_size),
+        "classes": list(classes),
+        "input_size": list(settings["input_size"]),
+        "versions": versions(),
+    }
 
 
 class _Sink:
