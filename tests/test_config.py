@@ -148,7 +148,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
             r"models.classifier.role must be one of 'seg1', 'seg2', 'classifier'",
         ),
         (lambda p: p["cv"].update(models=["seg1", "seg3"]), r"unknown model 'seg3'.*did you mean 'seg\d'"),
-        (lambda p: p["cv"].update(folds=[0, 5]), r"cv.folds must be fold numbers 0..4"),
+        (lambda p: p["cv"].update(folds=[0, 5]), r"cv.folds must be fold numbers 0..2 \(fold.n_splits\), got \[0, 5\]"),
         (lambda p: p["tune"].update(seg1="classifier"), r"tune.seg1 must be a segmentation model listed in cv.models"),
         (lambda p: p["tune"].update(shape="classifier"), r"tune.shape must be ensemble, a segmentation model"),
         (

@@ -16,9 +16,6 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cloudcli"
 MODULE_LINES, FUNCTION_LINES = 300, 50  # budgets; a function over it says why in its docstring ("long: ...")
 
-# Stages still importing other stages while they are rewritten. Delete an entry when its rewrite
-# lands (test_pending_exemptions_are_still_needed says when); add none.
-
 
 def _is(target: str, name: str) -> bool:
     """Whether the dotted `target` is the module `name` or inside it."""
