@@ -71,7 +71,7 @@ cv:
     assert params["models"]["seg1"] == {"role": "seg1", "loss": {"lovasz": 1.0}}
     assert params["models"]["seg2"]["train"] == {"scheduler": "cosine_restarts", "restart_epochs": 5}
     assert params["models"]["seg3"] == {"role": "seg2", "loss": {"dice": 1.0}}
-    assert params["train"]["epochs"] == 3 and params["train"]["batch_size"] == 4
+    assert params["train"]["epochs"] == 3 and params["train"]["batch_size"] == 8  # the defaults' value
     assert params["cv"]["models"] == ["seg1", "seg2", "seg2_unet", "seg3", "classifier"]
     text = params_text("test")
     assert text.startswith("# a test preset\n#\n# Every tunable value")
