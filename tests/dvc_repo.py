@@ -58,6 +58,11 @@ def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:
         train={"epochs": 1, "batch_size": 4},
         cv={"folds": [0]},
         pseudo={"low": 0.5, "high": 0.5},  # 1-epoch models are never confident: keep (almost) every test image
+        report={
+            "worst": 2,
+            "test_images": 2,
+            "tile": [64, 96],
+        },  # a few small overlays: the drawing is not under test here
     )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run("dvc", "add", "-q", "data", cwd=repo)

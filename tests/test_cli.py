@@ -188,7 +188,7 @@ def test_preprocess_then_fold(project: Path) -> None:
     assert list(folds["image_id"]) == ids
     assert folds["fold"].between(0, 4).all()
     fold_stats = json.loads((project / "metrics" / "folds.json").read_text())
-    assert fold_stats["n_splits"] == 5 and sum(fold_stats["images_per_fold"].values()) == N_TRAIN
+    assert fold_stats["n_splits"] == 3 and sum(fold_stats["images_per_fold"].values()) == N_TRAIN
 
     for folder in (project / "artifacts", project / "metrics"):
         assert not list(folder.glob(".*.tmp"))

@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -82,6 +81,8 @@ def validate(
 
 def classifier_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:
     """Mean AUC over the classes that have both labels, accuracy at 0.5, per-class AUC."""
+    from sklearn.metrics import roc_auc_score  # here, not at the top: scikit-learn takes ~1 s to import
+
     aucs = {}
     for k, c in enumerate(classes):
         if 0 < labels[:, k].sum() < len(labels):
