@@ -353,7 +353,7 @@ def test_a_tta_view_training_never_shows_is_warned_about() -> None:
         ({"rotate90": 0.5}, ["hflip", "vflip", "transpose"]),  # 180 degrees is hvflip
         ({"rotate90": 0.5, "hflip": 0.5}, []),  # D4: a flip and the quarter turns
         ({"transpose": 0.5, "rotate90": 0.5}, []),
-        ({"hflip": 1.0}, ["none", "vflip", "transpose"]),  # always flipped: the plain view never comes
+        ({"hflip": 1.0}, ["none", "vflip", "hvflip", "transpose"]),  # always flipped: the plain view never comes
     ],
 )
 def test_views_training_shows(probabilities: dict, unseen: list) -> None:

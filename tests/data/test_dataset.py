@@ -58,7 +58,12 @@ def test_each_transform_draws_on_its_own(tiny_cache) -> None:
     assert views == set(VIEWS)
 
 
-VIEWS = {"none": lambda x: x, "hflip": lambda x: x.flip(-1), "vflip": lambda x: x.flip(-2), "hv": lambda x: x.flip(-2, -1)}
+VIEWS = {
+    "none": lambda x: x,
+    "hflip": lambda x: x.flip(-1),
+    "vflip": lambda x: x.flip(-2),
+    "hv": lambda x: x.flip(-2, -1),
+}
 
 
 def square_sample() -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +81,9 @@ def test_transpose_moves_image_and_masks_together() -> None:
 
 def test_rotate90_turns_image_and_masks_by_the_same_quarter_turns() -> None:
     image, masks = square_sample()
-    transform = build_transform(AugmentConfig(0, 0, 0, 0.1, 0.1, 10, 0, 0, rotate90=1.0), (4, 4), (4, 4), (0,) * 3, (1,) * 3)
+    transform = build_transform(
+        AugmentConfig(0, 0, 0, 0.1, 0.1, 10, 0, 0, rotate90=1.0), (4, 4), (4, 4), (0,) * 3, (1,) * 3
+    )
     turns = []
     for seed in range(40):
         transform.set_random_state(np.random.default_rng(seed), random.Random(seed))

@@ -81,7 +81,10 @@ def test_weighted_sum_of_losses() -> None:
     assert set(combo.last) == {"bce", "dice_pos"}
     assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in combo.last.values())
     assert combo.last_values() == pytest.approx(
-        {"bce": float(torch.nn.BCEWithLogitsLoss()(logits, target)), "dice_pos": float(PositiveDiceLoss()(logits, target))}
+        {
+            "bce": float(torch.nn.BCEWithLogitsLoss()(logits, target)),
+            "dice_pos": float(PositiveDiceLoss()(logits, target)),
+        }
     )
 
 
