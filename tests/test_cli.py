@@ -414,6 +414,14 @@ def test_csv_value_with_brackets_is_printed_verbatim(project: Path) -> None:
     assert_no_outputs(project, "preprocess")
 
 
+def test_infer_warns_of_a_tta_view_training_never_shows(tmp_path: Path) -> None:
+    params = params_for_tiny_data()
+    params["infer"]["tta"] = ["none", "transpose"]  # augment.transpose is 0.0
+    write_params(tmp_path, params)
+    result = run_cli("infer", "--model", "seg1", cwd=tmp_path)  # then fails: nothing trained here
+    assert "warning: infer.tta: training never shows the transpose view" in result.stderr, result.stderr
+
+
 # ---------------------------------------------------------------------------------------------- demo-data
 
 

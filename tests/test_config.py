@@ -50,6 +50,19 @@ def test_repository_params_load() -> None:
         (lambda p: p["fold"].update(n_splits=1), r"fold.n_splits must be >= 2, got 1"),
         (lambda p: p["pseudo"].update(models=[]), r"pseudo.models must name at least one model"),
         (lambda p: p.update(fold=[1, 2]), r"fold. must be a mapping|fold must be a mapping"),
+        (
+            lambda p: p["augment"].update(transpose=0.5),
+            r"augment.transpose needs square inputs, seg1 trains at 64x96; set it to 0.0",
+        ),
+        (
+            lambda p: (
+                p["augment"].update(rotate90=0.5),
+                p["preprocess"].update(cache_size=[64, 64]),
+                p["models"]["seg2"]["train"].update(input_size=[64, 96]),
+            ),
+            r"augment.rotate90 needs square inputs, seg2 trains at 64x96",
+        ),
+        (lambda p: p["augment"].update(rotate90=1.5), r"augment.rotate90 must be a probability in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, change, message: str) -> None:
@@ -300,3 +313,52 @@ def test_rounds_keep_their_order_and_relabel_after_an_earlier_round(tmp_path) ->
     loaded = load_params(write(tmp_path, params))
     assert list(loaded.pseudo_rounds) == ["r1", "r2"]
     assert loaded.pseudo_rounds["r2"].after == "r1" and loaded.pseudo_rounds["r2"].relabel == {"seg2": "seg2_pl"}
+
+
+def test_square_inputs_may_transpose_and_rotate(tmp_path) -> None:
+    params = repo_params()
+    params["preprocess"]["cache_size"] = [320, 320]
+    params["augment"].update(transpose=0.5, rotate90=0.25)
+    loaded = load_params(write(tmp_path, params))
+    assert (loaded.augment.transpose, loaded.augment.rotate90) == (0.5, 0.25)
+
+
+def augment(**probabilities):
+    from cloudcli.config import AugmentConfig
+
+    return AugmentConfig(**{"hflip": 0, "vflip": 0, "shift_scale_rotate": 0, "shift_limit": 0.1, "scale_limit": 0.1,
+                            "rotate_limit": 10, "grid_distortion": 0, "brightness_contrast": 0, **probabilities})  # fmt: skip
+
+
+def tta(*views):
+    from cloudcli.config import InferConfig
+
+    return InferConfig(tta=views, batch_size=1, device="cpu", precision="fp32", stack_tta=False)
+
+
+def test_a_tta_view_training_never_shows_is_warned_about() -> None:
+    from cloudcli.config import tta_warnings
+
+    (line,) = tta_warnings(augment(), tta("none", "transpose"))
+    assert line.startswith("infer.tta: training never shows the transpose view") and "augment.transpose > 0" in line
+    assert tta_warnings(augment(transpose=0.5), tta("none", "transpose")) == []
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "unseen"),
+    [
+        ({}, ["hflip", "vflip", "hvflip", "transpose"]),
+        ({"hflip": 0.5, "vflip": 0.5}, ["transpose"]),
+        ({"hflip": 0.5}, ["vflip", "hvflip", "transpose"]),
+        ({"rotate90": 0.5}, ["hflip", "vflip", "transpose"]),  # 180 degrees is hvflip
+        ({"rotate90": 0.5, "hflip": 0.5}, []),  # D4: a flip and the quarter turns
+        ({"transpose": 0.5, "rotate90": 0.5}, []),
+        ({"hflip": 1.0}, ["none", "vflip", "hvflip", "transpose"]),  # always flipped: the plain view never comes
+    ],
+)
+def test_views_training_shows(probabilities: dict, unseen: list) -> None:
+    from cloudcli.config import tta_warnings
+
+    views = ("none", "hflip", "vflip", "hvflip", "transpose")
+    lines = tta_warnings(augment(**probabilities), tta(*views))
+    assert [v for v in views if any(f" the {v} view " in line for line in lines)] == unseen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import REPO, cloudcli
 
-from cloudcli.config import ConfigError, load_params, presets, read_yaml
+from cloudcli.config import ConfigError, load_params, presets, read_yaml, tta_warnings
 from cloudcli.config.presets import merge, params_text, preset_names, preset_params
 
 PRESETS = ("3rd_place", "chips", "demo_5fold", "image_mask")
@@ -26,8 +26,9 @@ def test_every_preset_loads_as_the_defaults_with_its_values(tmp_path, name: str)
     assert preset_params(name) == expected
     path = tmp_path / "params.yaml"
     path.write_text(params_text(name))
-    load_params(path)
+    params = load_params(path)
     assert read_yaml(path.read_text()) == expected
+    assert tta_warnings(params.augment, params.infer) == []  # training shows every TTA view
     assert "# decides empty vs non-empty" in path.read_text()  # the line merge kept the defaults' comments
 
 

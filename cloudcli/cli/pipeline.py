@@ -109,11 +109,14 @@ def infer(
     Masks are stored as uint8 (p * 255) at 350x525 in memory-mappable .npy files; test
     probabilities average every fold model. Classifier probabilities go to CSV tables.
     """
-    from cloudcli.config import load_params, resolve_model
+    from cloudcli import ui
+    from cloudcli.config import load_params, resolve_model, tta_warnings
 
     p = load_params(params)
     resolve_model(model, p.network, p.train, p.models)  # a clear error for an unknown name
     check_round(round_, p.pseudo_rounds)
+    for line in tta_warnings(p.augment, p.infer):
+        ui.warn(line)
     from cloudcli.stages import infer as stage
 
     name = model if round_ is None else f"{model}@{round_}"

@@ -1,11 +1,11 @@
 """params.yaml -> typed, validated, frozen config objects (an unknown key is an error).
 
 schema.py and schema_post.py: one frozen dataclass per section; loader.py: the YAML and the strict
-build; checks.py: checks across sections; presets.py: the packaged defaults (defaults.yaml, the
-repository's params.yaml) and presets/, merged by `cloudcli init`.
+build; checks.py: checks across sections, and the TTA views training never shows; presets.py: the
+packaged defaults (defaults.yaml, the repository's params.yaml) and presets/, merged by `cloudcli init`.
 """
 
-from cloudcli.config.checks import report_names
+from cloudcli.config.checks import report_names, tta_warnings
 from cloudcli.config.loader import ResolvedModel, build, load_params, override_ensemble, read_yaml, resolve_model
 from cloudcli.config.schema import (
     CLASSIFIER_LOSSES,
@@ -58,4 +58,5 @@ __all__ = [
     "read_yaml",
     "report_names",
     "resolve_model",
+    "tta_warnings",
 ]

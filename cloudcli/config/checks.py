@@ -1,9 +1,12 @@
 """Checks across sections: the models that pseudo, ensemble, tune and report name exist in the
-pipeline and have the right role."""
+pipeline and have the right role; the augmentations suit the input sizes and the TTA views."""
 
 from __future__ import annotations
 
-from cloudcli.config.schema import _check
+import itertools
+from collections.abc import Callable
+
+from cloudcli.config.schema import AugmentConfig, InferConfig, Size, _check
 from cloudcli.config.schema_post import ROUND_NAME, Params, PseudoConfig, RoundConfig
 from cloudcli.errors import ConfigError
 
@@ -152,3 +155,89 @@ def _check_rounds(rounds: dict[str, RoundConfig], pseudo: PseudoConfig, models: 
             f"name the models to replace, e.g. {{{pseudo.seg1}: <its pseudo model>}}",
         )
         earlier.append(name)
+
+
+def check_square_augment(augment: AugmentConfig, sizes: dict[str, Size]) -> None:
+    """transpose and rotate90 swap H and W: every trained model (name -> input size) must be square."""
+    for key in ("transpose", "rotate90"):
+        if getattr(augment, key) > 0:
+            for name, (h, w) in sizes.items():
+                _check(
+                    h == w,
+                    f"augment.{key}",
+                    f"needs square inputs, {name} trains at {h}x{w}; set it to 0.0 or train at a square size",
+                )
+
+
+Grid = tuple[tuple[int, ...], ...]  # a 2x2 grid (rows = H, columns = W) tells the 8 orientations apart
+Op = Callable[[Grid], Grid]
+
+
+def _hflip(g: Grid) -> Grid:
+    return tuple(row[::-1] for row in g)
+
+
+def _vflip(g: Grid) -> Grid:
+    return g[::-1]
+
+
+def _transpose(g: Grid) -> Grid:
+    return tuple(zip(*g, strict=True))
+
+
+def _rot90(g: Grid, k: int) -> Grid:
+    """np.rot90(g, k), albumentations' RandomRotate90: k quarter turns counterclockwise."""
+    for _ in range(k):
+        g = _vflip(_transpose(g))
+    return g
+
+
+_GRID: Grid = ((0, 1), (2, 3))
+TTA_VIEWS: dict[str, Grid] = {  # infer.tta's views (engine/predict.py)
+    "none": _GRID,
+    "hflip": _hflip(_GRID),
+    "vflip": _vflip(_GRID),
+    "hvflip": _hflip(_vflip(_GRID)),
+    "transpose": _transpose(_GRID),
+}
+_HINTS = {
+    "none": "lower the augment probabilities that are 1.0",
+    "hflip": "set augment.hflip > 0",
+    "vflip": "set augment.vflip > 0",
+    "hvflip": "set augment.hflip and augment.vflip > 0, or augment.rotate90 > 0",
+    "transpose": "set augment.transpose > 0, or augment.rotate90 > 0 with a flip",
+}
+
+
+def trained_views(augment: AugmentConfig) -> set[Grid]:
+    """Every orientation a training image can come out in: each flip, the transpose and the rotation
+    of dataset.build_transform, in its order, applied or not as its probability allows."""
+
+    def choices(p: float, ops: list[Op]) -> list[Op]:
+        return ([] if p >= 1 else [lambda g: g]) + (ops if p > 0 else [])
+
+    steps = [
+        choices(augment.hflip, [_hflip]),
+        choices(augment.vflip, [_vflip]),
+        choices(augment.transpose, [_transpose]),
+        choices(augment.rotate90, [lambda g, k=k: _rot90(g, k) for k in range(4)]),  # k = 0 is a draw too
+    ]
+    views = set()
+    for ops in itertools.product(*steps):
+        grid = _GRID
+        for op in ops:
+            grid = op(grid)
+        views.add(grid)
+    return views
+
+
+def tta_warnings(augment: AugmentConfig, infer: InferConfig) -> list[str]:
+    """A line for each infer.tta view that training never shows the model: it averages in
+    predictions on images unlike any it learnt from."""
+    seen = trained_views(augment)
+    return [
+        f"infer.tta: training never shows the {view} view with these augment probabilities; {_HINTS[view]}, "
+        "or drop it from infer.tta"
+        for view in infer.tta
+        if TTA_VIEWS[view] not in seen
+    ]

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from cloudcli.config.checks import _check_combination
+from cloudcli.config.checks import _check_combination, check_square_augment
 from cloudcli.config.schema import CLASSIFIER_LOSSES, SEG_LOSSES, ModelEntry, NetworkConfig, TrainConfig, _check
 from cloudcli.config.schema_post import EnsembleConfig, Params
 from cloudcli.errors import ConfigError
@@ -129,8 +129,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         params = build(Params, raw, "")
         for name in params.models:  # overrides are checked now, not when the model trains
             resolve_model(name, params.network, params.train, params.models)
-        for name in (*params.cv.models, *params.pseudo.models):
-            resolve_model(name, params.network, params.train, params.models)
+        trained = [resolve_model(m, params.network, params.train, params.models) for m in params.cv.models]
+        trained += [resolve_model(m, params.network, params.train, params.models) for m in params.pseudo.models]
+        sizes = {m.name: m.train.input_size or params.preprocess.cache_size for m in trained}
+        check_square_augment(params.augment, sizes)
         _check_combination(params)
         _check(
             all(0 <= k < params.fold.n_splits for k in params.cv.folds),

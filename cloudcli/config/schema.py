@@ -159,6 +159,13 @@ class AugmentConfig:
     rotate_limit: float  # degrees
     grid_distortion: float
     brightness_contrast: float
+    transpose: float = 0.0  # swap H and W (square inputs only)
+    rotate90: float = 0.0  # rotate by 0, 90, 180 or 270 degrees (square inputs only)
+
+    def __post_init__(self) -> None:
+        for key in ("transpose", "rotate90"):
+            value = getattr(self, key)
+            _check(0.0 <= value <= 1.0, f"augment.{key}", f"must be a probability in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,56 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_cache) -> None:
     assert torch.equal(a[2]["image"], b[2]["image"]) and torch.equal(a[2]["masks"], b[2]["masks"])
     b.set_epoch(1)
     assert not torch.equal(a[2]["image"], b[2]["image"])
+
+
+def test_each_transform_draws_on_its_own(tiny_cache) -> None:
+    """hflip and vflip at 0.5 each: all four combinations occur (one seed per transform made them
+    fire together, so training saw hvflip but never hflip or vflip alone)."""
+    plain, ds = dataset(tiny_cache, None), dataset(tiny_cache, AugmentConfig(0.5, 0.5, 0, 0.1, 0.1, 10, 0, 0))
+    views = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            x, image = plain[i]["image"], ds[i]["image"]
+            views |= {name for name, y in VIEWS.items() if torch.equal(image, y(x))}
+    assert views == set(VIEWS)
+
+
+VIEWS = {
+    "none": lambda x: x,
+    "hflip": lambda x: x.flip(-1),
+    "vflip": lambda x: x.flip(-2),
+    "hv": lambda x: x.flip(-2, -1),
+}
+
+
+def square_sample() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return np.arange(48, dtype=np.uint8).reshape(4, 4, 3), rng.integers(0, 2, (4, 4, 2), dtype=np.uint8)
+
+
+def test_transpose_moves_image_and_masks_together() -> None:
+    image, masks = square_sample()
+    aug = AugmentConfig(0, 0, 0, 0.1, 0.1, 10, 0, 0, transpose=1.0)
+    out = build_transform(aug, (4, 4), (4, 4), (0, 0, 0), (1, 1, 1))(image=image, mask=masks)
+    np.testing.assert_allclose(out["image"].numpy(), image.transpose(2, 1, 0) / 255, atol=1e-6)  # (C, W, H)
+    np.testing.assert_array_equal(out["mask"].numpy(), masks.transpose(2, 1, 0))
+
+
+def test_rotate90_turns_image_and_masks_by_the_same_quarter_turns() -> None:
+    image, masks = square_sample()
+    transform = build_transform(
+        AugmentConfig(0, 0, 0, 0.1, 0.1, 10, 0, 0, rotate90=1.0), (4, 4), (4, 4), (0,) * 3, (1,) * 3
+    )
+    turns = []
+    for seed in range(40):
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        out = transform(image=image, mask=masks)
+        got = (out["image"].numpy() * 255).round().astype(np.uint8).transpose(1, 2, 0)
+        (k,) = [k for k in range(4) if np.array_equal(got, np.rot90(image, k))]
+        np.testing.assert_array_equal(out["mask"].numpy(), np.rot90(masks, k).transpose(2, 0, 1))
+        turns.append(k)
+    assert set(turns) == {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize(("n", "world"), [(10, 2), (11, 2), (7, 3), (5, 1)])

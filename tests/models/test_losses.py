@@ -8,6 +8,7 @@ from cloudcli.models.losses import (
     CLASSIFIER_LOSSES,
     SEG_LOSSES,
     BalancedBCELoss,
+    LovaszHingeLoss,
     PositiveDiceLoss,
     build_loss,
     soft_dice_pairs,
@@ -78,6 +79,54 @@ def test_weighted_sum_of_losses() -> None:
     expected = 0.3 * torch.nn.BCEWithLogitsLoss()(logits, target) + 0.7 * PositiveDiceLoss()(logits, target)
     assert combo(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(combo.last) == {"bce", "dice_pos"}
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in combo.last.values())
+    assert combo.last_values() == pytest.approx(
+        {
+            "bce": float(torch.nn.BCEWithLogitsLoss()(logits, target)),
+            "dice_pos": float(PositiveDiceLoss()(logits, target)),
+        }
+    )
+
+
+def lovasz_hinge_reference(logits: list[float], labels: list[int]) -> float:
+    """Berman et al. 2018, Alg. 1, in plain Python for one map: sort the hinge errors in decreasing
+    order, take the gradient of the Jaccard loss along that order, dot it with the relu'd errors."""
+    errors = [1 - x * (2 * y - 1) for x, y in zip(logits, labels, strict=True)]
+    order = sorted(range(len(errors)), key=lambda i: -errors[i])
+    gts, seen_pos, seen_neg, previous, total = sum(labels), 0, 0, 0.0, 0.0
+    for i in order:
+        seen_pos, seen_neg = seen_pos + labels[i], seen_neg + 1 - labels[i]
+        jaccard = 1 - (gts - seen_pos) / (gts + seen_neg)
+        total += max(errors[i], 0.0) * (jaccard - previous)
+        previous = jaccard
+    return total
+
+
+def test_lovasz_is_the_mean_of_per_class_hinges_not_one_pooled_hinge() -> None:
+    import segmentation_models_pytorch as smp
+
+    # one image, two classes of 2x2: class 0 is well predicted, class 1 is not
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -2.0]], [[-0.5, 1.5], [0.2, -0.3]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]])
+    per_map = [
+        lovasz_hinge_reference(logits[0, c].flatten().tolist(), target[0, c].flatten().int().tolist()) for c in range(2)
+    ]
+    expected = sum(per_map) / 2
+    pooled = float(smp.losses.LovaszLoss("multilabel", per_image=True)(logits, target))
+    assert abs(pooled - expected) > 0.05  # the example tells the two apart
+    assert float(build_loss("seg1", {"lovasz": 1.0})(logits, target)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_lovasz_matches_the_reference_on_random_maps() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(3, 4, 5, 5), (torch.rand(3, 4, 5, 5) > 0.6).float()
+    target[0, 1] = 0  # an empty map
+    reference = [
+        lovasz_hinge_reference(logits[b, c].flatten().tolist(), target[b, c].flatten().int().tolist())
+        for b in range(3)
+        for c in range(4)
+    ]
+    assert float(LovaszHingeLoss()(logits, target)) == pytest.approx(sum(reference) / len(reference), rel=1e-5)
 
 
 def test_kl_is_bce_minus_the_target_entropy_and_zero_at_the_target() -> None:
