@@ -51,7 +51,7 @@ def test_a_short_last_accumulation_group_steps_with_its_mean_gradient() -> None:
     t.opt.register_step_pre_hook(
         lambda opt, args, kwargs: steps.append([(p.detach().clone(), p.grad.clone()) for p in net.parameters()])
     )
-    loss, seen = train_epoch(t, data, spec(accumulate=4), CPU, "test")
+    _, seen = train_epoch(t, data, spec(accumulate=4), CPU, "test")
     assert len(steps) == 3 and seen == 20
     for (lo, hi), step in zip([(0, 4), (4, 8), (8, 10)], steps):
         ref = copy.deepcopy(net)
@@ -74,7 +74,7 @@ def test_the_epoch_loss_is_the_sample_weighted_mean_of_the_batch_losses() -> Non
     opt = torch.optim.SGD(ref.parameters(), lr=0.5)
     for b in data:
         batch_loss = nn.BCEWithLogitsLoss()(ref(b["image"]), b["labels"])
-        expected += float(batch_loss) * len(b["image"])
+        expected += float(batch_loss.detach()) * len(b["image"])
         batch_loss.backward()
         opt.step()
         opt.zero_grad()
@@ -95,7 +95,15 @@ def test_inputs_take_the_memory_format_train_channels_last_asks_for(channels_las
     net.register_forward_pre_hook(lambda m, args: formats.append(memory_format_of(args[0])))
     train_epoch(trainer(net), batches(2), spec(channels_last=channels_last), CPU, "test")
     metrics = validate(
-        net, batches(2), nn.BCEWithLogitsLoss(), "classifier", np.zeros(0), CPU, nullcontext(), ("a", "b"), channels_last
+        net,
+        batches(2),
+        nn.BCEWithLogitsLoss(),
+        "classifier",
+        np.zeros(0),
+        CPU,
+        nullcontext(),
+        ("a", "b"),
+        channels_last,
     )
     assert "auc" in metrics
     assert formats == ["channels_last" if channels_last else "contiguous"] * 4
