@@ -185,6 +185,7 @@ class InferConfig:
     device: Literal["auto", "cpu", "cuda", "mps"]
     precision: Literal["fp32", "bf16", "fp16"]  # autocast on CUDA; CPU runs fp32
     stack_tta: bool  # all TTA views in one forward pass (len(tta) x the batch in memory)
+    workers: int  # DataLoader worker processes
 
     def __post_init__(self) -> None:
         _check(
@@ -193,6 +194,7 @@ class InferConfig:
             f"must list distinct views, e.g. [none, hflip], got {list(self.tta)}",
         )
         _check(self.batch_size >= 1, "infer.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.workers >= 0, "infer.workers", f"must be >= 0, got {self.workers}")
 
 
 @dataclass(frozen=True)

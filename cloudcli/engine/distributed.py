@@ -58,18 +58,46 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def all_sum(values: np.ndarray, ctx: Context) -> np.ndarray:
-    """Element-wise sum over processes of a float64 vector."""
-    if ctx.world == 1:
-        return values
-    t = torch.as_tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.numpy()
+def comm_device(ctx: Context) -> torch.device:
+    """Where collectives run: the GPU under NCCL (it reduces CUDA tensors only), the CPU under gloo."""
+    return ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
 
 
-def all_gather(obj: object, ctx: Context) -> list:
+def accumulator(ctx: Context) -> torch.Tensor:
+    """A zero on the device to keep a running sum in without reading it back each step (float64;
+    float32 on MPS, which has no float64)."""
+    return torch.zeros((), dtype=torch.float32 if ctx.device.type == "mps" else torch.float64, device=ctx.device)
+
+
+def all_sum(values: np.ndarray | torch.Tensor, ctx: Context) -> np.ndarray:
+    """Element-wise sum over processes of a float64 vector (host or device), returned on the host;
+    reduced on comm_device(ctx)."""
+    t = torch.as_tensor(values).to(comm_device(ctx), torch.float64)
+    if ctx.world > 1:
+        dist.all_reduce(t)
+    return t.cpu().numpy()
+
+
+def all_min(value: int, ctx: Context) -> int:
+    """The smallest `value` over processes."""
     if ctx.world == 1:
-        return [obj]
-    out: list = [None] * ctx.world
-    dist.all_gather_object(out, obj)
-    return out
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=comm_device(ctx))
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def all_gather_rows(rows: torch.Tensor, ctx: Context) -> np.ndarray:
+    """(n_rank, ...) rows of every process, concatenated in rank order on the host; the row counts
+    may differ (uneven shards): each process pads to the longest, gathers on comm_device(ctx), trims."""
+    rows = rows.to(comm_device(ctx))
+    if ctx.world == 1:
+        return rows.cpu().numpy()
+    counts = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(ctx.world)]
+    dist.all_gather(counts, torch.tensor([len(rows)], dtype=torch.int64, device=rows.device))
+    counts = [int(n) for n in torch.cat(counts).tolist()]
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[: len(rows)] = rows
+    out = [torch.empty_like(padded) for _ in range(ctx.world)]
+    dist.all_gather(out, padded)
+    return torch.cat([o[:n] for o, n in zip(out, counts)]).cpu().numpy()

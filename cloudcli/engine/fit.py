@@ -62,7 +62,7 @@ def fit(
     loaders = build_loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo)
     settings = _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen, pseudo)
     _describe(spec, fold, len(train_idx), len(valid_idx), pseudo, loaders[0], ctx, frozen)
-    trainer = build_trainer(net, loss_fn, cfg, ctx, len(loaders[0]))
+    trainer = build_trainer(net, loss_fn, cfg, ctx, len(loaders[0]), frozen)
     config_hash = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     state = _start(out, restart, config_hash, trainer)
     if ctx.main:

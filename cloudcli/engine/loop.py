@@ -4,11 +4,11 @@ epochs, the optimiser steps within one, and the schedulers' steps."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from cloudcli.config import ResolvedModel, TrainConfig
 from cloudcli.data.cache import Cache
 from cloudcli.engine.checkpoint import State, save_training
-from cloudcli.engine.distributed import Context, all_sum
+from cloudcli.engine.distributed import Context, accumulator, all_min, all_sum
 from cloudcli.engine.live import log_epoch
 from cloudcli.engine.optim import STEP_SCHEDULERS, build_optimizer, build_scheduler
 from cloudcli.engine.validate import monitored, validate
@@ -30,7 +30,9 @@ STALL_EPOCHS = 3  # epochs with the same validation loss that mean a stalled (sa
 @dataclass
 class Trainer:
     """What the optimiser steps touch. `wrapped` runs forward (`net` in DDP and/or compiled);
-    `net` is the bare network whose weights are saved and averaged."""
+    `net` is the bare network whose weights are saved and averaged; `ddp` the DDP module inside
+    `wrapped` (also under torch.compile: its join() and no_sync() stay reachable); `frozen` the
+    frozen encoder stages, kept in eval mode so their BatchNorm statistics stay as loaded."""
 
     wrapped: nn.Module
     net: nn.Module
@@ -40,12 +42,29 @@ class Trainer:
     scaler: torch.amp.GradScaler | None  # fp16 on CUDA only
     ema: AveragedModel | None
     autocast: AbstractContextManager
+    ddp: DistributedDataParallel | None = None  # several processes
+    frozen: tuple[nn.Module, ...] = ()
+
+    def train_mode(self) -> None:
+        """Training mode, but for the frozen stages (train() would let their BatchNorm update)."""
+        self.wrapped.train()
+        for module in self.frozen:
+            module.eval()
 
 
-def build_trainer(net: nn.Module, loss_fn: nn.Module, cfg: TrainConfig, ctx: Context, steps_per_epoch: int) -> Trainer:
-    """Move `net` to the device and wrap it; its optimiser, scheduler, grad scaler and EMA copy."""
+def build_trainer(
+    net: nn.Module,
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+    ctx: Context,
+    steps_per_epoch: int,
+    frozen: Sequence[str] = (),
+) -> Trainer:
+    """Move `net` to the device and wrap it; its optimiser, scheduler, grad scaler and EMA copy.
+    `frozen`: names of the frozen encoder stages (freeze_encoder_stages)."""
     net.to(ctx.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    wrapped: nn.Module = DistributedDataParallel(net) if ctx.world > 1 else net
+    ddp = DistributedDataParallel(net) if ctx.world > 1 else None
+    wrapped: nn.Module = net if ddp is None else ddp
     if cfg.compile:
         wrapped = torch.compile(wrapped)
     opt = build_optimizer(net, cfg)
@@ -55,7 +74,8 @@ def build_trainer(net: nn.Module, loss_fn: nn.Module, cfg: TrainConfig, ctx: Con
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     autocast = torch.autocast(ctx.device.type, dtype=dtype) if cuda and dtype else nullcontext()
-    return Trainer(wrapped, net, loss_fn, opt, sched, scaler, ema, autocast)
+    stages = tuple(net.encoder.get_submodule(name) for name in frozen)
+    return Trainer(wrapped, net, loss_fn, opt, sched, scaler, ema, autocast, ddp, stages)
 
 
 def run_epochs(
@@ -82,7 +102,9 @@ def run_epochs(
         train_loader.dataset.set_epoch(epoch)  # new augmentations
         train_loss, seen = train_epoch(t, train_loader, spec, ctx, f"{spec.name} fold {fold} epoch {epoch + 1}")
         evaluated = t.ema.module if t.ema else t.net
-        metrics = validate(evaluated, valid_loader, t.loss_fn, spec.role, truth, ctx, t.autocast, cache.classes)
+        metrics = validate(
+            evaluated, valid_loader, t.loss_fn, spec.role, truth, ctx, t.autocast, cache.classes, cfg.channels_last
+        )
         value = monitored(metrics, spec.role)
         val_losses.append(metrics["loss"])
         if ctx.main and stalled(val_losses) and not stalled(val_losses[:-1]):
@@ -101,32 +123,45 @@ def run_epochs(
 
 def train_epoch(t: Trainer, loader: DataLoader, spec: ResolvedModel, ctx: Context, title: str) -> tuple[float, int]:
     """One pass over `loader`, an optimiser step every train.accumulate batches (and at the end);
-    (mean training loss, samples seen), summed over processes."""
-    cfg = spec.train
-    t.wrapped.train()
+    (mean training loss, samples seen), summed over processes. The loss is summed on the device and
+    read once, at the end: no step waits for the device.
+
+    Each batch's loss is divided by the size of its accumulation group, so a short last group
+    (10 batches, accumulate 4: 4 + 4 + 2) steps with its mean gradient too. Under DDP the gradients
+    are all-reduced only on the steps that step the optimiser (no_sync on the others), except in the
+    last group that some process may not complete (shards differ by up to one batch): every step of
+    it syncs, so that all processes issue the same all-reduces."""
+    cfg, n, k = spec.train, len(loader), spec.train.accumulate
+    t.train_mode()
     t.opt.zero_grad(set_to_none=True)
-    loss_sum, seen = 0.0, 0
-    join = t.wrapped.join() if isinstance(t.wrapped, DistributedDataParallel) else nullcontext()
-    with join, progress(title, len(loader), "batches", lines=False, enabled=ctx.main) as advance:
+    loss_sum, seen = accumulator(ctx), 0
+    every_step = all_min(n, ctx) // k * k  # the first step of the groups that sync every step
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    join = t.ddp.join() if t.ddp is not None else nullcontext()
+    with join, progress(title, n, "batches", lines=False, enabled=ctx.main) as advance:
         for step, batch in enumerate(loader):
-            x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
+            x = batch["image"].to(ctx.device, non_blocking=True, memory_format=fmt)
             target = (batch["labels"] if spec.role == "classifier" else batch["masks"]).to(
                 ctx.device, non_blocking=True
             )
-            with t.autocast:
-                loss = t.loss_fn(t.wrapped(x), target)
-            (t.scaler.scale(loss / cfg.accumulate) if t.scaler else loss / cfg.accumulate).backward()
-            if (step + 1) % cfg.accumulate == 0 or step + 1 == len(loader):
+            group = min(k, n - step // k * k)  # batches in this step's accumulation group
+            steps_optimizer = (step + 1) % k == 0 or step + 1 == n
+            skip_sync = t.ddp is not None and not steps_optimizer and step < every_step
+            with t.ddp.no_sync() if skip_sync else nullcontext():
+                with t.autocast:
+                    loss = t.loss_fn(t.wrapped(x), target)
+                (t.scaler.scale(loss / group) if t.scaler else loss / group).backward()
+            if steps_optimizer:
                 optimizer_step(t.net, t.opt, t.scaler, cfg.clip_grad)
                 if t.ema is not None:
                     t.ema.update_parameters(t.net)
                 if t.sched is not None and cfg.scheduler in STEP_SCHEDULERS:
                     t.sched.step()
-            loss_sum += float(loss.detach()) * len(x)
+            loss_sum += loss.detach().to(loss_sum.dtype) * len(x)
             seen += len(x)
             advance(1)
-    loss_sum, seen = all_sum(np.array([loss_sum, seen], dtype=np.float64), ctx)
-    return loss_sum / max(seen, 1), int(seen)
+    loss_sum, seen = all_sum(torch.stack([loss_sum, loss_sum.new_tensor(seen)]), ctx)
+    return float(loss_sum) / max(seen, 1), int(seen)
 
 
 def optimizer_step(net: nn.Module, opt: torch.optim.Optimizer, scaler, clip_grad: float) -> None:

@@ -28,7 +28,8 @@ TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, invers
 
 
 def load_fold_net(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """The best.pt weights of a trained fold and the settings they were trained with."""
+    """The best.pt weights of a trained fold and the settings they were trained with; in the memory
+    format it trained in (train.channels_last; channels_last for checkpoints that do not say)."""
     path = folder / "best.pt"
     if not path.exists():
         raise DataError(f"{path}: missing; train it first (dvc repro train)")
@@ -37,7 +38,13 @@ def load_fold_net(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
     cfg = dataclasses.replace(NetworkConfig(**settings["network"]), encoder_weights=None)  # weights: best.pt
     net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings["classes"]))
     net.load_state_dict(ckpt["model"])
-    return net.to(device, memory_format=torch.channels_last).eval(), settings
+    return net.to(device, memory_format=memory_format(settings)).eval(), settings
+
+
+def memory_format(settings: dict) -> torch.memory_format:
+    """The memory format a trained model's inputs take: the one it trained with."""
+    channels_last = settings.get("train_config", {}).get("channels_last", True)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """Validation on the held-out fold: competition Dice at the scoring size, or classifier AUC.
 
 Only running sums are kept (no predictions across batches for segmentation), reduced over
-processes, so the metric is exact for any number of processes.
+processes, so the metric is exact for any number of processes. Nothing is read back from the
+device until the pass ends: the loss sum and the per-row pixel counts (classifier: probabilities)
+stay there, then come back once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cloudcli.data.cache import unpack_masks
-from cloudcli.engine.distributed import Context, all_gather, all_sum
+from cloudcli.engine.distributed import Context, accumulator, all_gather_rows, all_sum
 from cloudcli.metrics import DiceSums, dice_from_counts, sums_report
 
 MONITOR = {"seg1": "dice", "seg2": "dice_pos", "classifier": "auc"}  # all maximised
@@ -27,13 +29,13 @@ def monitored(metrics: dict, role: str) -> float:
     return metrics["dice"] if value is None else value
 
 
-def seg_row_dice(logits: torch.Tensor, truth: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """(B, C) Dice of sigmoid(logits) > threshold, resized to truth's (H, W), against truth (B, C, H, W)."""
+def seg_row_counts(logits: torch.Tensor, truth: np.ndarray, threshold: float = 0.5) -> torch.Tensor:
+    """(3, B, C) intersection, predicted and true areas of sigmoid(logits) > threshold, resized to
+    truth's (H, W), against truth (B, C, H, W); on the logits' device."""
     probs = F.interpolate(torch.sigmoid(logits.float()), size=truth.shape[-2:], mode="bilinear", align_corners=False)
     pred = probs > threshold
-    t = torch.from_numpy(truth).to(pred.device).bool()
-    inter, p_area, t_area = ((pred & t).sum((2, 3)), pred.sum((2, 3)), t.sum((2, 3)))
-    return dice_from_counts(inter.cpu().numpy(), p_area.cpu().numpy(), t_area.cpu().numpy())
+    t = torch.from_numpy(truth).to(pred.device, non_blocking=True).bool()
+    return torch.stack([(pred & t).sum((2, 3)), pred.sum((2, 3)), t.sum((2, 3))])
 
 
 @torch.no_grad()
@@ -46,37 +48,55 @@ def validate(
     ctx: Context,
     autocast: AbstractContextManager,
     classes: tuple[str, ...],
+    channels_last: bool = True,
 ) -> dict:
-    """Metrics of `net` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks."""
+    """Metrics of `net` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks.
+    `channels_last`: the memory format of the inputs (train.channels_last)."""
     net.eval()
-    sums, loss_sum, n = DiceSums(len(classes)), 0.0, 0
-    probs, labels = [], []
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    loss_sum, n = accumulator(ctx), 0
+    outputs, labels, empty = [], [], []  # per batch: (3, B, C) counts or (B, C) probs on the device; host flags
     for batch in loader:
-        x = batch["image"].to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
+        x = batch["image"].to(ctx.device, non_blocking=True, memory_format=fmt)
         target = (batch["labels"] if role == "classifier" else batch["masks"]).to(ctx.device, non_blocking=True)
         with autocast:
             logits = net(x)
-        loss_sum += float(loss_fn(logits, target)) * len(x)
+        loss_sum += loss_fn(logits, target).detach().to(loss_sum.dtype) * len(x)
         n += len(x)
         if role == "classifier":
-            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-            labels.append(batch["labels"].numpy())
+            outputs.append(torch.sigmoid(logits.float()))
+            labels.append(batch["labels"].float())
         else:
             t = unpack_masks(truth[batch["index"].numpy()], len(classes))  # (B, C, H, W) at the scoring size
-            sums.add(seg_row_dice(logits, t), t.reshape(*t.shape[:2], -1).max(-1) == 0)
-    total = all_sum(np.concatenate([sums.vector, [loss_sum, n]]), ctx)
-    metrics = {"loss": total[-2] / max(total[-1], 1)}
+            outputs.append(seg_row_counts(logits, t))
+            empty.append(t.reshape(*t.shape[:2], -1).max(-1) == 0)
     if role == "classifier":
-        gathered = [all_gather(np.concatenate(x) if x else np.zeros((0, len(classes))), ctx) for x in (probs, labels)]
-        return metrics | classifier_metrics(np.concatenate(gathered[0]), np.concatenate(gathered[1]), classes)
+        total = all_sum(torch.stack([loss_sum, loss_sum.new_tensor(n)]), ctx)
+        gathered = [all_gather_rows(_cat(x, (0, len(classes))), ctx) for x in (outputs, labels)]
+        return {"loss": total[0] / max(total[1], 1)} | classifier_metrics(*gathered, classes)
+    total = all_sum(np.concatenate([_dice_sums(outputs, empty, len(classes)), [float(loss_sum), n]]), ctx)
     report = sums_report(total[:-2], classes)
-    return metrics | {
+    return {"loss": total[-2] / max(total[-1], 1)} | {
         "dice": report.mean,
         "dice_pos": report.non_empty,
         "dice_neg": report.empty,
         **{f"dice_{c}": v for c, v in report.per_class.items()},
         "sums": total[:-2].tolist(),
     }
+
+
+def _dice_sums(counts: list[torch.Tensor], empty: list[np.ndarray], n_classes: int) -> np.ndarray:
+    """The DiceSums vector of the batches' (3, B, C) pixel counts (read back in one go) and their
+    (B, C) truth-is-empty flags, added batch by batch as they came."""
+    sums = DiceSums(n_classes)
+    host = torch.cat(counts, 1).cpu().numpy() if counts else np.zeros((3, 0, n_classes), np.int64)
+    for lo, flags in zip(np.cumsum([0] + [len(f) for f in empty]), empty):
+        sums.add(dice_from_counts(*host[:, lo : lo + len(flags)]), flags)
+    return sums.vector
+
+
+def _cat(rows: list[torch.Tensor], empty_shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.cat(rows) if rows else torch.zeros(empty_shape)
 
 
 def classifier_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:

@@ -21,7 +21,7 @@ from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import load_fold_net, predict, to_uint8
+from cloudcli.engine.predict import load_fold_net, memory_format, predict, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.ui import info, progress
@@ -131,11 +131,12 @@ def _predict_into(
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
     labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
     ds = CacheDataset(cache.folder, rows, labels, transform, with_masks=False, images=images)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, pin_memory=device.type == "cuda")
+    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    fmt = memory_format(settings)  # the one the model trained with
     done = 0
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
-            x = batch["image"].to(device, memory_format=torch.channels_last)
+            x = batch["image"].to(device, non_blocking=True, memory_format=fmt)
             out_size = sink.array.shape[-2:] if sink.role != "classifier" else None
             probs = predict(nets, x, cfg.tta, settings["role"], out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
             target = positions[done : done + len(x)]

@@ -18,10 +18,13 @@ from cloudcli.engine import checkpoint
 from cloudcli.stages import train
 
 
-def run(tiny_cache: Path, out: Path, model: str = "seg1", fold: int = 0, **train_changes) -> dict:
+def run(
+    tiny_cache: Path, out: Path, model: str = "seg1", fold: int = 0, network: dict | None = None, **train_changes
+) -> dict:
     p = load_params(tiny_cache / "params.yaml")
     spec = resolve_model(model, p.network, p.train, p.models)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **train_changes))
+    spec = dataclasses.replace(spec, network=dataclasses.replace(spec.network, **(network or {})))
     return train.run(
         spec,
         p.augment,
@@ -81,6 +84,17 @@ def test_training_options_run(tiny_cache, tmp_path) -> None:
     assert summary["best_epoch"] >= 1
     assert checkpoint.load(tmp_path / "ckpt/last.pt")["ema"] is not None
     assert json.loads((tmp_path / "ckpt/config.json").read_text())["input_size"] == [64, 96]
+
+
+def test_frozen_encoder_stages_keep_their_batchnorm_statistics(tiny_cache, tmp_path) -> None:
+    """freeze_encoder_stages: 2 freezes conv1 and bn1 of the resnet18: bn1 keeps its initial running
+    statistics (random init: mean 0, var 1) through training, while layer1's BatchNorm learns its own."""
+    run(tiny_cache, tmp_path, network={"freeze_encoder_stages": 2}, epochs=1)
+    model = checkpoint.load(tmp_path / "ckpt/last.pt")["model"]
+    assert json.loads((tmp_path / "ckpt/config.json").read_text())["frozen_encoder_stages"] == ["conv1", "bn1"]
+    assert torch.equal(model["encoder.bn1.running_mean"], torch.zeros(64))
+    assert torch.equal(model["encoder.bn1.running_var"], torch.ones(64))
+    assert not torch.equal(model["encoder.layer1.0.bn1.running_mean"], torch.zeros(64))
 
 
 def test_changed_settings_start_afresh(tiny_cache, tmp_path) -> None:

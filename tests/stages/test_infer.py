@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import open_cache
-from cloudcli.engine.predict import load_fold_net
+from cloudcli.engine.predict import load_fold_net, memory_format
 from cloudcli.errors import ConfigError
 from cloudcli.stages import infer, train
 
@@ -99,3 +99,14 @@ def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model
     else:
         stacked = pd.read_csv(out / split)
         np.testing.assert_allclose(stacked[list(CLASSES)], sequential[list(CLASSES)], atol=1e-5)
+
+
+def test_worker_processes_give_the_same_predictions(tiny_cache, trained) -> None:
+    single = np.load(run_infer(tiny_cache, trained, "seg1", workers=0) / "oof.npy")
+    assert np.array_equal(np.load(run_infer(tiny_cache, trained, "seg1", workers=2) / "oof.npy"), single)
+
+
+def test_inputs_take_the_memory_format_the_model_trained_with() -> None:
+    assert memory_format({"train_config": {"channels_last": False}}) == torch.contiguous_format
+    assert memory_format({"train_config": {"channels_last": True}}) == torch.channels_last
+    assert memory_format({}) == torch.channels_last  # checkpoints that do not say: as they always ran
