@@ -333,7 +333,7 @@ def augment(**probabilities):
 def tta(*views):
     from cloudcli.config import InferConfig
 
-    return InferConfig(tta=views, batch_size=1, device="cpu", precision="fp32", stack_tta=False)
+    return InferConfig(tta=views, batch_size=1, device="cpu", precision="fp32", stack_tta=False, workers=0)
 
 
 def test_a_tta_view_training_never_shows_is_warned_about() -> None:
