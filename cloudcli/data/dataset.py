@@ -6,7 +6,6 @@ batches whatever the number of loader workers, and a resumed run continues exact
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import albumentations as A
@@ -92,10 +91,7 @@ class CacheDataset(Dataset):
         i = int(self.indices[j])
         m = i if self.mask_rows is None else int(self.mask_rows[j])
         entropy = [self.seed, self.epoch, i] if self.stream is None else [self.seed, self.epoch, i, self.stream]
-        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-        # one stream the transforms draw from in turn: set_random_seed gives each transform its own
-        # copy of the same stream, so transforms of equal probability would all fire together
-        self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        self.transform.set_random_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         sample = {"image": np.array(self._images[i])}
         if self.with_masks:
             masks = np.asarray(self._masks[m]) if self.soft else unpack_masks(self._masks[m], self.labels.shape[1])
