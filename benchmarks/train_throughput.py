@@ -21,7 +21,7 @@ from timing import timed
 from torch.utils.data import DataLoader
 
 from cloudcli.config import load_params, resolve_model
-from cloudcli.data.cache import pack_masks
+from cloudcli.data.cache import array_path, pack_masks
 from cloudcli.data.dataset import CacheDataset, ShardSampler, build_transform
 from cloudcli.data.sources import classes_of
 from cloudcli.engine.distributed import pick_device
@@ -29,10 +29,14 @@ from cloudcli.models.factory import build_network, normalization
 from cloudcli.models.losses import build_loss
 
 
-def synthetic_cache(folder: Path, n: int, size: tuple[int, int], n_classes: int) -> None:
+def synthetic_cache(folder: Path, n: int, size: tuple[int, int], n_classes: int) -> Path:
+    """Random training images and masks in the cache's layout; the images file."""
     rng = np.random.default_rng(0)
-    np.save(folder / "train_images.npy", rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
-    np.save(folder / "train_masks.npy", pack_masks(rng.random((n, n_classes, *size)) < 0.3))
+    images = array_path(folder, "train_images")
+    images.parent.mkdir(parents=True, exist_ok=True)
+    np.save(images, rng.integers(0, 256, (n, *size, 3), dtype=np.uint8))
+    np.save(array_path(folder, "train_masks"), pack_masks(rng.random((n, n_classes, *size)) < 0.3))
+    return images
 
 
 def main() -> None:
@@ -65,10 +69,10 @@ def main() -> None:
     n = cfg.batch_size * (a.batches + 2)
 
     with tempfile.TemporaryDirectory() as tmp:
-        synthetic_cache(Path(tmp), n, size, n_classes)
+        images = synthetic_cache(Path(tmp), n, size, n_classes)
         transform = build_transform(p.augment, size, size, *normalization(network))
         ds = CacheDataset(
-            tmp, np.arange(n), np.ones((n, n_classes), np.float32), transform, with_masks=spec.role != "classifier"
+            images, np.arange(n), np.ones((n, n_classes), np.float32), transform, with_masks=spec.role != "classifier"
         )
         loader = DataLoader(
             ds,

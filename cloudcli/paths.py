@@ -1,7 +1,8 @@
 """Where every artifact lives, relative to the project folder: the one place that knows the layout.
 dvc.yaml spells the same paths (tests/test_paths.py holds the two together).
 
-  artifacts/preprocessed/                the cache                        preprocess
+  artifacts/preprocessed/train/          the cache's training images      preprocess
+  artifacts/preprocessed/test/           ... and its test images          preprocess
   artifacts/folds.csv                    fold of every training image     fold
   models/<model>/fold<k>/                a base model's checkpoints       train@<model>-<k>
   predictions/base/<model>/              its OOF and test probabilities   infer@<model>
@@ -24,6 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 
 CACHE = Path("artifacts/preprocessed")
+CACHE_TRAIN = CACHE / "train"  # what the training stages depend on: new test images retrain nothing
+CACHE_TEST = CACHE / "test"
 FOLDS = Path("artifacts/folds.csv")
 MODELS = Path("models")
 PREDICTIONS = Path("predictions")

@@ -36,19 +36,39 @@ def kaggle_data(raw: str | Path, raw_size: tuple[int, int], score_size: tuple[in
     return DataConfig("kaggle_clouds", str(raw), raw_size, score_size, None, None, (1.0, 99.0), None, None)
 
 
-def write_cache_meta(folder: Path, test_ids: list[str], score_size: tuple[int, int], truth=None) -> None:
-    """A cache folder holding what submit reads: test.csv (order), meta.json (classes, sizes) and,
-    given (M, 4, H, W) 0/1 `truth` in that order, test_truth.npy."""
-    from cloudcli.data.cache import pack_masks
+def write_cache(
+    folder: Path,
+    train_ids: list[str] = (),
+    test_ids: list[str] = (),
+    train_truth=None,
+    test_truth=None,
+    cache_size: tuple[int, int] = (8, 8),
+) -> None:
+    """A preprocessed cache in its two parts as the stages read it: index.csv and meta.json of each
+    part and, given (N, 4, H, W) 0/1 truth masks in row order, truth.npy (train presence follows it)."""
+    from cloudcli.data.cache import array_path, pack_masks
 
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"image_id": test_ids}).to_csv(folder / "test.csv", index=False)
-    pd.DataFrame({"image_id": [], **{c: [] for c in CLASSES}}).to_csv(folder / "train.csv", index=False)
-    arrays = {"test_images": [len(test_ids), 8, 8, 3]}
-    if truth is not None:
-        np.save(folder / "test_truth.npy", pack_masks(truth))
-        arrays["test_truth"] = [len(test_ids), *score_size]
-    (folder / "meta.json").write_text(json.dumps({"classes": list(CLASSES), "arrays": arrays}))
+    truths = {"train": train_truth, "test": test_truth}
+    for part, ids in (("train", list(train_ids)), ("test", list(test_ids))):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame({"image_id": ids})
+        truth = truths[part]
+        if part == "train":
+            present = np.zeros((len(ids), len(CLASSES)), int) if truth is None else truth.any((2, 3)).astype(int)
+            table = table.assign(**{c: present[:, k] for k, c in enumerate(CLASSES)})
+        table.to_csv(folder / part / "index.csv", index=False)
+        arrays = {f"{part}_images": [len(ids), *cache_size, 3]}
+        if truth is not None:
+            np.save(array_path(folder, f"{part}_truth"), pack_masks(truth))
+            arrays[f"{part}_truth"] = [len(ids), *truth.shape[2:]]
+        (folder / part / "meta.json").write_text(json.dumps({"classes": list(CLASSES), "arrays": arrays}))
+
+
+def write_cache_meta(folder: Path, test_ids: list[str], score_size: tuple[int, int], truth=None) -> None:
+    """A cache holding what submit reads: the test order, classes, sizes and, given (M, 4, H, W)
+    0/1 `truth` in that order, the test truth."""
+    del score_size  # the truth's own size
+    write_cache(folder, test_ids=test_ids, test_truth=truth)
 
 
 def tiny_params(**sections: dict) -> dict:

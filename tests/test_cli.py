@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 import cloudcli
+from cloudcli.data.cache import array_path
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 64, 96  # raw size of the tiny demo images: 6144 pixels per RLE
@@ -173,9 +174,9 @@ def test_preprocess_then_fold(project: Path) -> None:
         "test_images": (N_TEST, 32, 64, 3),
     }
     for name, shape in shapes.items():
-        array = np.load(cache / f"{name}.npy", mmap_mode="r")
+        array = np.load(array_path(cache, name), mmap_mode="r")
         assert array.shape == shape and array.dtype == np.uint8, name
-    table = pd.read_csv(cache / "train.csv", dtype={"image_id": str})
+    table = pd.read_csv(cache / "train" / "index.csv", dtype={"image_id": str})
     assert list(table["image_id"]) == ids
     labels = pd.read_csv(train_csv(project), dtype=str, keep_default_na=False)
     expected = (labels["EncodedPixels"] != "").to_numpy().reshape(N_TRAIN, 4).astype(int)

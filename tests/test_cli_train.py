@@ -48,7 +48,7 @@ def test_missing_cache_says_what_to_run(tiny_cache, tmp_path) -> None:
     result = cloudcli(
         "train", "--model", "classifier", "--fold", "0", "--cache", str(tmp_path / "nope"), cwd=tiny_cache, check=False
     )
-    failed(result, "meta.json: missing; run `cloudcli preprocess`")
+    failed(result, "nope/train/index.csv: missing; run `cloudcli preprocess`")
 
 
 def test_imagenet_weights_offline(tiny_cache, tmp_path) -> None:

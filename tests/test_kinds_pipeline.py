@@ -71,9 +71,9 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
     out = run("dvc", "repro", cwd=repo)
     rounds = {"pseudo@r1", "train_pl@r1-seg2_pl-0", "pseudo@r2", "train_pl@r2-seg2_pl-0", "infer_pl@r2-seg2_pl"}
     assert {"preprocess", "fold", "train@seg1-0", "train@classifier-0", "tune", "submit"} | rounds <= ran(out)
-    meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
+    meta = json.loads((repo / "artifacts/preprocessed/train/meta.json").read_text())
     assert meta["kind"] == "chips" and meta["classes"] == ["cloud"] and meta["bands"] == ["B02", "B03", "B04", "B08"]
-    assert np.load(repo / "artifacts/preprocessed/train_images.npy").shape == (24, SIZE, SIZE, 4)
+    assert np.load(repo / "artifacts/preprocessed/train/images.npy").shape == (24, SIZE, SIZE, 4)
     assert json.loads((repo / "models/seg1/fold0/config.json").read_text())["in_channels"] == 4
     folds = json.loads((repo / "metrics/folds.json").read_text())
     assert set(folds["max_group_share_gap"]) == {"location", "coverage"}
@@ -126,7 +126,7 @@ def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
     out = run("dvc", "repro", cwd=repo)
     assert {"train@seg1-0", "train@seg2-0", "ensemble", "tune", "submit", "report_predictions"} <= ran(out)
     assert "train_pl@r1-seg2_pl-0" in ran(out) and not any(s.startswith("train@classifier") for s in ran(out))
-    meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
+    meta = json.loads((repo / "artifacts/preprocessed/train/meta.json").read_text())
     assert meta["kind"] == "image_mask" and meta["classes"] == ["building"] and meta["band_limits"] is None
     tune = json.loads((repo / "metrics/tune.json").read_text())
     assert 0.0 <= tune["after"]["iou_image"] <= 1.0 and set(tune["after"]) >= {"iou_image_building", "jaccard"}

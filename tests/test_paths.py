@@ -53,7 +53,7 @@ def test_a_round_reads_base_predictions_apart_from_the_rounds() -> None:
 
 
 def test_the_other_outputs() -> None:
-    assert outs("preprocess") == [paths.CACHE]
+    assert outs("preprocess") == [paths.CACHE_TRAIN, paths.CACHE_TEST]
     assert outs("fold") == [paths.FOLDS]
     assert outs("ensemble") == [paths.ENSEMBLE]
     assert outs("tune") == [paths.TUNED, paths.CURVES]

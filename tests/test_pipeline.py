@@ -80,7 +80,7 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
     assert "up to date" in run("dvc", "status", cwd=repo)
     folds = pd.read_csv(repo / "artifacts/folds.csv")
     assert len(folds) == 24 and folds["image_id"].is_unique and set(folds["fold"]) == {0, 1, 2}
-    meta = json.loads((repo / "artifacts/preprocessed/meta.json").read_text())
+    meta = json.loads((repo / "artifacts/preprocessed/train/meta.json").read_text())
     assert meta["arrays"]["train_images"] == [24, 32, 64, 3]
     metrics = json.loads(run("dvc", "metrics", "show", "--json", cwd=repo))
     assert json.dumps(metrics).count('"n_train": 24') == 1
@@ -215,3 +215,23 @@ def test_default_demo_data_matches_committed_data_dvc(tmp_path) -> None:
     diff = procs.run(["git", "diff", "--exit-code", "data.dvc"], repo, timeout=60)
     assert diff.returncode == 0, f"regenerated demo data differs from data.dvc:\n{diff.stdout}"
     assert "up to date" in run("dvc", "status", "data.dvc", cwd=repo)
+
+
+def test_new_test_images_retrain_nothing(baseline, tmp_path) -> None:
+    """Replacing a test image re-runs preprocess; its training part comes out byte for byte the same,
+    so no `train@` is stale while inference and everything after it are (the pseudo-label models
+    train on test images: theirs are stale too)."""
+    import cv2
+
+    repo = copy_of(baseline, tmp_path)
+    image = sorted((repo / "data/test_images").glob("*.jpg"))[0]
+    cv2.imwrite(str(image), cv2.imread(str(image))[::-1].copy())  # another test image under the same name
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["preprocess"]["outs"]
+    assert ran(run("dvc", "repro", "preprocess", cwd=repo)) == {"preprocess"}
+    relock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["preprocess"]["outs"]
+    digests = [{o["path"]: o["md5"] for o in outs} for outs in (lock, relock)]
+    assert digests[0]["artifacts/preprocessed/train"] == digests[1]["artifacts/preprocessed/train"]
+    assert digests[0]["artifacts/preprocessed/test"] != digests[1]["artifacts/preprocessed/test"]
+    stale = set(json.loads(run("dvc", "status", "--json", cwd=repo)))
+    assert not {s for s in stale if s.startswith("train@")}
+    assert {"infer@seg1", "infer@classifier", "pseudo@r1", "train_pl@r1-seg2_pl-0", "submit"} <= stale

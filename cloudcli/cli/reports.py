@@ -88,6 +88,6 @@ def show(
     source = open_source(p.data)  # validated once: on the real Kaggle set that reads train.csv
     if pred is None:
         pred = default_prediction(image_id, source, paths.SUBMISSION, Path("reports/predictions"))
-    limits = cache_band_limits(Path("artifacts/preprocessed/meta.json"))  # 16-bit bands scaled as preprocess did
+    limits = cache_band_limits(paths.CACHE / "train" / "meta.json")  # 16-bit bands scaled as preprocess did
     out = out or Path("show") / f"{image_id.removesuffix('.jpg')}.png"
     print(draw(image_id, source, p.data.score_size, out, pred, truth, tile or p.report.tile, limits))

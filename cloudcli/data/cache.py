@@ -1,21 +1,25 @@
-"""The preprocessed cache: a few large .npy files a training loader memory-maps.
+"""The preprocessed cache: a few large .npy files a training loader memory-maps, in two parts so
+that the stages which train depend on the training images only (new test images retrain nothing).
 
-    train_images.npy  (N, h, w, B) uint8 at preprocess.cache_size: RGB, or B scaled bands
-    train_masks.npy   (N, h, w)    uint8, bit k set where class classes[k] is present
-    train_truth.npy   (N, H, W)    uint8 bits as above, at data.score_size (350x525): scoring truth
-    test_images.npy   (M, h, w, B) uint8
-    test_truth.npy    (M, H, W)    uint8 bits, only when the raw data has test labels (the demos)
-    train.csv         image_id + one 0/1 presence column per class, in array row order
-    test.csv          image_id, in sample_submission.csv (or file) order
-    meta.json         kind, classes, bands, sizes, params and library versions that made the cache
+    train/images.npy  (N, h, w, B) uint8 at preprocess.cache_size: RGB, or B scaled bands
+    train/masks.npy   (N, h, w)    uint8, bit k set where class classes[k] is present
+    train/truth.npy   (N, H, W)    uint8 bits as above, at data.score_size (350x525): scoring truth
+    train/index.csv   image_id + one 0/1 presence column per class, in array row order
+    train/meta.json   kind, classes, bands, band limits and statistics, sizes, params and library versions
+    test/images.npy   (M, h, w, B) uint8
+    test/truth.npy    (M, H, W)    uint8 bits, only when the raw data has test labels (the demos)
+    test/index.csv    image_id, in sample_submission.csv (or file) order
+    test/meta.json    kind, classes, bands, sizes, params and versions of the test part
 
-Masks are packed one bit per class, so up to 8 classes cost one byte per pixel.
+Masks are packed one bit per class, so up to 8 classes cost one byte per pixel. In code an array
+is named by part and kind, e.g. `train_images` is train/images.npy.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -47,25 +51,60 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (area >= 128).astype(np.uint8)
 
 
+PARTS = ("train", "test")
+
+
+def array_path(folder: str | Path, name: str) -> Path:
+    """The file of array `name` (`train_images`, `test_truth`, ...) in the cache at `folder`."""
+    part, _, kind = name.partition("_")
+    if part not in PARTS or not kind:
+        raise ValueError(f"no cache array {name!r}: a name is <part>_<kind>, part one of {PARTS}")
+    return Path(folder) / part / f"{kind}.npy"
+
+
 @dataclass(frozen=True)
 class Cache:
-    """Memory-mapped view of a preprocessed cache folder."""
+    """Memory-mapped view of a preprocessed cache folder. The training part is read when the cache
+    is opened; the test part only when a stage asks for it (`test`, `test_meta`, a test array)."""
 
     folder: Path
     train: pd.DataFrame  # image_id + presence columns
-    test: pd.DataFrame  # image_id
-    meta: dict
+    meta: dict  # the training part's meta.json
+
+    @cached_property
+    def test(self) -> pd.DataFrame:
+        """image_id of every test image, in array row order."""
+        return _read_csv(self.folder / "test" / "index.csv")
+
+    @cached_property
+    def test_meta(self) -> dict:
+        return _read_json(self.folder / "test" / "meta.json")
 
     @property
     def classes(self) -> tuple[str, ...]:
         """Class names in channel order, as preprocess recorded them."""
         if "classes" not in self.meta:
-            raise DataError(f"{self.folder / 'meta.json'}: no classes; rerun `dvc repro preprocess`")
+            raise DataError(f"{self.folder / 'train/meta.json'}: no classes; rerun `dvc repro preprocess`")
         return tuple(self.meta["classes"])
 
     @property
     def channels(self) -> int:
         return int(self.meta["arrays"]["train_images"][3])
+
+    @property
+    def cache_size(self) -> tuple[int, int]:
+        """(h, w) of the cached training images (preprocess.cache_size)."""
+        return tuple(self.meta["arrays"]["train_images"][1:3])
+
+    @property
+    def test_size(self) -> tuple[int, int]:
+        """(h, w) of the cached test images: the training images' size in a cache preprocess wrote."""
+        return tuple(self.test_meta["arrays"]["test_images"][1:3])
+
+    @property
+    def score_size(self) -> tuple[int, int]:
+        """(H, W) of the truth masks (data.score_size)."""
+        return tuple(self.meta["arrays"]["train_truth"][1:3])
 
     @property
     def band_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -76,19 +115,36 @@ class Cache:
 
     @property
     def has_test_truth(self) -> bool:
-        return "test_truth" in self.meta["arrays"]
+        return "test_truth" in self.test_meta["arrays"]
+
+    def path(self, name: str) -> Path:
+        return array_path(self.folder, name)
 
     def array(self, name: str) -> np.ndarray:
-        """One of train_images, train_masks, train_truth, test_images, memory-mapped read-only."""
-        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        """One of train_images, train_masks, train_truth, test_images, test_truth, memory-mapped read-only."""
+        return np.load(self.path(name), mmap_mode="r")
+
+
+def _missing(path: str | Path) -> DataError:
+    return DataError(f"{path}: missing; run `cloudcli preprocess` (or `dvc repro preprocess`) first")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"image_id": str})
+    except FileNotFoundError:
+        raise _missing(path) from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _missing(path) from None
 
 
 def open_cache(folder: str | Path) -> Cache:
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        train = pd.read_csv(folder / "train.csv", dtype={"image_id": str})
-        test = pd.read_csv(folder / "test.csv", dtype={"image_id": str})
-    except FileNotFoundError as e:
-        raise DataError(f"{e.filename}: missing; run `cloudcli preprocess` (or `dvc repro preprocess`) first") from None
-    return Cache(folder, train, test, meta)
+    if (folder / "train.csv").exists() and not (folder / "train").is_dir():
+        raise DataError(f"{folder}: a cache in the layout before train/ and test/ parts; rerun `dvc repro preprocess`")
+    return Cache(folder, _read_csv(folder / "train" / "index.csv"), _read_json(folder / "train" / "meta.json"))

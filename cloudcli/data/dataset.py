@@ -58,21 +58,20 @@ class CacheDataset(Dataset):
 
     def __init__(
         self,
-        folder: str | Path,
+        images: str | Path,  # the cache's images file, e.g. Cache.path("train_images")
         indices: np.ndarray,
         labels: np.ndarray,
         transform: A.Compose,
         seed: int = 0,
         with_masks: bool = True,
-        images: str = "train_images",  # or "test_images"
-        masks: str | Path | None = None,  # packed masks file [default: the cache's train_masks.npy]
+        masks: str | Path | None = None,  # packed masks file [default: masks.npy beside `images`]
         mask_rows: np.ndarray | None = None,  # row of each item in `masks` and `labels` [default: its index]
         stream: int | None = None,
         soft: bool = False,  # `masks` holds (K, C, h, w) uint8 probabilities (soft labels), not packed bits
     ) -> None:
-        self.folder, self.indices, self.labels, self.images = Path(folder), np.asarray(indices), labels, images
+        self.images_file, self.indices, self.labels = Path(images), np.asarray(indices), labels
         self.transform, self.seed, self.epoch, self.with_masks = transform, seed, 0, with_masks
-        self.masks_file = Path(masks) if masks is not None else self.folder / "train_masks.npy"
+        self.masks_file = Path(masks) if masks is not None else self.images_file.with_name("masks.npy")
         self.mask_rows = None if mask_rows is None else np.asarray(mask_rows)
         self.stream, self.soft = stream, soft
         self._images: np.ndarray | None = None  # memory maps, opened lazily in each worker
@@ -86,7 +85,7 @@ class CacheDataset(Dataset):
 
     def __getitem__(self, j: int) -> dict:
         if self._images is None:
-            self._images = np.load(self.folder / f"{self.images}.npy", mmap_mode="r")
+            self._images = np.load(self.images_file, mmap_mode="r")
             self._masks = np.load(self.masks_file, mmap_mode="r") if self.with_masks else None
         i = int(self.indices[j])
         m = i if self.mask_rows is None else int(self.mask_rows[j])

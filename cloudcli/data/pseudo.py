@@ -1,6 +1,6 @@
 """The pseudo-labelled set that `cloudcli pseudo` writes and `cloudcli train --pseudo` reads.
 
-images.csv  image_id, test_row (row of the cache's test_images.npy), one 0/1 presence column
+images.csv  image_id, test_row (row of the cache's test/images.npy), one 0/1 presence column
             per class, confidence (what the selection rule measured)
 masks.npy   (K, h, w) uint8 packed masks (bit k = class k) at preprocess.cache_size
 soft.npy    (K, C, h, w) uint8 soft targets p * 255, with pseudo.soft (what training then reads)

@@ -109,7 +109,7 @@ def _settings(
         "network": asdict(spec.network),
         "train_config": asdict(spec.train),
         "augment": asdict(augment),
-        "input_size": list(spec.train.input_size or cache.meta["arrays"]["train_images"][1:3]),
+        "input_size": list(spec.train.input_size or cache.cache_size),
         "normalization": {"mean": list(mean), "std": list(std)},
         "in_channels": cache.channels,
         "classes": list(cache.classes),

@@ -46,9 +46,7 @@ def split_indices(cache_train_ids: list[str], folds_csv: Path, fold: int) -> tup
 
 def pseudo_set(folder: Path, cache: Cache) -> PseudoSet:
     """The pseudo-labelled set, checked to hold test images only: they never reach a validation fold."""
-    pseudo = read_pseudo(
-        folder, list(cache.test["image_id"]), tuple(cache.meta["arrays"]["test_images"][1:3]), cache.classes
-    )
+    pseudo = read_pseudo(folder, list(cache.test["image_id"]), cache.test_size, cache.classes)
     clash = set(pseudo.images["image_id"]) & set(cache.train["image_id"])
     if clash:
         raise DataError(
@@ -69,18 +67,17 @@ def build_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """(train, valid) loaders: augmented, reshuffled batches (never of one image) over the training
     rows and any pseudo-labelled test images; the validation rows in order, unaugmented."""
-    cfg, cache_size = spec.train, tuple(cache.meta["arrays"]["train_images"][1:3])
+    cfg, cache_size = spec.train, cache.cache_size
     size = cfg.input_size or cache_size
     mean, std = normalization(spec.network, cache.band_stats)
     labels = cache.train[list(cache.classes)].to_numpy()
     masks = spec.role != "classifier"
     augmented = build_transform(augment, size, cache_size, mean, std)
-    train_ds = CacheDataset(cache.folder, train_idx, labels, augmented, cfg.seed, masks)
+    train_ds = CacheDataset(cache.path("train_images"), train_idx, labels, augmented, cfg.seed, masks)
     if pseudo is not None and len(pseudo.images):  # test images: the training part only, never validation
         train_ds = ConcatWithEpoch([train_ds, _pseudo_dataset(cache, pseudo, augmented, cfg.seed, masks)])
-    valid_ds = CacheDataset(
-        cache.folder, valid_idx, labels, build_transform(None, size, cache_size, mean, std), cfg.seed, masks
-    )
+    plain = build_transform(None, size, cache_size, mean, std)
+    valid_ds = CacheDataset(cache.path("train_images"), valid_idx, labels, plain, cfg.seed, masks)
     common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda", "persistent_workers": False}
     train_batches = NoSingletonBatchSampler(
         ShardSampler(len(train_ds), ctx.rank, ctx.world, True, cfg.seed), cfg.batch_size
@@ -99,13 +96,12 @@ def build_loaders(
 def _pseudo_dataset(cache: Cache, pseudo: PseudoSet, augmented, seed: int, masks: bool) -> CacheDataset:
     """The pseudo-labelled test images as a second stream of training samples."""
     return CacheDataset(
-        cache.folder,
+        cache.path("test_images"),
         pseudo.images["test_row"].to_numpy(),
         pseudo.labels,
         augmented,
         seed,
         masks,
-        images="test_images",
         masks=pseudo.targets,
         soft=pseudo.soft,
         mask_rows=np.arange(len(pseudo.images)),

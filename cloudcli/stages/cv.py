@@ -34,7 +34,7 @@ def run(
     rounds: tuple[str, ...] = (),
 ) -> dict:
     """Scores of cv.models and of each round's pseudo-label models (as `<model>@<round>`)."""
-    classes = tuple(pd.read_csv(cache / "train.csv", nrows=0).columns.drop("image_id"))  # the cache's classes
+    classes = tuple(pd.read_csv(cache / "train" / "index.csv", nrows=0).columns.drop("image_id"))  # the cache's classes
     result = {name: model_score(name, models[name].role, cv.folds, models_dir, classes) for name in cv.models}
     for r in rounds:
         for name in pseudo_models:
@@ -76,7 +76,7 @@ def round_or_none(value: float | None) -> float | None:
 
 def all_empty_dice(cache: Path, folds_csv: Path, folds: tuple[int, ...]) -> float:
     """Dice of predicting every mask empty on the validation rows of `folds`: the empty-row share."""
-    presence = pd.read_csv(cache / "train.csv", dtype={"image_id": str}).set_index("image_id")
+    presence = pd.read_csv(cache / "train" / "index.csv", dtype={"image_id": str}).set_index("image_id")
     fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
     rows = presence.loc[fold_of[fold_of.isin(folds)].index]
     return float((rows.to_numpy() == 0).mean())

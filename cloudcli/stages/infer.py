@@ -38,7 +38,7 @@ def run(
     fold_nets = _load_fold_nets(model, models_dir, cv, cfg, device)
     settings = fold_nets[0][1]
     folds, oof_rows = _oof_rows(cache, folds_csv, cv)
-    score_size = tuple(cache.meta["arrays"]["train_truth"][1:3])
+    score_size = cache.score_size
     info(
         f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
         f"TTA {'+'.join(cfg.tta)}, on {device}"
@@ -127,10 +127,10 @@ def _predict_into(
     title: str,
 ) -> None:
     norm = settings["normalization"]
-    size, cache_size = tuple(settings["input_size"]), tuple(cache.meta["arrays"]["train_images"][1:3])
+    size, cache_size = tuple(settings["input_size"]), cache.cache_size
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
     labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
-    ds = CacheDataset(cache.folder, rows, labels, transform, with_masks=False, images=images)
+    ds = CacheDataset(cache.path(images), rows, labels, transform, with_masks=False)
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda")
     fmt = memory_format(settings)  # the one the model trained with
     done = 0

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.config import DataConfig, PreprocessConfig
-from cloudcli.data.cache import pack_masks, resize_mask
+from cloudcli.data.cache import PARTS, array_path, pack_masks, resize_mask
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
@@ -28,8 +28,8 @@ _SOURCE: list[Source] = []  # per-process: the dataset being read (sent once per
 
 
 def _open(folder: Path, source: Source) -> None:
-    for path in folder.glob("*.npy"):
-        _ARRAYS[path.stem] = np.load(path, mmap_mode="r+")
+    for path in folder.glob("*/*.npy"):
+        _ARRAYS[f"{path.parent.name}_{path.stem}"] = np.load(path, mmap_mode="r+")
     _SOURCE[:] = [source]
 
 
@@ -76,7 +76,8 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
         shapes["test_truth"] = (m, sh, sw)  # the demo's hidden test labels, for the test score
     with atomic_path(out, is_dir=True) as tmp:
         for name, shape in shapes.items():
-            np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
+            array_path(tmp, name).parent.mkdir(exist_ok=True)
+            np.lib.format.open_memmap(array_path(tmp, name), mode="w+", dtype=np.uint8, shape=shape).flush()
         jobs = [("train", i, cfg, data.score_size, True) for i in range(n)]
         jobs += [("test", i, cfg, data.score_size, source.has_test_truth) for i in range(m)]
         areas = pmap(_process, jobs, cfg.workers, "preprocess", "images", _open, (tmp, source))[:n]
@@ -84,28 +85,30 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
         areas = np.stack(areas)  # (N, C) mask pixels at full size
         classes = list(source.classes)
         table = pd.DataFrame((areas > 0).astype(np.uint8), columns=classes).assign(image_id=list(source.train_ids))
-        write_csv(tmp / "train.csv", table[["image_id", *classes]])
-        write_csv(tmp / "test.csv", pd.DataFrame({"image_id": list(source.test_ids)}))
-        write_json(tmp / "meta.json", _meta(source, data, cfg, shapes, tmp))
+        write_csv(tmp / "train" / "index.csv", table[["image_id", *classes]])
+        write_csv(tmp / "test" / "index.csv", pd.DataFrame({"image_id": list(source.test_ids)}))
+        for part in PARTS:
+            write_json(tmp / part / "meta.json", _meta(source, data, cfg, shapes, tmp, part))
     write_json(metrics, label_stats(areas > 0, m, source.classes))
     info(f"preprocess: wrote {out}")
 
 
-def _meta(source: Source, data: DataConfig, cfg: PreprocessConfig, shapes: dict, folder: Path) -> dict:
-    images = np.load(folder / "train_images.npy", mmap_mode="r")
-    stats = images[:: max(1, len(images) // 64)].reshape(-1, images.shape[-1]) / 255.0  # a sample's band statistics
-    return {
-        "kind": source.kind,
-        "classes": list(source.classes),
-        "bands": list(source.bands) or None,
-        "mask_bits": {c: 1 << k for k, c in enumerate(source.classes)},
-        "band_limits": None if source.limits is None else source.limits.round(3).tolist(),
-        "band_mean": stats.mean(0).round(4).tolist(),
-        "band_std": np.maximum(stats.std(0), 1e-3).round(4).tolist(),
-        "arrays": {k: list(v) for k, v in shapes.items()},
-        "params": {"data": asdict(data), "preprocess": asdict(cfg)},
-        "versions": versions(),
-    }
+def _meta(source: Source, data: DataConfig, cfg: PreprocessConfig, shapes: dict, folder: Path, part: str) -> dict:
+    """meta.json of one part: what made it. Nothing of the other part goes in, so a part's files
+    change only when its own images do (the training stages depend on the training part alone)."""
+    meta = {"kind": source.kind, "classes": list(source.classes), "bands": list(source.bands) or None}
+    if part == "train":
+        images = np.load(array_path(folder, "train_images"), mmap_mode="r")
+        stats = images[:: max(1, len(images) // 64)].reshape(-1, images.shape[-1]) / 255.0  # a sample's statistics
+        meta |= {
+            "mask_bits": {c: 1 << k for k, c in enumerate(source.classes)},
+            "band_limits": None if source.limits is None else source.limits.round(3).tolist(),
+            "band_mean": stats.mean(0).round(4).tolist(),
+            "band_std": np.maximum(stats.std(0), 1e-3).round(4).tolist(),
+        }
+    arrays = {k: list(v) for k, v in shapes.items() if k.startswith(f"{part}_")}
+    params = {"data": asdict(data), "preprocess": asdict(cfg)}
+    return meta | {"arrays": arrays, "params": params, "versions": versions()}
 
 
 def label_stats(present: np.ndarray, n_test: int, classes: tuple[str, ...]) -> dict:

@@ -175,7 +175,7 @@ def _write_masks(
     """Label the kept test `rows` into masks.npy (and soft.npy); (K, C) presence, (K, C) Dice
     against the true masks (0 without them) and the RLE of every mask at the predictions' size."""
     classes = cache.classes
-    cache_size = tuple(cache.meta["arrays"]["test_images"][1:3])
+    cache_size = cache.test_size
     rules, shape_levels = [f.rule for f in fits], [f.shape_level for f in fits]
     presence = np.zeros((len(rows), len(classes)), int)
     label_dice = np.zeros((len(rows), len(classes)))

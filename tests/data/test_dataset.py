@@ -16,7 +16,11 @@ def dataset(tiny_cache, aug, **kw) -> CacheDataset:
     cache = open_cache(tiny_cache / "artifacts/preprocessed")
     labels = cache.train.drop(columns="image_id").to_numpy()
     return CacheDataset(
-        cache.folder, np.arange(len(labels)), labels, build_transform(aug, (32, 64), (32, 64), MEAN, STD), **kw
+        cache.path("train_images"),
+        np.arange(len(labels)),
+        labels,
+        build_transform(aug, (32, 64), (32, 64), MEAN, STD),
+        **kw,
     )
 
 
@@ -126,15 +130,15 @@ def test_a_singleton_tail_joins_the_previous_batch(n: int, batch: int, sizes: li
 def test_soft_targets_are_read_as_probabilities(tiny_cache, tmp_path) -> None:
     """A soft-label file (K, C, h, w) uint8 p * 255 comes out as masks in 0..1, augmented with the image."""
     cache = open_cache(tiny_cache / "artifacts/preprocessed")
-    _, h, w, _ = cache.meta["arrays"]["test_images"]
+    h, w = cache.test_size
     soft = np.zeros((2, 4, h, w), np.uint8)
     soft[0, 1, :, : w // 2] = 51  # p = 0.2 on the left half of class 1
     soft[1, 3] = 255
     np.save(tmp_path / "soft.npy", soft)
     transform = build_transform(None, (h, w), (h, w), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     ds = CacheDataset(
-        cache.folder, np.array([0, 1]), np.array([[0, 1, 0, 0], [0, 0, 0, 1]]), transform,
-        images="test_images", masks=tmp_path / "soft.npy", mask_rows=np.array([0, 1]), soft=True,
+        cache.path("test_images"), np.array([0, 1]), np.array([[0, 1, 0, 0], [0, 0, 0, 1]]), transform,
+        masks=tmp_path / "soft.npy", mask_rows=np.array([0, 1]), soft=True,
     )  # fmt: skip
     first, second = ds[0]["masks"], ds[1]["masks"]
     assert first.shape == (4, h, w) and float(first[1, :, : w // 2].min()) == pytest.approx(0.2)

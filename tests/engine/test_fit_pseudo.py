@@ -73,7 +73,7 @@ def pseudo_masks(shape: tuple[int, int], k: int = len(TEST_ROWS)) -> np.ndarray:
 @pytest.fixture
 def pseudo_dir(tiny_cache, tmp_path) -> tuple[Path, pd.DataFrame, np.ndarray]:
     cache = cache_of(tiny_cache)
-    h, w = cache.meta["arrays"]["test_images"][1:3]
+    h, w = cache.test_size
     ids = [cache.test["image_id"][r] for r in TEST_ROWS]
     masks = pseudo_masks((h, w))
     folder = tmp_path / "pseudo"
@@ -97,8 +97,10 @@ def test_pseudo_images_join_training_and_never_validation(tiny_cache, pseudo_dir
 
     # validation: exactly the fold's training-image rows, from train_images and train_masks
     valid = valid_loader.dataset
-    assert isinstance(valid, CacheDataset) and valid.images == "train_images" and valid.mask_rows is None
-    assert valid.masks_file == cache.folder / "train_masks.npy"
+    assert (
+        isinstance(valid, CacheDataset) and valid.images_file == cache.path("train_images") and valid.mask_rows is None
+    )
+    assert valid.masks_file == cache.path("train_masks")
     np.testing.assert_array_equal(valid.indices, valid_idx)
     seen = torch.cat([b["index"] for b in valid_loader]).numpy()
     assert sorted(seen) == sorted(valid_idx)
@@ -141,7 +143,7 @@ def test_classifier_training_reads_pseudo_labels_without_masks(tiny_cache, pseud
 
 def test_empty_pseudo_set_adds_nothing(tiny_cache, tmp_path) -> None:
     cache, spec = cache_of(tiny_cache), spec_of(tiny_cache)
-    h, w = cache.meta["arrays"]["test_images"][1:3]
+    h, w = cache.test_size
     write_pseudo(tmp_path / "empty", [], [], np.zeros((0, 4, h, w), np.uint8))
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tiny_cache / "artifacts/folds.csv", 0)
     pseudo = pseudo_set(tmp_path / "empty", cache)
@@ -156,7 +158,8 @@ def test_training_images_in_a_pseudo_set_are_refused(tiny_cache, pseudo_dir, tmp
     train_id = cache.train["image_id"][4]
     test = cache.test.copy()
     test.loc[TEST_ROWS[0], "image_id"] = train_id  # a cache whose test list holds a training image
-    clashing = dataclasses.replace(cache, test=test)
+    clashing = dataclasses.replace(cache)
+    clashing.__dict__["test"] = test  # the test list is read lazily (a cached property): set it
     ids = [test["image_id"][r] for r in TEST_ROWS]
     write_pseudo(tmp_path / "clash", ids, TEST_ROWS, masks)
     assert len(read_pseudo(tmp_path / "clash", list(test["image_id"]), masks.shape[2:], CLASSES).images) == len(
@@ -169,7 +172,7 @@ def test_training_images_in_a_pseudo_set_are_refused(tiny_cache, pseudo_dir, tmp
 def test_read_pseudo_checks_the_set_against_the_cache(tiny_cache, pseudo_dir, tmp_path) -> None:
     folder, images, masks = pseudo_dir
     cache = cache_of(tiny_cache)
-    test_ids, size = list(cache.test["image_id"]), tuple(cache.meta["arrays"]["test_images"][1:3])
+    test_ids, size = list(cache.test["image_id"]), tuple(cache.test_size)
     good = read_pseudo(folder, test_ids, size, CLASSES)
     assert good.masks.shape == (len(TEST_ROWS), *size)
     assert good.sha1 == set_sha1(folder)

@@ -1,14 +1,8 @@
 """Fixtures of the stage tests: out-of-fold predictions of several models on a tiny cache."""
 
-import json
-
 import numpy as np
-import pandas as pd
 import pytest
-from helpers import save_model
-
-from cloudcli import CLASSES
-from cloudcli.data.cache import pack_masks
+from helpers import save_model, write_cache
 
 
 @pytest.fixture
@@ -29,14 +23,7 @@ def oof(tmp_path):
         return probs
 
     ids = [f"{i:03d}.jpg" for i in range(n)]
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    np.save(cache / "train_truth.npy", pack_masks(truth))
-    pd.DataFrame({"image_id": ids}).assign(
-        **{c: truth[:, k].any((1, 2)).astype(int) for k, c in enumerate(CLASSES)}
-    ).to_csv(cache / "train.csv", index=False)
-    pd.DataFrame({"image_id": ids}).to_csv(cache / "test.csv", index=False)
-    (cache / "meta.json").write_text(json.dumps({"classes": list(CLASSES)}))
+    write_cache(tmp_path / "cache", ids, ids, truth)
     order = rng.permutation(n)  # OOF rows in another order than the cache
     oof_ids = list(np.array(ids)[order])
     maps = {"seg1": noisy(40, 120), "seg2": noisy(60, 140), "seg2b": noisy(50, 130), "seg2c": noisy(30, 110)}

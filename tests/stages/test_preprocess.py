@@ -7,7 +7,7 @@ import pytest
 
 from cloudcli import CLASSES
 from cloudcli.config import load_params
-from cloudcli.data.cache import open_cache, resize_mask, unpack_masks
+from cloudcli.data.cache import array_path, open_cache, resize_mask, unpack_masks
 from cloudcli.data.kaggle import presence, read_image, read_labels, to_wide
 from cloudcli.rle import decode
 from cloudcli.stages import preprocess
@@ -57,6 +57,6 @@ def test_parallel_workers_write_the_same_bytes(cache, tiny_project) -> None:
     two = p.preprocess.__class__(cache_size=p.preprocess.cache_size, workers=2)
     preprocess.run(p.data, two, tiny_project / "out2", tiny_project / "metrics2.json")
     for name in ("train_images", "train_masks", "train_truth", "test_images"):
-        assert (tiny_project / "out" / f"{name}.npy").read_bytes() == (
-            tiny_project / "out2" / f"{name}.npy"
-        ).read_bytes()
+        assert (
+            array_path(tiny_project / "out", name).read_bytes() == array_path(tiny_project / "out2", name).read_bytes()
+        )

@@ -177,8 +177,8 @@ def project(oof):
     classifier_test = classifier_probs(rng, test_truth)
     save_model(root / "pred/base/classifier", test_ids, "classifier", classifier_probs=classifier_test, split="test")
     cache_order = list(rng.permutation(test_ids))
-    pd.DataFrame({"image_id": cache_order}).to_csv(root / "cache/test.csv", index=False)
-    (root / "cache/meta.json").write_text(
+    pd.DataFrame({"image_id": cache_order}).to_csv(root / "cache/test/index.csv", index=False)
+    (root / "cache/test/meta.json").write_text(
         json.dumps({"classes": list(CLASSES), "arrays": {"test_images": [M, *CACHE, 3]}})
     )
     return {
@@ -195,10 +195,10 @@ def project(oof):
 def write_test_truth(project) -> None:
     """The demo's hidden test masks, as preprocess stores them: test_truth.npy in the cache's order."""
     root, order = project["root"], [project["test_ids"].index(i) for i in project["cache_order"]]
-    np.save(root / "cache/test_truth.npy", pack_masks(project["test_truth"][order]))
-    meta = json.loads((root / "cache/meta.json").read_text())
+    np.save(root / "cache/test/truth.npy", pack_masks(project["test_truth"][order]))
+    meta = json.loads((root / "cache/test/meta.json").read_text())
     meta["arrays"]["test_truth"] = [len(order), *SCORE]
-    (root / "cache/meta.json").write_text(json.dumps(meta))
+    (root / "cache/test/meta.json").write_text(json.dumps(meta))
 
 
 def run_stage(project, out: str = "out", **changes) -> tuple[PseudoConfig, dict]:
@@ -415,7 +415,7 @@ def test_kept_image_missing_from_the_cache_is_an_error(project) -> None:
     root = project["root"]
     gone = project["test_ids"][2]  # rows 0..11 are confidently right: kept
     order = [i for i in project["cache_order"] if i != gone]
-    pd.DataFrame({"image_id": order}).to_csv(root / "cache/test.csv", index=False)
+    pd.DataFrame({"image_id": order}).to_csv(root / "cache/test/index.csv", index=False)
     with pytest.raises(DataError, match="images not in"):
         run_stage(project)
     assert not (root / "out").exists() and not list(root.glob(".out*"))
