@@ -6,7 +6,7 @@ dvc.yaml spells the same paths (tests/test_paths.py holds the two together).
   artifacts/folds.csv                    fold of every training image     fold
   models/<model>/fold<k>/                a base model's checkpoints       train@<model>-<k>
   predictions/base/<model>/              its OOF and test probabilities   infer@<model>
-  pseudo/<round>/                        a round's pseudo-labelled set    pseudo@<round>
+  pseudo/<round>/fold<k>/                a round's pseudo-labelled sets   pseudo@<round>
   models/<round>/<model>/fold<k>/        the round's pseudo-label models  train_pl@<round>-<model>-<k>
   predictions/<round>/<model>/           their probabilities              infer_pl@<round>-<model>
   dvclive/[<round>/]<model>/fold<k>/     training curves

@@ -90,8 +90,9 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
 
     labels = json.loads((repo / "pseudo/r1/meta.json").read_text())
     assert labels["rule"] == "pixels" and labels["soft"] is True
-    soft = np.load(repo / "pseudo/r1/soft.npy")
-    assert soft.shape[1:] == (1, SIZE, SIZE) and soft.dtype == np.uint8 and len(soft) == labels["report"]["images"]
+    soft = np.load(repo / "pseudo/r1/fold0/soft.npy")
+    images = labels["report"]["folds"]["fold0"]["images"]
+    assert soft.shape[1:] == (1, SIZE, SIZE) and soft.dtype == np.uint8 and len(soft) == images
     second = json.loads((repo / "pseudo/r2/meta.json").read_text())  # relabelled with r1's seg2_pl
     assert second["shape"] == ["predictions/r1/seg2_pl"] and labels["shape"] == ["predictions/base/seg2"]
     members = json.loads((repo / "ensemble/meta.json").read_text())["members"]

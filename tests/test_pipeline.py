@@ -44,7 +44,7 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
     if "reflink" not in re.search(r"Cache types: (.*)", run("dvc", "version", cwd=repo)).group(1):
         best = repo / "models/seg1/fold0/best.pt"  # (a reflink is a plain file: nothing to check)
         assert best.is_symlink() or best.stat().st_nlink > 1  # one copy on disk, not two
-    kept = pd.read_csv(repo / "pseudo/r1/images.csv")
+    kept = pd.read_csv(repo / "pseudo/r1/fold0/images.csv")  # fold 0's set: the only fold trained
     assert len(kept) >= 1 and set(kept["image_id"]) <= set(
         pd.read_csv(repo / "data/sample_submission.csv")["Image_Label"].str.rsplit("_", n=1).str[0]
     )
@@ -58,7 +58,9 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
         ("seg2_unet", "predictions/base/seg2_unet", False),
         ("seg2_pl@r1", "predictions/r1/seg2_pl", True),
     ]
-    assert "labels" in json.loads((repo / "metrics/pseudo/r1.json").read_text())  # scored on the demo's test_truth.csv
+    labels = json.loads((repo / "metrics/pseudo/r1.json").read_text())
+    assert "labels" in labels["folds"]["fold0"]  # scored on the demo's test_truth.csv
+    assert labels["labels_from"] == "fold" and not labels["leak_free"]  # one trained fold: rules on its own rows
     assert "valid submission, 24 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
     assert 0 <= json.loads((repo / "metrics/test.json").read_text())["dice"] <= 1  # the demo's true test score
     assert np.load(repo / "predictions/base/seg2/test.npy").shape == (6, 4, 32, 48)
@@ -113,7 +115,11 @@ def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
         "pseudo@r1"
     }
     labels = json.loads((repo / "metrics/pseudo/r2.json").read_text())
-    assert labels["after"] == "r1" and labels["relabel"] == {"seg2": "seg2_pl"} and labels["images"] == len(kept)
+    assert (
+        labels["after"] == "r1"
+        and labels["relabel"] == {"seg2": "seg2_pl"}
+        and labels["folds"]["fold0"]["images"] == len(kept)
+    )
     made_by = json.loads((repo / "pseudo/r2/meta.json").read_text())
     assert made_by["shape"] == ["predictions/r1/seg2_pl", "predictions/base/seg2_unet"]
     members = json.loads((repo / "ensemble/meta.json").read_text())["members"]

@@ -58,7 +58,10 @@ def train(
     restart: Annotated[bool, typer.Option(help="Ignore last.pt and train from scratch")] = False,
     pseudo: Annotated[
         Path | None,
-        typer.Option(help="Pseudo-labelled set added to the training part [default with --round: pseudo/ROUND]"),
+        typer.Option(
+            help="Pseudo-labelled set added to the training part: a round's folder (its foldFOLD/ set is used) "
+            "or one set's folder [default with --round: pseudo/ROUND]"
+        ),
     ] = None,
 ) -> None:
     """Train one model on one fold; resumes from its last checkpoint if interrupted.

@@ -186,6 +186,7 @@ class InferConfig:
     precision: Literal["fp32", "bf16", "fp16"]  # autocast on CUDA; CPU runs fp32
     stack_tta: bool  # all TTA views in one forward pass (len(tta) x the batch in memory)
     workers: int  # DataLoader worker processes
+    fold_test: bool = True  # also each fold model's test probabilities, for leak-free pseudo labels
 
     def __post_init__(self) -> None:
         _check(

@@ -98,6 +98,7 @@ class PseudoConfig:
     min_share: float  # pixels: keep an image when more than this share of its pixels (all classes) is confident
     min_areas: tuple[int, ...]  # candidate min_area values of the label rules, pixels at data.score_size
     soft: bool  # train on soft targets (the label models' mean probability) instead of binary masks
+    labels: Literal["fold", "mean"] = "fold"  # fold k's set made by the fold-k models (no leak), or by all (leaks)
 
     def __post_init__(self) -> None:
         _check(

@@ -6,6 +6,7 @@ batches whatever the number of loader workers, and a resumed run continues exact
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import albumentations as A
@@ -90,7 +91,10 @@ class CacheDataset(Dataset):
         i = int(self.indices[j])
         m = i if self.mask_rows is None else int(self.mask_rows[j])
         entropy = [self.seed, self.epoch, i] if self.stream is None else [self.seed, self.epoch, i, self.stream]
-        self.transform.set_random_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        # One generator shared by every transform, each drawing from it in turn (set_random_seed would
+        # give each its own copy of one seed: transforms of equal probability would fire together).
+        self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
         sample = {"image": np.array(self._images[i])}
         if self.with_masks:
             masks = np.asarray(self._masks[m]) if self.soft else unpack_masks(self._masks[m], self.labels.shape[1])

@@ -58,7 +58,7 @@ def fit(
     net = build_network(spec.role, spec.network, cache.channels, len(cache.classes))  # may download weights
     frozen = freeze_encoder_stages(net, spec.network.freeze_encoder_stages)
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), folds_csv, fold)
-    pseudo = None if pseudo_dir is None else pseudo_set(pseudo_dir, cache)
+    pseudo = None if pseudo_dir is None else pseudo_set(pseudo_dir, cache, fold)
     loaders = build_loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo)
     settings = _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen, pseudo)
     _describe(spec, fold, len(train_idx), len(valid_idx), pseudo, loaders[0], ctx, frozen)

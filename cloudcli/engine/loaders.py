@@ -44,8 +44,13 @@ def split_indices(cache_train_ids: list[str], folds_csv: Path, fold: int) -> tup
     return np.flatnonzero(folds != fold), valid
 
 
-def pseudo_set(folder: Path, cache: Cache) -> PseudoSet:
-    """The pseudo-labelled set, checked to hold test images only: they never reach a validation fold."""
+def pseudo_set(folder: Path, cache: Cache, fold: int | None = None) -> PseudoSet:
+    """The pseudo-labelled set of `fold` (a round's folder holds one per fold, fold<k>/; a folder
+    with its own images.csv is one set for every fold), checked to hold test images only: they
+    never reach a validation fold."""
+    folder = Path(folder)
+    if fold is not None and not (folder / "images.csv").exists():
+        folder = folder / f"fold{fold}"
     pseudo = read_pseudo(folder, list(cache.test["image_id"]), cache.test_size, cache.classes)
     clash = set(pseudo.images["image_id"]) & set(cache.train["image_id"])
     if clash:

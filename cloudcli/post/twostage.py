@@ -130,13 +130,18 @@ def scores_of(how: str, seg1: Counts, classifier_probs: np.ndarray | None, top_k
     return class_score(how, classifier_probs, topk_from_histograms(seg1.hist, top_k) if needs_topk else None)
 
 
-def member_levels(probs: np.ndarray, truth: np.ndarray, role: str, metric: str = "dice") -> list[int]:
-    """Per class, the level maximising the member's `metric` over its OOF maps (positive rows for seg2)."""
+def member_levels(
+    probs: np.ndarray, truth: np.ndarray, role: str, metric: str = "dice", rows: np.ndarray | None = None
+) -> list[int]:
+    """Per class, the level maximising the member's `metric` over its OOF maps (positive rows for
+    seg2); only over `rows` (bool (N,)) when given."""
     levels = []
     for k in range(probs.shape[1]):
         hist_all, hist_in = histograms(probs[:, k], (truth & BITS[k]) != 0)
+        if rows is not None:
+            hist_all, hist_in = hist_all[rows], hist_in[rows]
         t_area = hist_in.sum(1)
-        rows = t_area > 0 if role == "seg2" and (t_area > 0).any() else np.ones(len(t_area), bool)
-        scores = grid_scores(above(hist_all)[rows], above(hist_in)[rows], t_area[rows], (0,), metric)[:, 0]
+        used = t_area > 0 if role == "seg2" and (t_area > 0).any() else np.ones(len(t_area), bool)
+        scores = grid_scores(above(hist_all)[used], above(hist_in)[used], t_area[used], (0,), metric)[:, 0]
         levels.append(int(np.argmax(scores)))
     return levels

@@ -4,7 +4,9 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
   segmentation: oof.npy (n_oof, 4, H, W) and test.npy (M, 4, H, W) uint8 = round(p * 255) at the
                 scoring size (350x525); each OOF row comes from the fold model that did not see it,
                 test rows average every fold model; oof.csv (image_id, fold) and test.csv give row order.
-  classifier:   oof.csv and test.csv with one probability column per class.
+                With infer.fold_test, also test_fold<k>.npy/.csv: fold k's model alone (what leak-free
+                pseudo labels for fold k are made from).
+  classifier:   oof.csv and test.csv (and test_fold<k>.csv) with one probability column per class.
   meta.json:    TTA, folds, shapes, versions.
 """
 
@@ -48,13 +50,18 @@ def run(
         for (net, s), k in zip(fold_nets, cv.folds):
             rows = np.flatnonzero(folds == k)
             positions = np.searchsorted(oof_rows, rows)
-            _predict_into(oof, positions, [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
-        test = _Sink(tmp, "test", settings["role"], len(cache.test), score_size, cache.classes)
-        rows, nets = np.arange(len(cache.test)), [n for n, _ in fold_nets]
-        _predict_into(test, rows, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
+            title = f"infer {model} fold {k}"
+            _predict_into([oof], positions, [net], cache, rows, "train_images", s, cfg, device, title)
+        m, role = len(cache.test), settings["role"]
+        tests = [_Sink(tmp, "test", role, m, score_size, cache.classes)]
+        if cfg.fold_test:
+            tests += [_Sink(tmp, f"test_fold{k}", role, m, score_size, cache.classes) for k in cv.folds]
+        rows, nets = np.arange(m), [n for n, _ in fold_nets]
+        _predict_into(tests, rows, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
         oof.finish(pd.DataFrame({"image_id": oof_ids, "fold": folds[oof_rows]}))
-        test.finish(pd.DataFrame({"image_id": cache.test["image_id"]}))
+        for sink in tests:
+            sink.finish(pd.DataFrame({"image_id": cache.test["image_id"]}))
         write_json(tmp / "meta.json", _meta(model, settings, cv, cfg, score_size, cache.classes))
     info(f"infer {model}: wrote {out}")
 
@@ -81,6 +88,7 @@ def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size
         "role": settings["role"],
         "folds": list(cv.folds),
         "tta": list(cfg.tta),
+        "fold_test": cfg.fold_test,
         "score_size": list(score_size),
         "classes": list(classes),
         "input_size": list(settings["input_size"]),
@@ -102,6 +110,10 @@ class _Sink:
                 folder / f"{name}.npy", "w+", np.uint8, (n, len(classes), *score_size)
             )  # (N, C, H, W) p * 255
 
+    def put(self, positions: np.ndarray, probs: torch.Tensor) -> None:
+        """Store a batch of probabilities at `positions`."""
+        self.array[positions] = (probs if self.role == "classifier" else to_uint8(probs)).cpu().numpy()
+
     def finish(self, index: pd.DataFrame) -> None:
         if self.role == "classifier":
             index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(self.classes)})
@@ -115,7 +127,7 @@ def _autocast_dtype(cfg: InferConfig, device: torch.device) -> torch.dtype | Non
 
 
 def _predict_into(
-    sink: _Sink,
+    sinks: list[_Sink],
     positions: np.ndarray,
     nets: list,
     cache: Cache,
@@ -126,23 +138,28 @@ def _predict_into(
     device: torch.device,
     title: str,
 ) -> None:
+    """Predict cache `rows` of `images` into `positions` of sinks[0] (the mean of `nets`) and, when
+    there is one more sink per net, of each net's own sink."""
     norm = settings["normalization"]
     size, cache_size = tuple(settings["input_size"]), cache.cache_size
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
     labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
     ds = CacheDataset(cache.path(images), rows, labels, transform, with_masks=False)
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    fmt = memory_format(settings)  # the one the model trained with
+    fmt, role, each = memory_format(settings), settings["role"], len(sinks) > 1  # the format it trained with
+    out_size = sinks[0].array.shape[-2:] if role != "classifier" else None
     done = 0
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True, memory_format=fmt)
-            out_size = sink.array.shape[-2:] if sink.role != "classifier" else None
-            probs = predict(nets, x, cfg.tta, settings["role"], out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
             target = positions[done : done + len(x)]
-            if sink.role == "classifier":
-                sink.array[target] = probs.cpu().numpy()
+            args = (x, cfg.tta, role, out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
+            if each:  # every net alone, then their mean: the same mean as predicting with all nets at once
+                probs = [predict([net], *args) for net in nets]
+                for sink, p in zip(sinks[1:], probs, strict=True):
+                    sink.put(target, p)
+                sinks[0].put(target, torch.stack(probs).mean(0))
             else:
-                sink.array[target] = to_uint8(probs).cpu().numpy()
+                sinks[0].put(target, predict(nets, *args))
             done += len(x)
             advance(1)

@@ -10,54 +10,42 @@ Which test images are kept (params `pseudo.rule`):
   pixels      more than min_share of the image's seg1 pixels, over all classes, are < pixel_low
               or > pixel_high (the iterative variant's confidence rule)
 
-Writes the set described in cloudcli.data.pseudo, and metrics (images kept, the labels' OOF Dice,
-and on the demo their Dice against test_truth.csv).
+Leak-free by default (`pseudo.labels: fold`): the set fold k's pseudo-label model trains on is
+made from the test maps of the fold-k models alone (trained without fold k's validation images),
+with rules fitted on the other folds' out-of-fold rows; fold k's validation images and labels
+never shape it. `pseudo.labels: mean` (the 3rd place's way) labels once with the mean of every
+fold model and rules fitted on every OOF row: each fold's validation labels then shape its own
+pseudo-label model's training data, and its out-of-fold score comes out optimistic.
+
+Writes one set per trained fold, `<out>/fold<k>/` as described in cloudcli.data.pseudo, a
+round meta.json, and metrics (images kept, the labels' OOF Dice, and on the demo their Dice
+against test_truth.csv; per fold and their mean).
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from cloudcli.config import PseudoConfig, RoundConfig
-from cloudcli.data.cache import BITS, open_cache, pack_masks, resize_mask, unpack_masks
+from cloudcli.data.cache import open_cache, pack_masks, resize_mask, unpack_masks
 from cloudcli.data.predictions import aligned_masks, model_folder, oof_truth, read_classifier, read_meta
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, row_counts, summarize
+from cloudcli.post.pseudo import fit_rules, rule_of, seg1_counts, select, soft_label
 from cloudcli.post.rules import postprocess
-from cloudcli.post.search import counts
-from cloudcli.post.twostage import ClassFit, fit_class, member_levels
-from cloudcli.post.vote import VoteMaps, confident_by_classifier, confident_share, majority
+from cloudcli.post.twostage import ClassFit
+from cloudcli.post.vote import majority
 from cloudcli.rle import encode
-from cloudcli.ui import info, progress
+from cloudcli.ui import info, progress, warn
 from cloudcli.versions import versions
 
 PARAMS = ("pseudo", "pseudo_rounds.<round>")
-CHUNK = 32  # test images read at a time
-
-
-def select(cfg: PseudoConfig, classifier_probs: np.ndarray | None, seg1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(keep (M,) bool, confidence (M,)) of test images. classifier_probs (M, C); seg1 (M, C, H, W) uint8.
-
-    classifier: confidence = the smallest distance of a class probability beyond its bound (>= 0
-    when kept); pixels: the share of confident pixels."""
-    if cfg.rule == "classifier":
-        if classifier_probs is None:
-            raise DataError("pseudo.rule classifier needs pseudo.classifier")
-        margin = np.maximum(cfg.low - classifier_probs, classifier_probs - cfg.high).min(1)
-        return confident_by_classifier(classifier_probs, cfg.low, cfg.high), margin
-    share = np.concatenate(
-        [
-            confident_share(np.asarray(seg1[i : i + CHUNK]), cfg.pixel_low, cfg.pixel_high)
-            for i in range(0, len(seg1), CHUNK)
-        ]
-    )
-    return share > cfg.min_share, share
 
 
 @dataclass(frozen=True)
@@ -106,42 +94,94 @@ class _Split:
     ids: list[str]
     maps: list[np.ndarray]  # (N, C, H, W) uint8 per model: seg1, then the shape models
     classifier: np.ndarray | None  # (N, C)
+    folds: np.ndarray | None = None  # (N,) the fold of each out-of-fold row
 
 
 def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> dict:
-    """Select confident test images with `sources` and write their labels to `out`; the report."""
+    """Label the test images for every fold the labellers were trained on, the set of fold k in
+    `out`/fold<k>/ (see the module docstring for which models and rows make it); the report."""
     cache = open_cache(cache_dir)
-    oof, test, roles = _read(sources)
+    oof, roles = _read_oof(sources)
+    truth = oof_truth(cache, oof.ids, sources.seg1 / "oof.csv")
+    seg1, trained = seg1_counts(oof.maps[0], truth), sorted(set(oof.folds.tolist()))
+    leak_free = cfg.labels == "fold" and len(trained) > 1
+    if cfg.labels == "fold" and not leak_free:
+        warn(
+            f"pseudo: only fold {trained[0]} has out-of-fold predictions, so its labels' rules are fitted on its "
+            "own validation images (the test maps are still its own models'); train more folds (cv.folds) for "
+            "leak-free labels"
+        )
+    reports: dict[str, dict] = {}
+    with atomic_path(out, is_dir=True) as tmp:
+        for k in trained:
+            name, first = f"fold{k}", f"fold{trained[0]}"
+            if cfg.labels == "mean" and reports:  # one set, made by every fold model, for every fold
+                shutil.copytree(tmp / first, tmp / name)
+                reports[name] = reports[first]
+                continue
+            rows = oof.folds != k if leak_free else np.ones(len(oof.folds), bool)
+            test = _read_test(sources, f"test_fold{k}" if cfg.labels == "fold" else "test")
+            fit = _Fit(truth, rows, *fit_rules(cfg, truth, oof.maps, roles, oof.classifier, rows, seg1))
+            reports[name] = _label_set(cfg, cache, sources, test, fit, tmp / name)
+            done = reports[name]
+            info(f"pseudo {name}: {done['images']} images kept, labels' OOF Dice {done['oof']['dice']:.4f}")
+        report = {"labels_from": cfg.labels, "leak_free": leak_free, **_mean(list(reports.values())), "folds": reports}
+        write_json(tmp / "meta.json", _round_meta(cfg, sources, report))
+    info(f"pseudo: wrote {out} ({len(trained)} fold sets)")
+    return report
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """The rules of one fold's labels and the OOF rows they were fitted on."""
+
+    truth: np.ndarray  # (N, H, W) packed truth of every OOF row
+    rows: np.ndarray  # (N,) bool: the rows the rules were fitted on
+    fits: list[ClassFit]
+    levels: np.ndarray | None  # (S, C) the vote members' levels
+    empty: np.ndarray  # (n, C) which truth masks of those rows are empty
+
+
+def _label_set(cfg: PseudoConfig, cache, sources: Labellers, test: _Split, fit: _Fit, folder: Path) -> dict:
+    """Select the confident images of `test`, label them with `fit`'s rules into `folder`; the report."""
     keep, confidence = select(cfg, test.classifier, test.maps[0])
-    info(f"pseudo: {int(keep.sum())} of {len(keep)} test images kept by rule {cfg.rule}")
-    fits, levels, empty = _fit(cfg, cache, oof.ids, oof.maps, roles, oof.classifier, sources.seg1)
     rows = np.flatnonzero(keep)
     kept_ids = [test.ids[i] for i in rows]
     test_row, truths = _kept(cache, kept_ids, sources.seg1)
     classes = cache.classes
-    with atomic_path(out, is_dir=True) as tmp:
-        presence, label_dice, rles = _write_masks(tmp, cfg.soft, test, rows, fits, levels, cache, truths)
-        table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
-        table = table.assign(**{c: presence[:, k] for k, c in enumerate(classes)}, confidence=confidence[rows].round(6))
-        write_csv(tmp / "images.csv", table)
-        labels = [f"{i}_{c}" for i in kept_ids for c in classes]
-        write_csv(tmp / "labels.csv", pd.DataFrame({"Image_Label": labels, "EncodedPixels": rles}))
-        report = {
-            "images": len(rows),
-            "test_images": len(keep),
-            "share": round(len(rows) / max(len(keep), 1), 4),
-            "oof": summarize(np.stack([f.dice for f in fits], 1), empty, classes).as_dict(),  # the rules, out of fold
-        }
-        if truths is not None:
-            empty_truth = truths.reshape(len(rows), len(classes), -1).max(2) == 0
-            report["labels"] = summarize(label_dice, empty_truth, classes).as_dict()
-        write_json(tmp / "meta.json", _meta(cfg, sources, fits, levels, classes, report))
-    info(f"pseudo: wrote {out} ({len(rows)} images, labels' OOF Dice {report['oof']['dice']:.4f})")
+    folder.mkdir()
+    presence, label_dice, rles = _write_masks(folder, cfg.soft, test, rows, fit.fits, fit.levels, cache, truths)
+    table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
+    table = table.assign(**{c: presence[:, k] for k, c in enumerate(classes)}, confidence=confidence[rows].round(6))
+    write_csv(folder / "images.csv", table)
+    labels = [f"{i}_{c}" for i in kept_ids for c in classes]
+    write_csv(folder / "labels.csv", pd.DataFrame({"Image_Label": labels, "EncodedPixels": rles}))
+    report = {
+        "images": len(rows),
+        "test_images": len(keep),
+        "share": round(len(rows) / max(len(keep), 1), 4),
+        "oof": summarize(np.stack([f.dice for f in fit.fits], 1), fit.empty, classes).as_dict(),  # on the fit rows
+    }
+    if truths is not None:
+        empty_truth = truths.reshape(len(rows), len(classes), -1).max(2) == 0
+        report["labels"] = summarize(label_dice, empty_truth, classes).as_dict()
+    write_json(folder / "meta.json", _meta(cfg, sources, fit, classes, report))
     return report
 
 
-def _read(sources: Labellers) -> tuple[_Split, _Split, list[str]]:
-    """The labellers' out-of-fold and test predictions, and the role of each segmentation model."""
+def _mean(reports: list[dict]) -> dict:
+    """The folds' reports averaged key by key (numbers only)."""
+    out = {}
+    for key, value in reports[0].items():
+        if isinstance(value, dict):
+            out[key] = _mean([r[key] for r in reports])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = round(float(np.mean([r[key] for r in reports])), 4)
+    return out
+
+
+def _read_oof(sources: Labellers) -> tuple[_Split, list[str]]:
+    """The labellers' out-of-fold predictions (with the fold of each row), and each segmentation model's role."""
     folders = [sources.seg1, *sources.shape]
     roles = [read_meta(f)["role"] for f in folders]
     for folder, role in zip(folders, roles):
@@ -150,11 +190,23 @@ def _read(sources: Labellers) -> tuple[_Split, _Split, list[str]]:
                 f"{folder}: a classifier's predictions; pseudo.seg1 and pseudo.shape name segmentation models"
             )
     ids, oofs = aligned_masks(folders, "oof")
-    test_ids, tests = aligned_masks(folders, "test")
-    classifier_folder = sources.classifier
-    classifier_oof = None if classifier_folder is None else read_classifier(classifier_folder, "oof", ids)
-    classifier_test = None if classifier_folder is None else read_classifier(classifier_folder, "test", test_ids)
-    return _Split(ids, oofs, classifier_oof), _Split(test_ids, tests, classifier_test), roles
+    folds = pd.read_csv(sources.seg1 / "oof.csv", dtype={"image_id": str})["fold"].to_numpy()
+    classifier = None if sources.classifier is None else read_classifier(sources.classifier, "oof", ids)
+    return _Split(ids, oofs, classifier, folds), roles
+
+
+def _read_test(sources: Labellers, split: str) -> _Split:
+    """The labellers' test predictions: `test` (the mean of the fold models) or `test_fold<k>`."""
+    folders = [sources.seg1, *sources.shape] + ([sources.classifier] if sources.classifier else [])
+    for folder in folders:
+        if split != "test" and not (folder / f"{split}.csv").exists():
+            raise DataError(
+                f"{folder / split}.csv: missing; pseudo.labels fold labels each fold with that fold's models "
+                "alone: set infer.fold_test: true and rerun `dvc repro infer` (or set pseudo.labels: mean)"
+            )
+    ids, maps = aligned_masks([sources.seg1, *sources.shape], split)
+    classifier = None if sources.classifier is None else read_classifier(sources.classifier, split, ids)
+    return _Split(ids, maps, classifier)
 
 
 def _kept(cache, kept_ids: list[str], seg1: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -205,55 +257,33 @@ def _write_masks(
     return presence, label_dice, rles
 
 
-def _meta(cfg: PseudoConfig, sources: Labellers, fits: list[ClassFit], levels, classes: tuple, report: dict) -> dict:
-    """meta.json of the set: the rule and thresholds, the labellers, each class's fitted rule."""
+def _meta(cfg: PseudoConfig, sources: Labellers, fit: _Fit, classes: tuple, report: dict) -> dict:
+    """meta.json of one fold's set: the rule and thresholds, the labellers, each class's fitted rule."""
     return {
         "rule": cfg.rule,
         "soft": cfg.soft,
+        "labels": cfg.labels,
         "thresholds": (
             {"low": cfg.low, "high": cfg.high}
             if cfg.rule == "classifier"
             else {"pixel_low": cfg.pixel_low, "pixel_high": cfg.pixel_high, "min_share": cfg.min_share}
         ),
-        "seg1": str(sources.seg1),
-        "shape": [str(f) for f in sources.shape],
-        "classifier": None if sources.classifier is None else str(sources.classifier),
-        "rules": {c: _rule(f, levels, k) for k, (c, f) in enumerate(zip(classes, fits))},
+        **_labellers(sources),
+        "fitted_on": int(fit.rows.sum()),  # OOF rows the rules were fitted on
+        "rules": {c: rule_of(f, fit.levels, k) for k, (c, f) in enumerate(zip(classes, fit.fits))},
         "report": report,
         "versions": versions(),
     }
 
 
-def soft_label(probs: list[np.ndarray], masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) uint8 soft target of one image: the mean of the label models' (C, H, W) uint8
-    probabilities, 0 for a class whose hard label is empty (the pipeline says absent), resized."""
-    mean = np.mean(np.stack(probs), 0).astype(np.float32)  # (C, H, W)
-    mean[~masks.reshape(len(masks), -1).any(1)] = 0
-    return np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_AREA) for m in mean]).round().astype(np.uint8)
-
-
-def _fit(cfg, cache, ids, oofs, roles, classifier_oof, where) -> tuple[list[ClassFit], np.ndarray | None, np.ndarray]:
-    """The base two-stage rules per class fitted on OOF maps, the vote members' levels (S, C) and
-    which OOF truth masks are empty (N, C)."""
-    truth = oof_truth(cache, ids, where / "oof.csv")
-    levels = np.array([member_levels(o, truth, r) for o, r in zip(oofs[1:], roles[1:])]) if len(oofs) > 1 else None
-    fits, empty = [], []
-    for k in range(len(cache.classes)):
-        inside = (truth & BITS[k]) != 0
-        shape = None
-        if len(oofs) > 1:
-            shape = counts(VoteMaps(oofs[1:], k, "majority", levels[:, k]), inside)
-        seg1 = counts(oofs[0][:, k], inside)
-        fits.append(fit_class(seg1, shape, None if classifier_oof is None else classifier_oof[:, k], cfg.min_areas))
-        empty.append(seg1.truth_area == 0)
-    return fits, levels, np.stack(empty, 1)
-
-
-def _rule(fit: ClassFit, levels: np.ndarray | None, k: int) -> dict:
+def _labellers(sources: Labellers) -> dict:
     return {
-        "level": fit.rule.level,
-        "min_area": fit.rule.min_area,
-        "shape_level": fit.shape_level,
-        "gate_threshold": fit.rule.gate_threshold,
-        "member_levels": None if levels is None else [int(v) for v in levels[:, k]],
+        "seg1": str(sources.seg1),
+        "shape": [str(f) for f in sources.shape],
+        "classifier": None if sources.classifier is None else str(sources.classifier),
     }
+
+
+def _round_meta(cfg: PseudoConfig, sources: Labellers, report: dict) -> dict:
+    """meta.json of the round: who labelled, how, and every fold set's report."""
+    return {"rule": cfg.rule, "soft": cfg.soft, **_labellers(sources), "report": report, "versions": versions()}

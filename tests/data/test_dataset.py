@@ -49,12 +49,6 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_cache) -> None:
     assert not torch.equal(a[2]["image"], b[2]["image"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: albumentations' set_random_seed gives every transform a copy of one seed, so "
-    "transforms of equal probability fire together; the fix moves every documented figure and lands with "
-    "their re-measurement",
-)
 def test_each_transform_draws_on_its_own(tiny_cache) -> None:
     """hflip and vflip at 0.5 each: all four combinations occur (one seed per transform made them
     fire together, so training saw hvflip but never hflip or vflip alone)."""

@@ -110,3 +110,36 @@ def test_inputs_take_the_memory_format_the_model_trained_with() -> None:
     assert memory_format({"train_config": {"channels_last": False}}) == torch.contiguous_format
     assert memory_format({"train_config": {"channels_last": True}}) == torch.channels_last
     assert memory_format({}) == torch.channels_last  # checkpoints that do not say: as they always ran
+
+
+@pytest.mark.parametrize("model", ["seg1", "classifier"])
+def test_each_fold_models_test_predictions_and_their_mean(tiny_cache, trained, model) -> None:
+    """infer.fold_test: test_fold<k> holds fold k's model alone (checked against that model run by
+    hand on one image), and test averages them; off, no test_fold<k> is written."""
+    out = run_infer(tiny_cache, trained, model, tta=("none",))
+    cache = open_cache(tiny_cache / "artifacts/preprocessed")
+    read = (lambda f: np.load(out / f"{f}.npy").astype(float)) if model == "seg1" else (
+        lambda f: pd.read_csv(out / f"{f}.csv")[list(CLASSES)].to_numpy()
+    )  # fmt: skip
+    folds = [read(f"test_fold{k}") for k in (0, 1, 2)]
+    for k in (0, 1, 2):
+        ids = pd.read_csv(out / f"test_fold{k}.csv", dtype={"image_id": str})["image_id"]
+        assert list(ids) == list(cache.test["image_id"])
+    tolerance = 1.0 if model == "seg1" else 1e-5  # uint8 maps: each is rounded on its own
+    assert np.abs(read("test") - np.mean(folds, 0)).max() <= tolerance
+    assert np.abs(folds[0] - folds[1]).max() > 2 * tolerance  # the fold models differ
+
+    row, fold = 3, 2
+    net, settings = load_fold_net(trained / "models" / model / f"fold{fold}", torch.device("cpu"))
+    mean, std = (torch.tensor(settings["normalization"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = (torch.from_numpy(cache.array("test_images")[row].copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    with torch.no_grad():
+        probs = torch.sigmoid(net(x))
+    if model == "seg1":
+        expected = (F.interpolate(probs, size=(32, 48), mode="bilinear", align_corners=False) * 255).round()
+        assert np.abs(folds[fold][row] - expected[0].numpy()).max() <= 1
+    else:
+        np.testing.assert_allclose(folds[fold][row], probs[0].numpy(), atol=1e-5)
+
+    off = run_infer(tiny_cache, trained, model, tta=("none",), fold_test=False)
+    assert not list(off.glob("test_fold*")) and np.abs(read("test") - np.mean(folds, 0)).max() <= tolerance

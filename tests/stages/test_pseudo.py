@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from cloudcli.data.cache import pack_masks, resize_mask
 from cloudcli.data.pseudo import read_pseudo
 from cloudcli.errors import CloudcliError, DataError
 from cloudcli.metrics import kaggle_dice
+from cloudcli.post import pseudo as labelling
 from cloudcli.post.rules import ClassRule, postprocess
 from cloudcli.rle import decode
 from cloudcli.stages import pseudo
@@ -29,7 +31,7 @@ HEADER = ["image_id", "test_row", *CLASSES, "confidence"]
 def config(**changes) -> PseudoConfig:
     values = dict(
         models=("seg2_pl",), seg1="seg1", shape=SHAPE, classifier="classifier", rule="classifier", low=0.3, high=0.7,
-        pixel_low=0.1, pixel_high=0.9, min_share=0.9, min_areas=(0, 5, 10, 20), soft=False,
+        pixel_low=0.1, pixel_high=0.9, min_share=0.9, min_areas=(0, 5, 10, 20), soft=False, labels="mean",
     )  # fmt: skip
     return PseudoConfig(**{**values, **changes})
 
@@ -65,7 +67,7 @@ def test_select_classifier_needs_every_class_strictly_beyond_a_bound() -> None:
             [1.0, 1.0, 1.0, 1.0],  # kept, all present: margin 0.3
         ]
     )
-    keep, margin = pseudo.select(config(), probs, np.zeros((len(probs), 4, 2, 2), np.uint8))
+    keep, margin = labelling.select(config(), probs, np.zeros((len(probs), 4, 2, 2), np.uint8))
     assert keep.tolist() == [True, False, False, False, True, True, False, True, True]
     np.testing.assert_allclose(margin, [0.1, 0.0, 0.0, -0.2, 0.01, 1e-5, -0.2, 0.3, 0.3], atol=1e-12)
     for row, k, m in zip(probs, keep, margin):
@@ -75,10 +77,10 @@ def test_select_classifier_needs_every_class_strictly_beyond_a_bound() -> None:
 
 def test_select_classifier_rule_without_classifier_is_an_error() -> None:
     with pytest.raises(DataError, match=r"needs pseudo\.classifier"):
-        pseudo.select(config(classifier=None), None, np.zeros((2, 4, 2, 2), np.uint8))
+        labelling.select(config(classifier=None), None, np.zeros((2, 4, 2, 2), np.uint8))
 
 
-@pytest.mark.parametrize("m", [3, 2 * pseudo.CHUNK + 6])
+@pytest.mark.parametrize("m", [3, 2 * labelling.CHUNK + 6])
 def test_select_pixels_share_is_strictly_above_min_share(m: int) -> None:
     """pixel_low 0.2 and pixel_high 0.8 are the levels 51 and 204 exactly: neither is confident."""
     rng = np.random.default_rng(1)
@@ -95,7 +97,7 @@ def test_select_pixels_share_is_strictly_above_min_share(m: int) -> None:
         maps[i] = rng.permutation(values)
     maps = maps.reshape(m, 4, 4, 5)
     cfg = config(rule="pixels", classifier=None, pixel_low=0.2, pixel_high=0.8, min_share=0.5)
-    keep, share = pseudo.select(cfg, None, maps)
+    keep, share = labelling.select(cfg, None, maps)
     np.testing.assert_array_equal(share, n_sure / n_pixels)
     direct = ((maps < 51) | (maps > 204)).reshape(m, -1).mean(1)  # the whole stack at once, no chunks
     np.testing.assert_array_equal(share, direct)
@@ -202,10 +204,12 @@ def write_test_truth(project) -> None:
 
 
 def run_stage(project, out: str = "out", **changes) -> tuple[PseudoConfig, dict]:
+    """Run the stage; the report of its set for fold 0 (every OOF row of the fixture is in fold 0)."""
     root = project["root"]
     cfg = config(**changes)
     report = pseudo.run(cfg, "r1", RoundConfig("base", {}), root / "pred", root / "cache", root / out, root / "m.json")
-    return cfg, report
+    assert list(report["folds"]) == ["fold0"]
+    return cfg, report["folds"]["fold0"]
 
 
 def brute_force_member_level(probs: np.ndarray, truth: np.ndarray) -> int:
@@ -247,10 +251,13 @@ def test_run_writes_the_kept_images_two_stage_labels_and_masks(project, with_tru
     if with_truth:
         write_test_truth(project)
     cfg, report = run_stage(project)
-    out = root / "out"
+    out = root / "out/fold0"
     assert sorted(p.name for p in out.iterdir()) == ["images.csv", "labels.csv", "masks.npy", "meta.json"]
-    made = {"round": "r1", "after": "base", "relabel": {}, **json.loads(json.dumps(report))}
-    assert json.loads((root / "m.json").read_text()) == made
+    made = json.loads((root / "m.json").read_text())
+    assert {k: made[k] for k in ("round", "after", "relabel", "labels_from", "leak_free")} == {
+        "round": "r1", "after": "base", "relabel": {}, "labels_from": "mean", "leak_free": False
+    }  # fmt: skip
+    assert made["folds"]["fold0"] == json.loads(json.dumps(report)) and made["images"] == report["images"]
 
     # which images: brute force from the classifier's CSV
     with open(root / "pred/base/classifier/test.csv", newline="") as f:
@@ -336,17 +343,17 @@ def test_run_pixels_rule_keeps_images_by_seg1_share(project) -> None:
     share = ((seg1 < 0.4 * 255) | (seg1 > 0.6 * 255)).reshape(M, -1).mean(1)  # 102 and 153 are not confident
     min_share = float(np.median(share))
     _, report = run_stage(project, rule="pixels", classifier=None, pixel_low=0.4, pixel_high=0.6, min_share=min_share)
-    images = pd.read_csv(root / "out/images.csv", dtype={"image_id": str})
+    images = pd.read_csv(root / "out/fold0/images.csv", dtype={"image_id": str})
     kept = [i for i, s in zip(project["test_ids"], share) if s > min_share]
     assert 0 < len(kept) < M
     assert list(images["image_id"]) == kept and report["images"] == len(kept)
     np.testing.assert_allclose(images["confidence"], share[share > min_share], atol=6e-7)
-    meta = json.loads((root / "out/meta.json").read_text())
+    meta = json.loads((root / "out/fold0/meta.json").read_text())
     assert meta["thresholds"] == {"pixel_low": 0.4, "pixel_high": 0.6, "min_share": min_share}
     assert meta["classifier"] is None
     rules, shape_levels, member_levels = read_rules(meta)
     assert all(r.gate_threshold is None for r in rules)
-    decoded = read_labels_csv(root / "out/labels.csv")
+    decoded = read_labels_csv(root / "out/fold0/labels.csv")
     for image_id in kept:
         i = project["test_ids"].index(image_id)
         test = project["test"]
@@ -358,12 +365,12 @@ def test_run_pixels_rule_keeps_images_by_seg1_share(project) -> None:
 def test_run_without_shape_models_labels_are_seg1_masks(project) -> None:
     root = project["root"]
     run_stage(project, shape=())
-    meta = json.loads((root / "out/meta.json").read_text())
+    meta = json.loads((root / "out/fold0/meta.json").read_text())
     classes = [meta["rules"][c] for c in CLASSES]
     assert all(r["member_levels"] is None and r["shape_level"] is None for r in classes)
     rules = [ClassRule(r["level"], r["min_area"], 0, r["gate_threshold"]) for r in classes]
-    images = pd.read_csv(root / "out/images.csv", dtype={"image_id": str})
-    decoded = read_labels_csv(root / "out/labels.csv")
+    images = pd.read_csv(root / "out/fold0/images.csv", dtype={"image_id": str})
+    decoded = read_labels_csv(root / "out/fold0/labels.csv")
     assert len(images) > 0
     for image_id in images["image_id"]:
         i = project["test_ids"].index(image_id)
@@ -376,7 +383,7 @@ def test_no_image_kept_writes_a_valid_empty_set(project) -> None:
     root = project["root"]
     write_test_truth(project)
     _, report = run_stage(project, low=0.0, high=1.0)  # nothing is < 0 or > 1
-    out = root / "out"
+    out = root / "out/fold0"
     assert report["images"] == 0 and report["share"] == 0.0 and "labels" not in report
     assert (out / "images.csv").read_text().splitlines() == [",".join(HEADER)]
     assert (out / "labels.csv").read_text().splitlines() == ["Image_Label,EncodedPixels"]
@@ -442,3 +449,128 @@ def test_a_later_round_labels_with_the_pseudo_models_of_the_round_it_follows(tmp
     assert second.shape == tuple(tmp_path / "pred" / ("r1/seg2_pl" if m == "seg2" else f"base/{m}") for m in SHAPE)
     with pytest.raises(DataError, match=r"pred/r2/seg2_pl: no predictions of 'seg2_pl@r2'; .*infer_pl@r2-seg2_pl"):
         pseudo.Labellers.of_round(config(), RoundConfig("r2", {"seg2": "seg2_pl"}), tmp_path / "pred")
+
+
+# ---------------------------------------------------------------------------------------------------- folds
+
+FOLDS = 3
+
+
+def spread_over_folds(project) -> None:
+    """The project's OOF rows spread over 3 folds (row i in fold i % 3), and test maps of each
+    fold's models (test_fold<k>, as infer writes them): another draw per fold."""
+    root, rng = project["root"], np.random.default_rng(11)
+    for name in ("seg1", *SHAPE, "classifier"):
+        table = pd.read_csv(root / "pred/base" / name / "oof.csv", dtype={"image_id": str})
+        table.assign(fold=np.arange(len(table)) % FOLDS).to_csv(root / "pred/base" / name / "oof.csv", index=False)
+    for k in range(FOLDS):
+        redraw_test_maps(project, k, rng)
+
+
+def redraw_test_maps(project, fold: int, rng) -> None:
+    root, ids, truth = project["root"], project["test_ids"], project["test_truth"]
+    for name, probs in make_maps(rng, truth)[0].items():
+        save_model(
+            root / "pred/base" / name, ids, "seg1" if name == "seg1" else "seg2", probs, split=f"test_fold{fold}"
+        )
+    probs = classifier_probs(rng, truth)
+    save_model(root / "pred/base/classifier", ids, "classifier", classifier_probs=probs, split=f"test_fold{fold}")
+
+
+def replace_validation_images(project, fold: int) -> None:
+    """Everything of fold `fold`'s validation images that the stage reads changes: their OOF maps
+    of every labeller and their classifier probabilities (other validation predictions), and their
+    truth masks in the cache (other labels)."""
+    root, rng = project["root"], np.random.default_rng(99)
+    table = pd.read_csv(root / "pred/base/seg1/oof.csv", dtype={"image_id": str})
+    rows = np.flatnonzero(table["fold"] == fold)
+    for name in ("seg1", *SHAPE):
+        maps = np.load(root / "pred/base" / name / "oof.npy")
+        maps[rows] = rng.integers(0, 256, maps[rows].shape, dtype=np.uint8)
+        np.save(root / "pred/base" / name / "oof.npy", maps)
+    ids = list(table["image_id"].iloc[rows])
+    clf = pd.read_csv(root / "pred/base/classifier/oof.csv", dtype={"image_id": str}).set_index("image_id")
+    clf.loc[ids, list(CLASSES)] = rng.uniform(0, 1, (len(ids), 4))
+    clf.reset_index().to_csv(root / "pred/base/classifier/oof.csv", index=False)
+    index = pd.Index(pd.read_csv(root / "cache/train/index.csv", dtype={"image_id": str})["image_id"])
+    truth = np.load(root / "cache/train/truth.npy")
+    truth[index.get_indexer(ids)] = pack_masks(np.ones((len(ids), 4, *SCORE), np.uint8))  # every class everywhere
+    np.save(root / "cache/train/truth.npy", truth)
+
+
+def files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_no_fold_labels_depend_on_that_folds_validation_images(project) -> None:
+    """pseudo.labels fold: fold 1's set is made by the fold-1 models' test maps with rules fitted on
+    folds 0 and 2: replacing fold 1's validation predictions and labels, and the other folds' test
+    maps, leaves it byte for byte the same, while the other folds' sets change."""
+    root = project["root"]
+    spread_over_folds(project)
+    _, before = run_stage_folds(project, "before")
+    assert before["leak_free"] and list(before["folds"]) == ["fold0", "fold1", "fold2"]
+    replace_validation_images(project, fold=1)
+    rng = np.random.default_rng(5)
+    for k in (0, 2):
+        redraw_test_maps(project, k, rng)
+    _, after = run_stage_folds(project, "after")
+    assert after["folds"]["fold1"] == before["folds"]["fold1"]
+    assert files(root / "after/fold1") == files(root / "before/fold1")
+    for k in (0, 2):
+        assert files(root / f"after/fold{k}") != files(root / f"before/fold{k}")
+        old, new = (json.loads((root / run / f"fold{k}/meta.json").read_text())["rules"] for run in ("before", "after"))
+        assert old != new  # fold 1's rows are among those its rules are fitted on
+
+    # each fold's images: those its own classifier is sure of (brute force from test_fold<k>.csv)
+    for k in range(FOLDS):
+        with open(root / f"pred/base/classifier/test_fold{k}.csv", newline="") as f:
+            sure = [
+                r["image_id"] for r in csv.DictReader(f) if brute_margin([float(r[c]) for c in CLASSES], 0.3, 0.7)[0]
+            ]
+        images = pd.read_csv(root / f"after/fold{k}/images.csv", dtype={"image_id": str})
+        assert list(images["image_id"]) == sure
+        assert json.loads((root / f"after/fold{k}/meta.json").read_text())["fitted_on"] == 20  # the other folds' rows
+
+
+def test_mean_labels_leak_the_validation_images(project) -> None:
+    """pseudo.labels mean (the 3rd place's way) is the same set for every fold, and fold 1's set
+    changes with fold 1's validation labels: the leak the default avoids."""
+    root = project["root"]
+    spread_over_folds(project)
+    _, before = run_stage_folds(project, "before", labels="mean")
+    assert not before["leak_free"] and files(root / "before/fold0") == files(root / "before/fold2")
+    replace_validation_images(project, fold=1)
+    run_stage_folds(project, "after", labels="mean")
+    old, new = (json.loads((root / run / "fold1/meta.json").read_text())["rules"] for run in ("before", "after"))
+    assert old != new
+
+
+def test_fold_labels_need_each_fold_models_test_maps(project) -> None:
+    root = project["root"]
+    spread_over_folds(project)
+    for name in ("seg1", *SHAPE):
+        (root / "pred/base" / name / "test_fold2.csv").unlink()
+    with pytest.raises(DataError, match=re.escape("test_fold2.csv: missing; pseudo.labels fold")) as err:
+        run_stage_folds(project, "out")
+    assert "infer.fold_test: true" in str(err.value) and not (root / "out").exists()
+
+
+def test_one_trained_fold_says_its_labels_are_not_leak_free(project, capsys) -> None:
+    _, report = run_stage_folds(project, "out", labels="fold", missing_ok=True)
+    assert not report["leak_free"] and "only fold 0 has out-of-fold predictions" in capsys.readouterr().err
+
+
+def run_stage_folds(project, out: str, missing_ok: bool = False, **changes) -> tuple[PseudoConfig, dict]:
+    """Run the stage with pseudo.labels fold (unless changed); its whole report."""
+    root = project["root"]
+    cfg = config(**{"labels": "fold", **changes})
+    if missing_ok:  # one fold only: its test maps as the mean's
+        for name in ("seg1", *SHAPE, "classifier"):
+            for ext in ("csv", "npy"):
+                if (root / "pred/base" / name / f"test.{ext}").exists():
+                    shutil.copy(
+                        root / "pred/base" / name / f"test.{ext}", root / "pred/base" / name / f"test_fold0.{ext}"
+                    )
+    report = pseudo.run(cfg, "r1", RoundConfig("base", {}), root / "pred", root / "cache", root / out, root / "m.json")
+    return cfg, report
