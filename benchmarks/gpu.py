@@ -67,10 +67,18 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def count_flops(fn) -> int:
     """FLOPs of the matrix products and convolutions that `fn()` runs, forward and backward, counted
     by torch.utils.flop_counter.FlopCounterMode from each op's shapes (2 per multiply-add; the
-    elementwise ops, normalisations included, are not counted, as is usual for the fraction of peak)."""
+    elementwise ops, normalisations included, are not counted, as is usual for the fraction of peak).
+    Exact for ungrouped convolutions (tests/test_bench_gpu.py); torch 2.14's counter overcounts the
+    backward of grouped ones (5 forwards' worth instead of 2 at groups=4), so for encoders with
+    depthwise convolutions (EfficientNet, ...) the count and the fraction of peak come out high."""
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def peak_for_name(name: str) -> float | None:
+    """The dense bf16 peak (TFLOP/s) of a device named so by torch.cuda.get_device_name; None if not listed."""
+    return next((tflops for pattern, tflops in PEAK_BF16_TFLOPS if re.search(pattern, name)), None)
 
 
 def peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
@@ -80,10 +88,9 @@ def peak_tflops(device: torch.device, override: float | None) -> tuple[float | N
     if device.type != "cuda":
         return None, f"no peak bf16 rate for a {device.type} device; pass --peak-tflops"
     name = torch.cuda.get_device_name(device)
-    for pattern, tflops in PEAK_BF16_TFLOPS:
-        if re.search(pattern, name):
-            return tflops, f"PEAK_BF16_TFLOPS {pattern!r} (dense bf16 tensor-core peak)"
-    return None, f"{name!r} is not in PEAK_BF16_TFLOPS; pass --peak-tflops (its dense bf16 peak)"
+    if (peak := peak_for_name(name)) is None:
+        return None, f"{name!r} is not in PEAK_BF16_TFLOPS; pass --peak-tflops (its dense bf16 peak)"
+    return peak, f"PEAK_BF16_TFLOPS, {name} (dense bf16 tensor-core peak)"
 
 
 def measure(fn, batches: int, batch: int, device: torch.device, warmup: int) -> dict:
@@ -128,6 +135,12 @@ class Bench:
         return x, batch["masks"].to(self.device, non_blocking=True)
 
 
+def loader_alone(b: Bench) -> dict:
+    """The loader's images/s with nothing consuming its batches."""
+    it = iter(b.loader)
+    return measure(lambda i: next(it), b.batches, b.batch, b.device, b.warmup)
+
+
 def train_row(b: Bench, name: str, precision: str, channels_last: bool, compile_: bool, flops: int, peak) -> dict:
     """The model step alone and loader + step for one setting; TFLOP/s and fraction of peak of the step."""
     row = {"name": name, "precision": precision, "channels_last": channels_last, "compile": compile_}
@@ -155,7 +168,6 @@ def train_row(b: Bench, name: str, precision: str, channels_last: bool, compile_
     achieved = flops * row["step"]["images_per_s"] / b.batch / 1e12  # FLOPs per step x steps/s
     row["step"]["tflops"] = achieved
     row["step"]["fraction_of_peak"] = achieved / peak if peak else None
-    del net, model, opt
     return row
 
 
@@ -179,15 +191,11 @@ def infer_rows(b: Bench, tta_settings: tuple[tuple[str, ...], ...], out_size: tu
 def device_info(device: torch.device) -> dict:
     cuda = device.type == "cuda"
     return {
-        "type": device.type,
-        "name": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "torch": torch.__version__,
-        "segmentation_models_pytorch": version("segmentation-models-pytorch"),
-        "cuda": torch.version.cuda if cuda else None,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
+        "type": device.type, "name": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "torch": torch.__version__, "segmentation_models_pytorch": version("segmentation-models-pytorch"),
+        "cuda": torch.version.cuda if cuda else None, "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    }  # fmt: skip
 
 
 def bound(loader_rate: float, row: dict) -> dict:
@@ -228,10 +236,8 @@ def run(a: argparse.Namespace) -> dict:
             ds, batch_size=batch, sampler=ShardSampler(n), drop_last=True, num_workers=workers,
             pin_memory=device.type == "cuda",
         )  # fmt: skip
-        it = iter(loader)
-        loader_row = {"workers": workers} | measure(lambda i: next(it), batches, batch, device, warmup)
         b = Bench(spec, n_classes, size, batch, batches, device, loader, next(iter(loader)), warmup)
-        del it
+        loader_row = {"workers": workers} | loader_alone(b)
         flops = count_flops(lambda: b.network(False)(torch.zeros(batch, 3, *size, device=device)).sum().backward())
         train = [train_row(b, *setting, flops, peak) for setting in TRAIN_SETTINGS]
         infer = infer_rows(b, TTA_SETTINGS, tuple(p.data.score_size))
@@ -276,20 +282,17 @@ def table(r: dict) -> str:
 
 
 def report(r: dict) -> str:
-    d, s, bnd = r["device"], r["settings"], r["bound"]
-    return "\n".join(
-        [
-            f"{d['name']} ({d['type']}), torch {d['torch']}, smp {d['segmentation_models_pytorch']}: "
-            f"{s['arch']}-{s['encoder']} {s['size'][0]}x{s['size'][1]} batch {s['batch']}, "
-            f"{s['timed_batches']} timed batches, {s['workers']} loader workers",
-            "",
-            table(r),
-            "",
-            f"{r['flops']['per_image'] / 1e9:.2f} GFLOP per training image (counted: forward + backward); "
-            f"peak: {r['peak']['bf16_tflops'] or 'unknown'} ({r['peak']['source']})",
-            f"bound by the {bnd['by']} ({bnd['setting']}): loader/step ratio {bnd['loader_over_step']:.2f}, "
-            f"loader + step reaches {bnd['loader_and_step_of_slower']:.0%} of the slower part",
-        ]
+    d, s, bnd, flops = r["device"], r["settings"], r["bound"], r["flops"]
+    head = (
+        f"{d['name']} ({d['type']}), torch {d['torch']}, smp {d['segmentation_models_pytorch']}: "
+        f"{s['arch']}-{s['encoder']} {s['size'][0]}x{s['size'][1]} batch {s['batch']}, "
+        f"{s['timed_batches']} timed batches, {s['workers']} loader workers"
+    )
+    return (
+        f"{head}\n\n{table(r)}\n\n{flops['per_image'] / 1e9:.2f} GFLOP per training image (counted: forward + "
+        f"backward); peak: {r['peak']['bf16_tflops'] or 'unknown'} ({r['peak']['source']})\n"
+        f"bound by the {bnd['by']} ({bnd['setting']}): loader/step ratio {bnd['loader_over_step']:.2f}, "
+        f"loader + step reaches {bnd['loader_and_step_of_slower']:.0%} of the slower part"
     )
 
 
