@@ -1,13 +1,15 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   virtualenv + install, demo data if data/ is empty, dvc repro, CV, per-step and test scores
 #   make test   virtualenv + install, the whole test suite (CI runs this)
+# On a machine with a CUDA GPU:
+#   make gpu-check   the CUDA tests (fp32, bf16, fp16 against the CPU), then benchmarks/gpu.py
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test quick-test lint clean
+.PHONY: install demo test quick-test gpu-check lint clean
 
 install: $(STAMP)
 
@@ -36,6 +38,10 @@ test: install
 
 quick-test: install  # skips the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+gpu-check: install  # on a CUDA machine: tests/engine/test_cuda.py, then benchmarks/results/gpu.json (< 5 minutes)
+	$(BIN)/python -m pytest -m cuda -rs tests/engine/test_cuda.py $(PYTEST_ARGS)
+	$(BIN)/python benchmarks/gpu.py --out benchmarks/results
 
 lint: install
 	$(BIN)/ruff check cloudcli tests

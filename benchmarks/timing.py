@@ -7,15 +7,19 @@ import time
 import torch
 
 
-def timed(fn, batches: int, batch_size: int, device: torch.device) -> float:
-    """images/s of `fn(i)` over `batches` calls, after 2 warm-up calls."""
-    for i in range(2):
-        fn(i)
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work: CUDA calls return before the GPU has finished them."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, batches: int, batch_size: int, device: torch.device, warmup: int = 2) -> float:
+    """images/s of `fn(i)` over `batches` calls, after `warmup` untimed calls."""
+    for i in range(warmup):
+        fn(i)
+    sync(device)
     start = time.perf_counter()
     for i in range(batches):
         fn(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     return batches * batch_size / (time.perf_counter() - start)
