@@ -43,6 +43,12 @@ def unpack_masks(packed: np.ndarray, n_classes: int) -> np.ndarray:
     return ((packed & BITS[:n_classes, None, None]) != 0).astype(np.uint8)
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, B) image -> (h, w, B) at `size` by pixel-area averaging: what the cache holds."""
+    out = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
+    return out.reshape(*size, image.shape[2])  # cv2 drops a single channel's axis
+
+
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a 0/1 (H, W) mask: a pixel is inside if at least half of the area it covers is."""
     if mask.shape == tuple(size):

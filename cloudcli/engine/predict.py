@@ -35,10 +35,16 @@ def load_fold_net(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
         raise DataError(f"{path}: missing; train it first (dvc repro train)")
     ckpt = checkpoint.load(path)
     settings = json.loads(ckpt["settings"])
-    cfg = dataclasses.replace(NetworkConfig(**settings["network"]), encoder_weights=None)  # weights: best.pt
+    return trained_net(settings, ckpt["model"], device), settings
+
+
+def trained_net(settings: dict, weights: dict, device: torch.device) -> nn.Module:
+    """The network `settings` describe (a checkpoint's), with `weights`, for inference on `device`:
+    built without pretrained weights (no download), in the memory format it trained in."""
+    cfg = dataclasses.replace(NetworkConfig(**settings["network"]), encoder_weights=None)
     net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings["classes"]))
-    net.load_state_dict(ckpt["model"])
-    return net.to(device, memory_format=memory_format(settings)).eval(), settings
+    net.load_state_dict(weights)
+    return net.to(device, memory_format=memory_format(settings)).eval()
 
 
 def memory_format(settings: dict) -> torch.memory_format:
@@ -78,6 +84,22 @@ def predict(
     if role != "classifier":
         mean = F.interpolate(mean, size=out_size, mode="bilinear", align_corners=False)
     return mean
+
+
+@torch.no_grad()
+def predict_folds(
+    nets: list[nn.Module],
+    x: torch.Tensor,
+    tta: tuple[str, ...],
+    role: str,
+    out_size: tuple[int, int] | None,
+    dtype: torch.dtype | None = None,
+    stacked: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(mean, each): every fold model's probabilities on its own (`predict` with one net), and their
+    mean. infer's test maps and a bundle's predictions are both this mean, bit for bit."""
+    each = [predict([net], x, tta, role, out_size, dtype, stacked) for net in nets]
+    return torch.stack(each).mean(0), each
 
 
 def _forward(net: nn.Module, x: torch.Tensor, autocast) -> torch.Tensor:

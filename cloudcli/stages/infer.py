@@ -23,7 +23,7 @@ from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import load_fold_net, memory_format, predict, to_uint8
+from cloudcli.engine.predict import load_fold_net, memory_format, predict_folds, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.ui import info, progress
@@ -139,27 +139,25 @@ def _predict_into(
     title: str,
 ) -> None:
     """Predict cache `rows` of `images` into `positions` of sinks[0] (the mean of `nets`) and, when
-    there is one more sink per net, of each net's own sink."""
+    there is one more sink per net, of each net's own sink. The mean is predict_folds', whatever
+    the sinks: a bundle (cloudcli.bundle) reproduces it bit for bit."""
     norm = settings["normalization"]
     size, cache_size = tuple(settings["input_size"]), cache.cache_size
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
     labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
     ds = CacheDataset(cache.path(images), rows, labels, transform, with_masks=False)
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    fmt, role, each = memory_format(settings), settings["role"], len(sinks) > 1  # the format it trained with
+    fmt, role = memory_format(settings), settings["role"]  # the format it trained with
     out_size = sinks[0].array.shape[-2:] if role != "classifier" else None
     done = 0
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True, memory_format=fmt)
             target = positions[done : done + len(x)]
-            args = (x, cfg.tta, role, out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
-            if each:  # every net alone, then their mean: the same mean as predicting with all nets at once
-                probs = [predict([net], *args) for net in nets]
-                for sink, p in zip(sinks[1:], probs, strict=True):
-                    sink.put(target, p)
-                sinks[0].put(target, torch.stack(probs).mean(0))
-            else:
-                sinks[0].put(target, predict(nets, *args))
+            mean, each = predict_folds(nets, x, cfg.tta, role, out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
+            sinks[0].put(target, mean)
+            if len(sinks) > 1:  # infer.fold_test: every net alone too
+                for sink, probs in zip(sinks[1:], each, strict=True):
+                    sink.put(target, probs)
             done += len(x)
             advance(1)

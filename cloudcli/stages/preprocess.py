@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from cloudcli.config import DataConfig, PreprocessConfig
-from cloudcli.data.cache import PARTS, array_path, pack_masks, resize_mask
+from cloudcli.data.cache import PARTS, array_path, pack_masks, resize_image, resize_mask
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
@@ -33,11 +32,6 @@ def _open(folder: Path, source: Source) -> None:
     _SOURCE[:] = [source]
 
 
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    out = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
-    return out.reshape(*size, image.shape[2])  # cv2 drops a single channel's axis
-
-
 def _process(job: tuple) -> np.ndarray | None:
     """Write one image (and its masks) into the cache; (C,) mask areas at full size, for training images."""
     split, i, cfg, score_size, truth = job
@@ -48,7 +42,7 @@ def _process(job: tuple) -> np.ndarray | None:
             f"{source.root}: {split} image {source.ids(split)[i]} has {image.shape[2]} bands (channels), the first "
             f"training image {target.shape[3]}; every image of a dataset needs the same bands"
         )
-    target[i] = _resize(image, cfg.cache_size)
+    target[i] = resize_image(image, cfg.cache_size)
     if split == "test" and not truth:
         return None
     masks = source.masks(split, i)  # (C, H, W) at full size

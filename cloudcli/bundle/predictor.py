@@ -1,0 +1,174 @@
+"""The tuned pipeline of a bundle, applied to images: `Predictor.load("bundle/").predict(image)`.
+
+Every step is the pipeline's own code, so a bundle reproduces `submit` bit for bit: the image
+resized to the cache size as `preprocess` does, each model's fold models and TTA views averaged as
+`infer` does (`predict_folds`, in batches of the size infer used), the seg2 vote of `ensemble`, and
+the two-stage rules of `submit` (cloudcli.post). Masks come out at the scoring size (data.score_size).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cloudcli.bundle.manifest import verify
+from cloudcli.data.cache import resize_image
+from cloudcli.data.dataset import build_transform
+from cloudcli.engine.distributed import pick_device
+from cloudcli.engine.predict import memory_format, predict_folds, to_uint8, trained_net
+from cloudcli.errors import DataError
+from cloudcli.post.rules import ClassRule, postprocess
+from cloudcli.post.tuned import class_scores
+from cloudcli.post.vote import vote
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model of the pipeline: its fold networks and how to feed them."""
+
+    role: str
+    nets: list[torch.nn.Module]
+    tta: tuple[str, ...]
+    settings: dict
+
+    def inputs(self, images: np.ndarray, cache_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """(N, B, h, w) network input of (N, h, w, B) uint8 cache-size images, as infer feeds it."""
+        norm = self.settings["normalization"]
+        size = tuple(self.settings["input_size"])
+        transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
+        x = torch.stack([transform(image=np.asarray(image))["image"] for image in images])
+        return x.to(device, memory_format=memory_format(self.settings))
+
+
+class Predictor:
+    """A loaded bundle: `predict(image)` gives the (C, H, W) 0/1 masks `submit` would encode."""
+
+    def __init__(self, folder: Path, spec: dict, models: dict[str, Model], device: torch.device) -> None:
+        """Use `Predictor.load`."""
+        self.folder, self.spec, self.models, self.device = folder, spec, models, device
+        self.classes: tuple[str, ...] = tuple(spec["classes"])
+        self.input: dict = spec["input"]
+        pipeline = spec["pipeline"]
+        self.rules = [ClassRule(**{k: pipeline["rules"][c][k] for k in RULE_KEYS}) for c in self.classes]
+        self.shape_levels = [pipeline["rules"][c]["shape_level"] for c in self.classes]
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> Predictor:
+        """Check the bundle's manifest, then build every fold network (no download) and load its
+        weights (weights_only)."""
+        folder = Path(folder)
+        spec = read_spec(folder)
+        target = pick_device(device)
+        models = {}
+        for name, m in spec["models"].items():
+            nets = []
+            for k in m["folds"]:
+                path = folder / "models" / name / f"fold{k}.pt"
+                nets.append(
+                    trained_net(m["settings"], torch.load(path, map_location="cpu", weights_only=True)["model"], target)
+                )
+            models[name] = Model(m["role"], nets, tuple(m["tta"]), m["settings"])
+        return cls(folder, spec, models, target)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.spec["infer"]["batch_size"])
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, B) uint8 raw-size image (cloudcli.bundle.inputs.read_input) -> the cache-size image."""
+        raw = tuple(self.input["raw_size"])
+        if image.ndim != 3 or image.shape[:2] != raw or image.shape[2] != self.input["channels"]:
+            raise DataError(
+                f"an image of shape {image.shape}; the bundle's models take whole images of {raw[0]}x{raw[1]} "
+                f"with {self.input['channels']} bands (inputs of other sizes are not supported yet)"
+            )
+        return resize_image(image, tuple(self.input["cache_size"]))
+
+    def probabilities(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Each model's output on (N, h, w, B) cache-size images: (N, C, H, W) uint8 maps at the
+        scoring size for segmentation models, (N, C) probabilities for classifiers (rounded as
+        infer writes them)."""
+        out, dtype = {}, self._autocast()
+        score_size = tuple(self.input["score_size"])
+        for name, model in self.models.items():
+            x = model.inputs(images, tuple(self.input["cache_size"]), self.device)
+            size = None if model.role == "classifier" else score_size
+            mean, _ = predict_folds(model.nets, x, model.tta, model.role, size, dtype, self.spec["infer"]["stack_tta"])
+            if model.role == "classifier":  # as infer's test.csv holds them: 6 decimals of a float32
+                out[name] = mean.cpu().numpy().round(6).astype(str).astype(np.float64)
+            else:
+                out[name] = to_uint8(mean).cpu().numpy()
+        return out
+
+    def masks(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, C, H, W) 0/1 masks of the tuned pipeline from `probabilities`' output."""
+        pipeline = self.spec["pipeline"]
+        seg1, shape = probs[pipeline["seg1"]], self._shape(probs)
+        classifier = None if pipeline["classifier"] is None else probs[pipeline["classifier"]]
+        out = []
+        for i in range(len(seg1)):
+            scores = class_scores(
+                pipeline["class_score"], seg1[i], None if classifier is None else classifier[i], pipeline["top_k"]
+            )
+            one = None if shape is None else shape[i]
+            out.append(postprocess(seg1[i], self.rules, scores, pipeline["at_least_one"], one, self.shape_levels))
+        return np.stack(out)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """(C, H, W) 0/1 masks at the scoring size of one (H, W, B) uint8 raw-size image."""
+        return self.masks(self.probabilities(self.prepare(image)[None]))[0]
+
+    def predict_many(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The masks of each image, in order, predicted in batches of the size infer used."""
+        batch: list[np.ndarray] = []
+        for image in images:
+            batch.append(self.prepare(image))
+            if len(batch) == self.batch_size:
+                yield from self.masks(self.probabilities(np.stack(batch)))
+                batch = []
+        if batch:
+            yield from self.masks(self.probabilities(np.stack(batch)))
+
+    def _shape(self, probs: dict[str, np.ndarray]) -> np.ndarray | None:
+        shape = self.spec["pipeline"]["shape"]
+        if shape is None:
+            return None
+        if "model" in shape:
+            return probs[shape["model"]]
+        maps = np.stack([probs[m] for m in shape["members"]])  # (M, N, C, H, W)
+        levels = None if shape["levels"][0] is None else np.asarray(shape["levels"])  # (M, C)
+        return np.stack(
+            [
+                vote(
+                    maps[:, :, k],
+                    shape["vote"],
+                    None if levels is None else levels[:, k],
+                    shape["min_votes"],
+                    shape["weights"],
+                )
+                for k in range(len(self.classes))
+            ],
+            axis=1,
+        )
+
+    def _autocast(self) -> torch.dtype | None:
+        if self.device.type != "cuda":
+            return None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec["infer"]["precision"])
+
+
+RULE_KEYS = ("level", "min_area", "min_component", "gate_threshold")
+
+
+def read_spec(folder: Path) -> dict:
+    """bundle.json, once the manifest says the bundle is whole and unchanged."""
+    verify(folder)
+    try:
+        return json.loads((folder / "bundle.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{folder / 'bundle.json'}: not valid JSON ({e}); export the bundle again") from None
