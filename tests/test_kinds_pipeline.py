@@ -110,6 +110,11 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
     shown = cloudcli("show", chip, cwd=repo).stdout.strip()
     assert shown == f"show/{chip}.png" and (repo / shown).is_file()
 
+    # the bundle reads chip folders of uint16 bands, scaled by the training band limits, as preprocess did
+    cloudcli("export", "--out", "bundle", cwd=repo)
+    cloudcli("predict", "bundle", "data_chips/test_features", "--format", "rle", "--out", "again.csv", cwd=repo)
+    assert (repo / "again.csv").read_bytes() == (repo / "submission.csv").read_bytes()
+
 
 def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
     """A lean pipeline (seg1 + seg2 and the PL model seg2_pl, no classifier: the chips test covers
@@ -144,3 +149,7 @@ def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
         iou.append((pred & truth).sum() / (pred | truth).sum() if (pred | truth).any() else 1.0)
     assert np.mean(iou) == pytest.approx(tune["after"]["iou_image"], abs=1e-9)
     assert "valid submission, 6 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
+
+    cloudcli("export", "--out", "bundle", cwd=repo)  # PNG tiles, named by their stems
+    cloudcli("predict", "bundle", "data_tiles/test/images", "--format", "rle", "--out", "again.csv", cwd=repo)
+    assert (repo / "again.csv").read_bytes() == (repo / "submission.csv").read_bytes()

@@ -25,26 +25,31 @@ class Input:
     """One thing to predict: a file, or a chip folder of band files."""
 
     path: Path
-    id: str  # the name outputs carry: the file name (Kaggle: 0011165.jpg) or the chip folder's name
+    id: str  # the name outputs carry, as the dataset kind names images (kaggle_clouds: 0011165.jpg; others: the stem)
 
     @property
     def stem(self) -> str:
         return self.path.stem if self.path.is_file() else self.path.name
 
 
-def find_inputs(paths: list[Path], bands: list[str] | None) -> list[Input]:
+def find_inputs(paths: list[Path], bands: list[str] | None, kind: str = "kaggle_clouds") -> list[Input]:
     """The inputs named on the command line: files as they are; a chip folder (holding every band
-    file) as one input; any other folder as its image files and chip folders, sorted by name."""
+    file) as one input; any other folder as its image files and chip folders, sorted by name.
+    Each is named as `kind` names images: Kaggle ids keep the file's suffix, the other kinds not."""
+
+    def named(path: Path) -> Input:
+        return Input(path, path.name if kind == "kaggle_clouds" or path.is_dir() else path.stem)
+
     found: list[Input] = []
     for path in paths:
         if path.is_file() or (path.is_dir() and _is_chip(path, bands)):
-            found.append(Input(path, path.name))
+            found.append(named(path))
         elif path.is_dir():
             inside = sorted(p for p in path.iterdir() if _is_image(p) or (p.is_dir() and _is_chip(p, bands)))
             if not inside:
                 what = f"image files ({', '.join(IMAGE_EXTS)})" + (" or chip folders of band files" if bands else "")
                 raise DataError(f"{path}: holds no {what}")
-            found += [Input(p, p.name) for p in inside]
+            found += [named(p) for p in inside]
         else:
             raise DataError(f"{path}: no such file or folder")
     ids = [i.id for i in found]

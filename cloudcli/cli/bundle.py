@@ -63,7 +63,8 @@ def predict(
 
     if fmt not in FORMATS:
         raise CloudcliError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
-    items = find_inputs(inputs, read_spec(bundle)["input"]["bands"])  # before the models load
+    spec = read_spec(bundle)["input"]
+    items = find_inputs(inputs, spec["bands"], spec["kind"])  # before the models load
     predictor = Predictor.load(bundle, device)
     predicted = predict_inputs(predictor, items)
     if fmt == "rle":
