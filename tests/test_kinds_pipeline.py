@@ -4,12 +4,17 @@ the chips and image_mask presets (shrunk to a few 32x32 images and one epoch).""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import procs
 import pytest
+import rasterio
+import tifffile
 import yaml
 from dvc_repo import git_dvc_repo, ran, run
 from helpers import REPO, cloudcli
@@ -114,6 +119,38 @@ def test_chips_pipeline_trains_tunes_and_scores_jaccard(tmp_path: Path) -> None:
     cloudcli("export", "--out", "bundle", cwd=repo)
     cloudcli("predict", "bundle", "data_chips/test_features", "--format", "rle", "--out", "again.csv", cwd=repo)
     assert (repo / "again.csv").read_bytes() == (repo / "submission.csv").read_bytes()
+    # ... and writes each chip's label GeoTIFF with the chip's CRS and transform (export-masks' pixels)
+    cloudcli("predict", "bundle", "data_chips/test_features", "--out", "labels", cwd=repo)
+    cloudcli("export-masks", "submission.csv", "--out", "submission_masks", cwd=repo)
+    for chip in source_of(repo).test_ids:
+        with (
+            rasterio.open(repo / "labels" / f"{chip}.tif") as out,
+            rasterio.open(repo / "data_chips/test_features" / chip / "B02.tif") as band,
+        ):
+            assert band.crs is not None and out.crs == band.crs and out.transform == band.transform
+            label = out.read(1)
+        np.testing.assert_array_equal(label, tifffile.imread(repo / "submission_masks" / f"{chip}.tif"))
+    code_competition_main_py(repo, tmp_path / "competition")
+
+
+def code_competition_main_py(repo: Path, folder: Path) -> None:
+    """docs/bundles.md's main.py, run as a code competition runs it (On Cloud N's layout, the bundle
+    beside it, no project): predictions/<chip_id>.tif as `cloudcli predict` wrote them."""
+    text = (REPO / "docs/bundles.md").read_text()
+    main_py = next(b for b in text.split("```python\n")[1:] if b.startswith('"""On Cloud N')).split("```")[0]
+    (folder / "data").mkdir(parents=True)
+    (folder / "data/test_features").symlink_to(repo / "data_chips/test_features")
+    (folder / "bundle").symlink_to(repo / "bundle")
+    (folder / "main.py").write_text(main_py)
+    result = procs.run([sys.executable, "main.py"], folder, {**os.environ, "PYTHONPATH": str(REPO)}, 300)
+    assert result.returncode == 0, result.stderr
+    for chip in source_of(repo).test_ids:
+        with (
+            rasterio.open(folder / "predictions" / f"{chip}.tif") as written,
+            rasterio.open(repo / "labels" / f"{chip}.tif") as predicted,
+        ):
+            assert written.crs == predicted.crs and written.transform == predicted.transform
+            np.testing.assert_array_equal(written.read(1), predicted.read(1))
 
 
 def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:

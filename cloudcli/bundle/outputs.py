@@ -3,7 +3,8 @@
 rle      one CSV, `Image_Label,EncodedPixels`, a row per input and class (`<input>_<class>`), RLE at
          the scoring size: what `submit` writes, for the inputs given, in their order.
 png/tif  a folder with `<input stem>.<png|tif>` per input at the input's own size, uint8: 0
-         background, k where class k (classes[k - 1]) is predicted (the first where several are).
+         background, k where class k (classes[k - 1]) is predicted (the first where several are);
+         a TIFF takes its input's CRS and transform (cloudcli.bundle.geo).
 
 Nothing is written unless every input was predicted: the outputs appear whole or not at all.
 """
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cloudcli.bundle.geo import georef_of, write_label_tiff
 from cloudcli.bundle.inputs import TIFF_EXTS, Input
 from cloudcli.data.cache import resize_mask
 from cloudcli.errors import DataError
@@ -49,11 +51,10 @@ def write_rle(out: Path, predicted: Predicted, classes: tuple[str, ...]) -> tupl
     return n, sum(map(bool, rles))
 
 
-def write_rasters(out: Path, predicted: Predicted, fmt: str) -> tuple[int, int]:
-    """One label raster per input at its own size; (inputs, pixels where classes overlap)."""
-    import tifffile
-
-    overlap, n = 0, 0
+def write_rasters(out: Path, predicted: Predicted, fmt: str, bands: list[str] | None = None) -> tuple[int, int, int]:
+    """One label raster per input at its own size, a TIFF with the input's CRS and transform when
+    it has them; (inputs, pixels where classes overlap, TIFFs written without a CRS)."""
+    overlap, n, plain = 0, 0, 0
     with atomic_path(out, is_dir=True) as tmp:
         for item, masks, size in predicted:
             label, clash = label_raster(np.stack([resize_mask(m, tuple(size)) for m in masks]))
@@ -62,7 +63,9 @@ def write_rasters(out: Path, predicted: Predicted, fmt: str) -> tuple[int, int]:
             if path.exists():
                 raise DataError(f"{item.path}: its label file {path.name} is another input's too; rename one")
             if path.suffix == ".tif":
-                tifffile.imwrite(path, label, compression="zlib")
+                georef = georef_of(item, bands)
+                plain += georef is None
+                write_label_tiff(path, label, georef)
             elif not cv2.imwrite(str(path), label):
                 raise DataError(f"{path}: could not be written")
-    return n, overlap
+    return n, overlap, plain

@@ -71,6 +71,7 @@ def predict(
         n, done = write_rle(out, predicted, predictor.classes)
         print(f"{out}: {n} inputs x {len(predictor.classes)} classes, {done} non-empty masks")
     else:
-        n, overlap = write_rasters(out, predicted, fmt)
+        n, overlap, plain = write_rasters(out, predicted, fmt, spec["bands"])
         note = f"; {overlap} pixels predicted for several classes took the first" * bool(overlap)
+        note += f"; {plain} TIFFs without geo tags (their inputs had no CRS)" * bool(plain)
         print(f"{out}: {n} label rasters (0 = background, k = {list(predictor.classes)}[k-1]){note}")
