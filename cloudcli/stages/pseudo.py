@@ -170,13 +170,15 @@ def _label_set(cfg: PseudoConfig, cache, sources: Labellers, test: _Split, fit: 
 
 
 def _mean(reports: list[dict]) -> dict:
-    """The folds' reports averaged key by key (numbers only)."""
+    """The folds' reports averaged key by key (numbers only), each key over the reports that have
+    it (a fold that keeps no image has no label scores)."""
     out = {}
-    for key, value in reports[0].items():
-        if isinstance(value, dict):
-            out[key] = _mean([r[key] for r in reports])
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = round(float(np.mean([r[key] for r in reports])), 4)
+    for key in dict.fromkeys(k for r in reports for k in r):
+        values = [r[key] for r in reports if key in r]
+        if isinstance(values[0], dict):
+            out[key] = _mean(values)
+        elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            out[key] = round(float(np.mean(values)), 4)
     return out
 
 

@@ -574,3 +574,22 @@ def run_stage_folds(project, out: str, missing_ok: bool = False, **changes) -> t
                     )
     report = pseudo.run(cfg, "r1", RoundConfig("base", {}), root / "pred", root / "cache", root / out, root / "m.json")
     return cfg, report
+
+
+def test_a_fold_that_keeps_no_image(project) -> None:
+    """Fold 2's classifier is sure of nothing: its set is empty and has no label scores; the round's
+    scores average the folds that have them."""
+    root = project["root"]
+    spread_over_folds(project)
+    write_test_truth(project)
+    unsure = np.full((M, 4), 0.5)
+    save_model(
+        root / "pred/base/classifier", project["test_ids"], "classifier", classifier_probs=unsure, split="test_fold2"
+    )
+    _, report = run_stage_folds(project, "out")
+    folds = report["folds"]
+    assert folds["fold2"]["images"] == 0 and "labels" not in folds["fold2"] and folds["fold0"]["images"] > 0
+    assert report["images"] == round((folds["fold0"]["images"] + folds["fold1"]["images"]) / 3, 4)
+    dice = [folds[f"fold{k}"]["labels"]["dice"] for k in (0, 1)]
+    assert report["labels"]["dice"] == round(float(np.mean(dice)), 4)
+    assert len(pd.read_csv(root / "out/fold2/images.csv")) == 0
