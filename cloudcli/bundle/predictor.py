@@ -20,7 +20,7 @@ from cloudcli.bundle.manifest import verify
 from cloudcli.data.cache import resize_image
 from cloudcli.data.dataset import build_transform
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import memory_format, predict_folds, to_uint8, trained_net
+from cloudcli.engine.predict import autocast_dtype, memory_format, predict_folds, to_uint8, trained_net
 from cloudcli.errors import DataError
 from cloudcli.post.rules import ClassRule, postprocess
 from cloudcli.post.tuned import class_scores
@@ -79,21 +79,25 @@ class Predictor:
     def batch_size(self) -> int:
         return int(self.spec["infer"]["batch_size"])
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, B) uint8 raw-size image (cloudcli.bundle.inputs.read_input) -> the cache-size image."""
+    def check(self, image: np.ndarray) -> None:
+        """Refuse an image the bundle's models cannot take: another size or band count."""
         raw = tuple(self.input["raw_size"])
         if image.ndim != 3 or image.shape[:2] != raw or image.shape[2] != self.input["channels"]:
             raise DataError(
                 f"an image of shape {image.shape}; the bundle's models take whole images of {raw[0]}x{raw[1]} "
                 f"with {self.input['channels']} bands (inputs of other sizes are not supported yet)"
             )
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, B) uint8 raw-size image (cloudcli.bundle.inputs.read_input) -> the cache-size image."""
+        self.check(image)
         return resize_image(image, tuple(self.input["cache_size"]))
 
     def probabilities(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Each model's output on (N, h, w, B) cache-size images: (N, C, H, W) uint8 maps at the
         scoring size for segmentation models, (N, C) probabilities for classifiers (rounded as
         infer writes them)."""
-        out, dtype = {}, self._autocast()
+        out, dtype = {}, autocast_dtype(self.spec["infer"]["precision"], self.device)
         score_size = tuple(self.input["score_size"])
         for name, model in self.models.items():
             x = model.inputs(images, tuple(self.input["cache_size"]), self.device)
@@ -155,11 +159,6 @@ class Predictor:
             ],
             axis=1,
         )
-
-    def _autocast(self) -> torch.dtype | None:
-        if self.device.type != "cuda":
-            return None
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec["infer"]["precision"])
 
 
 RULE_KEYS = ("level", "min_area", "min_component", "gate_threshold")

@@ -22,7 +22,7 @@ def predict_inputs(predictor: Predictor, items: list[Input]) -> Iterator[tuple[I
             image = read_input(item, predictor.input)
             sizes.append(image.shape[:2])
             try:
-                predictor.prepare(image)  # the size check, naming the file
+                predictor.check(image)  # here, to name the file
             except DataError as e:
                 raise DataError(f"{item.path}: {e}") from None
             yield image

@@ -102,6 +102,11 @@ def predict_folds(
     return torch.stack(each).mean(0), each
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of infer.precision on `device`: bf16 or fp16 on CUDA; None (fp32) elsewhere."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
+
+
 def _forward(net: nn.Module, x: torch.Tensor, autocast) -> torch.Tensor:
     with autocast:
         return net(x).float()

@@ -23,7 +23,7 @@ from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import load_fold_net, memory_format, predict_folds, to_uint8
+from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict_folds, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.ui import info, progress
@@ -122,10 +122,6 @@ class _Sink:
         write_csv(self.folder / f"{self.name}.csv", index)
 
 
-def _autocast_dtype(cfg: InferConfig, device: torch.device) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision) if device.type == "cuda" else None
-
-
 def _predict_into(
     sinks: list[_Sink],
     positions: np.ndarray,
@@ -149,12 +145,12 @@ def _predict_into(
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda")
     fmt, role = memory_format(settings), settings["role"]  # the format it trained with
     out_size = sinks[0].array.shape[-2:] if role != "classifier" else None
-    done = 0
+    done, dtype = 0, autocast_dtype(cfg.precision, device)
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True, memory_format=fmt)
             target = positions[done : done + len(x)]
-            mean, each = predict_folds(nets, x, cfg.tta, role, out_size, _autocast_dtype(cfg, device), cfg.stack_tta)
+            mean, each = predict_folds(nets, x, cfg.tta, role, out_size, dtype, cfg.stack_tta)
             sinks[0].put(target, mean)
             if len(sinks) > 1:  # infer.fold_test: every net alone too
                 for sink, probs in zip(sinks[1:], each, strict=True):
