@@ -117,18 +117,46 @@ def test_a_changed_or_unknown_bundle_is_refused(project, tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_a_scene_of_two_images_is_the_two_images(project, tmp_path) -> None:
+    """Two test images side by side, tiled without overlap, give each image's own label, pixel for
+    pixel: the tiles and the cells the rules judge are the two images (the scoring size is a
+    quarter of the input's, so this checks the scaling too)."""
+    images = sorted((project / "data/test_images").glob("*.jpg"))[:2]
+    cv2.imwrite(str(tmp_path / "pair.png"), np.concatenate([cv2.imread(str(p)) for p in images], axis=1))
+    out = cloudcli(
+        "predict", "bundle", str(tmp_path / "pair.png"), *map(str, images), "--overlap", "0", "--out",
+        str(tmp_path / "labels"), cwd=project,
+    )  # fmt: skip
+    assert "3 label rasters" in out.stdout and "1 scenes in tiles" in out.stderr
+    pair = cv2.imread(str(tmp_path / "labels/pair.png"), cv2.IMREAD_UNCHANGED)
+    alone = [cv2.imread(str(tmp_path / "labels" / f"{p.stem}.png"), cv2.IMREAD_UNCHANGED) for p in images]
+    np.testing.assert_array_equal(pair, np.concatenate(alone, axis=1))
+    failed(
+        cloudcli("predict", "bundle", str(tmp_path / "pair.png"), "--format", "rle", "--out", "x.csv", cwd=project,
+                 check=False),
+        "pair.png: 1400x4200 pixels; --format rle writes whole images of the training size (1400x2100)",
+    )  # fmt: skip
+    failed(
+        cloudcli("predict", "bundle", str(tmp_path / "pair.png"), "--tile", "1000", "--out", "o", cwd=project,
+                 check=False),
+        "--tile: a height of 1000 px is not a size the models take; use a multiple of 700 px",
+    )  # fmt: skip
+
+
 def test_bad_inputs_name_the_file(project, tmp_path) -> None:
     image = sorted((project / "data/test_images").glob("*.jpg"))[0]
     rgb = cv2.imread(str(image))
     cv2.imwrite(str(tmp_path / "grey.png"), rgb[..., 0])
-    cv2.imwrite(str(tmp_path / "small.png"), rgb[::2, ::2])
+    cv2.imwrite(str(tmp_path / "deep.png"), rgb.astype(np.uint16) * 256)
     (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.tif").write_text("not a raster")
     (tmp_path / "nothing").mkdir()
     out = str(tmp_path / "labels")
     for name, needle in (
         ("grey.png", "grey.png: 1 bands, the bundle's models take 3"),
-        ("small.png", f"small.png: an image of shape ({rgb.shape[0] // 2}, {rgb.shape[1] // 2}, 3)"),
+        ("deep.png", "deep.png: uint16 pixels; the bundle's models were trained on 8-bit images"),
         ("empty.jpg", "empty.jpg: cannot read image"),
+        ("text.tif", "text.tif: not a readable raster"),
         ("nothing", "nothing: holds no image files"),
         ("absent.png", "absent.png: no such file or folder"),
     ):

@@ -36,10 +36,18 @@ class Model:
     tta: tuple[str, ...]
     settings: dict
 
+    @property
+    def segments(self) -> bool:
+        return self.role != "classifier"
+
     def inputs(self, images: np.ndarray, cache_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """(N, B, h, w) network input of (N, h, w, B) uint8 cache-size images, as infer feeds it."""
+        """(N, B, h, w) network input of (N, h, w, B) uint8 images at the cache resolution, as infer
+        feeds it: a training image (`cache_size`) or a tile of a scene scaled the same way."""
         norm = self.settings["normalization"]
         size = tuple(self.settings["input_size"])
+        if tuple(images.shape[1:3]) != tuple(cache_size):  # a tile: the network's input at the same scale
+            size = tuple(images.shape[1 + i] * size[i] // cache_size[i] for i in range(2))
+            cache_size = tuple(images.shape[1:3])
         transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
         x = torch.stack([transform(image=np.asarray(image))["image"] for image in images])
         return x.to(device, memory_format=memory_format(self.settings))
@@ -97,16 +105,28 @@ class Predictor:
         """Each model's output on (N, h, w, B) cache-size images: (N, C, H, W) uint8 maps at the
         scoring size for segmentation models, (N, C) probabilities for classifiers (rounded as
         infer writes them)."""
+        maps = self.run(images, segments=True)
+        return {name: to_uint8(mean).cpu().numpy() for name, mean in maps.items()} | self.classify(images)
+
+    def classify(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Each classifier's (N, C) probabilities of (N, h, w, B) cache-size images, rounded as
+        infer's test.csv holds them (6 decimals of a float32)."""
+        scores = self.run(images, segments=False)
+        return {name: p.cpu().numpy().round(6).astype(str).astype(np.float64) for name, p in scores.items()}
+
+    def run(self, images: np.ndarray, segments: bool, out_size: tuple[int, int] | None = None) -> dict:
+        """Each segmentation model's (N, C, *out_size) float probabilities (default: the scoring
+        size) of (N, h, w, B) images at the cache resolution (whole images or tiles), or each
+        classifier's (N, C): the mean of its folds and TTA views, as infer takes it."""
         out, dtype = {}, autocast_dtype(self.spec["infer"]["precision"], self.device)
-        score_size = tuple(self.input["score_size"])
+        cache = tuple(self.input["cache_size"])
+        size = tuple(out_size or self.input["score_size"]) if segments else None
         for name, model in self.models.items():
-            x = model.inputs(images, tuple(self.input["cache_size"]), self.device)
-            size = None if model.role == "classifier" else score_size
-            mean, _ = predict_folds(model.nets, x, model.tta, model.role, size, dtype, self.spec["infer"]["stack_tta"])
-            if model.role == "classifier":  # as infer's test.csv holds them: 6 decimals of a float32
-                out[name] = mean.cpu().numpy().round(6).astype(str).astype(np.float64)
-            else:
-                out[name] = to_uint8(mean).cpu().numpy()
+            if model.segments == segments:
+                x = model.inputs(images, cache, self.device)
+                out[name], _ = predict_folds(
+                    model.nets, x, model.tta, model.role, size, dtype, self.spec["infer"]["stack_tta"]
+                )
         return out
 
     def masks(self, probs: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,20 +143,42 @@ class Predictor:
             out.append(postprocess(seg1[i], self.rules, scores, pipeline["at_least_one"], one, self.shape_levels))
         return np.stack(out)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """(C, H, W) 0/1 masks at the scoring size of one (H, W, B) uint8 raw-size image."""
-        return self.masks(self.probabilities(self.prepare(image)[None]))[0]
+    def predict(self, image: np.ndarray, tile: tuple[int, int] | None = None, overlap: int | None = None) -> np.ndarray:
+        """(C, h, w) 0/1 masks at the scoring resolution of one (H, W, B) uint8 image (read_input):
+        of the training size, exactly as `submit` draws them; of any other size, a scene predicted
+        in tiles and judged cell by cell (cloudcli.bundle.tiles)."""
+        if image.ndim == 3 and image.shape[:2] == tuple(self.input["raw_size"]):
+            return self.predict_batch(image[None])[0][0]
+        from cloudcli.bundle.scene import predict_array
+
+        if image.ndim != 3 or image.shape[2] != self.input["channels"]:
+            raise DataError(
+                f"an image of shape {image.shape}; the bundle's models take (H, W, {self.input['channels']})"
+            )
+        return predict_array(self, image, self.layout(image.shape[:2], tile, overlap))
+
+    def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(N, C, H, W) masks and every model's probabilities of (N, H, W, B) raw-size images."""
+        probs = self.probabilities(np.stack([self.prepare(image) for image in images]))
+        return self.masks(probs), probs
 
     def predict_many(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """The masks of each image, in order, predicted in batches of the size infer used."""
+        """The masks of each raw-size image, in order, predicted in batches of the size infer used."""
         batch: list[np.ndarray] = []
         for image in images:
-            batch.append(self.prepare(image))
+            batch.append(image)
             if len(batch) == self.batch_size:
-                yield from self.masks(self.probabilities(np.stack(batch)))
+                yield from self.predict_batch(np.stack(batch))[0]
                 batch = []
         if batch:
-            yield from self.masks(self.probabilities(np.stack(batch)))
+            yield from self.predict_batch(np.stack(batch))[0]
+
+    def layout(self, scene: tuple[int, int], tile: tuple[int, int] | None = None, overlap: int | None = None):
+        """The tiles and cells of a scene of `scene` (H, W) input pixels (cloudcli.bundle.tiles)."""
+        from cloudcli.bundle.tiles import layout
+
+        nets = [tuple(m.settings["input_size"]) for m in self.models.values() if m.segments]
+        return layout(scene, self.input, nets, tile, overlap)
 
     def _shape(self, probs: dict[str, np.ndarray]) -> np.ndarray | None:
         shape = self.spec["pipeline"]["shape"]
