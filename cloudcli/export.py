@@ -5,19 +5,28 @@ uint8, 0 clear and 1 cloud, at the chip's full size; a building-footprint task w
 tile. A label holds 0 for background and k where class k (classes[k - 1]) is predicted; where the
 predicted masks of several classes overlap, the pixel takes the first of them, and the count of
 such pixels is reported (independent sigmoids may overlap; one index raster cannot).
+
+A label TIFF takes its image's CRS and transform, as `cloudcli predict` writes them
+(cloudcli.bundle.geo), scaled when the label's size differs so that it covers the same ground.
+Labels whose image is not found, or has no CRS (JPEG, PNG, a TIFF without geo tags), are written
+without geo tags and counted.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import tifffile
 
+from cloudcli.bundle.geo import Georef, georef_of, write_label_tiff
+from cloudcli.bundle.inputs import Input
 from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import read_labels, to_wide
-from cloudcli.data.sources import IMAGE_EXTS
+from cloudcli.data.sources import IMAGE_EXTS, SOURCES
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
 from cloudcli.rle import decode
@@ -52,6 +61,48 @@ def check_out(csv: Path, out: Path, force: bool) -> None:
         raise DataError(f"--out {out}: already exists; pass --force to replace it (its files are removed)")
 
 
+@dataclass(frozen=True)
+class Images:
+    """The images behind a CSV's ids, whose CRS and transform their label TIFFs take."""
+
+    folder: Path
+    kind: str  # data.kind: how an id names its image in `folder` (cloudcli.data.sources)
+    bands: tuple[str, ...] | None = None  # chips: the band files; a chip's georeferencing is the first's
+
+    def georef(self, image_id: str, size: tuple[int, int]) -> Georef | str:
+        """The georeferencing of the image's label at `size` (H, W), or why there is none
+        (`not_found`, `no_crs`)."""
+        path = SOURCES[self.kind].image_path(self.folder, image_id)
+        if path is None:
+            return "not_found"
+        georef = georef_of(Input(path, image_id), list(self.bands or ()))
+        return "no_crs" if georef is None else scaled(georef, path, self.bands, size)
+
+
+def scaled(georef: Georef, path: Path, bands: tuple[str, ...] | None, size: tuple[int, int]) -> Georef:
+    """`georef` of the raster at `path` for a label of `size` (H, W) covering the same ground."""
+    import rasterio
+
+    with rasterio.open(path / f"{bands[0]}.tif" if path.is_dir() and bands else path) as src:
+        h, w = src.height, src.width  # as georef_of, a chip folder's first band
+    if (h, w) == tuple(size):
+        return georef
+    return replace(georef, transform=georef.transform @ rasterio.Affine.scale(w / size[1], h / size[0]))
+
+
+def label_names(csv: Path, image_ids: pd.Index, fmt: str) -> list[str]:
+    """The label file of each image id; ids that are not file names or share a label file fail."""
+    bad = [i for i in image_ids if "/" in i or "\\" in i or i.startswith(".")]
+    if bad:
+        raise DataError(f"{csv}: image id {bad[0]!r} is not a file name (no '/', '\\' or leading '.')")
+    names, first = [label_name(i, fmt) for i in image_ids], {}
+    for image_id, name in zip(image_ids, names):
+        if name in first:
+            raise DataError(f"{csv}: images {first[name]!r} and {image_id!r} would both be written to {name}")
+        first[name] = image_id
+    return names
+
+
 def export_masks(
     csv: Path,
     out: Path,
@@ -60,36 +111,47 @@ def export_masks(
     size: tuple[int, int],
     fmt: str,
     force: bool = False,
+    images: Images | None = None,
 ) -> dict:
     """Write one label raster of `size` per image of `csv` (masks at `score_size`, each resized as
-    the cache resizes masks) into the folder `out`, replaced whole or not at all; returns counts
-    (`overlap_pixels` at `size`)."""
+    the cache resizes masks) into the folder `out`, replaced whole or not at all; a TIFF takes the
+    CRS and transform of its image in `images`. Returns counts (`overlap_pixels` at `size`; TIFFs
+    without geo tags as `not_found` and `no_crs`)."""
     if fmt not in FORMATS:
         raise DataError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if len(classes) > 255:
         raise DataError(f"{len(classes)} classes do not fit a uint8 label")
     if not Path(csv).is_file():
         raise DataError(f"{csv}: file not found; give the Kaggle-format CSV of masks (e.g. submission.csv)")
+    if images is not None and not Path(images.folder).is_dir():
+        raise DataError(f"--images {images.folder}: folder not found; give the folder of the CSV's images")
     check_out(Path(csv), Path(out), force)
     wide = to_wide(read_labels(csv, score_size, classes), classes)  # checks rows, classes and RLEs
-    bad = [i for i in wide.index if "/" in i or "\\" in i or i.startswith(".")]
-    if bad:
-        raise DataError(f"{csv}: image id {bad[0]!r} is not a file name (no '/', '\\' or leading '.')")
-    names = [label_name(i, fmt) for i in wide.index]
-    first = {}
-    for image_id, name in zip(wide.index, names):
-        if name in first:
-            raise DataError(f"{csv}: images {first[name]!r} and {image_id!r} would both be written to {name}")
-        first[name] = image_id
-    overlap = 0
+    names = label_names(Path(csv), wide.index, fmt)
+    counts = {"overlap_pixels": 0, "not_found": 0, "no_crs": 0}
     with atomic_path(out, is_dir=True) as tmp, progress("export masks", len(names), unit="images") as advance:
-        for name, rles in zip(names, wide.to_numpy()):
-            masks = np.stack([resize_mask(decode(r, score_size), size) for r in rles])
-            label, n = label_raster(masks)
-            overlap += n
+        for image_id, name, rles in zip(wide.index, names, wide.to_numpy()):
+            label, n = label_raster(np.stack([resize_mask(decode(r, score_size), size) for r in rles]))
+            counts["overlap_pixels"] += n
             if fmt == "tif":
-                tifffile.imwrite(tmp / name, label)
+                georef = "not_found" if images is None else images.georef(image_id, size)
+                if isinstance(georef, str):  # no geo tags: tifffile, as export-masks always wrote them
+                    counts[georef] += 1
+                    tifffile.imwrite(tmp / name, label)
+                else:
+                    write_label_tiff(tmp / name, label, georef)
             elif not cv2.imwrite(str(tmp / name), label):
                 raise DataError(f"{out / name}: could not write the PNG")
             advance(1)
-    return {"images": len(names), "size": list(size), "overlap_pixels": overlap}
+    return {"images": len(names), "size": list(size), **counts}
+
+
+def geo_note(done: dict, images: Path) -> str:
+    """The summary's note on label TIFFs without geo tags, and why; '' when every one has them."""
+    lost, plain = done["not_found"], done["no_crs"]
+    if not lost + plain:
+        return ""
+    if not (lost and plain):
+        why = f"not found under {images}" if lost else "their images have no CRS"
+        return f"; {lost + plain} without geo tags: {why}"
+    return f"; {lost + plain} without geo tags: {lost} not found under {images}, {plain} whose images have no CRS"

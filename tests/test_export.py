@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import tifffile
 import yaml
 from helpers import cloudcli
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine
 
 from cloudcli.config.presets import preset_params
+from cloudcli.data.cache import resize_mask
 from cloudcli.errors import DataError
-from cloudcli.export import export_masks, label_name, label_raster
+from cloudcli.export import Images, export_masks, geo_note, label_name, label_raster
 from cloudcli.rle import encode
 
 SIZE = (6, 8)
+UTM = "EPSG:32633"
+ORIGIN = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_600_000.0)  # 10 m pixels from the top-left corner
+BANDS = ("B02", "B03")
 
 
 def write_masks_csv(path, masks: dict[str, np.ndarray], classes: tuple[str, ...]) -> None:
     rows = [(f"{i}_{c}", encode(m[k])) for i, m in masks.items() for k, c in enumerate(classes)]
     pd.DataFrame(rows, columns=["Image_Label", "EncodedPixels"]).to_csv(path, index=False)
+
+
+def write_chip(folder, bands, size, crs: str | None = UTM, transform: Affine = ORIGIN) -> None:
+    """A chip folder of uint16 band GeoTIFFs written by rasterio; `crs=None`: no geo tags."""
+    folder.mkdir(parents=True)
+    for band in bands:
+        if crs is None:
+            tifffile.imwrite(folder / f"{band}.tif", np.full(size, 1000, np.uint16))
+            continue
+        profile = {"height": size[0], "width": size[1], "count": 1, "dtype": "uint16"}
+        with rasterio.open(folder / f"{band}.tif", "w", "GTiff", crs=crs, transform=transform, **profile) as dst:
+            dst.write(np.full(size, 1000, np.uint16), 1)
+
+
+def random_masks(ids, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {i: (rng.random((1, *SIZE)) > 0.6).astype(np.uint8) for i in ids}
 
 
 def test_label_raster_known_answer_first_class_wins_where_masks_overlap() -> None:
@@ -43,7 +70,7 @@ def test_chips_round_trip_as_on_cloud_n_label_tiffs(tmp_path) -> None:
     masks["clear"] = np.zeros((1, *SIZE), np.uint8)
     write_masks_csv(tmp_path / "sub.csv", masks, ("cloud",))
     done = export_masks(tmp_path / "sub.csv", tmp_path / "out", ("cloud",), SIZE, SIZE, "tif")
-    assert done == {"images": 4, "size": list(SIZE), "overlap_pixels": 0}
+    assert done == {"images": 4, "size": list(SIZE), "overlap_pixels": 0, "not_found": 4, "no_crs": 0}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["chip0.tif", "chip1.tif", "chip2.tif", "clear.tif"]
     for chip, m in masks.items():
         label = tifffile.imread(tmp_path / "out" / f"{chip}.tif")
@@ -116,3 +143,75 @@ def test_ids_that_are_not_file_names_and_colliding_names_are_refused(tmp_path) -
         with pytest.raises(DataError, match=message):
             export_masks(tmp_path / "sub.csv", tmp_path / "out", ("cloud",), SIZE, SIZE, "tif")
         assert not (tmp_path / "out").exists()
+
+
+def test_label_tiffs_take_their_chips_crs_and_transform_scaled_to_the_label_size(tmp_path) -> None:
+    features = tmp_path / "test_features"
+    masks = random_masks(["geo0", "geo1", "plain", "absent"])
+    for chip in ("geo0", "geo1"):
+        write_chip(features / chip, BANDS, SIZE)
+    write_chip(features / "plain", BANDS, SIZE, crs=None)
+    write_masks_csv(tmp_path / "sub.csv", masks, ("cloud",))
+    images = Images(features, "chips", BANDS)
+    for size, dx, dy in [(SIZE, 10.0, 10.0), ((12, 16), 5.0, 5.0), ((3, 16), 5.0, 20.0)]:  # (H, W), pixel in m
+        out = tmp_path / f"out{size[0]}x{size[1]}"
+        done = export_masks(tmp_path / "sub.csv", out, ("cloud",), SIZE, size, "tif", images=images)
+        assert (done["not_found"], done["no_crs"]) == (1, 1)
+        for chip in ("geo0", "geo1"):  # the same ground: origin kept, pixels scaled by 6x8 / size
+            with rasterio.open(out / f"{chip}.tif") as src:
+                assert src.crs == CRS.from_string(UTM) and src.shape == size
+                assert src.transform == Affine(dx, 0.0, 500_000.0, 0.0, -dy, 4_600_000.0)
+                assert np.array_equal(src.read(1), resize_mask(masks[chip][0], size))
+        for chip in ("plain", "absent"):
+            with pytest.warns(NotGeoreferencedWarning), rasterio.open(out / f"{chip}.tif") as src:
+                assert src.crs is None and np.array_equal(src.read(1), resize_mask(masks[chip][0], size))
+
+
+@pytest.mark.parametrize(
+    ("not_found", "no_crs", "note"),
+    [
+        (0, 0, ""),
+        (0, 12, "; 12 without geo tags: their images have no CRS"),
+        (3, 0, "; 3 without geo tags: not found under raw/test_features"),
+        (3, 2, "; 5 without geo tags: 3 not found under raw/test_features, 2 whose images have no CRS"),
+    ],
+)
+def test_geo_note_known_answers(not_found: int, no_crs: int, note: str) -> None:
+    assert geo_note({"not_found": not_found, "no_crs": no_crs}, Path("raw/test_features")) == note
+
+
+def test_missing_images_folder_is_refused_and_writes_nothing(tmp_path) -> None:
+    write_masks_csv(tmp_path / "sub.csv", random_masks(["a"]), ("cloud",))
+    with pytest.raises(DataError, match=r"^--images .*nope: folder not found"):
+        export_masks(
+            tmp_path / "sub.csv",
+            tmp_path / "out",
+            ("cloud",),
+            SIZE,
+            SIZE,
+            "tif",
+            images=Images(tmp_path / "nope", "chips"),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_georeferences_the_test_chips_of_params_and_counts_those_without_a_crs(tmp_path) -> None:
+    params = preset_params("chips")
+    params["data"].update(raw="raw", raw_size=list(SIZE), score_size=list(SIZE))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    transform = Affine(30.0, 0.0, 300_000.0, 0.0, -30.0, 5_000_000.0)
+    write_chip(tmp_path / "raw/test_features/geo", params["data"]["bands"], SIZE, transform=transform)
+    write_chip(tmp_path / "raw/test_features/plain", params["data"]["bands"], SIZE, crs=None)
+    masks = random_masks(["geo", "plain"], seed=1)
+    write_masks_csv(tmp_path / "submission.csv", masks, ("cloud",))
+    out = cloudcli("export-masks", cwd=tmp_path).stdout
+    assert "submission_masks: 2 label files (tif, 6x8 uint8" in out
+    assert "1 without geo tags: their images have no CRS" in out
+    with rasterio.open(tmp_path / "submission_masks/geo.tif") as src:
+        assert src.crs == CRS.from_string(UTM) and src.transform == transform
+        assert np.array_equal(src.read(1), masks["geo"][0])
+    missing = cloudcli("export-masks", "--images", "nowhere", "--out", "other", cwd=tmp_path, check=False)
+    assert missing.returncode == 1 and missing.stderr.strip().endswith(
+        "--images nowhere: folder not found; give the folder of the CSV's images"
+    )
+    assert "Traceback" not in missing.stderr and not (tmp_path / "other").exists()

@@ -63,26 +63,36 @@ def export_masks(
     size: Annotated[
         tuple[int, int] | None, typer.Option(help="H W of the label files [default: data.raw_size]")
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the CSV's images, whose CRS the TIFFs take; by default the dataset's test images"),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Write one label raster per image of a mask CSV (uint8: 0 background, k = the k-th class).
 
     For competitions that score label files: On Cloud N takes submission_masks/<chip_id>.tif at the
-    chip's full size. Run `cloudcli submit --check` on the CSV first.
+    chip's full size. A TIFF takes its image's CRS and transform (a chip folder's first band's),
+    scaled to --size; images without a CRS give TIFFs without geo tags. Run `cloudcli submit --check`
+    on the CSV first.
     """
     from cloudcli.config import load_params
 
     p = load_params(params)
-    from cloudcli.data.sources import classes_of
+    from cloudcli.data.sources import SOURCES, classes_of
+    from cloudcli.export import Images, geo_note
     from cloudcli.export import export_masks as run
 
     classes = classes_of(p.data)
     if size is not None and min(size) < 1:
         raise CloudcliError(f"--size {size[0]} {size[1]}: must be positive")
-    done = run(csv, out, classes, p.data.score_size, size or p.data.raw_size, fmt, force)
+    folder = images or Path(p.data.raw) / SOURCES[p.data.kind].image_dirs["test"]
+    found = Images(folder, p.data.kind, p.data.bands) if images or folder.is_dir() else None  # default may be absent
+    done = run(csv, out, classes, p.data.score_size, size or p.data.raw_size, fmt, force, found)
     h, w = done["size"]
     note = f"; {done['overlap_pixels']} pixels predicted for several classes took the first" * bool(
         done["overlap_pixels"]
     )
+    note += geo_note(done, folder)
     print(f"{out}: {done['images']} label files ({fmt}, {h}x{w} uint8, 0 = background, k = {list(classes)}[k-1]){note}")

@@ -28,6 +28,7 @@ class Source:
 
     kind: ClassVar[str]  # the data.kind that selects the subclass
     default_classes: ClassVar[tuple[str, ...]] = ()  # the classes when data.classes is null
+    image_dirs: ClassVar[dict[str, str]]  # split -> the folder in data.raw holding its images
 
     root: Path
     classes: tuple[str, ...]
@@ -53,6 +54,12 @@ class Source:
     def masks(self, split: str, i: int) -> np.ndarray:
         """(C, H, W) uint8 0/1 masks of one image at data.raw_size."""
         raise NotImplementedError
+
+    @classmethod
+    def image_path(cls, folder: Path, image_id: str) -> Path | None:
+        """The file of an image in a folder of images (chips: its folder of band files); None if absent."""
+        path = folder / image_id
+        return path if path.is_file() else None
 
     def ids(self, split: str) -> tuple[str, ...]:
         return self.train_ids if split == "train" else self.test_ids

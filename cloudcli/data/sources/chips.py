@@ -23,6 +23,7 @@ CHIPS_LABELS = {"train": "train_labels", "test": "test_labels"}
 class ChipsSource(Source):
     kind: ClassVar[str] = "chips"
     default_classes: ClassVar[tuple[str, ...]] = ("cloud",)
+    image_dirs: ClassVar[dict[str, str]] = CHIPS_DIRS
 
     @classmethod
     def open(cls, data: DataConfig, common: dict, labels_only: bool) -> Source:
@@ -40,6 +41,11 @@ class ChipsSource(Source):
             **common, train_ids=ids["train"], test_ids=ids["test"], has_test_truth=has_truth,
             bands=tuple(data.bands), nodata=data.nodata, percentiles=tuple(data.band_percentiles),
         )  # fmt: skip
+
+    @classmethod
+    def image_path(cls, folder: Path, image_id: str) -> Path | None:
+        path = folder / image_id
+        return path if path.is_dir() else None
 
     def raw_image(self, split: str, i: int) -> np.ndarray:
         folder = self.root / CHIPS_DIRS[split] / self.ids(split)[i]

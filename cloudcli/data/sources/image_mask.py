@@ -28,11 +28,12 @@ from cloudcli.errors import DataError
 @dataclass(frozen=True)
 class ImageMaskSource(Source):
     kind: ClassVar[str] = "image_mask"
+    image_dirs: ClassVar[dict[str, str]] = {"train": "train/images", "test": "test/images"}  # ids are stems
 
     @classmethod
     def open(cls, data: DataConfig, common: dict, labels_only: bool) -> Source:
         root = common["root"]
-        ids = {split: _image_ids(root / split / "images") for split in ("train", "test")}
+        ids = {split: _image_ids(root / folder) for split, folder in cls.image_dirs.items()}
         masks = root / "train" / "masks"
         for image_id in ids["train"]:
             find_file(masks, image_id, MASK_EXTS)
@@ -43,8 +44,12 @@ class ImageMaskSource(Source):
             percentiles=tuple(data.band_percentiles),
         )  # fmt: skip
 
+    @classmethod
+    def image_path(cls, folder: Path, image_id: str) -> Path | None:
+        return find_file(folder, image_id, IMAGE_EXTS) if has_file(folder, image_id, IMAGE_EXTS) else None
+
     def raw_image(self, split: str, i: int) -> np.ndarray:
-        path = find_file(self.root / split / "images", self.ids(split)[i], IMAGE_EXTS)
+        path = find_file(self.root / self.image_dirs[split], self.ids(split)[i], IMAGE_EXTS)
         if path.suffix.lower() in (".tif", ".tiff"):
             return read_tiff(path, self.raw_size)
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from cloudcli import CLASSES
 from cloudcli.config import DataConfig
+from cloudcli.data.kaggle import IMAGE_DIRS
 from cloudcli.data.sources.base import Source
 from cloudcli.errors import DataError
 
@@ -20,6 +21,7 @@ from cloudcli.errors import DataError
 class KaggleCloudsSource(Source):
     kind: ClassVar[str] = "kaggle_clouds"
     default_classes: ClassVar[tuple[str, ...]] = CLASSES
+    image_dirs: ClassVar[dict[str, str]] = IMAGE_DIRS  # ids are file names (0011165.jpg)
 
     rles: pd.DataFrame | None = None  # wide view of train.csv (and test_truth.csv)
 
@@ -46,9 +48,9 @@ class KaggleCloudsSource(Source):
         return cls(**common, train_ids=tuple(wide.index), test_ids=test_ids, has_test_truth=truth, rles=rles)
 
     def raw_image(self, split: str, i: int) -> np.ndarray:
-        from cloudcli.data.kaggle import IMAGE_DIRS, read_image
+        from cloudcli.data.kaggle import read_image
 
-        return read_image(self.root / IMAGE_DIRS[split] / self.ids(split)[i], self.raw_size)
+        return read_image(self.root / self.image_dirs[split] / self.ids(split)[i], self.raw_size)
 
     def masks(self, split: str, i: int) -> np.ndarray:
         from cloudcli.rle import decode
