@@ -195,17 +195,22 @@ def test_a_scene_keeps_its_crs_and_marks_no_data(chips: Path, tmp_path: Path) ->
     """A GeoTIFF scene of other size than the chips: the label, probabilities and polygons take its
     CRS and transform; its no-data pixels are written as no-data (never cloud)."""
     grid = mosaic(chips, source_of(chips).train_ids[:9], tmp_path / "scene.tif", margin=True)
+    tifffile.imwrite(tmp_path / "plain.tif", grid)  # the same pixels without geo tags
     out = cloudcli(
-        "predict", "bundle", str(tmp_path / "scene.tif"), "--out", str(tmp_path / "pred"), "--probs", "--vector",
-        "--min-area", "4", cwd=chips,
+        "predict", "bundle", str(tmp_path / "scene.tif"), str(tmp_path / "plain.tif"), "--out", str(tmp_path / "pred"),
+        "--probs", "--vector", "--min-area", "4", cwd=chips,
     ).stdout  # fmt: skip
     empty = (grid == 0).all(-1)
-    assert f"{empty.sum()} pixels without data written as 255" in out
+    assert f"{2 * empty.sum()} pixels without data written as 255" in out
+    assert "1 TIFFs without geo tags (their inputs had no CRS)" in out
     with rasterio.open(tmp_path / "scene.tif") as src, rasterio.open(tmp_path / "pred/scene.tif") as label:
         assert label.crs == src.crs and label.transform == src.transform and label.shape == src.shape
         assert label.nodata == 255 and label.dtypes == ("uint8",)
         values = label.read(1)
     assert (values[empty] == 255).all() and set(np.unique(values[~empty])) <= {0, 1}
+    with rasterio.open(tmp_path / "pred/plain.tif") as plain:
+        assert plain.crs is None
+        np.testing.assert_array_equal(plain.read(1), values)
     with rasterio.open(tmp_path / "pred/scene_probs.tif") as probs:
         assert probs.crs == src.crs and probs.transform == src.transform and probs.count == 1
         assert (probs.read_masks(1)[empty] == 0).all() and (probs.read_masks(1)[~empty] == 255).all()

@@ -112,7 +112,7 @@ class Writer:
         (y0, y1), size = strip.rows, (strip.rows[1] - strip.rows[0], self.width)
         label, clash = label_raster(np.stack([resize_mask(m, size) for m in strip.masks]))
         self.overlap += clash
-        valid = self.raster.read(y0, y1, 0, self.width)[1] if self.raster.nodata is not None else None
+        valid = self.raster.valid(y0, y1) if self.raster.nodata is not None else None
         if valid is not None:
             label[~valid] = NODATA
             self.nodata += int((~valid).sum())

@@ -22,6 +22,7 @@ from cloudcli.data.sources.base import scale_bands
 from cloudcli.errors import DataError
 
 GDAL_CACHE_MB = 64  # GDAL's block cache (default: 5% of the RAM) would hold a scene's blocks
+COLUMNS = 1024  # columns of a full-width strip read at once
 
 
 class Raster:
@@ -57,6 +58,18 @@ class Raster:
             image[inside] = self._scale(raw)
             valid[inside] = True if self.nodata is None else ~(raw == self.nodata).all(-1)
         return image, valid
+
+    def valid(self, y0: int, y1: int) -> np.ndarray:
+        """(y1-y0, W) bool: the pixels of rows [y0, y1) that hold data, read a band and a block of
+        columns at a time (a scene's full width, without scaling it)."""
+        width = self.shape[1]
+        out = np.ones((y1 - y0, width), bool)
+        if self.nodata is None:
+            return out
+        for x in range(0, width, COLUMNS):
+            raw = self._raw(y0, y1, x, min(x + COLUMNS, width))
+            out[:, x : x + COLUMNS] = ~(raw == self.nodata).all(-1)
+        return out
 
     def read_all(self) -> np.ndarray:
         """The whole input, (H, W, B) uint8."""

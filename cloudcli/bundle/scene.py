@@ -75,67 +75,94 @@ def predict_scene(predictor: Predictor, raster: Raster, lay: Layout) -> Iterator
     rows = lay.rows
     names = [n for n, m in predictor.models.items() if m.segments]
     sums = Sums(names, len(predictor.classes), lay.cols.length)
-    starts, cells = rows.tiles, rows.cells
-    done = 0
-    for j, y in enumerate(starts):
-        _add_tiles(predictor, raster, lay, sums, y)
-        complete = starts[j + 1] if j + 1 < len(starts) else rows.length  # no later tile reaches above
+    scores = CellScores(predictor, raster, lay)
+    cells, done = rows.cells, 0
+    for complete in _add_tiles(predictor, raster, lay, sums):
         while done < len(cells) and min(rows.judged(cells[done][0]) + rows.cell, rows.length) <= complete:
-            yield _judge_row(predictor, raster, lay, sums, cells[done])
+            yield _judge_row(predictor, lay, sums, cells[done], scores.row(done))
             done += 1
             if done < len(cells):
                 sums.drop(rows.judged(cells[done][0]))
 
 
-def _add_tiles(predictor: Predictor, raster: Raster, lay: Layout, sums: Sums, y: int) -> None:
-    """Predict the row of tiles at scene row y and add it to the sums."""
+def _add_tiles(predictor: Predictor, raster: Raster, lay: Layout, sums: Sums) -> Iterator[int]:
+    """Predict every tile, row by row, in batches of infer's size (a batch may span rows, so a
+    narrow scene fills its batches as a wide one does) and add them to the sums; after each batch,
+    yield the scene row above which no later tile adds anything."""
     raw, cache = tuple(predictor.input["raw_size"]), tuple(predictor.input["cache_size"])
-    todo = []
-    for x in lay.cols.tiles:
+    positions = [(y, x) for y in lay.rows.tiles for x in lay.cols.tiles]
+    batch: list[tuple[int, int, np.ndarray]] = []
+    for i, (y, x) in enumerate(positions):
         image, valid = _window(raster, lay, y, y + lay.rows.tile, x, x + lay.cols.tile)
         if valid.any():  # a tile of no-data only is not predicted: its pixels are written as no-data
-            todo.append((x, resize_image(image, lay.scaled(raw, cache))))
-    for i in range(0, len(todo), predictor.batch_size):
-        batch = todo[i : i + predictor.batch_size]
-        probs = predictor.run(np.stack([t for _, t in batch]), segments=True, out_size=lay.tile)
-        for k, (x, _) in enumerate(batch):
-            h, w = min(lay.rows.tile, lay.rows.length - y), min(lay.cols.tile, lay.cols.length - x)
-            weights = lay.weights(y, x)[:h, :w]
-            sums.weigh(y, x, weights)
-            for name, p in probs.items():
-                sums.add(name, y, x, p[k, :, :h, :w].cpu().numpy(), weights)
+            batch.append((y, x, resize_image(image, lay.scaled(raw, cache))))
+        if len(batch) == predictor.batch_size or i + 1 == len(positions):
+            _predict_tiles(predictor, lay, sums, batch)
+            batch = []
+            yield positions[i + 1][0] if i + 1 < len(positions) else lay.rows.length
 
 
-def _judge_row(predictor: Predictor, raster: Raster, lay: Layout, sums: Sums, cell: tuple[int, int]) -> Strip:
+def _predict_tiles(predictor: Predictor, lay: Layout, sums: Sums, batch: list[tuple[int, int, np.ndarray]]) -> None:
+    if not batch:
+        return
+    probs = predictor.run(np.stack([t for _, _, t in batch]), segments=True, out_size=lay.tile)
+    for k, (y, x, _) in enumerate(batch):
+        h, w = min(lay.rows.tile, lay.rows.length - y), min(lay.cols.tile, lay.cols.length - x)
+        weights = lay.weights(y, x)[:h, :w]
+        sums.weigh(y, x, weights)
+        for name, p in probs.items():
+            sums.add(name, y, x, p[k, :, :h, :w].cpu().numpy(), weights)
+
+
+class CellScores:
+    """The classifiers' probabilities of every cell's training-size window, computed in row-major
+    order in batches of infer's size (ahead of the row being judged) and handed out a row at a time."""
+
+    def __init__(self, predictor: Predictor, raster: Raster, lay: Layout) -> None:
+        self.predictor, self.raster, self.lay = predictor, raster, lay
+        self.active = any(not m.segments for m in predictor.models.values())
+        self.windows = [(lay.rows.judged(y), lay.cols.judged(x)) for y, _ in lay.rows.cells for x, _ in lay.cols.cells]
+        self.ready: dict[int, dict[str, np.ndarray]] = {}
+        self.next = 0
+
+    def row(self, r: int) -> dict[str, np.ndarray]:
+        """Each classifier's (cells in a row, C) probabilities of row r's cells."""
+        if not self.active:
+            return {}
+        per_row = len(self.lay.cols.cells)
+        while self.next < (r + 1) * per_row:
+            self._classify()
+        found = [self.ready.pop(i) for i in range(r * per_row, (r + 1) * per_row)]
+        return {n: np.stack([f[n] for f in found]) for n in found[0]}
+
+    def _classify(self) -> None:
+        lay, cache = self.lay, tuple(self.predictor.input["cache_size"])
+        todo = range(self.next, min(self.next + self.predictor.batch_size, len(self.windows)))
+        images = []
+        for i in todo:
+            y, x = self.windows[i]
+            images.append(resize_image(_window(self.raster, lay, y, y + lay.rows.cell, x, x + lay.cols.cell)[0], cache))
+        scores = self.predictor.classify(np.stack(images))
+        for k, i in enumerate(todo):
+            self.ready[i] = {n: p[k] for n, p in scores.items()}
+        self.next = todo.stop
+
+
+def _judge_row(
+    predictor: Predictor, lay: Layout, sums: Sums, cell: tuple[int, int], scores: dict[str, np.ndarray]
+) -> Strip:
     """The masks of one row of cells, each judged by the rules on its training-size window."""
     rows, cols = lay.rows, lay.cols
     (c0, c1), jy = cell, rows.judged(cell[0])
     band = {n: _pad(sums.levels(n, jy, min(jy + rows.cell, rows.length)), rows.cell, 1) for n in sums.maps}
-    windows = [(x0, x1, cols.judged(x0)) for x0, x1 in cols.cells]
-    scores = _classify(predictor, raster, lay, jy, [jx for _, _, jx in windows])
     masks = np.zeros((len(predictor.classes), c1 - c0, cols.length), np.uint8)
-    for k, (x0, x1, jx) in enumerate(windows):
+    for k, (x0, x1) in enumerate(cols.cells):
+        jx = cols.judged(x0)
         probs = {n: _pad(b[:, :, jx : jx + cols.cell], cols.cell, 2)[None] for n, b in band.items()}
         probs |= {n: s[k : k + 1] for n, s in scores.items()}
         masks[:, :, x0:x1] = predictor.masks(probs)[0][:, c0 - jy : c1 - jy, x0 - jx : x1 - jx]
     maps = {n: b[:, c0 - jy : c1 - jy, : cols.length] for n, b in band.items()}
     return Strip((rows.to_input(c0), rows.to_input(c1)), masks, maps)
-
-
-def _classify(predictor: Predictor, raster: Raster, lay: Layout, y: int, xs: list[int]) -> dict[str, np.ndarray]:
-    """Each classifier's (len(xs), C) probabilities of the training-size windows at row y, columns xs."""
-    if not any(not m.segments for m in predictor.models.values()):
-        return {}
-    cache = tuple(predictor.input["cache_size"])
-    out: dict[str, list[np.ndarray]] = {}
-    for i in range(0, len(xs), predictor.batch_size):
-        images = [
-            resize_image(_window(raster, lay, y, y + lay.rows.cell, x, x + lay.cols.cell)[0], cache)
-            for x in xs[i : i + predictor.batch_size]
-        ]
-        for name, p in predictor.classify(np.stack(images)).items():
-            out.setdefault(name, []).append(p)
-    return {n: np.concatenate(p) for n, p in out.items()}
 
 
 def _window(raster: Raster, lay: Layout, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:

@@ -75,13 +75,7 @@ def predict(
     from cloudcli.bundle.predictor import Predictor, read_spec
     from cloudcli.bundle.run import open_all, predict_inputs
 
-    if fmt not in FORMATS:
-        raise CloudcliError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
-    if fmt == "rle" and (probs or vector):
-        raise CloudcliError("--probs and --vector write rasters and polygons beside the labels; not with --format rle")
-    if min_area < 0:
-        raise CloudcliError(f"--min-area {min_area}: must be 0 or more")
-    size = parse_tile(tile)
+    size = check_options(fmt, FORMATS, tile, probs or vector, min_area)
     spec = read_spec(bundle)["input"]
     items = find_inputs(inputs, spec["bands"], spec["kind"])
     shapes = open_all(spec, items, whole_only=fmt == "rle")  # every input checked before the models load
@@ -93,11 +87,27 @@ def predict(
         return
     seg1 = predictor.spec["pipeline"]["seg1"]
     counts = write_rasters(out, predicted, fmt, predictor.classes, probs, min_area if vector else None, seg1)
+    print(f"{out}: {summary(counts, predictor.classes, vector)}")
+
+
+def summary(counts: dict[str, int], classes: tuple[str, ...], vector: bool) -> str:
+    """The line `predict` ends with: what it wrote, and what a user should know about it."""
     note = f"; {counts['overlap']} pixels predicted for several classes took the first" * bool(counts["overlap"])
     note += f"; {counts['nodata']} pixels without data written as 255" * bool(counts["nodata"])
     note += f"; {counts['polygons']} polygons" * vector
     note += f"; {counts['plain']} TIFFs without geo tags (their inputs had no CRS)" * bool(counts["plain"])
-    print(f"{out}: {counts['inputs']} label rasters (0 = background, k = {list(predictor.classes)}[k-1]){note}")
+    return f"{counts['inputs']} label rasters (0 = background, k = {list(classes)}[k-1]){note}"
+
+
+def check_options(fmt: str, formats: tuple[str, ...], tile: str | None, extras: bool, min_area: int):
+    """predict's options checked before anything is read; the tile as (H, W) or None."""
+    if fmt not in formats:
+        raise CloudcliError(f"--format {fmt!r}: choose from {', '.join(formats)}")
+    if fmt == "rle" and extras:
+        raise CloudcliError("--probs and --vector write rasters and polygons beside the labels; not with --format rle")
+    if min_area < 0:
+        raise CloudcliError(f"--min-area {min_area}: must be 0 or more")
+    return parse_tile(tile)
 
 
 def parse_tile(tile: str | None) -> tuple[int, int] | None:
