@@ -214,6 +214,16 @@ def test_a_scene_keeps_its_crs_and_marks_no_data(chips: Path, tmp_path: Path) ->
     with rasterio.open(tmp_path / "pred/scene_probs.tif") as probs:
         assert probs.crs == src.crs and probs.transform == src.transform and probs.count == 1
         assert (probs.read_masks(1)[empty] == 0).all() and (probs.read_masks(1)[~empty] == 255).all()
+    for name, pixels, needle in (
+        ("three.tif", grid[..., :3], "three.tif: 3 bands, the bundle's models take 4 (B02, B03, B04, B08)"),
+        ("float.tif", grid.astype(np.float32), "float.tif: float32 pixels; the bundle's models were trained on 16-bit"),
+    ):
+        tifffile.imwrite(tmp_path / name, pixels)
+        bad = cloudcli(
+            "predict", "bundle", str(tmp_path / name), "--out", str(tmp_path / "pred"), cwd=chips, check=False
+        )
+        assert bad.returncode == 1 and needle in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert (tmp_path / "pred/scene.tif").is_file()  # the earlier output intact
     polygons = json.loads((tmp_path / "pred/scene.geojson").read_text())
     assert polygons["crs"]["properties"]["name"] == "EPSG:32633"
     cloud = rasterio.features.rasterize(
