@@ -29,6 +29,32 @@ def cloudcli(*args: str, cwd: Path, check: bool = True, timeout: float = procs.T
     return result
 
 
+def cloudcli_here(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess:
+    """The command line run in this process, as `cloudcli` does in a subprocess: no interpreter
+    and torch start-up, for the many short cases. An unexpected exception propagates."""
+    import contextlib
+    import io
+
+    from cloudcli.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    here, argv = os.getcwd(), sys.argv
+    try:
+        os.chdir(cwd)
+        sys.argv = ["cloudcli", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    if check and code != 0:
+        raise AssertionError(f"cloudcli {' '.join(args)} failed:\n{out.getvalue()}\n{err.getvalue()}")
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def kaggle_data(raw: str | Path, raw_size: tuple[int, int], score_size: tuple[int, int]):
     """A DataConfig of the Kaggle kind (the other keys at their defaults)."""
     from cloudcli.config import DataConfig

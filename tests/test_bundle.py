@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from dvc_repo import copy_of
-from helpers import REPO, cloudcli
+from helpers import REPO, cloudcli, cloudcli_here
 
 from cloudcli.bundle.predictor import Predictor
 from cloudcli.data.kaggle import read_labels, to_wide
@@ -108,12 +108,12 @@ def test_a_changed_or_unknown_bundle_is_refused(project, tmp_path) -> None:
     shutil.copytree(project / "bundle", newer)
     (newer / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
     failed(
-        cloudcli("predict", str(newer), images, "--out", str(tmp_path / "o"), cwd=project, check=False),
+        cloudcli_here("predict", str(newer), images, "--out", str(tmp_path / "o"), cwd=project),
         "bundle format version 2; this cloudcli reads version 1",
     )
     (newer / "manifest.json").unlink()
     failed(
-        cloudcli("predict", str(newer), images, "--out", str(tmp_path / "o"), cwd=project, check=False),
+        cloudcli_here("predict", str(newer), images, "--out", str(tmp_path / "o"), cwd=project),
         "manifest.json: missing",
     )
     assert not (tmp_path / "o").exists()
@@ -134,13 +134,11 @@ def test_a_scene_of_two_images_is_the_two_images(project, tmp_path) -> None:
     alone = [cv2.imread(str(tmp_path / "labels" / f"{p.stem}.png"), cv2.IMREAD_UNCHANGED) for p in images]
     np.testing.assert_array_equal(pair, np.concatenate(alone, axis=1))
     failed(
-        cloudcli("predict", "bundle", str(tmp_path / "pair.png"), "--format", "rle", "--out", "x.csv", cwd=project,
-                 check=False),
+        cloudcli_here("predict", "bundle", str(tmp_path / "pair.png"), "--format", "rle", "--out", "x.csv", cwd=project),
         "pair.png: 64x192 pixels; --format rle writes whole images of the training size (64x96)",
     )  # fmt: skip
     failed(
-        cloudcli("predict", "bundle", str(tmp_path / "pair.png"), "--tile", "50", "--out", "o", cwd=project,
-                 check=False),
+        cloudcli_here("predict", "bundle", str(tmp_path / "pair.png"), "--tile", "50", "--out", "o", cwd=project),
         "--tile: a height of 50 px is not a size the models take; use a multiple of 64 px",
     )  # fmt: skip
 
@@ -162,20 +160,20 @@ def test_bad_inputs_name_the_file(project, tmp_path) -> None:
         ("nothing", "nothing: holds no image files"),
         ("absent.png", "absent.png: no such file or folder"),
     ):
-        failed(cloudcli("predict", "bundle", str(tmp_path / name), "--out", out, cwd=project, check=False), needle)
-    both = cloudcli("predict", "bundle", str(image), str(tmp_path / "grey.png"), "--out", out, cwd=project, check=False)
+        failed(cloudcli_here("predict", "bundle", str(tmp_path / name), "--out", out, cwd=project), needle)
+    both = cloudcli_here("predict", "bundle", str(image), str(tmp_path / "grey.png"), "--out", out, cwd=project)
     failed(both, "grey.png: 1 bands")
     assert not (tmp_path / "labels").exists() and not list(tmp_path.glob(".labels*"))  # nothing half-written
 
 
 def test_export_errors(project, tmp_path) -> None:
     failed(
-        cloudcli("export", "--folds", "3", "--out", str(tmp_path / "b"), cwd=project, check=False),
+        cloudcli_here("export", "--folds", "3", "--out", str(tmp_path / "b"), cwd=project),
         "has no fold 3 (its predictions use folds [0])",
     )
-    failed(cloudcli("export", "--folds", "x", "--out", str(tmp_path / "b"), cwd=project, check=False), "--folds 'x'")
+    failed(cloudcli_here("export", "--folds", "x", "--out", str(tmp_path / "b"), cwd=project), "--folds 'x'")
     failed(
-        cloudcli("export", "--thresholds", "nope.json", "--out", str(tmp_path / "b"), cwd=project, check=False),
+        cloudcli_here("export", "--thresholds", "nope.json", "--out", str(tmp_path / "b"), cwd=project),
         "nope.json",
     )
     assert not (tmp_path / "b").exists()

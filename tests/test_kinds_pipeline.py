@@ -19,7 +19,7 @@ import rasterio.transform
 import tifffile
 import yaml
 from dvc_repo import git_dvc_repo, ran, run
-from helpers import REPO, cloudcli
+from helpers import REPO, cloudcli, cloudcli_here
 
 from cloudcli.config import load_params
 from cloudcli.config.presets import preset_params
@@ -109,10 +109,11 @@ def test_chips_bundle_is_the_pipeline(chips: Path, tmp_path: Path) -> None:
     preprocess did: the submission byte for byte, and each chip's label GeoTIFF with the chip's CRS
     and transform, export-masks' pixels where the chip holds data and 255 where it holds none."""
     repo = chips
-    cloudcli("predict", "bundle", "data_chips/test_features", "--format", "rle", "--out", "again.csv", cwd=repo)
+    cloudcli_here("predict", "bundle", "data_chips/test_features", "--format", "rle", "--out", "again.csv", cwd=repo,
+                  check=True)  # fmt: skip
     assert (repo / "again.csv").read_bytes() == (repo / "submission.csv").read_bytes()
-    cloudcli("predict", "bundle", "data_chips/test_features", "--out", "labels", cwd=repo)
-    cloudcli("export-masks", "submission.csv", "--out", "submission_masks", "--force", cwd=repo)
+    cloudcli_here("predict", "bundle", "data_chips/test_features", "--out", "labels", cwd=repo, check=True)
+    cloudcli_here("export-masks", "submission.csv", "--out", "submission_masks", "--force", cwd=repo, check=True)
     nodata = 0
     for chip in source_of(repo).test_ids:
         with (
@@ -196,9 +197,9 @@ def test_a_scene_keeps_its_crs_and_marks_no_data(chips: Path, tmp_path: Path) ->
     CRS and transform; its no-data pixels are written as no-data (never cloud)."""
     grid = mosaic(chips, source_of(chips).train_ids[:9], tmp_path / "scene.tif", margin=True)
     tifffile.imwrite(tmp_path / "plain.tif", grid)  # the same pixels without geo tags
-    out = cloudcli(
+    out = cloudcli_here(
         "predict", "bundle", str(tmp_path / "scene.tif"), str(tmp_path / "plain.tif"), "--out", str(tmp_path / "pred"),
-        "--probs", "--vector", "--min-area", "4", cwd=chips,
+        "--probs", "--vector", "--min-area", "4", cwd=chips, check=True,
     ).stdout  # fmt: skip
     empty = (grid == 0).all(-1)
     assert f"{2 * empty.sum()} pixels without data written as 255" in out
@@ -219,9 +220,7 @@ def test_a_scene_keeps_its_crs_and_marks_no_data(chips: Path, tmp_path: Path) ->
         ("float.tif", grid.astype(np.float32), "float.tif: float32 pixels; the bundle's models were trained on 16-bit"),
     ):
         tifffile.imwrite(tmp_path / name, pixels)
-        bad = cloudcli(
-            "predict", "bundle", str(tmp_path / name), "--out", str(tmp_path / "pred"), cwd=chips, check=False
-        )
+        bad = cloudcli_here("predict", "bundle", str(tmp_path / name), "--out", str(tmp_path / "pred"), cwd=chips)
         assert bad.returncode == 1 and needle in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     assert (tmp_path / "pred/scene.tif").is_file()  # the earlier output intact
     polygons = json.loads((tmp_path / "pred/scene.geojson").read_text())

@@ -167,7 +167,7 @@ def write_polygons(label_path: Path, out: Path, raster: Raster, classes: tuple[s
     ):
         area = _area(geometry["coordinates"])
         if area >= min_area:
-            rings = [[list(transform * tuple(p)) for p in ring] for ring in geometry["coordinates"]]
+            rings = [[list(transform @ tuple(p)) for p in ring] for ring in geometry["coordinates"]]
             properties = {"class": classes[int(value) - 1], "area_px": round(area)}
             features.append(
                 {"type": "Feature", "properties": properties, "geometry": {"type": "Polygon", "coordinates": rings}}
