@@ -1,7 +1,9 @@
-"""Process-parallel map with a progress bar; in-process when workers == 1."""
+"""Process-parallel map with a progress bar; in-process when workers == 1. And the cap on worker
+processes that `cloudcli run` sets for each stage it runs beside others."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -9,6 +11,14 @@ from typing import Any, TypeVar
 from cloudcli.ui import progress
 
 Job = TypeVar("Job")
+CAP = "CLOUDCLI_MAX_WORKERS"  # set by `cloudcli run`: this stage's share of the machine's cores
+
+
+def worker_cap(workers: int, least: int = 0) -> int:
+    """`workers` (a params value: loader or preprocess processes), at most the share `cloudcli run`
+    gave this stage and at least `least`. Results never depend on the number of workers."""
+    cap = os.environ.get(CAP, "")
+    return max(least, min(workers, int(cap))) if cap.isdigit() else workers
 
 
 def pmap(
@@ -21,7 +31,7 @@ def pmap(
     initargs: tuple = (),
 ) -> list:
     """[fn(job) for job in jobs] in `workers` processes, in order; the first error cancels the rest."""
-    results = []
+    results, workers = [], worker_cap(workers, least=1)
     with progress(description, len(jobs), unit) as advance:
         if workers == 1 or len(jobs) <= 1:
             if initializer is not None:

@@ -1,9 +1,9 @@
 """The `cloudcli` command: one thin subcommand per pipeline stage.
 
-pipeline.py: the DVC stage commands; reports.py: reports and `show`; tools.py: `init`, `demo-data`,
-`export-masks`; bundle.py: `export` and `predict`. Each command parses its options and calls the
-library; this module registers them once, in the order `cloudcli --help` lists them, and turns
-expected errors into one line.
+pipeline.py: the DVC stage commands; scale.py: `run`, the pipeline with stages side by side;
+reports.py: reports and `show`; tools.py: `init`, `demo-data`, `export-masks`; bundle.py: `export`
+and `predict`. Each command parses its options and calls the library; this module registers them
+once, in the order `cloudcli --help` lists them, and turns expected errors into one line.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cloudcli import __version__
-from cloudcli.cli import bundle, pipeline, reports, tools
+from cloudcli.cli import bundle, pipeline, reports, scale, tools
 from cloudcli.errors import CloudcliError
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ COMMANDS = (  # in `cloudcli --help` order; a function's name gives the command'
     pipeline.tune,
     pipeline.submit,
     pipeline.cv,
+    scale.run,
     tools.export_masks,
     bundle.export,
     bundle.predict,

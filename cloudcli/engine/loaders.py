@@ -21,6 +21,7 @@ from cloudcli.data.pseudo import PseudoSet, read_pseudo
 from cloudcli.engine.distributed import Context
 from cloudcli.errors import DataError
 from cloudcli.models.factory import normalization
+from cloudcli.parallel import worker_cap
 
 
 def split_indices(cache_train_ids: list[str], folds_csv: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +84,8 @@ def build_loaders(
         train_ds = ConcatWithEpoch([train_ds, _pseudo_dataset(cache, pseudo, augmented, cfg.seed, masks)])
     plain = build_transform(None, size, cache_size, mean, std)
     valid_ds = CacheDataset(cache.path("train_images"), valid_idx, labels, plain, cfg.seed, masks)
-    common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda", "persistent_workers": False}
+    common = {"num_workers": worker_cap(cfg.workers), "pin_memory": ctx.device.type == "cuda"}
+    common["persistent_workers"] = False
     train_batches = NoSingletonBatchSampler(
         ShardSampler(len(train_ds), ctx.rank, ctx.world, True, cfg.seed), cfg.batch_size
     )

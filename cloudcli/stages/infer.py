@@ -26,6 +26,7 @@ from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict_folds, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.parallel import worker_cap
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 
@@ -142,7 +143,8 @@ def _predict_into(
     transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
     labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
     ds = CacheDataset(cache.path(images), rows, labels, transform, with_masks=False)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    workers = worker_cap(cfg.workers)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     fmt, role = memory_format(settings), settings["role"]  # the format it trained with
     out_size = sinks[0].array.shape[-2:] if role != "classifier" else None
     done, dtype = 0, autocast_dtype(cfg.precision, device)

@@ -1,0 +1,72 @@
+"""`cloudcli run`: what `dvc repro` would do, with independent stages at the same time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cloudcli.errors import CloudcliError
+
+
+def run(
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="Stages or dvc.yaml files, as dvc repro takes them")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Stages at once (default: one per GPU; on CPU the cores, at most 4)")
+    ] = None,
+    dry: Annotated[
+        bool, typer.Option("--dry", help="Print the plan: the stages, in waves, and each slot's share")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Run every planned stage, changed or not")] = False,
+) -> None:
+    """Reproduce the pipeline as `dvc repro` would, running independent stages (every train@ of a
+    wave, every infer@, ...) at the same time, each with its share of the machine.
+
+    The repository ends as `dvc repro` leaves it: dvc.lock records every stage that ran, the
+    outputs are in the DVC cache, `dvc status` is clean. Each stage's log: .cloudcli/run/<stage>.log.
+    """
+    from cloudcli.runner.local import run_plan, shares
+    from cloudcli.runner.plan import plan, stale
+
+    root = Path.cwd()
+    if workers is not None and workers < 1:
+        raise CloudcliError(f"--workers {workers}: must be at least 1")
+    gpus = visible_gpus()
+    cpus = len(os.sched_getaffinity(0))
+    slots = shares(workers or (len(gpus) or min(cpus, 4)), cpus, gpus)
+    steps = plan(root, targets or [])
+    if dry:
+        print_plan(
+            steps, stale(root, [s.name for s in steps.steps]) if not force else [s.name for s in steps.steps], slots
+        )
+        return
+    records = run_plan(steps, slots, force)
+    print(f"run: {len(records)} stages ran on {len(slots)} slots; dvc.lock records them")
+
+
+def visible_gpus() -> list[int]:
+    """The CUDA GPUs this process may use (torch's count; CUDA_VISIBLE_DEVICES applies)."""
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def print_plan(steps, now: list[str], slots) -> None:
+    """`--dry`: the stages changed now (the list `dvc repro --dry` prints), then every stage that
+    may run, in waves: a wave starts when the one before it has finished."""
+    share = slots[0]
+    where = f"GPU {', '.join(str(s.gpu) for s in slots)}" if share.gpu is not None else "CPU"
+    print(f"{len(slots)} slots ({where}), each {share.threads} threads and at most {share.workers} worker processes")
+    if not now:
+        print("nothing to run: every stage is up to date")
+        return
+    print(f"changed now (dvc repro --dry): {' '.join(now)}")
+    after = set(steps.downstream(now))
+    for k, wave in enumerate(steps.waves([s.name for s in steps.steps if s.name in after or s.name in now])):
+        print(f"wave {k + 1}: {' '.join(n + ('?' if n in after else '') for n in wave)}")
+    if after:
+        print("?: runs if its inputs change once the stages before it have run (as dvc repro decides)")

@@ -1,0 +1,145 @@
+"""`cloudcli run` on this machine: the stages `dvc repro` would run, several at once.
+
+A stage starts as soon as every stage upstream of it in the plan has finished, and a worker slot
+is free; then DVC decides, as `dvc repro` would at that point, whether it runs (`plan.stale`).
+It runs its dvc.yaml command in its own process, with its share of the machine:
+
+- on GPUs, one each (`CUDA_VISIBLE_DEVICES`);
+- CPU threads divided among the slots (`OMP_NUM_THREADS` and friends: two 2-thread trainings on 2
+  cores wait on each other's threads), and data-loader and preprocess workers capped to the
+  share (`CLOUDCLI_MAX_WORKERS`, read by cloudcli.parallel.worker_cap; results do not depend
+  on them).
+
+Each stage's output goes to `.cloudcli/run/<stage>.log`, and `.cloudcli/run/last.json` holds the
+timeline of the last run (stage, slot, start, end). A stage that succeeds is recorded at
+once (`dvc commit`: dvc.lock and the DVC cache), so a later failure leaves it recorded; a failure
+lets the running stages finish, starts no new one, and stops the run naming the stage and its log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudcli.errors import CloudcliError
+from cloudcli.io import write_json
+from cloudcli.runner.plan import Plan, Step, commit, stale
+from cloudcli.ui import info
+
+LOGS = Path(".cloudcli/run")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one slot may use: its GPU (None on CPU), CPU threads, loader/preprocess workers."""
+
+    gpu: int | None
+    threads: int
+    workers: int
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        env = dict(base) | dict.fromkeys(THREAD_VARS, str(self.threads))
+        env["CLOUDCLI_MAX_WORKERS"] = str(self.workers)
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        return env
+
+
+def shares(workers: int, cpus: int, gpus: list[int]) -> list[Share]:
+    """The machine divided among `workers` slots: a GPU each when there are GPUs (never more
+    slots than GPUs), and the CPU cores split evenly, a core for the stage's own threads first."""
+    if gpus and workers > len(gpus):
+        raise CloudcliError(f"--workers {workers}: this machine has {len(gpus)} GPUs; at most one stage per GPU")
+    threads = max(1, cpus // workers)
+    return [Share(gpus[i] if gpus else None, threads, max(0, threads - 1)) for i in range(workers)]
+
+
+@dataclass
+class Running:
+    step: Step
+    process: subprocess.Popen
+    slot: int
+    start: float
+    log: Path
+
+
+def run_plan(plan: Plan, slots: list[Share], force: bool = False) -> list[dict]:
+    """Run the plan; returns a record per stage that ran (name, slot, start, end, seconds)."""
+    root, done, records = plan.root, set(), []
+    waiting = list(plan.steps)
+    running: dict[str, Running] = {}
+    free = list(range(len(slots)))
+    failed: Running | None = None
+    (root / LOGS).mkdir(parents=True, exist_ok=True)
+    try:
+        while waiting or running:
+            for step in [s for s in waiting if all(u in done for u in s.upstream)]:
+                if failed is not None or not free:
+                    break
+                waiting.remove(step)
+                if not force and not stale(root, [step.name]):
+                    done.add(step.name)
+                    continue
+                running[step.name] = _start(root, step, free.pop(0), slots)
+            time.sleep(0.1)
+            for name, job in list(running.items()):
+                if job.process.poll() is None:
+                    continue
+                del running[name]
+                free.append(job.slot)
+                free.sort()
+                if job.process.returncode != 0:
+                    failed = failed or job
+                    continue
+                commit(root, name)
+                records.append(_finished(job))
+                done.add(name)
+            if failed is not None and not running:
+                break
+    except KeyboardInterrupt:
+        for job in running.values():
+            os.killpg(job.process.pid, signal.SIGTERM)
+        raise
+    finally:
+        write_json(root / LOGS / "last.json", records)  # the timeline of the stages that ran
+    if failed is not None:
+        tail = "".join(failed.log.read_text(errors="replace").splitlines(keepends=True)[-5:]).rstrip()
+        raise CloudcliError(
+            f"stage {failed.step.name} failed (exit {failed.process.returncode}); its log: {failed.log}; "
+            f"{len(records)} stages that finished are recorded in dvc.lock. Its last lines:\n{tail}"
+        )
+    return records
+
+
+def _start(root: Path, step: Step, slot: int, slots: list[Share]) -> Running:
+    for out in step.outs:  # as dvc repro: outputs that do not persist are removed first
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        elif out.exists() or out.is_symlink():
+            out.unlink()
+    log = root / LOGS / f"{step.name}.log"
+    with open(log, "w") as sink:
+        process = subprocess.Popen(
+            step.cmd,
+            shell=True,
+            cwd=step.wdir,
+            env=slots[slot].env(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    info(f"run: {step.name} started on slot {slot}")
+    return Running(step, process, slot, time.time(), log)
+
+
+def _finished(job: Running) -> dict:
+    end = time.time()
+    info(f"run: {job.step.name} done in {end - job.start:.1f}s (slot {job.slot})")
+    return {"stage": job.step.name, "slot": job.slot, "start": job.start, "end": end, "seconds": end - job.start}

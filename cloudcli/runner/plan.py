@@ -1,0 +1,113 @@
+"""What `dvc repro` would run, as DVC itself plans it: the stages of the targets and everything
+upstream, in DVC's order, with the edges between them.
+
+DVC decides a stage's fate when it reaches it: it runs if its deps, params, command or outputs
+changed since dvc.lock, which after an upstream stage ran is usually the case. `dvc repro --dry`
+runs nothing, so it lists only the stages changed now; `stale()` gives that same list, and
+`cloudcli run` asks each stage again once everything upstream of it has finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloudcli.errors import CloudcliError
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline stage: its name (train@seg1-0), command, working folder and the outputs DVC
+    would remove before running it (not persist)."""
+
+    name: str
+    cmd: str
+    wdir: Path
+    outs: tuple[Path, ...] = ()
+    upstream: tuple[str, ...] = ()  # stages of the plan it depends on
+
+
+@dataclass
+class Plan:
+    root: Path
+    steps: list[Step] = field(default_factory=list)
+
+    def waves(self, names: list[str]) -> list[list[str]]:
+        """`names` (stages of the plan) grouped by depth: a stage's wave follows all of its
+        upstream stages' among `names`."""
+        depth: dict[str, int] = {}
+        chosen = set(names)
+        for step in self.steps:  # DVC's order: upstream first
+            if step.name in chosen:
+                depth[step.name] = 1 + max((depth[u] for u in step.upstream if u in depth), default=-1)
+        waves: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for name, d in depth.items():
+            waves[d].append(name)
+        return waves
+
+    def downstream(self, names: list[str]) -> list[str]:
+        """The stages of the plan downstream of any of `names` (not among them), in order."""
+        hit = set(names)
+        found = []
+        for step in self.steps:
+            if step.name not in hit and any(u in hit for u in step.upstream):
+                hit.add(step.name)
+                found.append(step.name)
+        return found
+
+
+def open_repo(root: Path):
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Repo(str(root))
+    except NotDvcRepoError:
+        raise CloudcliError(f"{root}: not a DVC repository (run `dvc init` there, or cd into one)") from None
+
+
+def plan(root: Path, targets: list[str]) -> Plan:
+    """The stages `dvc repro TARGETS` considers, in its order (every stage of dvc.yaml by default)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    repo = open_repo(root)
+    try:
+        stages = collect_stages(repo, targets or ["dvc.yaml"], recursive=False, glob=False)
+        graph = get_active_graph(repo.index.graph)
+        ordered = plan_repro(graph, stages)
+    except DvcException as e:
+        raise CloudcliError(f"dvc: {e} (targets: {' '.join(targets) or 'dvc.yaml'})") from None
+    finally:
+        repo.close()
+    names = {s.addressing for s in ordered if getattr(s, "cmd", None)}
+    steps = []
+    for stage in ordered:
+        if stage.addressing not in names or stage.frozen:
+            continue  # data .dvc files and frozen stages: dvc repro runs neither
+        outs = tuple(Path(o.fs_path) for o in stage.outs if not o.persist)
+        upstream = tuple(s.addressing for s in graph.successors(stage) if s.addressing in names)
+        cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
+        steps.append(Step(stage.addressing, cmd, Path(stage.wdir), outs, upstream))
+    return Plan(root, steps)
+
+
+def stale(root: Path, names: list[str]) -> list[str]:
+    """Which of `names` DVC would run now (deps, params, command or outputs changed), in order:
+    the list `dvc repro --dry` prints."""
+    repo = open_repo(root)
+    try:
+        by_name = {s.addressing: s for s in repo.index.stages}
+        with repo.lock:
+            return [n for n in names if by_name[n].changed()]
+    finally:
+        repo.close()
+
+
+def commit(root: Path, name: str) -> None:
+    """Record a stage that ran in dvc.lock and save its outputs to the DVC cache (`dvc commit -f`)."""
+    repo = open_repo(root)
+    try:
+        repo.commit(name, force=True)
+    finally:
+        repo.close()
