@@ -49,10 +49,23 @@ def run(
 
 
 def visible_gpus() -> list[int]:
-    """The CUDA GPUs this process may use (torch's count; CUDA_VISIBLE_DEVICES applies)."""
-    import torch
+    """The CUDA GPUs stages may use: `CUDA_VISIBLE_DEVICES` when set, else those nvidia-smi lists
+    (no torch import: this process only schedules)."""
+    import shutil
+    import subprocess
 
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(v) for v in visible.split(",") if v.strip().isdigit()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [int(v) for v in listed.stdout.split() if v.isdigit()] if listed.returncode == 0 else []
 
 
 def print_plan(steps, now: list[str], slots) -> None:

@@ -67,6 +67,7 @@ class Running:
     slot: int
     start: float
     log: Path
+    end: float = 0.0
 
 
 def run_plan(plan: Plan, slots: list[Share], force: bool = False) -> list[dict]:
@@ -79,29 +80,30 @@ def run_plan(plan: Plan, slots: list[Share], force: bool = False) -> list[dict]:
     (root / LOGS).mkdir(parents=True, exist_ok=True)
     try:
         while waiting or running:
-            for step in [s for s in waiting if all(u in done for u in s.upstream)]:
-                if failed is not None or not free:
-                    break
-                waiting.remove(step)
-                if not force and not stale(root, [step.name]):
-                    done.add(step.name)
-                    continue
-                running[step.name] = _start(root, step, free.pop(0), slots)
-            time.sleep(0.1)
+            finished = []
             for name, job in list(running.items()):
                 if job.process.poll() is None:
                     continue
                 del running[name]
+                job.end = time.time()
                 free.append(job.slot)
                 free.sort()
                 if job.process.returncode != 0:
                     failed = failed or job
-                    continue
-                commit(root, name)
+                else:
+                    finished.append(job)
+            launch = (root, waiting, running, free, slots, force)
+            if failed is None:
+                _launch(done, *launch)  # what does not read the stages just finished starts at once
+            for job in finished:  # dvc commit may relink their outputs: nothing reads them yet
+                commit(root, job.step.name)
                 records.append(_finished(job))
-                done.add(name)
+                done.add(job.step.name)
+            if failed is None:
+                _launch(done, *launch)
             if failed is not None and not running:
                 break
+            time.sleep(0.1)
     except KeyboardInterrupt:
         for job in running.values():
             os.killpg(job.process.pid, signal.SIGTERM)
@@ -115,6 +117,19 @@ def run_plan(plan: Plan, slots: list[Share], force: bool = False) -> list[dict]:
             f"{len(records)} stages that finished are recorded in dvc.lock. Its last lines:\n{tail}"
         )
     return records
+
+
+def _launch(done: set[str], root: Path, waiting: list[Step], running: dict, free: list[int], slots, force) -> None:
+    """Start the waiting stages whose upstream stages are all `done`, while slots are free; a
+    stage DVC finds unchanged is done without running."""
+    for step in [s for s in waiting if all(u in done for u in s.upstream)]:
+        if not free:
+            return
+        waiting.remove(step)
+        if not force and not stale(root, [step.name]):
+            done.add(step.name)
+            continue
+        running[step.name] = _start(root, step, free.pop(0), slots)
 
 
 def _start(root: Path, step: Step, slot: int, slots: list[Share]) -> Running:
@@ -140,6 +155,6 @@ def _start(root: Path, step: Step, slot: int, slots: list[Share]) -> Running:
 
 
 def _finished(job: Running) -> dict:
-    end = time.time()
-    info(f"run: {job.step.name} done in {end - job.start:.1f}s (slot {job.slot})")
-    return {"stage": job.step.name, "slot": job.slot, "start": job.start, "end": end, "seconds": end - job.start}
+    seconds = job.end - job.start
+    info(f"run: {job.step.name} done in {seconds:.1f}s (slot {job.slot})")
+    return {"stage": job.step.name, "slot": job.slot, "start": job.start, "end": job.end, "seconds": seconds}
