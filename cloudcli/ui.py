@@ -82,3 +82,36 @@ def progress(
             next_report = done + max(1, total // 10)
 
     yield advance
+
+
+@contextmanager
+def board(slots: Sequence[str]) -> Iterator[Callable[[int, str | None], None]]:
+    """Yield `show(slot, stage)`: in a terminal a live table of what each slot (named by `slots`)
+    runs and for how long (`stage` None: idle); in logs nothing (the caller prints a line per
+    stage)."""
+    if not console.is_terminal:
+        yield lambda slot, stage: None
+        return
+    from rich.live import Live
+    from rich.table import Table
+
+    running: dict[int, tuple[str, float]] = {}
+
+    def render() -> Table:
+        out = Table(title="cloudcli run")
+        for column in ("slot", "stage", "time"):
+            out.add_column(column)
+        for k, name in enumerate(slots):
+            stage, start = running.get(k, ("idle", 0.0))
+            out.add_row(name, stage, f"{time.time() - start:.0f}s" if start else "")
+        return out
+
+    with Live(render(), console=console, refresh_per_second=2, get_renderable=render, transient=True):
+
+        def show(slot: int, stage: str | None) -> None:
+            if stage is None:
+                running.pop(slot, None)
+            else:
+                running[slot] = (stage, time.time())
+
+        yield show

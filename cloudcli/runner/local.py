@@ -29,7 +29,7 @@ from pathlib import Path
 from cloudcli.errors import CloudcliError
 from cloudcli.io import write_json
 from cloudcli.runner.plan import Plan, Step, commit, stale
-from cloudcli.ui import info
+from cloudcli.ui import board, info
 
 LOGS = Path(".cloudcli/run")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -72,64 +72,82 @@ class Running:
 
 def run_plan(plan: Plan, slots: list[Share], force: bool = False) -> list[dict]:
     """Run the plan; returns a record per stage that ran (name, slot, start, end, seconds)."""
-    root, done, records = plan.root, set(), []
-    waiting = list(plan.steps)
-    running: dict[str, Running] = {}
-    free = list(range(len(slots)))
-    failed: Running | None = None
-    (root / LOGS).mkdir(parents=True, exist_ok=True)
-    try:
-        while waiting or running:
-            finished = []
-            for name, job in list(running.items()):
-                if job.process.poll() is None:
-                    continue
-                del running[name]
-                job.end = time.time()
-                free.append(job.slot)
-                free.sort()
-                if job.process.returncode != 0:
-                    failed = failed or job
-                else:
-                    finished.append(job)
-            launch = (root, waiting, running, free, slots, force)
-            if failed is None:
-                _launch(done, *launch)  # what does not read the stages just finished starts at once
-            for job in finished:  # dvc commit may relink their outputs: nothing reads them yet
-                commit(root, job.step.name)
-                records.append(_finished(job))
-                done.add(job.step.name)
-            if failed is None:
-                _launch(done, *launch)
-            if failed is not None and not running:
-                break
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        for job in running.values():
-            os.killpg(job.process.pid, signal.SIGTERM)
-        raise
-    finally:
-        write_json(root / LOGS / "last.json", records)  # the timeline of the stages that ran
-    if failed is not None:
-        tail = "".join(failed.log.read_text(errors="replace").splitlines(keepends=True)[-5:]).rstrip()
+    (plan.root / LOGS).mkdir(parents=True, exist_ok=True)
+    names = [f"{k} (GPU {s.gpu})" if s.gpu is not None else f"{k} ({s.threads} threads)" for k, s in enumerate(slots)]
+    run = Scheduler(plan, slots, force)
+    with board(names) as show:
+        run.show = show
+        try:
+            run.loop()
+        except KeyboardInterrupt:
+            for job in run.running.values():
+                os.killpg(job.process.pid, signal.SIGTERM)
+            raise
+        finally:
+            write_json(plan.root / LOGS / "last.json", run.records)  # the timeline of the stages that ran
+    if run.failed is not None:
+        job = run.failed
+        tail = "".join(job.log.read_text(errors="replace").splitlines(keepends=True)[-5:]).rstrip()
         raise CloudcliError(
-            f"stage {failed.step.name} failed (exit {failed.process.returncode}); its log: {failed.log}; "
-            f"{len(records)} stages that finished are recorded in dvc.lock. Its last lines:\n{tail}"
+            f"stage {job.step.name} failed (exit {job.process.returncode}); its log: {job.log}; "
+            f"{len(run.records)} stages that finished are recorded in dvc.lock. Its last lines:\n{tail}"
         )
-    return records
+    return run.records
 
 
-def _launch(done: set[str], root: Path, waiting: list[Step], running: dict, free: list[int], slots, force) -> None:
-    """Start the waiting stages whose upstream stages are all `done`, while slots are free; a
-    stage DVC finds unchanged is done without running."""
-    for step in [s for s in waiting if all(u in done for u in s.upstream)]:
-        if not free:
-            return
-        waiting.remove(step)
-        if not force and not stale(root, [step.name]):
-            done.add(step.name)
-            continue
-        running[step.name] = _start(root, step, free.pop(0), slots)
+class Scheduler:
+    """The stages waiting, running and done; the free slots."""
+
+    def __init__(self, plan: Plan, slots: list[Share], force: bool) -> None:
+        self.root, self.slots, self.force = plan.root, slots, force
+        self.waiting, self.running, self.done = list(plan.steps), {}, set()
+        self.free, self.records = list(range(len(slots))), []
+        self.failed: Running | None = None
+        self.show = lambda slot, stage: None
+
+    def loop(self) -> None:
+        """Start, watch and record stages until all have run, or one failed and the rest stopped."""
+        while self.waiting or self.running:
+            finished = self._reap()
+            self._launch()  # what does not read the stages just finished starts at once
+            for job in finished:  # dvc commit may relink their outputs: nothing reads them yet
+                commit(self.root, job.step.name)
+                self.records.append(_finished(job))
+                self.done.add(job.step.name)
+            self._launch()
+            if self.failed is not None and not self.running:
+                return
+            time.sleep(0.1)
+
+    def _reap(self) -> list[Running]:
+        """The stages that ended since the last look: their slots freed; failures noted."""
+        finished = []
+        for name, job in list(self.running.items()):
+            if job.process.poll() is None:
+                continue
+            del self.running[name]
+            job.end = time.time()
+            self.free = sorted([*self.free, job.slot])
+            self.show(job.slot, None)
+            if job.process.returncode != 0:
+                self.failed = self.failed or job
+            else:
+                finished.append(job)
+        return finished
+
+    def _launch(self) -> None:
+        """Start the waiting stages whose upstream stages are all done, while slots are free; a
+        stage DVC finds unchanged is done without running. Nothing starts after a failure."""
+        for step in [s for s in self.waiting if all(u in self.done for u in s.upstream)]:
+            if not self.free or self.failed is not None:
+                return
+            self.waiting.remove(step)
+            if not self.force and not stale(self.root, [step.name]):
+                self.done.add(step.name)
+                continue
+            slot = self.free.pop(0)
+            self.running[step.name] = _start(self.root, step, slot, self.slots)
+            self.show(slot, step.name)
 
 
 def _start(root: Path, step: Step, slot: int, slots: list[Share]) -> Running:
