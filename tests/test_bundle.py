@@ -25,7 +25,7 @@ CLASSES = ("Fish", "Flower", "Gravel", "Sugar")
 def project(baseline, tmp_path_factory):
     """A copy of the baseline pipeline, exported to bundle/."""
     repo = copy_of(baseline, tmp_path_factory.mktemp("bundle"))
-    cloudcli("export", "--out", "bundle", cwd=repo)
+    cloudcli_here("export", "--out", "bundle", cwd=repo, check=True)
     return repo
 
 

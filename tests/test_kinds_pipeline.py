@@ -80,7 +80,7 @@ def chips(tmp_path_factory) -> Path:
         tmp_path_factory.mktemp("kinds"), "chips", "data_chips", pseudo={"pixel_low": 0.5, "pixel_high": 0.5}
     )
     repo.joinpath("repro.log").write_text(run("dvc", "repro", cwd=repo))
-    cloudcli("export", "--out", "bundle", cwd=repo)
+    cloudcli_here("export", "--out", "bundle", cwd=repo, check=True)
     return repo
 
 
@@ -287,8 +287,9 @@ def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
         truth = source.masks("train", source.train_ids.index(image_id))[0] > 0
         iou.append((pred & truth).sum() / (pred | truth).sum() if (pred | truth).any() else 1.0)
     assert np.mean(iou) == pytest.approx(tune["after"]["iou_image"], abs=1e-9)
-    assert "valid submission, 6 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
+    assert "valid submission, 6 rows" in cloudcli_here("submit", "--check", "submission.csv", cwd=repo).stdout
 
-    cloudcli("export", "--out", "bundle", cwd=repo)  # PNG tiles, named by their stems
-    cloudcli("predict", "bundle", "data_tiles/test/images", "--format", "rle", "--out", "again.csv", cwd=repo)
+    cloudcli_here("export", "--out", "bundle", cwd=repo, check=True)  # PNG tiles, named by their stems
+    cloudcli_here("predict", "bundle", "data_tiles/test/images", "--format", "rle", "--out", "again.csv", cwd=repo,
+                  check=True)  # fmt: skip
     assert (repo / "again.csv").read_bytes() == (repo / "submission.csv").read_bytes()
