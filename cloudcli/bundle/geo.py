@@ -40,13 +40,19 @@ def georef_of(item: Input, bands: list[str] | None) -> Georef | None:
         raise DataError(f"{path}: not a readable raster ({e})") from None
 
 
-def write_label_tiff(path: Path, label: np.ndarray, georef: Georef | None) -> None:
-    """A (H, W) uint8 label GeoTIFF, with the input's CRS and transform when it had them."""
+def open_uint8_tiff(path: Path, shape: tuple[int, int], count: int, georef: Georef | None, nodata: int | None = None):
+    """A uint8 GeoTIFF of `count` bands and (H, W) `shape` opened for writing (deflate), with the
+    input's CRS and transform when it had them."""
     import rasterio
 
-    profile = {"driver": "GTiff", "height": label.shape[0], "width": label.shape[1], "count": 1, "dtype": "uint8"}
-    profile["compress"] = "deflate"
+    profile = {"driver": "GTiff", "height": shape[0], "width": shape[1], "count": count, "dtype": "uint8"}
+    profile |= {"compress": "deflate", "nodata": nodata}
     if georef is not None:
         profile |= {"crs": georef.crs, "transform": georef.transform}
-    with rasterio.open(path, "w", **profile) as dst:
+    return rasterio.open(path, "w", **profile)
+
+
+def write_label_tiff(path: Path, label: np.ndarray, georef: Georef | None) -> None:
+    """A (H, W) uint8 label GeoTIFF, with the input's CRS and transform when it had them."""
+    with open_uint8_tiff(path, label.shape, 1, georef) as dst:
         dst.write(label, 1)

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cloudcli.bundle.geo import Georef, open_uint8_tiff
 from cloudcli.bundle.inputs import TIFF_EXTS, Input
 from cloudcli.bundle.raster import Raster
 from cloudcli.bundle.scene import Strip
@@ -140,13 +141,8 @@ class Writer:
 
 def _open_tiff(path: Path, raster: Raster, count: int, nodata: int | None):
     """A uint8 GeoTIFF of `count` bands the size of `raster`, with its CRS and transform when it has them."""
-    import rasterio
-
-    profile = {"driver": "GTiff", "height": raster.shape[0], "width": raster.shape[1], "count": count}
-    profile |= {"dtype": "uint8", "compress": "deflate", "nodata": nodata}
-    if raster.has_crs:
-        profile |= {"crs": raster.crs, "transform": raster.transform}
-    return rasterio.open(path, "w", **profile)
+    georef = Georef(raster.crs, raster.transform) if raster.has_crs else None
+    return open_uint8_tiff(path, raster.shape, count, georef, nodata)
 
 
 def write_polygons(label_path: Path, out: Path, raster: Raster, classes: tuple[str, ...], min_area: int) -> int:
