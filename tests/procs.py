@@ -29,6 +29,9 @@ import psutil
 import pytest
 
 MARK = "CLOUDCLI_TEST_RUN"  # name of the variable that tags every process of this test run
+# Tags the daemons of a module- or session-scoped fixture (a Ray cluster): they outlive each test by
+# design; the fixture's teardown stops them, and the last sweep kills any it missed.
+SHARED = "CLOUDCLI_TEST_SHARED"
 TIMEOUT = 600  # seconds a command may run unless the caller says otherwise
 # Helpers of the test process itself, alive as long as it is (not started by any one test).
 OWN_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "torch._inductor")
@@ -109,11 +112,14 @@ def tagged(value: str) -> Iterator[psutil.Process]:
                 yield proc
 
 
-def leftovers(value: str) -> list[psutil.Process]:
-    """Processes of this test run still alive, except the test process's own long-lived helpers."""
+def leftovers(value: str, shared: bool = False) -> list[psutil.Process]:
+    """Processes of this test run still alive, except the test process's own long-lived helpers
+    and (unless `shared`) the daemons of fixtures shared by several tests."""
     found = []
     for proc in tagged(value):
         with contextlib.suppress(psutil.Error):
+            if not shared and proc.environ().get(SHARED):
+                continue
             cmdline = " ".join(proc.cmdline())
             is_own_child = proc.ppid() == os.getpid()
             if is_own_child and any(helper in cmdline for helper in OWN_HELPERS):
@@ -156,4 +162,4 @@ def no_process_outlives_its_test():
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The last sweep: nothing the suite started may outlive it, whatever failed."""
-    kill_all(leftovers(os.environ[MARK]))
+    kill_all(leftovers(os.environ[MARK], shared=True))

@@ -55,7 +55,7 @@ def train(
     round_: RoundOpt = None,
     out: Annotated[Path | None, typer.Option(help="Checkpoint folder [default: models/[ROUND/]MODEL/foldFOLD]")] = None,
     live: Annotated[Path | None, typer.Option(help="DVCLive folder [default: dvclive/[ROUND/]MODEL/foldFOLD]")] = None,
-    restart: Annotated[bool, typer.Option(help="Ignore last.pt and train from scratch")] = False,
+    restart: Annotated[bool, typer.Option(help="Ignore the saved training state and train from scratch")] = False,
     pseudo: Annotated[
         Path | None,
         typer.Option(
@@ -64,9 +64,11 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train one model on one fold; resumes from its last checkpoint if interrupted.
+    """Train one model on one fold; resumes from its last completed epoch if interrupted.
 
-    Writes best.pt, last.pt, config.json and summary.json, and DVCLive curves. Under
+    Writes config.json, then best.pt and summary.json when it ends, and DVCLive curves. The state
+    to resume from (last.pt after every epoch) is kept under .cloudcli/resume/ (or
+    $CLOUDCLI_RESUME_DIR), keyed by the run's settings, until the run ends. Under
     `torchrun --nproc_per_node=N` it trains with DistributedDataParallel. With --round (or
     --pseudo), the round's pseudo-labelled test images join the training part of the fold
     (never its validation part).

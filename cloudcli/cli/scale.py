@@ -22,30 +22,50 @@ def run(
         bool, typer.Option("--dry", help="Print the plan: the stages, in waves, and each slot's share")
     ] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Run every planned stage, changed or not")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Run the stages on a Ray cluster: auto (RAY_ADDRESS, or the one started on this machine) or "
+            "HOST:PORT of its head; outputs come back through the default DVC remote",
+        ),
+    ] = None,
 ) -> None:
     """Reproduce the pipeline as `dvc repro` would, running independent stages (every train@ of a
     wave, every infer@, ...) at the same time, each with its share of the machine.
 
     The repository ends as `dvc repro` leaves it: dvc.lock records every stage that ran, the
     outputs are in the DVC cache, `dvc status` is clean. Each stage's log: .cloudcli/run/<stage>.log.
+    With --ray, each stage runs on a cluster node in a clone of the current commit.
     """
-    from cloudcli.runner.local import run_plan, shares
+    from cloudcli.runner.local import Local, run_plan, shares
     from cloudcli.runner.plan import plan, stale
 
     root = Path.cwd()
     if workers is not None and workers < 1:
         raise CloudcliError(f"--workers {workers}: must be at least 1")
-    gpus = visible_gpus()
-    cpus = len(os.sched_getaffinity(0))
-    slots = shares(workers or (len(gpus) or min(cpus, 4)), cpus, gpus)
     steps = plan(root, targets or [])
+    if ray is not None:
+        from cloudcli.runner import cluster
+
+        commit = cluster.check_working_copy(root, steps.steps)
+        remote = cluster.check_remote(root)
+        shape = cluster.shape(ray, cluster.connect(ray), workers)
+        header = shape.describe()
+        backend = None if dry else cluster.OnRay(root, shape, commit, remote)
+    else:
+        gpus = visible_gpus()
+        cpus = len(os.sched_getaffinity(0))
+        slots = shares(workers or (len(gpus) or min(cpus, 4)), cpus, gpus)
+        header = describe_slots(slots)
+        backend = Local(root, slots)
     if dry:
-        print_plan(
-            steps, stale(root, [s.name for s in steps.steps]) if not force else [s.name for s in steps.steps], slots
-        )
+        names = [s.name for s in steps.steps]
+        print_plan(steps, names if force else stale(root, names), header)
         return
-    records = run_plan(steps, slots, force)
-    print(f"run: {len(records)} stages ran on {len(slots)} slots; dvc.lock records them")
+    records = run_plan(steps, backend, force)
+    print(f"run: {len(records)} stages ran on {len(backend.names())} slots; dvc.lock records them")
 
 
 def visible_gpus() -> list[int]:
@@ -68,12 +88,16 @@ def visible_gpus() -> list[int]:
     return [int(v) for v in listed.stdout.split() if v.isdigit()] if listed.returncode == 0 else []
 
 
-def print_plan(steps, now: list[str], slots) -> None:
-    """`--dry`: the stages changed now (the list `dvc repro --dry` prints), then every stage that
-    may run, in waves: a wave starts when the one before it has finished."""
+def describe_slots(slots) -> str:
     share = slots[0]
     where = f"GPU {', '.join(str(s.gpu) for s in slots)}" if share.gpu is not None else "CPU"
-    print(f"{len(slots)} slots ({where}), each {share.threads} threads and at most {share.workers} worker processes")
+    return f"{len(slots)} slots ({where}), each {share.threads} threads and at most {share.workers} worker processes"
+
+
+def print_plan(steps, now: list[str], header: str) -> None:
+    """`--dry`: the stages changed now (the list `dvc repro --dry` prints), then every stage that
+    may run, in waves: a wave starts when the one before it has finished."""
+    print(header)
     if not now:
         print("nothing to run: every stage is up to date")
         return

@@ -1,15 +1,44 @@
-"""Checkpoints written atomically; every one loads with torch.load(weights_only=True)."""
+"""Checkpoints written atomically; every one loads with torch.load(weights_only=True).
+
+A training's resume state (last.pt, best.pt so far, a copy of its curves) lives outside the
+stage's outputs, in `resume_root()/<run>/<settings hash>/`: DVC removes a stage's outputs before
+running it, and a stage without persistent outputs can be restored from DVC's run-cache. A run
+with other settings finds no state under its hash and starts afresh.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from cloudcli.ui import info
+
+RESUME = Path(".cloudcli/resume")
+
+
+def resume_root() -> Path:
+    """Where training states wait to be resumed: $CLOUDCLI_RESUME_DIR, else .cloudcli/resume under
+    the working directory (the repository root, under dvc repro)."""
+    return Path(os.environ.get("CLOUDCLI_RESUME_DIR") or RESUME)
+
+
+def resume_dir(root: Path, run: str, config_hash: str) -> Path:
+    """The resume state of `run` (e.g. seg1-fold0) made with the settings hashed to `config_hash`."""
+    return root / run / config_hash[:16]
+
+
+def drop_other_states(work: Path) -> list[Path]:
+    """Remove the states of the same run made with other settings (they can never resume); the
+    folders removed."""
+    others = [d for d in work.parent.glob("*") if d.is_dir() and d != work] if work.parent.is_dir() else []
+    for d in others:
+        shutil.rmtree(d, ignore_errors=True)
+    return others
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Train one model on one fold: seed, load the fold, build the network, run the loop, write the results.
 
-Writes to `out`: last.pt (full training state, after every epoch), best.pt (weights of the best
-epoch by the role's monitored metric), config.json (resolved config, versions), summary.json.
-A run whose last.pt was made with the same settings resumes after its last completed epoch.
+Writes to `out`: config.json (resolved config, versions) at the start; best.pt (weights of the best
+epoch by the role's monitored metric) and summary.json once every epoch has run. Until then the
+training state lives in its resume folder (checkpoint.resume_dir: last.pt after every epoch, best.pt
+so far, a copy of the curves), outside the stage's outputs: a run with the same settings resumes
+after its last completed epoch; the folder is removed when the run ends.
 
 The parts: loaders.py (the fold's data), loop.py (the epochs and optimiser steps), live.py
 (DVCLive curves and the per-epoch log line), checkpoint.py (last.pt, best.pt, resume).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,9 +25,9 @@ from torch.utils.data import DataLoader
 from cloudcli.config import AugmentConfig, ResolvedModel
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.pseudo import PseudoSet
-from cloudcli.engine.checkpoint import State, resume
+from cloudcli.engine.checkpoint import State, drop_other_states, resume, resume_dir, resume_root
 from cloudcli.engine.distributed import Context
-from cloudcli.engine.live import open_live
+from cloudcli.engine.live import open_live, restore_live
 from cloudcli.engine.loaders import build_loaders, pseudo_set, split_indices
 from cloudcli.engine.loop import Trainer, build_trainer, run_epochs
 from cloudcli.engine.validate import MONITOR
@@ -46,9 +49,11 @@ def fit(
     ctx: Context,
     restart: bool = False,
     pseudo_dir: Path | None = None,
+    states: Path | None = None,
 ) -> dict:
     """Train `spec` on every fold but `fold` (plus any pseudo-labelled test images in `pseudo_dir`),
-    validating on `fold`; the summary of its best epoch, also written to out/summary.json."""
+    validating on `fold`; the summary of its best epoch, also written to out/summary.json. The
+    resume state goes under `states` (default checkpoint.resume_root())."""
     cfg = spec.train
     torch.manual_seed(cfg.seed)
     if ctx.device.type == "cpu":
@@ -64,18 +69,30 @@ def fit(
     _describe(spec, fold, len(train_idx), len(valid_idx), pseudo, loaders[0], ctx, frozen)
     trainer = build_trainer(net, loss_fn, cfg, ctx, len(loaders[0]), frozen)
     config_hash = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    state = _start(out, restart, config_hash, trainer)
+    run_name = (f"{pseudo_dir.name}-" if pseudo_dir is not None else "") + f"{spec.name}-fold{fold}"
+    work = resume_dir(states or resume_root(), run_name, config_hash)
+    state = _start(work, restart, config_hash, trainer, live_dir, ctx.main)
     if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
         run = {"processes": ctx.world, "device": ctx.device.type}  # how it ran; not part of the resume check
         write_json(out / "config.json", settings | run | {"versions": versions(), "config_sha1": config_hash})
     live = open_live(live_dir, resume=state.epoch >= 0) if ctx.main else None
-    state = run_epochs(trainer, spec, loaders, cache, state, ctx, out, live, config_hash, settings)
+    state = run_epochs(trainer, spec, loaders, cache, state, ctx, work, live, config_hash, settings)
     if live is not None:
         live.end()
     summary = _summary(spec, settings, state)
     if ctx.main:
+        shutil.move(work / "best.pt", out / "best.pt")
         write_json(out / "summary.json", summary)
+        drop_state(work)
     return summary
+
+
+def drop_state(work: Path) -> None:
+    """The resume folder of a run that ended, and its run's folder once empty."""
+    shutil.rmtree(work)
+    if not any(work.parent.iterdir()):
+        work.parent.rmdir()
 
 
 def _describe(spec, fold, n_train, n_valid, pseudo: PseudoSet | None, train_loader: DataLoader, ctx, frozen) -> None:
@@ -125,12 +142,21 @@ def _settings(
     )
 
 
-def _start(out: Path, restart: bool, config_hash: str, t: Trainer) -> State:
-    """A fresh state, or last.pt's restored into `t` when it was made with the same settings."""
+def _start(work: Path, restart: bool, config_hash: str, t: Trainer, live_dir: Path, main: bool) -> State:
+    """A fresh state, or the one in `work` restored into `t` (and its curves into `live_dir`).
+    Starting afresh, the main process removes the states of this run made with other settings."""
     state = State()
-    out.mkdir(parents=True, exist_ok=True)
-    if not restart and (out / "last.pt").exists():
-        state = resume(out / "last.pt", config_hash, t.net, t.opt, t.sched, t.scaler, t.ema)
+    if restart and main:
+        shutil.rmtree(work, ignore_errors=True)
+    elif not restart and (work / "last.pt").exists():
+        state = resume(work / "last.pt", config_hash, t.net, t.opt, t.sched, t.scaler, t.ema)
+        if main and state.epoch >= 0:
+            restore_live(work, live_dir)
+    if main:
+        if state.epoch < 0 and drop_other_states(work):
+            info(f"{work.parent}: the saved state was made with other settings, starting afresh")
+        work.mkdir(parents=True, exist_ok=True)
+        info(f"resume state: {work}")
     return state
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from cloudcli.config import ResolvedModel
@@ -15,6 +17,23 @@ def open_live(folder: Path, resume: bool):
     from dvclive import Live
 
     return Live(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def snapshot_live(live, work: Path) -> None:
+    """A copy of the curves so far in the resume folder `work` (as work/live), replaced whole."""
+    tmp = work / ".live.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(live.dir, tmp)
+    shutil.rmtree(work / "live", ignore_errors=True)
+    os.replace(tmp, work / "live")
+
+
+def restore_live(work: Path, live_dir: Path) -> None:
+    """The curves of a resumed run back in `live_dir`, as they were at its last saved epoch."""
+    saved = next((d for d in (work / "live", work / ".live.tmp") if d.is_dir()), None)
+    if saved is not None:
+        shutil.rmtree(live_dir, ignore_errors=True)
+        shutil.copytree(saved, live_dir)
 
 
 def log_epoch(

@@ -19,7 +19,7 @@ from cloudcli.config import ResolvedModel, TrainConfig
 from cloudcli.data.cache import Cache
 from cloudcli.engine.checkpoint import State, save_training
 from cloudcli.engine.distributed import Context, accumulator, all_min, all_sum
-from cloudcli.engine.live import log_epoch
+from cloudcli.engine.live import log_epoch, snapshot_live
 from cloudcli.engine.optim import STEP_SCHEDULERS, build_optimizer, build_scheduler
 from cloudcli.engine.validate import monitored, validate
 from cloudcli.ui import progress, warn
@@ -85,13 +85,14 @@ def run_epochs(
     cache: Cache,
     state: State,
     ctx: Context,
-    out: Path,
+    work: Path,
     live,
     config_hash: str,
     settings: dict,
 ) -> State:
     """Train the epochs after state.epoch; after each: validate, step the epoch scheduler, and on the
-    main process log the curves, then save last.pt (and best.pt when it improved)."""
+    main process log the curves, then save them, last.pt and (when it improved) best.pt in the
+    resume folder `work`."""
     cfg, fold = spec.train, settings["fold"]
     train_loader, valid_loader = loaders
     truth = cache.array("train_truth")
@@ -117,7 +118,8 @@ def run_epochs(
         state.epoch = epoch
         if ctx.main:  # the curves first: once last.pt says an epoch is done, its row is logged
             log_epoch(live, spec, fold, epoch, train_loss, seen, metrics, lrs, state, time.perf_counter() - start)
-            save_training(out, epoch, improved, t.net, t.ema, t.opt, t.sched, t.scaler, state, config_hash, settings)
+            snapshot_live(live, work)
+            save_training(work, epoch, improved, t.net, t.ema, t.opt, t.sched, t.scaler, state, config_hash, settings)
     return state
 
 

@@ -18,6 +18,7 @@ lets the running stages finish, starts no new one, and stops the run naming the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -63,33 +64,85 @@ def shares(workers: int, cpus: int, gpus: list[int]) -> list[Share]:
 @dataclass
 class Running:
     step: Step
-    process: subprocess.Popen
+    handle: object  # the backend's: a Popen here, a Ray task on a cluster
     slot: int
     start: float
     log: Path
     end: float = 0.0
+    ok: bool | None = None  # None while it runs
+    where: str = ""  # the slot, or the node that ran it
+    reason: str = ""  # why it failed: its exit code, or the worker's fate
 
 
-def run_plan(plan: Plan, slots: list[Share], force: bool = False) -> list[dict]:
-    """Run the plan; returns a record per stage that ran (name, slot, start, end, seconds)."""
+class Local:
+    """Stages run as processes of this machine, each with its slot's share, recorded by dvc commit."""
+
+    def __init__(self, root: Path, slots: list[Share]) -> None:
+        self.root, self.slots = root, slots
+
+    def names(self) -> list[str]:
+        return [
+            f"{k} (GPU {s.gpu})" if s.gpu is not None else f"{k} ({s.threads} threads)"
+            for k, s in enumerate(self.slots)
+        ]
+
+    def start(self, step: Step, slot: int) -> Running:
+        for out in step.outs:  # as dvc repro: outputs that do not persist are removed first
+            if out.is_dir() and not out.is_symlink():
+                shutil.rmtree(out)
+            elif out.exists() or out.is_symlink():
+                out.unlink()
+        log = self.root / LOGS / f"{step.name}.log"
+        with open(log, "w") as sink:
+            process = subprocess.Popen(
+                step.cmd,
+                shell=True,
+                cwd=step.wdir,
+                env=self.slots[slot].env(os.environ),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        info(f"run: {step.name} started on slot {slot}")
+        return Running(step, process, slot, time.time(), log, where=f"slot {slot}")
+
+    def poll(self, job: Running) -> None:
+        """Sets job.ok (and job.end) once the stage has ended."""
+        code = job.handle.poll()
+        if code is not None:
+            job.ok, job.end, job.reason = code == 0, time.time(), f"exit {code}"
+
+    def record(self, job: Running) -> None:
+        commit(self.root, job.step.name)
+
+    def stop(self, jobs: list[Running]) -> None:
+        for job in jobs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.handle.pid, signal.SIGTERM)
+
+
+def run_plan(plan: Plan, backend, force: bool = False) -> list[dict]:
+    """Run the plan on `backend` (Local, or cluster.OnRay); returns a record per stage that ran
+    (name, where, start, end, seconds)."""
     (plan.root / LOGS).mkdir(parents=True, exist_ok=True)
-    names = [f"{k} (GPU {s.gpu})" if s.gpu is not None else f"{k} ({s.threads} threads)" for k, s in enumerate(slots)]
-    run = Scheduler(plan, slots, force)
+    names = backend.names()
+    run = Scheduler(plan, len(names), backend, force)
     with board(names) as show:
         run.show = show
         try:
             run.loop()
         except KeyboardInterrupt:
-            for job in run.running.values():
-                os.killpg(job.process.pid, signal.SIGTERM)
+            backend.stop(list(run.running.values()))
             raise
         finally:
             write_json(plan.root / LOGS / "last.json", run.records)  # the timeline of the stages that ran
     if run.failed is not None:
         job = run.failed
-        tail = "".join(job.log.read_text(errors="replace").splitlines(keepends=True)[-5:]).rstrip()
+        text = job.log.read_text(errors="replace") if job.log.exists() else ""
+        tail = "".join(text.splitlines(keepends=True)[-5:]).rstrip()
         raise CloudcliError(
-            f"stage {job.step.name} failed (exit {job.process.returncode}); its log: {job.log}; "
+            f"stage {job.step.name} failed ({job.reason}); its log: {job.log}; "
             f"{len(run.records)} stages that finished are recorded in dvc.lock. Its last lines:\n{tail}"
         )
     return run.records
@@ -98,10 +151,10 @@ def run_plan(plan: Plan, slots: list[Share], force: bool = False) -> list[dict]:
 class Scheduler:
     """The stages waiting, running and done; the free slots."""
 
-    def __init__(self, plan: Plan, slots: list[Share], force: bool) -> None:
-        self.root, self.slots, self.force = plan.root, slots, force
+    def __init__(self, plan: Plan, slots: int, backend, force: bool) -> None:
+        self.root, self.backend, self.force = plan.root, backend, force
         self.waiting, self.running, self.done = list(plan.steps), {}, set()
-        self.free, self.records = list(range(len(slots))), []
+        self.free, self.records = list(range(slots)), []
         self.failed: Running | None = None
         self.show = lambda slot, stage: None
 
@@ -110,8 +163,8 @@ class Scheduler:
         while self.waiting or self.running:
             finished = self._reap()
             self._launch()  # what does not read the stages just finished starts at once
-            for job in finished:  # dvc commit may relink their outputs: nothing reads them yet
-                commit(self.root, job.step.name)
+            for job in finished:  # recording may relink their outputs: nothing reads them yet
+                self.backend.record(job)
                 self.records.append(_finished(job))
                 self.done.add(job.step.name)
             self._launch()
@@ -123,13 +176,13 @@ class Scheduler:
         """The stages that ended since the last look: their slots freed; failures noted."""
         finished = []
         for name, job in list(self.running.items()):
-            if job.process.poll() is None:
+            self.backend.poll(job)
+            if job.ok is None:
                 continue
             del self.running[name]
-            job.end = time.time()
             self.free = sorted([*self.free, job.slot])
             self.show(job.slot, None)
-            if job.process.returncode != 0:
+            if not job.ok:
                 self.failed = self.failed or job
             else:
                 finished.append(job)
@@ -146,33 +199,18 @@ class Scheduler:
                 self.done.add(step.name)
                 continue
             slot = self.free.pop(0)
-            self.running[step.name] = _start(self.root, step, slot, self.slots)
+            self.running[step.name] = self.backend.start(step, slot)
             self.show(slot, step.name)
-
-
-def _start(root: Path, step: Step, slot: int, slots: list[Share]) -> Running:
-    for out in step.outs:  # as dvc repro: outputs that do not persist are removed first
-        if out.is_dir() and not out.is_symlink():
-            shutil.rmtree(out)
-        elif out.exists() or out.is_symlink():
-            out.unlink()
-    log = root / LOGS / f"{step.name}.log"
-    with open(log, "w") as sink:
-        process = subprocess.Popen(
-            step.cmd,
-            shell=True,
-            cwd=step.wdir,
-            env=slots[slot].env(os.environ),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    info(f"run: {step.name} started on slot {slot}")
-    return Running(step, process, slot, time.time(), log)
 
 
 def _finished(job: Running) -> dict:
     seconds = job.end - job.start
-    info(f"run: {job.step.name} done in {seconds:.1f}s (slot {job.slot})")
-    return {"stage": job.step.name, "slot": job.slot, "start": job.start, "end": job.end, "seconds": seconds}
+    info(f"run: {job.step.name} done in {seconds:.1f}s ({job.where})")
+    return {
+        "stage": job.step.name,
+        "slot": job.slot,
+        "where": job.where,
+        "start": job.start,
+        "end": job.end,
+        "seconds": seconds,
+    }

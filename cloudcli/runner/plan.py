@@ -111,3 +111,63 @@ def commit(root: Path, name: str) -> None:
         repo.commit(name, force=True)
     finally:
         repo.close()
+
+
+def remote_of(root: Path) -> tuple[str, dict] | None:
+    """The default DVC remote: its name and settings (None when there is none)."""
+    repo = open_repo(root)
+    try:
+        name = repo.config["core"].get("remote")
+        if not name or name not in repo.config["remote"]:
+            return None
+        return name, {
+            k: v if isinstance(v, bool | int | float) else str(v) for k, v in repo.config["remote"][name].items()
+        }
+    finally:
+        repo.close()
+
+
+def push_inputs(root: Path, name: str, remote: str) -> int:
+    """Push to `remote` the DVC-tracked data stage `name` reads (the outputs, and .dvc-tracked
+    data, its deps lie in), so a worker elsewhere can pull them; the number of files sent."""
+    repo = open_repo(root)
+    try:
+        stage = next(s for s in repo.index.stages if s.addressing == name)
+        outs = [o for o in repo.index.outs if o.use_cache]
+        targets = {
+            str(Path(o.fs_path).relative_to(root))
+            for d in stage.deps
+            for o in outs
+            if o.fs.isin_or_eq(d.fs_path, o.fs_path)
+        }
+        return repo.push(targets=sorted(targets), remote=remote) if targets else 0
+    finally:
+        repo.close()
+
+
+def restore(root: Path, name: str, remote: str) -> None:
+    """Bring a stage that ran elsewhere into this repository through DVC's run-cache, as
+    `dvc repro --pull` would: its run-cache entry and outputs from `remote`, the outputs checked
+    out, dvc.lock updated. Nothing runs here: a stage the remote does not hold is an error."""
+    import logging
+
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    repo = open_repo(root)
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # not DVC's "Stage is cached" and lock-file lines
+    try:
+        with repo.lock:
+            repo.stage_cache.pull(remote)
+            stage = next(s for s in repo.index.stages if s.addressing == name)
+            try:
+                repo.stage_cache.restore(stage, pull=True)
+            except RunCacheNotFoundError:
+                raise CloudcliError(
+                    f"stage {name} ran on the cluster, but DVC remote '{remote}' holds no run of it with "
+                    "these inputs: do the workers use the same remote (dvc remote list)?"
+                ) from None
+            stage.save(run_cache=False)
+            stage.commit()
+            stage.dump(update_pipeline=False)
+    finally:
+        repo.close()

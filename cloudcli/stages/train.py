@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloudcli.config import AugmentConfig, ResolvedModel
+from cloudcli.engine.checkpoint import resume_root
 from cloudcli.engine.distributed import setup, teardown
 from cloudcli.engine.fit import fit
 from cloudcli.ui import info
@@ -22,14 +23,15 @@ def run(
     live: Path,
     restart: bool = False,
     pseudo: Path | None = None,
+    states: Path | None = None,
 ) -> dict:
     ctx = setup(spec.train.device)
     try:
-        return fit(spec, augment, cache, folds, fold, out, live, ctx, restart, pseudo)
+        return fit(spec, augment, cache, folds, fold, out, live, ctx, restart, pseudo, states)
     except KeyboardInterrupt:
         if ctx.main:
             info(
-                f"interrupted: {out / 'last.pt'} holds the last completed epoch; "
+                f"interrupted: the last completed epoch is saved under {states or resume_root()}; "
                 "run the same command (or dvc repro) to resume from it"
             )
         raise

@@ -33,6 +33,7 @@ def run(
         fold,
         out / "ckpt",
         out / "live",
+        states=out / "states",
     )
 
 
@@ -49,8 +50,10 @@ def test_one_tiny_run_per_role(tiny_cache, tmp_path, model: str, monitor: str) -
     config = json.loads((ckpt / "config.json").read_text())
     assert config["network"]["encoder"] == "resnet18" and "torch" in config["versions"]
     assert config["processes"] == 1
-    best, last = checkpoint.load(ckpt / "best.pt"), checkpoint.load(ckpt / "last.pt")  # weights_only=True
-    assert last["epoch"] == 1 and best["monitor"] == monitor and set(best["model"]) == set(last["model"])
+    best = checkpoint.load(ckpt / "best.pt")  # weights_only=True
+    assert best["monitor"] == monitor and best["epoch"] == summary["best_epoch"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best.pt", "config.json", "summary.json"]
+    assert not any((tmp_path / "states").iterdir())  # the resume state is gone once the run ends
     assert tsv_rows(tmp_path / "live/plots/metrics/train/loss.tsv") == 2
     assert tsv_rows(tmp_path / f"live/plots/metrics/val/{monitor}.tsv") == 2
     assert (tmp_path / "live/plots/metrics/lr/decoder.tsv").exists()
@@ -68,7 +71,20 @@ def test_same_seed_same_metrics(tiny_cache, tmp_path) -> None:
     assert c["metrics"] != a["metrics"]
 
 
-def test_training_options_run(tiny_cache, tmp_path) -> None:
+def keep_resume_state(monkeypatch) -> None:
+    """The resume folder stays after the run, as if it had been cut after its last epoch."""
+    import cloudcli.engine.fit as fit
+
+    monkeypatch.setattr(fit, "drop_state", lambda work: None)
+
+
+def saved_state(tmp_path: Path, run_name: str = "seg1-fold0") -> Path:
+    (state,) = (tmp_path / "states" / run_name).iterdir()
+    return state / "last.pt"
+
+
+def test_training_options_run(tiny_cache, tmp_path, monkeypatch) -> None:
+    keep_resume_state(monkeypatch)
     summary = run(
         tiny_cache,
         tmp_path,
@@ -82,7 +98,7 @@ def test_training_options_run(tiny_cache, tmp_path) -> None:
         input_size=(64, 96),  # the cache is 32x64: images and masks are resized on the fly
     )
     assert summary["best_epoch"] >= 1
-    assert checkpoint.load(tmp_path / "ckpt/last.pt")["ema"] is not None
+    assert checkpoint.load(saved_state(tmp_path, "seg2-fold0"))["ema"] is not None
     assert json.loads((tmp_path / "ckpt/config.json").read_text())["input_size"] == [64, 96]
 
 
@@ -90,15 +106,19 @@ def test_frozen_encoder_stages_keep_their_batchnorm_statistics(tiny_cache, tmp_p
     """freeze_encoder_stages: 2 freezes conv1 and bn1 of the resnet18: bn1 keeps its initial running
     statistics (random init: mean 0, var 1) through training, while layer1's BatchNorm learns its own."""
     run(tiny_cache, tmp_path, network={"freeze_encoder_stages": 2}, epochs=1)
-    model = checkpoint.load(tmp_path / "ckpt/last.pt")["model"]
+    model = checkpoint.load(tmp_path / "ckpt/best.pt")["model"]  # no EMA: the trained weights
     assert json.loads((tmp_path / "ckpt/config.json").read_text())["frozen_encoder_stages"] == ["conv1", "bn1"]
     assert torch.equal(model["encoder.bn1.running_mean"], torch.zeros(64))
     assert torch.equal(model["encoder.bn1.running_var"], torch.ones(64))
     assert not torch.equal(model["encoder.layer1.0.bn1.running_mean"], torch.zeros(64))
 
 
-def test_changed_settings_start_afresh(tiny_cache, tmp_path) -> None:
-    run(tiny_cache, tmp_path, epochs=1)
+def test_changed_settings_start_afresh(tiny_cache, tmp_path, monkeypatch) -> None:
+    with monkeypatch.context() as m:
+        keep_resume_state(m)
+        run(tiny_cache, tmp_path, epochs=1)
+    old = saved_state(tmp_path)
+    monkeypatch.setenv("CLOUDCLI_RESUME_DIR", str(tmp_path / "states"))
     out = cloudcli(
         "train",
         "--model",
@@ -112,11 +132,14 @@ def test_changed_settings_start_afresh(tiny_cache, tmp_path) -> None:
         cwd=tiny_cache,
     )
     assert "made with other settings, starting afresh" in out.stderr
-    assert checkpoint.load(tmp_path / "ckpt/last.pt")["epoch"] == 1
+    assert "resuming" not in out.stderr and not old.exists()
+    assert json.loads((tmp_path / "ckpt/summary.json").read_text())["epochs"] == 2
+    assert not any((tmp_path / "states").iterdir())
 
 
 @pytest.mark.slow
-def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp_path) -> None:
+def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CLOUDCLI_RESUME_DIR", str(tmp_path / "states"))
     args = ["--model", "seg1", "--fold", "1", "--params", str(tmp_path / "params.yaml")]
     params = (tiny_cache / "params.yaml").read_text().replace("epochs: 2", "epochs: 5")
     (tmp_path / "params.yaml").write_text(params)
@@ -133,12 +156,14 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp
         str(tmp_path / "cut_live"),
     ]
     proc = procs.start(cmd, tmp_path / "cut.log", cwd=tiny_cache)
+    states = tmp_path / "states/seg1-fold1"
     try:
-        procs.wait_until((tmp_path / "cut/last.pt").exists, 120, "the first checkpoint", every=0.02)
+        procs.wait_until(lambda: list(states.glob("*/last.pt")), 120, "the first checkpoint", every=0.02)
         os.killpg(proc.pid, signal.SIGKILL)  # killed right after its first checkpoint
     finally:
         procs.kill_group(proc)
-    assert checkpoint.load(tmp_path / "cut/last.pt")["epoch"] < 4
+    assert checkpoint.load(saved_state(tmp_path, "seg1-fold1"))["epoch"] < 4
+    assert not (tmp_path / "cut/best.pt").exists()  # the outputs come when the run ends
     resumed = cloudcli(
         "train", *args, "--out", str(tmp_path / "cut"), "--live", str(tmp_path / "cut_live"), cwd=tiny_cache
     )
@@ -147,6 +172,10 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp
     assert full["epoch"] == cut["epoch"] and full["value"] == cut["value"]
     assert all(torch.equal(full["model"][k], cut["model"][k]) for k in full["model"])
     assert tsv_rows(tmp_path / "cut_live/plots/metrics/val/dice.tsv") == 5
+    assert (tmp_path / "cut_live/plots/metrics/val/dice.tsv").read_text() == (
+        tmp_path / "full_live/plots/metrics/val/dice.tsv"
+    ).read_text()
+    assert not states.exists()
 
 
 @pytest.mark.slow
