@@ -1,19 +1,22 @@
 """`cloudcli run --workers 2` against one stage at a time: 4 demo trainings on this machine.
 
-    python benchmarks/parallel.py --out benchmarks/results     # about 5 minutes on 2 cores
+    python benchmarks/parallel.py --out benchmarks/results     # about 8 minutes on 2 cores
 
 A git + DVC repository with the demo data (`cloudcli demo-data`, 60 train images) and the
-repository's params.yaml on fold 0 alone: four train@ stages, one per base model.
-`preprocess` and `fold` run once; then each way of running the four trainings starts from a copy
-of that repository:
+repository's params.yaml on folds 0 and 1. `preprocess` and `fold` run once; then each way of
+running four trainings starts from a copy of that repository:
 
 - sequential: `cloudcli run --workers 1` (one stage at a time, every core to it: as dvc repro);
 - parallel: `cloudcli run --workers 2` (two at once, the cores divided between them);
 - oversubscribed: the same two at once by hand, each with every core (`OMP_NUM_THREADS` = cores):
   what happens without the division.
 
-Printed as a Markdown table with wall times and their ratio to the sequential run; written to
-DIR/parallel.json.
+The four trainings are seg1 and seg2 on folds 0 and 1: a model's folds take the same time, as in
+a real run (35 trainings: 7 models x 5 folds). Then the four base models on fold 0, sequential
+and parallel: four unequal trainings on two slots, where one slot idles at the end.
+
+Printed as a Markdown table with wall times and their ratio to the sequential run of the same
+trainings, and each stage's time; written to DIR/parallel.json.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TRAININGS = ["train@seg1-0", "train@seg2-0", "train@seg2_unet-0", "train@classifier-0"]
+TRAININGS = ["train@seg1-0", "train@seg1-1", "train@seg2-0", "train@seg2-1"]
+UNEQUAL = ["train@seg1-0", "train@seg2-0", "train@seg2_unet-0", "train@classifier-0"]
 
 
 def sh(*cmd: str, cwd: Path, env: dict | None = None) -> str:
@@ -55,7 +59,7 @@ def setup(folder: Path) -> Path:
         sh(*cmd, cwd=repo)
     sh(sys.executable, "-m", "cloudcli", "demo-data", "data", "--n-train", "60", "--n-test", "12", cwd=repo)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["cv"].update(folds=[0])
+    params["cv"].update(folds=[0, 1])
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     sh("dvc", "repro", "-q", "preprocess", "fold", cwd=repo)
@@ -64,12 +68,15 @@ def setup(folder: Path) -> Path:
     return repo
 
 
-def timed_run(base: Path, name: str, workers: int) -> float:
+def timed_run(base: Path, name: str, workers: int, trainings: list[str] = TRAININGS) -> float:
     repo = base.parent / name
     shutil.copytree(base, repo, symlinks=True)
     start = time.perf_counter()
-    sh(sys.executable, "-m", "cloudcli", "run", *TRAININGS, "--workers", str(workers), cwd=repo)
-    return time.perf_counter() - start
+    sh(sys.executable, "-m", "cloudcli", "run", *trainings, "--workers", str(workers), cwd=repo)
+    seconds = time.perf_counter() - start
+    stages = json.loads((repo / ".cloudcli/run/last.json").read_text())
+    print(f"  {name}: " + ", ".join(f"{r['stage']} {r['seconds']:.1f} s" for r in stages), flush=True)
+    return seconds
 
 
 def oversubscribed(base: Path, cpus: int) -> float:
@@ -104,13 +111,20 @@ def main() -> None:
             ("sequential (--workers 1)", lambda: timed_run(base, "sequential", 1)),
             ("parallel (--workers 2, cores divided)", lambda: timed_run(base, "parallel", 2)),
             ("2 at once, each with every core", lambda: oversubscribed(base, cpus)),
+            ("unequal: sequential (--workers 1)", lambda: timed_run(base, "unequal-sequential", 1, UNEQUAL)),
+            ("unequal: parallel (--workers 2)", lambda: timed_run(base, "unequal-parallel", 2, UNEQUAL)),
         ):
             seconds[how] = measure()
             print(f"{how}: {seconds[how]:.1f} s", flush=True)
-    reference = seconds["sequential (--workers 1)"]
-    rows = [{"how": k, "seconds": round(v, 1), "ratio": round(v / reference, 3)} for k, v in seconds.items()]
-    (args.out / "parallel.json").write_text(json.dumps({"cpus": cpus, "trainings": TRAININGS, "rows": rows}, indent=1))
-    print(f"4 demo trainings ({', '.join(TRAININGS)}) on {cpus} cores\n")
+    rows = []
+    for how, value in seconds.items():
+        reference = seconds[
+            "unequal: sequential (--workers 1)" if how.startswith("unequal") else "sequential (--workers 1)"
+        ]
+        rows.append({"how": how, "seconds": round(value, 1), "ratio": round(value / reference, 3)})
+    result = {"cpus": cpus, "trainings": TRAININGS, "unequal": UNEQUAL, "rows": rows}
+    (args.out / "parallel.json").write_text(json.dumps(result, indent=1))
+    print(f"\n{', '.join(TRAININGS)}; unequal: {', '.join(UNEQUAL)}; on {cpus} cores\n")
     print("| how | wall | vs sequential |")
     print("|---|---|---|")
     for r in rows:

@@ -24,7 +24,8 @@ start = time.time()
 time.sleep(seconds)
 inputs = [open(p).read() for p in sys.argv[3:]]
 share = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CLOUDCLI_MAX_WORKERS")}
-json.dump({"start": start, "end": time.time(), "inputs": len(inputs), **share}, open(name + ".json", "w"))
+record = {"start": start, "end": time.time(), "inputs": len(inputs), "cwd": os.getcwd()}
+json.dump(record | share, open(name + ".json", "w"))
 """
 
 

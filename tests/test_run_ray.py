@@ -121,6 +121,7 @@ def test_stages_run_on_the_nodes_and_come_back_through_the_remote(cluster: Clust
     for record in timeline:  # each in a clone of its own on a node, not in this working copy
         clone = Path(record["where"].split(", ")[-1])
         assert clone.parent.parent == cluster.nodes / "clones" and clone.name == record["stage"]
+        assert times(repo, record["stage"])["cwd"] == str(clone) and not clone.exists()  # removed once pushed
         assert f"run: {record['stage']} done in" in out.stderr
     assert (tmp_path / "store/runs").is_dir() and (tmp_path / "store/files/md5").is_dir()
     assert "up to date" in run("dvc", "status", cwd=repo)

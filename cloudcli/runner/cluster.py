@@ -186,6 +186,7 @@ class OnRay:
             self.remote,
             self.remote_config,
             self.shape.cpus,
+            _git(self.root, "rev-parse", "--show-prefix").stdout.strip(),
         )
         info(f"run: {step.name} sent to the cluster" + (f" ({sent} input files pushed)" if sent else ""))
         return Running(

@@ -11,10 +11,11 @@ The node needs cloudcli installed and nothing shared with the driver. The stage:
    restore needs; the driver restores the stage from there (plan.restore).
 
 Everything lives under $CLOUDCLI_RAY_DIR (default ~/.cache/cloudcli/ray) on the node:
-clones/<repo>/<stage>/ (made afresh for each attempt), a DVC cache the clones share, the stages'
-logs, and resume/, the training states (checkpoint.resume_dir): a training whose worker was
-killed resumes from its last epoch when Ray retries it on the same node (or when the folder is
-on a disk the nodes share).
+clones/<repo>/<stage>/ (made afresh for each attempt, removed once the outputs are pushed), a DVC
+cache the clones share (delete it when a project is done), the stages' logs, and resume/, the
+training states (checkpoint.resume_dir): a training whose worker was killed resumes from its
+last epoch when Ray retries it on the same node (or when the folder is on a disk the nodes
+share).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Job:
     remote: str
     remote_config: dict
     threads: int
+    subdir: str = ""  # where the DVC project lies in the git repository ("" = its root)
 
 
 def node_dir() -> Path:
@@ -72,6 +74,7 @@ def run_stage(job: Job, bundle: bytes) -> dict:
     log.parent.mkdir(parents=True, exist_ok=True)
     _stop_previous(pids)  # an attempt whose worker was killed: its processes end first
     _checkout(base, clone, job, bundle)
+    project = clone / job.subdir
     env = _stage_env(base, clone, job.threads)
     host = socket.gethostname()
     with open(log, "a") as sink:
@@ -80,11 +83,12 @@ def run_stage(job: Job, bundle: bytes) -> dict:
     repro = [sys.executable, "-m", "dvc", "repro", "--pull", "--single-item", job.stage]
     push = [sys.executable, "-m", "cloudcli.runner.worker", "push", job.stage]
     for what, cmd in (("dvc repro", repro), ("push", push)):
-        code = _supervised(cmd, clone, env, log, pids)
+        code = _supervised(cmd, project, env, log, pids)
         if code != 0:
             raise StageFailed(f"{what} {job.stage} exited {code} on {host}", _tail(log))
     end = time.time()
     pids.unlink(missing_ok=True)
+    shutil.rmtree(clone, ignore_errors=True)  # its outputs are in the remote (and the node's DVC cache)
     return {
         "stage": job.stage,
         "host": host,
@@ -112,9 +116,10 @@ def _checkout(base: Path, clone: Path, job: Job, bundle: bytes) -> None:
     git = ["git", "-c", "advice.detachedHead=false"]
     subprocess.run([*git, "clone", "--quiet", "--no-checkout", str(pack), str(clone)], check=True, timeout=600)
     subprocess.run([*git, "-C", str(clone), "checkout", "--quiet", job.commit], check=True, timeout=600)
+    project = clone / job.subdir
     if job.lock is not None:
-        (clone / "dvc.lock").write_text(job.lock)
-    config = Config(dvc_dir=str(clone / ".dvc"))
+        (project / "dvc.lock").write_text(job.lock)
+    config = Config(dvc_dir=str(project / ".dvc"))
     with config.edit("local") as local:
         local["core"]["remote"] = job.remote
         local["remote"][job.remote] = dict(job.remote_config)
