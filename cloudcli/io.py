@@ -46,3 +46,15 @@ def write_json(path: str | Path, obj: object) -> None:
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def private_dir(path: str | Path, root: str | Path = ".cloudcli") -> Path:
+    """`path` created; when it lies under `root` (cloudcli's own folder in a project: resume
+    states, run logs), `root` gets a .gitignore of `*`, so `git add -A` never takes them."""
+    path, root = Path(path), Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    if root in path.parents or path == root:
+        ignore = root / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# cloudcli's working files (resume states, run logs): never committed\n*\n")
+    return path

@@ -57,12 +57,13 @@ def tiny_cache(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="session")
 def baseline(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny git + DVC repository with the pipeline reproduced and committed; read-only: work on
-    dvc_repo.copy_of(baseline, tmp_path)."""
+    """A tiny git + DVC repository with the pipeline reproduced (by `cloudcli run`, two stages at
+    a time) and committed; read-only: work on dvc_repo.copy_of(baseline, tmp_path)."""
     from dvc_repo import run, tiny_repo
 
     repo = tiny_repo(tiny_demo, tmp_path_factory.mktemp("baseline"))
-    (repo.parent / "repro.out").write_text(run("dvc", "repro", cwd=repo))  # what ran, for the end-to-end test
+    dry = run("dvc", "repro", "--dry", cwd=repo)  # what dvc repro would run, for the end-to-end test
+    (repo.parent / "repro.out").write_text(dry + run("cloudcli", "run", "--workers", "2", cwd=repo))
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", "baseline", cwd=repo)
     return repo

@@ -16,9 +16,17 @@ from helpers import REPO, cloudcli
 pytestmark = pytest.mark.slow
 
 
-def test_dvc_repro_runs_the_stages(baseline, tmp_path) -> None:
-    out = (baseline.parent / "repro.out").read_text()  # the baseline's dvc repro in a fresh tiny repository
+def test_cloudcli_run_reproduces_the_pipeline_as_dvc_repro_would(baseline, tmp_path) -> None:
+    """The baseline ran every stage with `cloudcli run --workers 2`, the ones `dvc repro` would run
+    (on a fresh repository `dvc repro --dry` lists them all): dvc.lock records them all, and a
+    following `dvc repro` runs none."""
+    out = (baseline.parent / "repro.out").read_text()
     repo = copy_of(baseline, tmp_path)
+    timeline = json.loads((repo / ".cloudcli/run/last.json").read_text())
+    assert {r["stage"] for r in timeline} == ran(out)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == ran(out)
+    assert ran(run("dvc", "repro", cwd=repo)) == set() and "up to date" in run("dvc", "status", cwd=repo)
     assert ran(out) == {
         "preprocess",
         "fold",

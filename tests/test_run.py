@@ -106,6 +106,8 @@ def test_independent_stages_overlap_and_the_repository_ends_as_dvc_repro_leaves_
     timeline = json.loads((repo / ".cloudcli/run/last.json").read_text())
     assert sorted(r["stage"] for r in timeline) == ["a", "b", "c"]
     assert "nothing to run" in cloudcli("run", "--dry", cwd=repo).stdout
+    run("git", "add", "-A", cwd=repo)  # cloudcli's own folder (logs, timeline) never goes to git
+    assert ".cloudcli" not in run("git", "status", "--porcelain", cwd=repo)
 
 
 @pytest.mark.timeout(300)

@@ -31,7 +31,7 @@ from cloudcli.engine.live import open_live, restore_live
 from cloudcli.engine.loaders import build_loaders, pseudo_set, split_indices
 from cloudcli.engine.loop import Trainer, build_trainer, run_epochs
 from cloudcli.engine.validate import MONITOR
-from cloudcli.io import write_json
+from cloudcli.io import private_dir, write_json
 from cloudcli.models.factory import build_network, freeze_encoder_stages, normalization
 from cloudcli.models.losses import build_loss
 from cloudcli.ui import info
@@ -155,7 +155,7 @@ def _start(work: Path, restart: bool, config_hash: str, t: Trainer, live_dir: Pa
     if main:
         if state.epoch < 0 and drop_other_states(work):
             info(f"{work.parent}: the saved state was made with other settings, starting afresh")
-        work.mkdir(parents=True, exist_ok=True)
+        private_dir(work)
         info(f"resume state: {work}")
     return state
 

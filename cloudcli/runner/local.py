@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudcli.errors import CloudcliError
-from cloudcli.io import write_json
+from cloudcli.io import private_dir, write_json
 from cloudcli.runner.plan import Plan, Step, commit, stale
 from cloudcli.ui import board, info
 
@@ -125,7 +125,7 @@ class Local:
 def run_plan(plan: Plan, backend, force: bool = False) -> list[dict]:
     """Run the plan on `backend` (Local, or cluster.OnRay); returns a record per stage that ran
     (name, where, start, end, seconds)."""
-    (plan.root / LOGS).mkdir(parents=True, exist_ok=True)
+    private_dir(plan.root / LOGS, plan.root / LOGS.parent)
     names = backend.names()
     run = Scheduler(plan, len(names), backend, force)
     with board(names) as show:
