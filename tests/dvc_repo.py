@@ -1,6 +1,7 @@
 """A real git + DVC repository with the project's dvc.yaml and the tiny demo data, for end-to-end tests."""
 
 import configparser
+import json
 import os
 import re
 import shutil
@@ -46,6 +47,13 @@ def cache_type() -> str:
 def ran(output: str) -> set[str]:
     """Names of the stages a dvc repro / exp run output says it ran."""
     return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def reproduce(repo: Path) -> set[str]:
+    """`cloudcli run --workers 2` (what dvc repro does, two stages at a time; the tests' baseline
+    checks it leaves the repository as dvc repro would): the names of the stages that ran."""
+    run("cloudcli", "run", "--workers", "2", cwd=repo)
+    return {r["stage"] for r in json.loads((repo / ".cloudcli/run/last.json").read_text())}
 
 
 def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:

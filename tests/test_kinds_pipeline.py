@@ -18,7 +18,7 @@ import rasterio.features
 import rasterio.transform
 import tifffile
 import yaml
-from dvc_repo import git_dvc_repo, ran, run
+from dvc_repo import git_dvc_repo, reproduce, run
 from helpers import REPO, cloudcli, cloudcli_here
 
 from cloudcli.config import load_params
@@ -75,19 +75,21 @@ def pooled_jaccard_from_csv(repo: Path, csv: Path, split: str) -> float:
 
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory) -> Path:
-    """The chips pipeline, reproduced by `dvc repro` and exported to bundle/."""
+    """The chips pipeline, reproduced (cloudcli run: as dvc repro, two stages at a time) and
+    exported to bundle/."""
     repo = kind_repo(
         tmp_path_factory.mktemp("kinds"), "chips", "data_chips", pseudo={"pixel_low": 0.5, "pixel_high": 0.5}
     )
-    repo.joinpath("repro.log").write_text(run("dvc", "repro", cwd=repo))
+    reproduce(repo)
     cloudcli_here("export", "--out", "bundle", cwd=repo, check=True)
     return repo
 
 
 def test_chips_pipeline_trains_tunes_and_scores_jaccard(chips: Path) -> None:
-    repo, out = chips, (chips / "repro.log").read_text()
+    repo = chips
+    stages = {r["stage"] for r in json.loads((repo / ".cloudcli/run/last.json").read_text())}
     rounds = {"pseudo@r1", "train_pl@r1-seg2_pl-0", "pseudo@r2", "train_pl@r2-seg2_pl-0", "infer_pl@r2-seg2_pl"}
-    assert {"preprocess", "fold", "train@seg1-0", "train@classifier-0", "tune", "submit"} | rounds <= ran(out)
+    assert {"preprocess", "fold", "train@seg1-0", "train@classifier-0", "tune", "submit"} | rounds <= stages
     meta = json.loads((repo / "artifacts/preprocessed/train/meta.json").read_text())
     assert meta["kind"] == "chips" and meta["classes"] == ["cloud"] and meta["bands"] == ["B02", "B03", "B04", "B08"]
     trained = json.loads((repo / "models/r2/seg2_pl/fold0/config.json").read_text())
@@ -268,9 +270,9 @@ def test_image_mask_pipeline_tunes_iou(tmp_path: Path) -> None:
         tune={"classifier": None, "class_score": "topk"},
         report={"models": ["ensemble"]},
     )
-    out = run("dvc", "repro", cwd=repo)
-    assert {"train@seg1-0", "train@seg2-0", "ensemble", "tune", "submit", "report_predictions"} <= ran(out)
-    assert "train_pl@r1-seg2_pl-0" in ran(out) and not any(s.startswith("train@classifier") for s in ran(out))
+    stages = reproduce(repo)
+    assert {"train@seg1-0", "train@seg2-0", "ensemble", "tune", "submit", "report_predictions"} <= stages
+    assert "train_pl@r1-seg2_pl-0" in stages and not any(s.startswith("train@classifier") for s in stages)
     meta = json.loads((repo / "artifacts/preprocessed/train/meta.json").read_text())
     assert meta["kind"] == "image_mask" and meta["classes"] == ["building"] and meta["band_limits"] is None
     tune = json.loads((repo / "metrics/tune.json").read_text())

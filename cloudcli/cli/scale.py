@@ -39,33 +39,38 @@ def run(
     outputs are in the DVC cache, `dvc status` is clean. Each stage's log: .cloudcli/run/<stage>.log.
     With --ray, each stage runs on a cluster node in a clone of the current commit.
     """
-    from cloudcli.runner.local import Local, run_plan, shares
+    from cloudcli.runner.local import run_plan
     from cloudcli.runner.plan import plan, stale
 
     root = Path.cwd()
     if workers is not None and workers < 1:
         raise CloudcliError(f"--workers {workers}: must be at least 1")
     steps = plan(root, targets or [])
-    if ray is not None:
-        from cloudcli.runner import cluster
-
-        commit = cluster.check_working_copy(root, steps.steps)
-        remote = cluster.check_remote(root)
-        shape = cluster.shape(ray, cluster.connect(ray), workers)
-        header = shape.describe()
-        backend = None if dry else cluster.OnRay(root, shape, commit, remote)
-    else:
-        gpus = visible_gpus()
-        cpus = len(os.sched_getaffinity(0))
-        slots = shares(workers or (len(gpus) or min(cpus, 4)), cpus, gpus)
-        header = describe_slots(slots)
-        backend = Local(root, slots)
+    header, backend = _backend(root, steps, ray, workers, dry)
     if dry:
         names = [s.name for s in steps.steps]
         print_plan(steps, names if force else stale(root, names), header)
         return
     records = run_plan(steps, backend, force)
     print(f"run: {len(records)} stages ran on {len(backend.names())} slots; dvc.lock records them")
+
+
+def _backend(root: Path, steps, ray: str | None, workers: int | None, dry: bool):
+    """(a line saying how the stages use the machine or cluster, what runs them: None for --dry
+    on a cluster). --ray: the working copy, the DVC remote and the cluster are checked first."""
+    from cloudcli.runner.local import Local, shares
+
+    if ray is None:
+        gpus = visible_gpus()
+        cpus = len(os.sched_getaffinity(0))
+        slots = shares(workers or (len(gpus) or min(cpus, 4)), cpus, gpus)
+        return describe_slots(slots), Local(root, slots)
+    from cloudcli.runner import cluster
+
+    commit = cluster.check_working_copy(root, steps.steps)
+    remote = cluster.check_remote(root)
+    shape = cluster.shape(ray, cluster.connect(ray), workers)
+    return shape.describe(), None if dry else cluster.OnRay(root, shape, commit, remote)
 
 
 def visible_gpus() -> list[int]:

@@ -1,6 +1,6 @@
 """Checkpoints written atomically; every one loads with torch.load(weights_only=True).
 
-A training's resume state (last.pt, best.pt so far, a copy of its curves) lives outside the
+A training's resume state (last.pt with the curves so far, best.pt so far) lives outside the
 stage's outputs, in `resume_root()/<run>/<settings hash>/`: DVC removes a stage's outputs before
 running it, and a stage without persistent outputs can be restored from DVC's run-cache. A run
 with other settings finds no state under its hash and starts afresh.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from cloudcli.errors import CloudcliError
 from cloudcli.ui import info
 
 RESUME = Path(".cloudcli/resume")
@@ -62,8 +63,10 @@ def load(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def save_training(out, epoch, improved, net, ema, opt, sched, scaler, state, config_hash, settings) -> None:
-    """last.pt: everything to resume after `epoch`; best.pt too when this epoch improved."""
+def save_training(out, epoch, improved, trainer, state, config_hash, settings, curves) -> None:
+    """last.pt: everything to resume after `epoch` (the trainer's network, EMA, optimiser,
+    schedulers, scaler; the curves so far); best.pt too when this epoch improved."""
+    net, ema, opt, sched, scaler = trainer.net, trainer.ema, trainer.opt, trainer.sched, trainer.scaler
     weights = (ema.module if ema else net).state_dict()
     if improved:
         save(
@@ -87,23 +90,32 @@ def save_training(out, epoch, improved, net, ema, opt, sched, scaler, state, con
             "rng": torch.get_rng_state(),
             "best": json.dumps(asdict(state)),
             "config_sha1": config_hash,
+            "curves": curves,
         },
         out / "last.pt",
     )
 
 
-def resume(path, config_hash, net, opt, sched, scaler, ema) -> State:
-    """Restore a training state in place from last.pt; a fresh State if made with other settings."""
-    ckpt = load(path)
-    if ckpt.get("config_sha1") != config_hash:
-        info(f"{path}: made with other settings, starting afresh")
-        return State()
-    net.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    for obj, key in ((sched, "scheduler"), (scaler, "scaler"), (ema, "ema")):
-        if obj is not None and ckpt[key] is not None:
-            obj.load_state_dict(ckpt[key])
-    torch.set_rng_state(ckpt["rng"])
-    state = State(**json.loads(ckpt["best"]))
+def resume(path, config_hash, net, opt, sched, scaler, ema) -> tuple[State, dict[str, str]]:
+    """Restore a training state in place from last.pt: (its State, its curves); a fresh State if
+    made with other settings. A damaged file is an error that says how to start afresh."""
+    try:
+        ckpt = load(path)
+        if ckpt.get("config_sha1") != config_hash:
+            info(f"{path}: made with other settings, starting afresh")
+            return State(), {}
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        for obj, key in ((sched, "scheduler"), (scaler, "scaler"), (ema, "ema")):
+            if obj is not None and ckpt[key] is not None:
+                obj.load_state_dict(ckpt[key])
+        torch.set_rng_state(ckpt["rng"])
+        state = State(**json.loads(ckpt["best"]))
+    except Exception as e:  # truncated, not a checkpoint, another network's
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CloudcliError(
+            f"{path}: damaged training state ({reason[:200]}); delete {Path(path).parent} "
+            "(or train with --restart) to start this training afresh"
+        ) from None
     info(f"{path}: resuming after epoch {state.epoch + 1}")
-    return state
+    return state, ckpt.get("curves", {})

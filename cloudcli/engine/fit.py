@@ -3,7 +3,7 @@
 Writes to `out`: config.json (resolved config, versions) at the start; best.pt (weights of the best
 epoch by the role's monitored metric) and summary.json once every epoch has run. Until then the
 training state lives in its resume folder (checkpoint.resume_dir: last.pt after every epoch, best.pt
-so far, a copy of the curves), outside the stage's outputs: a run with the same settings resumes
+so far; last.pt holds the curves too), outside the stage's outputs: a run with the same settings resumes
 after its last completed epoch; the folder is removed when the run ends.
 
 The parts: loaders.py (the fold's data), loop.py (the epochs and optimiser steps), live.py
@@ -27,7 +27,7 @@ from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.pseudo import PseudoSet
 from cloudcli.engine.checkpoint import State, drop_other_states, resume, resume_dir, resume_root
 from cloudcli.engine.distributed import Context
-from cloudcli.engine.live import open_live, restore_live
+from cloudcli.engine.live import open_live, restore_curves
 from cloudcli.engine.loaders import build_loaders, pseudo_set, split_indices
 from cloudcli.engine.loop import Trainer, build_trainer, run_epochs
 from cloudcli.engine.validate import MONITOR
@@ -149,9 +149,9 @@ def _start(work: Path, restart: bool, config_hash: str, t: Trainer, live_dir: Pa
     if restart and main:
         shutil.rmtree(work, ignore_errors=True)
     elif not restart and (work / "last.pt").exists():
-        state = resume(work / "last.pt", config_hash, t.net, t.opt, t.sched, t.scaler, t.ema)
+        state, curves = resume(work / "last.pt", config_hash, t.net, t.opt, t.sched, t.scaler, t.ema)
         if main and state.epoch >= 0:
-            restore_live(work, live_dir)
+            restore_curves(curves, live_dir)
     if main:
         if state.epoch < 0 and drop_other_states(work):
             info(f"{work.parent}: the saved state was made with other settings, starting afresh")

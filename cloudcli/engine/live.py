@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -19,21 +18,20 @@ def open_live(folder: Path, resume: bool):
     return Live(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-def snapshot_live(live, work: Path) -> None:
-    """A copy of the curves so far in the resume folder `work` (as work/live), replaced whole."""
-    tmp = work / ".live.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(live.dir, tmp)
-    shutil.rmtree(work / "live", ignore_errors=True)
-    os.replace(tmp, work / "live")
+def curves(live) -> dict[str, str]:
+    """The curves written so far (DVCLive's small text files), by path inside its folder: saved in
+    last.pt, so a resumed run's curves match its state exactly."""
+    root = Path(live.dir)
+    return {str(f.relative_to(root)): f.read_text() for f in sorted(root.rglob("*")) if f.is_file()}
 
 
-def restore_live(work: Path, live_dir: Path) -> None:
-    """The curves of a resumed run back in `live_dir`, as they were at its last saved epoch."""
-    saved = next((d for d in (work / "live", work / ".live.tmp") if d.is_dir()), None)
-    if saved is not None:
-        shutil.rmtree(live_dir, ignore_errors=True)
-        shutil.copytree(saved, live_dir)
+def restore_curves(files: dict[str, str], live_dir: Path) -> None:
+    """`live_dir` as it was when the resumed state was saved."""
+    shutil.rmtree(live_dir, ignore_errors=True)
+    for name, text in files.items():
+        path = live_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def log_epoch(

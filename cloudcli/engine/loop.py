@@ -19,7 +19,7 @@ from cloudcli.config import ResolvedModel, TrainConfig
 from cloudcli.data.cache import Cache
 from cloudcli.engine.checkpoint import State, save_training
 from cloudcli.engine.distributed import Context, accumulator, all_min, all_sum
-from cloudcli.engine.live import log_epoch, snapshot_live
+from cloudcli.engine.live import curves, log_epoch
 from cloudcli.engine.optim import STEP_SCHEDULERS, build_optimizer, build_scheduler
 from cloudcli.engine.validate import monitored, validate
 from cloudcli.ui import progress, warn
@@ -118,8 +118,7 @@ def run_epochs(
         state.epoch = epoch
         if ctx.main:  # the curves first: once last.pt says an epoch is done, its row is logged
             log_epoch(live, spec, fold, epoch, train_loss, seen, metrics, lrs, state, time.perf_counter() - start)
-            snapshot_live(live, work)
-            save_training(work, epoch, improved, t.net, t.ema, t.opt, t.sched, t.scaler, state, config_hash, settings)
+            save_training(work, epoch, improved, t, state, config_hash, settings, curves(live))
     return state
 
 

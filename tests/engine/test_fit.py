@@ -137,6 +137,37 @@ def test_changed_settings_start_afresh(tiny_cache, tmp_path, monkeypatch) -> Non
     assert not any((tmp_path / "states").iterdir())
 
 
+def test_a_damaged_saved_state_names_the_file_and_how_to_start_afresh(tiny_cache, tmp_path, monkeypatch) -> None:
+    with monkeypatch.context() as m:
+        keep_resume_state(m)
+        run(tiny_cache, tmp_path, epochs=1)
+    state = saved_state(tmp_path)
+    saved = checkpoint.load(state)
+    assert saved["curves"]["plots/metrics/train/loss.tsv"].count("\n") == 2  # the header and epoch 1's row
+    state.write_bytes(state.read_bytes()[:1000])  # cut short, as by a full disk
+    monkeypatch.setenv("CLOUDCLI_RESUME_DIR", str(tmp_path / "states"))
+    args = [
+        "train",
+        "--model",
+        "seg1",
+        "--fold",
+        "0",
+        "--out",
+        str(tmp_path / "ckpt"),
+        "--live",
+        str(tmp_path / "live"),
+    ]
+    params = yaml.safe_load((tiny_cache / "params.yaml").read_text())
+    params["train"]["epochs"] = 1  # the same settings as the saved state
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = cloudcli(*args, "--params", str(tmp_path / "params.yaml"), cwd=tiny_cache, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    error = out.stderr.strip().splitlines()[-1]
+    assert f"{state}: damaged training state" in error and "--restart" in error
+    again = cloudcli(*args, "--params", str(tmp_path / "params.yaml"), "--restart", cwd=tiny_cache)
+    assert "resuming" not in again.stderr and (tmp_path / "ckpt/best.pt").exists()
+
+
 @pytest.mark.slow
 def test_resume_after_kill_ends_where_an_uninterrupted_run_would(tiny_cache, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CLOUDCLI_RESUME_DIR", str(tmp_path / "states"))
