@@ -29,6 +29,7 @@ from cloudcli.data.kaggle import read_labels, to_wide
 from cloudcli.data.sources import IMAGE_EXTS, SOURCES
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
+from cloudcli.names import image_id_problem
 from cloudcli.rle import decode
 from cloudcli.ui import progress
 
@@ -92,9 +93,9 @@ def scaled(georef: Georef, path: Path, bands: tuple[str, ...] | None, size: tupl
 
 def label_names(csv: Path, image_ids: pd.Index, fmt: str) -> list[str]:
     """The label file of each image id; ids that are not file names or share a label file fail."""
-    bad = [i for i in image_ids if "/" in i or "\\" in i or i.startswith(".")]
-    if bad:
-        raise DataError(f"{csv}: image id {bad[0]!r} is not a file name (no '/', '\\' or leading '.')")
+    for image_id in image_ids:  # read_labels checked them; kept for ids from elsewhere
+        if problem := image_id_problem(image_id):
+            raise DataError(f"{csv}: image id {image_id!r} {problem}")
     names, first = [label_name(i, fmt) for i in image_ids], {}
     for image_id, name in zip(image_ids, names):
         if name in first:

@@ -31,6 +31,13 @@ def find_image(source: Source, image_id: str) -> tuple[str, int]:
     return found
 
 
+def default_out(source: Source, image_id: str) -> Path:
+    """show/<id>.png, named by the dataset's own id (checked when read: a plain file name), never
+    by the text typed, so the PNG stays inside show/."""
+    split, row = find_image(source, image_id)
+    return Path("show") / f"{Path(source.ids(split)[row]).name.removesuffix('.jpg')}.png"
+
+
 def draw(
     image_id: str,
     source: Source,

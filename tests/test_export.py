@@ -136,7 +136,7 @@ def test_cli_uses_the_params_classes_and_raw_size(tmp_path) -> None:
 def test_ids_that_are_not_file_names_and_colliding_names_are_refused(tmp_path) -> None:
     empty = np.zeros((1, *SIZE), np.uint8)
     for ids, message in [
-        (["../up"], r"image id '../up' is not a file name"),
+        (["../up"], r"sub.csv line 2: image id '../up' holds a path separator"),
         (["a.png", "a.tif"], r"images 'a.png' and 'a.tif' would both be written to a.tif"),
     ]:
         write_masks_csv(tmp_path / "sub.csv", dict.fromkeys(ids, empty), ("cloud",))

@@ -83,11 +83,11 @@ def show(
 
     p = load_params(params)
     from cloudcli.data.sources import open_source
-    from cloudcli.show import cache_band_limits, default_prediction, draw
+    from cloudcli.show import cache_band_limits, default_out, default_prediction, draw
 
     source = open_source(p.data)  # validated once: on the real Kaggle set that reads train.csv
     if pred is None:
         pred = default_prediction(image_id, source, paths.SUBMISSION, Path("reports/predictions"))
     limits = cache_band_limits(paths.CACHE / "train" / "meta.json")  # 16-bit bands scaled as preprocess did
-    out = out or Path("show") / f"{image_id.removesuffix('.jpg')}.png"
+    out = out or default_out(source, image_id)
     print(draw(image_id, source, p.data.score_size, out, pred, truth, tile or p.report.tile, limits))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from cloudcli.config.schema import AugmentConfig, InferConfig, Size, _check
 from cloudcli.config.schema_post import ROUND_NAME, Params, PseudoConfig, RoundConfig
 from cloudcli.errors import ConfigError
+from cloudcli.names import model_name_problem
 
 
 def _check_combination(params: Params) -> None:
@@ -54,6 +55,13 @@ def _check_combination(params: Params) -> None:
             f"{m!r} is not ensemble or a segmentation model of cv.models or <pseudo model>@<round> "
             f"({', '.join(every_seg)})",
         )
+
+
+def check_names(params: Params) -> None:
+    """Model names become folders and shell words: each a plain name (cloudcli.names)."""
+    for name in params.models:
+        problem = model_name_problem(name)
+        _check(problem is None, "models:", f"{problem}")
 
 
 def report_names(params: Params, requested: list[str] | None) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from cloudcli.config.checks import _check_combination, check_square_augment
+from cloudcli.config.checks import _check_combination, check_names, check_square_augment
 from cloudcli.config.schema import CLASSIFIER_LOSSES, SEG_LOSSES, ModelEntry, NetworkConfig, TrainConfig, _check
 from cloudcli.config.schema_post import EnsembleConfig, Params
 from cloudcli.errors import ConfigError
@@ -114,19 +114,51 @@ def override_ensemble(
     return build(EnsembleConfig, raw, "ensemble.")
 
 
+def _read_params(path: Path) -> Any:
+    """The parsed params file; each way a file fails to be YAML is one line naming the file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the repository root or pass --params") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; --params takes the params file, e.g. params.yaml") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the params file ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: byte 0x{data[e.start]:02x} is not UTF-8; save the file as UTF-8"
+        ) from None
+    try:
+        raw = read_yaml(text)
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, most control characters)
+        line = text[: e.position].count("\n") + 1
+        char = chr(e.character) if isinstance(e.character, int) else e.character
+        raise ConfigError(f"{path}: not valid YAML: line {line}: character {char!r} is not allowed") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {where}{e.problem or e.context}".replace("\n", " ")) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid params: lists or mappings nested too deeply") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; it holds the sections of params.yaml (data, preprocess, ...)")
+    return raw
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate the whole params file; errors name the file and the key."""
     path = Path(path)
-    try:
-        raw = read_yaml(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; run from the repository root or pass --params") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    raw = _read_params(path)
     try:
         params = build(Params, raw, "")
+        check_names(params)  # before a name reaches a path or a message
         for name in params.models:  # overrides are checked now, not when the model trains
             resolve_model(name, params.network, params.train, params.models)
         trained = [resolve_model(m, params.network, params.train, params.models) for m in params.cv.models]
@@ -212,4 +244,5 @@ def _scalar(tp: type, value: Any, key: str) -> Any:
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    text = repr(value)
+    return f"{text if len(text) <= 80 else text[:77] + '...'} ({type(value).__name__})"

@@ -6,20 +6,41 @@ Every key must be present and of the declared type (cloudcli.config.loader build
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from cloudcli import CLASSES
 from cloudcli.errors import ConfigError
+from cloudcli.names import class_name_problem
 
 Size = tuple[int, int]  # (height, width) in pixels
 SEG_LOSSES = ("bce", "kl", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
 CLASSIFIER_LOSSES = ("bce", "bce_balanced")
 
 
+SEED_MAX = 2**32 - 1  # numpy's and the samplers' seeds are unsigned 32-bit
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}")
+
+
+def _check_range(value: float, key: str, low: float, high: float, closed: str = "[]") -> None:
+    """`value` within low..high, each end included ("[") or not ("("); the message names the range."""
+    above = low <= value if closed[0] == "[" else low < value
+    below = value <= high if closed[1] == "]" else value < high
+    _check(above and below, key, f"must be in {closed[0]}{low}, {high}{closed[1]}, got {value}")
+
+
+def _check_distinct(values: tuple, key: str, example: str) -> None:
+    """A non-empty list without repeats (a stage loops over it, dvc.yaml makes a stage of each)."""
+    _check(
+        len(values) >= 1 and len(set(values)) == len(values),
+        key,
+        f"must list at least one value, each once, e.g. {example}; got {list(values)}",
+    )
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,8 @@ class DataConfig:
                 "data.classes",
                 f"must list 1 to 8 distinct names without '_', got {list(self.classes)}",
             )
+            for c in self.classes:
+                _check(class_name_problem(c) is None, "data.classes", f"{class_name_problem(c)}")
         _check(
             self.kind != "chips" or bool(self.bands),
             "data.bands",
@@ -66,6 +89,13 @@ class DataConfig:
             "data.band_percentiles",
             f"must be [low, high] with 0 <= low < high <= 100, got {[low, high]}",
         )
+        _check(
+            self.metadata is None or _plain_file(self.metadata),
+            "data.metadata",
+            f"must name a CSV file in data.raw (no folder part, not hidden), e.g. metadata.csv; got {self.metadata!r}",
+        )
+        if self.nodata is not None:
+            _check_range(self.nodata, "data.nodata", 0, 65535)  # a uint8 or uint16 band value
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,7 @@ class FoldConfig:
     def __post_init__(self) -> None:
         _check(self.n_splits >= 2, "fold.n_splits", f"must be >= 2, got {self.n_splits}")
         _check(self.bins >= 2, "fold.bins", f"must be >= 2, got {self.bins}")
+        _check_range(self.seed, "fold.seed", 0, SEED_MAX)
         _check(
             len(set(self.stratify)) == len(self.stratify),
             "fold.stratify",
@@ -107,6 +138,13 @@ class NetworkConfig:
     encoder: str  # smp encoder name, or a timm one as "tu-<name>"
     encoder_weights: str | None  # null: random init (offline); "imagenet": downloaded on first use
     freeze_encoder_stages: int  # freeze the first N encoder stages (0 = train everything)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.freeze_encoder_stages >= 0,
+            "network.freeze_encoder_stages",
+            f"must be >= 0 (0 = train every stage), got {self.freeze_encoder_stages}",
+        )
 
 
 @dataclass(frozen=True)
@@ -137,8 +175,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "accumulate", "restart_epochs", "processes"):
             _check(getattr(self, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(0 < self.lr < math.inf, "train.lr", f"must be > 0 (and finite), got {self.lr}")
         _check(self.workers >= 0, "train.workers", f"must be >= 0, got {self.workers}")
+        for key in ("encoder_lr_mult", "weight_decay", "clip_grad"):
+            _check_range(getattr(self, key), f"train.{key}", 0.0, math.inf, "[)")
+        _check_range(self.momentum, "train.momentum", 0.0, 1.0, "[)")
+        _check_range(self.plateau_factor, "train.plateau_factor", 0.0, 1.0, "()")
+        _check(self.plateau_patience >= 0, "train.plateau_patience", f"must be >= 0, got {self.plateau_patience}")
+        _check_range(self.seed, "train.seed", 0, SEED_MAX)
         _check(self.ema is None or 0 < self.ema < 1, "train.ema", f"must be in (0, 1) or null, got {self.ema}")
         if self.input_size is not None:
             h, w = self.input_size
@@ -163,9 +207,17 @@ class AugmentConfig:
     rotate90: float = 0.0  # rotate by 0, 90, 180 or 270 degrees (square inputs only)
 
     def __post_init__(self) -> None:
-        for key in ("transpose", "rotate90"):
+        for key in PROBABILITIES:
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"augment.{key}", f"must be a probability in [0, 1], got {value}")
+        _check_range(self.shift_limit, "augment.shift_limit", 0.0, 1.0)
+        _check_range(self.scale_limit, "augment.scale_limit", 0.0, 1.0, "[)")
+        _check_range(self.rotate_limit, "augment.rotate_limit", 0.0, 180.0)
+
+
+PROBABILITIES = (  # the keys of AugmentConfig that are probabilities
+    "hflip", "vflip", "shift_scale_rotate", "grid_distortion", "brightness_contrast", "transpose", "rotate90",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -202,3 +254,12 @@ class InferConfig:
 class CvConfig:
     models: tuple[str, ...]  # models (keys of `models`) the pipeline trains
     folds: tuple[int, ...]  # folds trained for each model; a subset makes a quick experiment
+
+    def __post_init__(self) -> None:
+        _check_distinct(self.models, "cv.models", "[seg1, seg2]")
+        _check_distinct(self.folds, "cv.folds", "[0, 1, 2]")
+
+
+def _plain_file(name: str) -> bool:
+    """A file name without a folder part, not hidden: stays inside the folder it is joined to."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")

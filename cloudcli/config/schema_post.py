@@ -78,9 +78,9 @@ class TuneConfig:
             values = list(getattr(self, key))
             _check(len(values) >= 1 and min(values) >= 0, f"tune.{key}", f"must list values >= 0, got {values}")
         _check(
-            all(0.0 <= t < 1.0 for t in self.component_thresholds),
+            len(self.component_thresholds) >= 1 and all(0.0 <= t < 1.0 for t in self.component_thresholds),
             "tune.component_thresholds",
-            f"must list probabilities in [0, 1), got {list(self.component_thresholds)}",
+            f"must list probabilities in [0, 1), at least one, got {list(self.component_thresholds)}",
         )
 
 
@@ -106,6 +106,8 @@ class PseudoConfig:
             "pseudo.models",
             f"must list distinct models, got {list(self.models)}",
         )
+        shape = list(self.shape)
+        _check(len(set(shape)) == len(shape), "pseudo.shape", f"must list distinct models, got {shape}")
         for low, high in (("low", "high"), ("pixel_low", "pixel_high")):
             a, b = getattr(self, low), getattr(self, high)
             _check(
@@ -143,6 +145,7 @@ class ReportConfig:
             _check(getattr(self, key) >= 0, f"report.{key}", f"must be >= 0, got {getattr(self, key)}")
         _check(min(self.tile) >= 32, "report.tile", f"must be at least [32, 32] pixels, got {list(self.tile)}")
         _check(len(set(self.models)) == len(self.models), "report.models", f"must be distinct, got {list(self.models)}")
+        _check(bool(self.models), "report.models", "must name at least one report, e.g. [ensemble]")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from cloudcli.errors import DataError
+from cloudcli.names import image_id_problem
 
 ID_COLUMNS = ("image_id", "chip_id", "id")  # the id column of a metadata CSV (else its first column)
 DERIVED = ("coverage", "month")  # strata cloudcli computes: label area bins; month of a datetime column
@@ -51,6 +52,9 @@ def read_metadata(path: Path, ids: tuple[str, ...]) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable CSV ({str(e).strip()[:120]})") from None
     key = next((c for c in ID_COLUMNS if c in table.columns), table.columns[0])
+    for line, image_id in zip(range(2, len(table) + 2), table[key]):  # line 1 is the header
+        if problem := image_id_problem(image_id):
+            raise DataError(f"{path} line {line}: image id {image_id!r} (column {key}) {problem}; fix the row")
     dup = table[key][table[key].duplicated()]
     if len(dup):
         raise DataError(f"{path}: image {dup.iloc[0]} has more than one row (column {key})")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.errors import DataError
+from cloudcli.names import image_id_problem
 from cloudcli.rle import RleError, parse
 
 HEADER = ["Image_Label", "EncodedPixels"]
@@ -46,6 +47,7 @@ def read_labels(path: str | Path, raw_size: tuple[int, int] | None, classes: tup
             f"{path} line {row.line}: unknown class in {label!r}; expected '<image_id>_<Class>' "
             f"with Class one of {', '.join(classes)}"
         )
+    _check_ids(path, long)
     _check_four_rows(path, long, classes)
     if raw_size is not None:
         for row in long[long["rle"] != ""].itertuples():
@@ -65,6 +67,18 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: file not found; is the raw data folder (data.raw in params.yaml) right?") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable CSV ({str(e).strip()})") from None
+
+
+def _check_ids(path: Path, long: pd.DataFrame) -> None:
+    """Every image id a plain file name: nothing is read from outside the image folders."""
+    problems = long["image_id"].map(image_id_problem)
+    bad = problems[problems.notna()]
+    if len(bad):
+        row = long.loc[bad.index[0]]
+        raise DataError(
+            f"{path} line {row.line}: image id {row.image_id!r} {bad.iloc[0]}; fix or delete the row "
+            f"({len(bad)} row(s) affected)"
+        )
 
 
 def _check_four_rows(path: Path, long: pd.DataFrame, classes: tuple[str, ...]) -> None:

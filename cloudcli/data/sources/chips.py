@@ -14,6 +14,7 @@ import numpy as np
 from cloudcli.config import DataConfig
 from cloudcli.data.sources.base import Source, index_to_masks, read_tiff
 from cloudcli.errors import DataError
+from cloudcli.names import image_id_problem
 
 CHIPS_DIRS = {"train": "train_features", "test": "test_features"}
 CHIPS_LABELS = {"train": "train_labels", "test": "test_labels"}
@@ -70,6 +71,8 @@ def _chip_ids(folder: Path, bands: tuple[str, ...]) -> tuple[str, ...]:
     if not ids:
         raise DataError(f"{folder}: no chip folders")
     for chip in ids:
+        if problem := image_id_problem(chip):
+            raise DataError(f"{folder / chip}: a chip id (its folder's name) that {problem}; rename or move it")
         missing = [b for b in bands if not (folder / chip / f"{b}.tif").is_file()]
         if missing:
             raise DataError(

@@ -23,6 +23,7 @@ from cloudcli.data.sources.base import (
     read_tiff,
 )
 from cloudcli.errors import DataError
+from cloudcli.names import image_id_problem
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,11 @@ def _image_ids(folder: Path) -> tuple[str, ...]:
     """The image stems of one split's images/ folder."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found; an image_mask dataset has train/images, train/masks, test/images")
-    ids = tuple(sorted(p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    for path in files:
+        if problem := image_id_problem(path.stem):
+            raise DataError(f"{path}: an image id (the file's stem {path.stem!r}) that {problem}; rename or move it")
+    ids = tuple(p.stem for p in files)
     if not ids:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTS)})")
     return ids

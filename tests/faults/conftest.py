@@ -1,0 +1,41 @@
+"""What every fault case checks: exit 1, one line on stderr naming the file, row or key, no
+traceback, and the project folder byte-identical (nothing written, nothing half-written)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes) and every folder (-> b"<dir>")."""
+    return {str(p.relative_to(folder)): b"<dir>" if p.is_dir() else p.read_bytes() for p in folder.rglob("*")}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 1 and one line on stderr holding every needle; returns the line."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == 1, output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.fixture
+def fails_cleanly() -> Callable[..., str]:
+    """`fails_cleanly(folder, run, *needles)`: `run()` (a CompletedProcess) ends in one line holding
+    every needle, and `folder` is byte-identical afterwards; returns the line."""
+
+    def check(folder: Path, run: Callable[[], subprocess.CompletedProcess], *needles: str) -> str:
+        before = snapshot(folder)
+        line = assert_one_line_error(run(), *needles)
+        assert snapshot(folder) == before, "the failed command changed the project folder"
+        return line
+
+    return check
