@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from cloudcli.errors import DataError
 from cloudcli.names import image_id_problem
@@ -30,6 +29,8 @@ def make_folds(present: np.ndarray, n_splits: int, seed: int, groups: pd.DataFra
         labels = np.hstack([labels, pd.get_dummies(groups.astype(str)).to_numpy(np.int64)])
     if labels.shape[1] == 1:  # one class: iterstrat wants several label columns; its complement adds nothing
         labels = np.hstack([labels, 1 - labels])
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
     folds = np.full(n, -1, dtype=np.int64)
     splitter = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for k, (_, valid) in enumerate(splitter.split(np.zeros((n, 1)), labels)):
@@ -41,6 +42,66 @@ def make_folds(present: np.ndarray, n_splits: int, seed: int, groups: pd.DataFra
             f"({n} images, fold.n_splits = {n_splits}); lower fold.n_splits in params.yaml"
         )
     return folds
+
+
+def read_folds(path: Path, ids: list[str] | tuple[str, ...], need: tuple[int, ...] = ()) -> np.ndarray:
+    """(N,) int64 fold of each of `ids` from the folds table `cloudcli fold` wrote: a row per id,
+    and no other; folds numbered 0..K-1, each non-empty, holding every fold of `need` (cv.folds)."""
+    rerun = "rerun `cloudcli fold` (or `dvc repro fold`)"
+    table = _read_folds_csv(Path(path), rerun)
+    bad = table[~table["fold"].str.fullmatch(r"[0-9]{1,6}")]
+    if len(bad):
+        raise DataError(f"{path} line {bad.index[0]}: fold {bad['fold'].iloc[0][:40]!r} is not a fold number; {rerun}")
+    dup = table[table["image_id"].duplicated()]
+    if len(dup):
+        raise DataError(f"{path} line {dup.index[0]}: image {dup['image_id'].iloc[0]!r} has a second row; {rerun}")
+    fold_of = pd.Series(table["fold"].astype(np.int64).to_numpy(), index=table["image_id"].to_numpy())
+    _same_ids(path, set(fold_of.index), set(ids), rerun)
+    present = set(fold_of.tolist())
+    if max(present) != len(present) - 1:  # K folds numbered 0..K-1, none empty
+        gap = min(set(range(len(present))) - present)
+        raise DataError(f"{path}: fold {max(present)} but no image in fold {gap}: folds count from 0; {rerun}")
+    absent = [k for k in need if k not in present]
+    if absent:
+        raise DataError(
+            f"{path}: fold {absent[0]} has no images (folds 0..{max(present)}); check cv.folds against fold.n_splits "
+            f"in params.yaml, then {rerun}"
+        )
+    return fold_of.loc[list(ids)].to_numpy()
+
+
+def _same_ids(path: Path, listed: set[str], ids: set[str], rerun: str) -> None:
+    missing, extra = ids - listed, listed - ids
+    if missing:
+        raise DataError(f"{path}: no fold for {len(missing)} training images, e.g. {min(missing)!r}; {rerun}")
+    if extra:
+        raise DataError(
+            f"{path}: {len(extra)} images that are not training images (of the cache), e.g. {min(extra)!r}: "
+            f"made from other data? {rerun}"
+        )
+
+
+def _read_folds_csv(path: Path, rerun: str) -> pd.DataFrame:
+    """The folds table as text, indexed by CSV line number."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected the folds table (image_id,fold); {rerun}")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run `cloudcli fold` (or `dvc repro fold`) first") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file; {rerun}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:120]}); {rerun}") from None
+    for column in ("image_id", "fold"):
+        if column not in table.columns:
+            raise DataError(
+                f"{path}: no column {column!r} (columns: {', '.join(map(str, table.columns))[:80]}); {rerun}"
+            )
+    if table.empty:
+        raise DataError(f"{path}: no rows; {rerun}")
+    table.index = np.arange(len(table)) + 2  # CSV line numbers: line 1 is the header
+    return table
 
 
 def read_metadata(path: Path, ids: tuple[str, ...]) -> pd.DataFrame:

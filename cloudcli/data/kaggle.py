@@ -18,6 +18,7 @@ from cloudcli.rle import RleError, parse
 
 HEADER = ["Image_Label", "EncodedPixels"]
 TRAIN_CSV, SUBMISSION_CSV, TEST_TRUTH_CSV = "train.csv", "sample_submission.csv", "test_truth.csv"
+RAW_CSVS = (TRAIN_CSV, SUBMISSION_CSV, TEST_TRUTH_CSV)
 IMAGE_DIRS = {"train": "train_images", "test": "test_images"}
 
 
@@ -27,7 +28,8 @@ def read_labels(path: str | Path, raw_size: tuple[int, int] | None, classes: tup
     path = Path(path)
     frame = _read_csv(path)
     if list(frame.columns) != HEADER:
-        raise DataError(f"{path}: expected header {','.join(HEADER)!r}, got {','.join(map(str, frame.columns))!r}")
+        got = _one_line(",".join(map(str, frame.columns)))
+        raise DataError(f"{path}: expected header {','.join(HEADER)!r}, got {got!r}")
     if frame.empty:
         raise DataError(f"{path}: no label rows")
     split = frame["Image_Label"].str.rsplit("_", n=1, expand=True).reindex(columns=[0, 1])
@@ -59,14 +61,28 @@ def read_labels(path: str | Path, raw_size: tuple[int, int] | None, classes: tup
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a Kaggle-format CSV ({','.join(HEADER)})")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-        frame.index = np.arange(len(frame)) + 2  # CSV line numbers: line 1 is the header
-        return frame[(frame != "").any(axis=1)]  # drop blank lines, keep the numbering
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found; is the raw data folder (data.raw in params.yaml) right?") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a readable CSV ({str(e).strip()})") from None
+        hint = "; is the raw data folder (data.raw in params.yaml) right?" if path.name in RAW_CSVS else ""
+        raise DataError(f"{path}: file not found{hint}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file; expected the header {','.join(HEADER)!r} and a row per label") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable CSV ({_one_line(e)})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the extra first field as an index
+        raise DataError(f"{path} line 2: more fields than the header's {len(frame.columns)}; remove the extra commas")
+    frame.index = np.arange(len(frame)) + 2  # CSV line numbers: line 1 is the header
+    return frame[(frame != "").any(axis=1)]  # drop blank lines, keep the numbering
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _check_ids(path: Path, long: pd.DataFrame) -> None:

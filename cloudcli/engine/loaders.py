@@ -17,6 +17,7 @@ from cloudcli.data.dataset import (
     ShardSampler,
     build_transform,
 )
+from cloudcli.data.folds import read_folds
 from cloudcli.data.pseudo import PseudoSet, read_pseudo
 from cloudcli.engine.distributed import Context
 from cloudcli.errors import DataError
@@ -26,23 +27,8 @@ from cloudcli.parallel import worker_cap
 
 def split_indices(cache_train_ids: list[str], folds_csv: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, valid rows) of the cache for `fold`, from the folds table."""
-    import pandas as pd
-
-    table = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
-    missing = set(cache_train_ids) - set(table.index)
-    if missing:
-        raise DataError(
-            f"{folds_csv}: {len(missing)} cached images have no fold (e.g. {sorted(missing)[0]}); "
-            "rerun `dvc repro fold`"
-        )
-    folds = table.loc[cache_train_ids].to_numpy()
-    valid = np.flatnonzero(folds == fold)
-    if len(valid) == 0:
-        raise DataError(
-            f"{folds_csv}: fold {fold} has no images (folds present: {sorted(set(folds))}); "
-            "check cv.folds against fold.n_splits"
-        )
-    return np.flatnonzero(folds != fold), valid
+    folds = read_folds(folds_csv, cache_train_ids, need=(fold,))
+    return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
 
 
 def pseudo_set(folder: Path, cache: Cache, fold: int | None = None) -> PseudoSet:

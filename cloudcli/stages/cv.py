@@ -15,6 +15,7 @@ import pandas as pd
 
 from cloudcli import paths
 from cloudcli.config import CvConfig, ModelEntry
+from cloudcli.data.folds import read_folds
 from cloudcli.errors import DataError
 from cloudcli.io import write_json
 from cloudcli.metrics import sums_report
@@ -77,6 +78,6 @@ def round_or_none(value: float | None) -> float | None:
 def all_empty_dice(cache: Path, folds_csv: Path, folds: tuple[int, ...]) -> float:
     """Dice of predicting every mask empty on the validation rows of `folds`: the empty-row share."""
     presence = pd.read_csv(cache / "train" / "index.csv", dtype={"image_id": str}).set_index("image_id")
-    fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
-    rows = presence.loc[fold_of[fold_of.isin(folds)].index]
+    fold_of = read_folds(folds_csv, list(presence.index), need=tuple(folds))
+    rows = presence[np.isin(fold_of, folds)]
     return float((rows.to_numpy() == 0).mean())

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
+from cloudcli.data.folds import read_folds
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict_folds, to_uint8
 from cloudcli.errors import ConfigError
@@ -78,8 +79,7 @@ def _load_fold_nets(model: str, models_dir: Path, cv: CvConfig, cfg: InferConfig
 
 def _oof_rows(cache: Cache, folds_csv: Path, cv: CvConfig) -> tuple[np.ndarray, np.ndarray]:
     """The fold of every cache training row, and the rows predicted out of fold (in cv.folds)."""
-    fold_of = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
-    folds = fold_of.loc[list(cache.train["image_id"])].to_numpy()
+    folds = read_folds(folds_csv, list(cache.train["image_id"]), need=tuple(cv.folds))
     return folds, np.flatnonzero(np.isin(folds, cv.folds))
 
 

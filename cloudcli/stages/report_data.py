@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.config import DataConfig
+from cloudcli.data.folds import read_folds
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
@@ -77,10 +78,8 @@ def data_summary(areas: pd.DataFrame, folds: pd.DataFrame) -> dict:
 def run(data: DataConfig, folds_csv: Path, out: Path) -> dict:
     """Write the data report to `out` (replaced whole) and return its numbers."""
     areas = label_table(open_source(data, labels_only=True))
-    try:
-        folds = pd.read_csv(folds_csv, dtype={"image_id": str})
-    except FileNotFoundError:
-        raise DataError(f"{folds_csv}: missing; run `dvc repro fold` (or `cloudcli fold`) first") from None
+    ids = list(areas.index)
+    folds = pd.DataFrame({"image_id": ids, "fold": read_folds(folds_csv, ids)})  # checked: a fold per image
     summary = data_summary(areas, folds)
     with atomic_path(out, is_dir=True) as tmp:
         _write_data_tables(tmp, summary)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from cloudcli.config import DataConfig, ReportConfig, TuneConfig
 from cloudcli.data.cache import BITS, open_cache, unpack_masks
+from cloudcli.data.folds import read_folds
 from cloudcli.data.kaggle import read_labels, to_wide
 from cloudcli.data.predictions import model_folder, oof_truth, read_masks, read_meta
 from cloudcli.data.sources import Source, open_source
@@ -73,7 +74,8 @@ def run(
         subject = tuned_pipeline(thresholds, cache, submission, data, cfg.test_images)
     else:
         subject = model_subject(model_folder(name, predictions), name, cache, tune)
-    folds = pd.read_csv(folds_csv, dtype={"image_id": str}).set_index("image_id")["fold"]
+    train_ids = list(cache.train["image_id"])
+    folds = pd.Series(read_folds(folds_csv, train_ids), index=train_ids)
     inter, area, t_area, rles = _counts(name, subject, len(classes))
     per_map = dice_from_counts(inter, area, t_area)  # (N, C)
     report = metric_report(metric, inter, area, t_area, classes)
