@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import read_labels, to_wide
@@ -61,6 +60,8 @@ def draw(
     if truth and split == "train":
         true_masks = np.stack([resize_mask(m, score_size) for m in source.masks(split, row)])
     pred = None
+    if pred_csv is not None and Path(pred_csv).is_dir():
+        raise DataError(f"{pred_csv}: is a folder (--pred); give a Kaggle-format CSV of predicted masks")
     if pred_csv is not None and not Path(pred_csv).is_file():
         raise DataError(f"{pred_csv}: file not found (--pred); give a Kaggle-format CSV of predicted masks")
     if pred_csv is not None:
@@ -81,23 +82,17 @@ def default_prediction(image_id: str, source: Source, submission: Path, reports:
     path = submission if split == "test" else reports / "ensemble" / "oof_masks.csv"
     if not path.is_file():
         return None
-    labels = pd.read_csv(path, usecols=["Image_Label"], dtype=str)["Image_Label"]
-    return path if labels.str.startswith(f"{source.ids(split)[row]}_").any() else None
+    labels = read_labels(path, None, source.classes)  # a malformed file fails here, naming its line
+    return path if (labels["image_id"] == source.ids(split)[row]).any() else None
 
 
 def _masks_of(csv: Path, image_id: str, size: tuple[int, int], classes: tuple[str, ...]) -> np.ndarray | None:
     """(C, H, W) masks of one image from a Kaggle-format CSV of masks at `size`; None if the file
-    has no row for it."""
-    wide = to_wide(read_labels(csv, None, classes), classes)
+    has no row for it. The whole file is checked (rows, classes, every RLE inside `size`)."""
+    wide = to_wide(read_labels(csv, size, classes), classes)
     if image_id not in wide.index:
         return None
-    masks = []
-    for c, rle in zip(classes, wide.loc[image_id]):
-        try:
-            masks.append(decode(rle, size))
-        except ValueError as e:
-            raise DataError(f"{csv} ({image_id}_{c}): malformed RLE for a {size[0]}x{size[1]} image: {e}") from None
-    return np.stack(masks)
+    return np.stack([decode(rle, size) for rle in wide.loc[image_id]])
 
 
 def cache_band_limits(meta: Path) -> list | None:

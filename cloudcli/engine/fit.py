@@ -60,9 +60,9 @@ def fit(
         torch.use_deterministic_algorithms(True, warn_only=True)
     loss_fn = build_loss(spec.role, spec.loss)
     cache = open_cache(cache_dir)  # meta and tables only: bands and classes size the network
+    train_idx, valid_idx = split_indices(list(cache.train["image_id"]), folds_csv, fold)  # before any download
     net = build_network(spec.role, spec.network, cache.channels, len(cache.classes))  # may download weights
     frozen = freeze_encoder_stages(net, spec.network.freeze_encoder_stages)
-    train_idx, valid_idx = split_indices(list(cache.train["image_id"]), folds_csv, fold)
     pseudo = None if pseudo_dir is None else pseudo_set(pseudo_dir, cache, fold)
     loaders = build_loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo)
     settings = _settings(spec, augment, fold, cache, train_idx, valid_idx, frozen, pseudo)

@@ -39,9 +39,9 @@ def run(
 ) -> None:
     device = pick_device(cfg.device)
     cache = open_cache(cache_dir)
+    folds, oof_rows = _oof_rows(cache, folds_csv, cv)  # checked before any model loads
     fold_nets = _load_fold_nets(model, models_dir, cv, cfg, device)
     settings = fold_nets[0][1]
-    folds, oof_rows = _oof_rows(cache, folds_csv, cv)
     score_size = cache.score_size
     info(
         f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
