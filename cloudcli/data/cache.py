@@ -140,6 +140,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype={"image_id": str})
     except FileNotFoundError:
         raise _missing(path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: damaged ({' '.join(str(e).split())[:100]}); rerun `dvc repro preprocess`") from None
 
 
 def _read_json(path: Path) -> dict:
@@ -147,6 +149,8 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise _missing(path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); rerun `dvc repro preprocess`") from None
 
 
 def open_cache(folder: str | Path) -> Cache:

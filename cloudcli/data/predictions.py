@@ -41,10 +41,7 @@ def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
 
 def classes_of(folder: Path) -> tuple[str, ...]:
     """Class names of a prediction folder, as infer recorded them."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except FileNotFoundError:
-        raise _missing(folder / "meta.json", "infer") from None
+    meta = read_meta(folder)
     if "classes" not in meta:
         raise DataError(f"{folder / 'meta.json'}: no classes; rerun `dvc repro infer`")
     return tuple(meta["classes"])
@@ -68,8 +65,10 @@ def read_thresholds(path: Path) -> dict:
         chosen = json.loads(path.read_text())
     except FileNotFoundError:
         raise _missing(path, "tune") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e}); rerun `dvc repro tune`") from None
+    if not isinstance(chosen, dict):
+        raise DataError(f"{path}: not a JSON object; rerun `dvc repro tune`")
     missing = [k for k in THRESHOLD_KEYS if k not in chosen]
     if missing:
         raise DataError(
@@ -101,9 +100,14 @@ def model_folder(name: str, predictions: Path = paths.PREDICTIONS) -> Path:
 
 def read_meta(folder: Path) -> dict:
     try:
-        return json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text())
     except FileNotFoundError:
         raise _missing(folder / "meta.json", "infer") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{folder / 'meta.json'}: not valid JSON ({e}); rerun `dvc repro infer`") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{folder / 'meta.json'}: not a JSON object; rerun `dvc repro infer`")
+    return meta
 
 
 def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[np.ndarray]]:

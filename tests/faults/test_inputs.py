@@ -198,3 +198,32 @@ def test_folds_read_in_the_order_asked(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_folds(tmp_path / "folds.csv", ["d", "c", "b", "a"]), [0, 2, 0, 1])
     with pytest.raises(DataError, match="fold 3 has no images"):
         read_folds(tmp_path / "folds.csv", ["a", "b", "c", "d"], need=(0, 3))
+
+
+# ------------------------------------------------------------------------- damaged JSON and tables
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"[1, 2]"])
+def test_damaged_prediction_meta(content: bytes, tmp_path: Path) -> None:
+    from cloudcli.data.predictions import classes_of, read_thresholds
+
+    (tmp_path / "meta.json").write_bytes(content)
+    with pytest.raises(DataError, match=r"meta.json: not (valid JSON|a JSON object).*dvc repro infer"):
+        classes_of(tmp_path)
+    (tmp_path / "thresholds.json").write_bytes(content)
+    with pytest.raises(DataError, match=r"thresholds.json: not (valid JSON|a JSON object).*dvc repro tune"):
+        read_thresholds(tmp_path / "thresholds.json")
+
+
+@pytest.mark.parametrize(("name", "content"), [("meta.json", b"{"), ("index.csv", b""), ("index.csv", b"\xff\xd8")])
+def test_damaged_cache_tables(name: str, content: bytes, tiny_cache: Path, tmp_path: Path) -> None:
+    from cloudcli.data.cache import open_cache
+
+    shutil.copytree(
+        tiny_cache / "artifacts" / "preprocessed" / "train",
+        tmp_path / "train",
+        ignore=lambda *_: ["images.npy", "masks.npy", "truth.npy"],
+    )
+    (tmp_path / "train" / name).write_bytes(content)
+    with pytest.raises(DataError, match=rf"train/{name}: (not valid JSON|damaged).*dvc repro preprocess"):
+        open_cache(tmp_path)
