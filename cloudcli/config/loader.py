@@ -116,6 +116,8 @@ def override_ensemble(
 
 def _read_params(path: Path) -> Any:
     """The parsed params file; each way a file fails to be YAML is one line naming the file."""
+    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO or a device would block or never end
+        raise ConfigError(f"{path}: not a regular file; --params takes the params file, e.g. params.yaml")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -12,7 +12,10 @@ import pytest
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` (relative path -> bytes) and every folder (-> b"<dir>")."""
-    return {str(p.relative_to(folder)): b"<dir>" if p.is_dir() else p.read_bytes() for p in folder.rglob("*")}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" if p.is_dir() else b"<special>"
+        for p in folder.rglob("*")
+    }
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:

@@ -3,6 +3,7 @@ one line naming the file and the key, before any data is read or anything writte
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,13 @@ def test_unreadable_params_file(case: str, command: list[str], tmp_path: Path, f
         content = content() if callable(content) else content
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
     fails_cleanly(tmp_path, lambda: cloudcli_here(*command, "--params", "bad.yaml", cwd=tmp_path), *needles)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_given_as_params_is_refused_without_blocking(tmp_path: Path, fails_cleanly) -> None:
+    os.mkfifo(tmp_path / "pipe.yaml")  # opening it for reading would wait for a writer for ever
+    run = lambda: cloudcli_here("fold", "--params", "pipe.yaml", cwd=tmp_path)  # noqa: E731
+    fails_cleanly(tmp_path, run, "pipe.yaml", "not a regular file")
 
 
 def test_missing_params_file(tmp_path: Path, fails_cleanly) -> None:
