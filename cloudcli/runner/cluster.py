@@ -75,18 +75,18 @@ def check_working_copy(root: Path, steps: list[Step]) -> str:
 
 
 def _untracked_inputs(root: Path, names: list[str]) -> list[tuple[str, str]]:
-    from cloudcli.runner.plan import open_repo
+    from cloudcli.runner.plan import holder, open_repo
 
     tracked = set(_git(root, "ls-files", "-z").stdout.split("\0"))
     repo = open_repo(root)
     try:
-        outs = [o for o in repo.index.outs]
+        outs = list(repo.index.outs)
         found = []
         for stage in repo.index.stages:
             if stage.addressing not in names:
                 continue
             for dep in stage.deps:
-                if dep.protocol != "local" or any(o.fs.isin_or_eq(dep.fs_path, o.fs_path) for o in outs):
+                if dep.protocol != "local" or holder(outs, dep.fs_path) is not None:
                     continue
                 rel = os.path.relpath(dep.fs_path, root)
                 if rel not in tracked and not any(t.startswith(rel.rstrip("/") + "/") for t in tracked):

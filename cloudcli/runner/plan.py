@@ -127,6 +127,11 @@ def remote_of(root: Path) -> tuple[str, dict] | None:
         repo.close()
 
 
+def holder(outs, path: str):
+    """The DVC output among `outs` that `path` (a file system path) is or lies in; None if none."""
+    return next((o for o in outs if o.fs.isin_or_eq(path, o.fs_path)), None)
+
+
 def push_inputs(root: Path, name: str, remote: str) -> int:
     """Push to `remote` the DVC-tracked data stage `name` reads (the outputs, and .dvc-tracked
     data, its deps lie in), so a worker elsewhere can pull them; the number of files sent."""
@@ -134,12 +139,8 @@ def push_inputs(root: Path, name: str, remote: str) -> int:
     try:
         stage = next(s for s in repo.index.stages if s.addressing == name)
         outs = [o for o in repo.index.outs if o.use_cache]
-        targets = {
-            str(Path(o.fs_path).relative_to(root))
-            for d in stage.deps
-            for o in outs
-            if o.fs.isin_or_eq(d.fs_path, o.fs_path)
-        }
+        held = [holder(outs, d.fs_path) for d in stage.deps]
+        targets = {str(Path(o.fs_path).relative_to(root)) for o in held if o is not None}
         return repo.push(targets=sorted(targets), remote=remote) if targets else 0
     finally:
         repo.close()
