@@ -1,16 +1,73 @@
-"""Atomic writes: an output appears whole or not at all, never half-written."""
+"""Atomic writes: an output appears whole or not at all, never half-written, and the output it
+replaces stays whole until the new one takes its place.
+
+Each output is written to a temporary sibling (`.NAME.PID.XXXX.tmp`), then swapped in: a file by
+one rename, a folder by one exchange of the two names (Linux renameat2 RENAME_EXCHANGE; elsewhere
+the old folder is moved aside first). A process killed while writing leaves its temporary sibling,
+which the next write of the same output removes. Several outputs written in one `atomic_paths`
+block are swapped in only once every one of them is written.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names `a` and `b` in one step; False where the system or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_stale(path: Path) -> None:
+    """Temporary siblings of `path` left by writers that were killed (their process is gone)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _swap_in(new: Path, path: Path, holder: Path) -> None:
+    """`new` takes the place of `path`; whatever `path` was ends up inside `holder` (removed later)."""
+    if path.is_dir() and not path.is_symlink() and new.is_dir():
+        if _exchange(new, path):
+            return
+        os.rename(path, holder / "old")  # no exchange here: moved aside, so a kill leaves it findable
+    elif path.is_dir() and not path.is_symlink():
+        os.rename(path, holder / "old")
+    elif new.is_dir() and (path.exists() or path.is_symlink()):
+        path.unlink()
+    os.replace(new, path)
 
 
 @contextmanager
@@ -18,20 +75,24 @@ def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to write; it replaces `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    target = tmp if is_dir else tmp / path.name
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output should not be
+    _drop_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    target = tmp / "new"  # made with the umask's permissions (mkdtemp makes its folder private)
     try:
+        if is_dir:
+            target.mkdir()
         yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        os.replace(target, path)
+        _swap_in(target, path, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_paths(*paths: tuple[str | Path, bool]) -> Iterator[list[Path]]:
+    """`atomic_path` for several outputs, given as (path, is_dir): one temporary target each, all
+    swapped in once the block has written every one (none if it fails)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(path, is_dir=is_dir)) for path, is_dir in paths]
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -66,7 +66,8 @@ def train(
 ) -> None:
     """Train one model on one fold; resumes from its last completed epoch if interrupted.
 
-    Writes config.json, then best.pt and summary.json when it ends, and DVCLive curves. The state
+    Writes config.json, best.pt and summary.json when it ends (an earlier run's stay until then),
+    and DVCLive curves as it goes. The state
     to resume from (last.pt after every epoch) is kept under .cloudcli/resume/ (or
     $CLOUDCLI_RESUME_DIR), keyed by the run's settings, until the run ends. Under
     `torchrun --nproc_per_node=N` it trains with DistributedDataParallel. With --round (or

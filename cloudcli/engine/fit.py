@@ -1,10 +1,10 @@
 """Train one model on one fold: seed, load the fold, build the network, run the loop, write the results.
 
-Writes to `out`: config.json (resolved config, versions) at the start; best.pt (weights of the best
-epoch by the role's monitored metric) and summary.json once every epoch has run. Until then the
-training state lives in its resume folder (checkpoint.resume_dir: last.pt after every epoch, best.pt
-so far; last.pt holds the curves too), outside the stage's outputs: a run with the same settings resumes
-after its last completed epoch; the folder is removed when the run ends.
+Writes `out` once every epoch has run, replacing an earlier run's folder in one step: config.json
+(resolved config, versions), best.pt (weights of the best epoch by the role's monitored metric) and
+summary.json. Until then the training state lives in its resume folder (checkpoint.resume_dir: last.pt
+after every epoch, best.pt so far; last.pt holds the curves too), outside the stage's outputs: a run
+with the same settings resumes after its last completed epoch; the folder is removed when the run ends.
 
 The parts: loaders.py (the fold's data), loop.py (the epochs and optimiser steps), live.py
 (DVCLive curves and the per-epoch log line), checkpoint.py (last.pt, best.pt, resume).
@@ -31,7 +31,7 @@ from cloudcli.engine.live import open_live, restore_curves
 from cloudcli.engine.loaders import build_loaders, pseudo_set, split_indices
 from cloudcli.engine.loop import Trainer, build_trainer, run_epochs
 from cloudcli.engine.validate import MONITOR
-from cloudcli.io import private_dir, write_json
+from cloudcli.io import atomic_path, private_dir, write_json
 from cloudcli.models.factory import build_network, freeze_encoder_stages, normalization
 from cloudcli.models.losses import build_loss
 from cloudcli.ui import info
@@ -72,18 +72,17 @@ def fit(
     run_name = (f"{pseudo_dir.name}-" if pseudo_dir is not None else "") + f"{spec.name}-fold{fold}"
     work = resume_dir(states or resume_root(), run_name, config_hash)
     state = _start(work, restart, config_hash, trainer, live_dir, ctx.main)
-    if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
-        run = {"processes": ctx.world, "device": ctx.device.type}  # how it ran; not part of the resume check
-        write_json(out / "config.json", settings | run | {"versions": versions(), "config_sha1": config_hash})
     live = open_live(live_dir, resume=state.epoch >= 0) if ctx.main else None
     state = run_epochs(trainer, spec, loaders, cache, state, ctx, work, live, config_hash, settings)
     if live is not None:
         live.end()
     summary = _summary(spec, settings, state)
     if ctx.main:
-        shutil.move(work / "best.pt", out / "best.pt")
-        write_json(out / "summary.json", summary)
+        run = {"processes": ctx.world, "device": ctx.device.type}  # how it ran; not part of the resume check
+        with atomic_path(out, is_dir=True) as tmp:  # the three files replace an earlier run's at once
+            write_json(tmp / "config.json", settings | run | {"versions": versions(), "config_sha1": config_hash})
+            shutil.copyfile(work / "best.pt", tmp / "best.pt")
+            write_json(tmp / "summary.json", summary)
         drop_state(work)
     return summary
 

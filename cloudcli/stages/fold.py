@@ -10,7 +10,7 @@ import pandas as pd
 from cloudcli.config import DataConfig, FoldConfig
 from cloudcli.data.folds import group_balance, make_folds, read_metadata, strata
 from cloudcli.data.sources import open_source
-from cloudcli.io import write_csv, write_json
+from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.ui import info
 
 PARAMS = ("data", "fold")
@@ -23,7 +23,6 @@ def run(data: DataConfig, cfg: FoldConfig, out: Path, metrics: Path) -> None:
     metadata = None if where is None else read_metadata(where, source.train_ids)
     groups = strata(cfg.stratify, metadata, areas, cfg.bins, str(where)) if cfg.stratify else None
     folds = make_folds(present, cfg.n_splits, cfg.seed, groups)
-    write_csv(out, pd.DataFrame({"image_id": list(source.train_ids), "fold": folds}))
     classes = list(source.classes)
     table = pd.DataFrame(present, columns=classes).assign(fold=folds)
     share = table.groupby("fold")[classes].mean()  # (K, C) share of images with each class
@@ -35,6 +34,8 @@ def run(data: DataConfig, cfg: FoldConfig, out: Path, metrics: Path) -> None:
     }
     if groups is not None:
         report["max_group_share_gap"] = group_balance(groups, folds)
-    write_json(metrics, report)
+    with atomic_paths((out, False), (metrics, False)) as (out_tmp, metrics_tmp):  # both or neither
+        write_csv(out_tmp, pd.DataFrame({"image_id": list(source.train_ids), "fold": folds}))
+        write_json(metrics_tmp, report)
     balanced = f", balanced on {', '.join(cfg.stratify)}" if cfg.stratify else ""
     info(f"fold: {len(folds)} images in {cfg.n_splits} folds of {sizes.min()}..{sizes.max()} images{balanced} -> {out}")

@@ -16,7 +16,7 @@ from cloudcli.config import DataConfig, PreprocessConfig
 from cloudcli.data.cache import PARTS, array_path, pack_masks, resize_image, resize_mask
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
-from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.parallel import pmap
 from cloudcli.ui import info
 from cloudcli.versions import versions
@@ -68,7 +68,7 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
     }
     if source.has_test_truth:
         shapes["test_truth"] = (m, sh, sw)  # the demo's hidden test labels, for the test score
-    with atomic_path(out, is_dir=True) as tmp:
+    with atomic_paths((out, True), (metrics, False)) as (tmp, metrics_tmp):  # both or neither
         for name, shape in shapes.items():
             array_path(tmp, name).parent.mkdir(exist_ok=True)
             np.lib.format.open_memmap(array_path(tmp, name), mode="w+", dtype=np.uint8, shape=shape).flush()
@@ -83,7 +83,7 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
         write_csv(tmp / "test" / "index.csv", pd.DataFrame({"image_id": list(source.test_ids)}))
         for part in PARTS:
             write_json(tmp / part / "meta.json", _meta(source, data, cfg, shapes, tmp, part))
-    write_json(metrics, label_stats(areas > 0, m, source.classes))
+        write_json(metrics_tmp, label_stats(areas > 0, m, source.classes))
     info(f"preprocess: wrote {out}")
 
 

@@ -35,7 +35,7 @@ from cloudcli.config import PseudoConfig, RoundConfig
 from cloudcli.data.cache import open_cache, pack_masks, resize_mask, unpack_masks
 from cloudcli.data.predictions import aligned_masks, model_folder, oof_truth, read_classifier, read_meta
 from cloudcli.errors import DataError
-from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, row_counts, summarize
 from cloudcli.post.pseudo import fit_rules, rule_of, seg1_counts, select, soft_label
 from cloudcli.post.rules import postprocess
@@ -82,8 +82,10 @@ def run(
         f"pseudo round {name}: labels from "
         + ", ".join(str(f) for f in (sources.seg1, *sources.shape, sources.classifier) if f)
     )
-    report = label(cfg, sources, cache_dir, out)
-    write_json(metrics, {"round": name, "after": round_.after, "relabel": round_.relabel, **report})
+    with atomic_paths((out, True), (metrics, False)) as (out_tmp, metrics_tmp):  # both or neither
+        report = label(cfg, sources, cache_dir, out_tmp)
+        write_json(metrics_tmp, {"round": name, "after": round_.after, "relabel": round_.relabel, **report})
+    info(f"pseudo: wrote {out} ({len(report['folds'])} fold sets)")
     return report
 
 
@@ -99,7 +101,8 @@ class _Split:
 
 def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> dict:
     """Label the test images for every fold the labellers were trained on, the set of fold k in
-    `out`/fold<k>/ (see the module docstring for which models and rows make it); the report."""
+    `out`/fold<k>/ (see the module docstring for which models and rows make it; `out` is an empty
+    folder); the report."""
     cache = open_cache(cache_dir)
     oof, roles = _read_oof(sources)
     truth = oof_truth(cache, oof.ids, sources.seg1 / "oof.csv")
@@ -112,22 +115,20 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
             "leak-free labels"
         )
     reports: dict[str, dict] = {}
-    with atomic_path(out, is_dir=True) as tmp:
-        for k in trained:
-            name, first = f"fold{k}", f"fold{trained[0]}"
-            if cfg.labels == "mean" and reports:  # one set, made by every fold model, for every fold
-                shutil.copytree(tmp / first, tmp / name)
-                reports[name] = reports[first]
-                continue
-            rows = oof.folds != k if leak_free else np.ones(len(oof.folds), bool)
-            test = _read_test(sources, f"test_fold{k}" if cfg.labels == "fold" else "test")
-            fit = _Fit(truth, rows, *fit_rules(cfg, truth, oof.maps, roles, oof.classifier, rows, seg1))
-            reports[name] = _label_set(cfg, cache, sources, test, fit, tmp / name)
-            done = reports[name]
-            info(f"pseudo {name}: {done['images']} images kept, labels' OOF Dice {done['oof']['dice']:.4f}")
-        report = {"labels_from": cfg.labels, "leak_free": leak_free, **_mean(list(reports.values())), "folds": reports}
-        write_json(tmp / "meta.json", _round_meta(cfg, sources, report))
-    info(f"pseudo: wrote {out} ({len(trained)} fold sets)")
+    for k in trained:
+        name, first = f"fold{k}", f"fold{trained[0]}"
+        if cfg.labels == "mean" and reports:  # one set, made by every fold model, for every fold
+            shutil.copytree(out / first, out / name)
+            reports[name] = reports[first]
+            continue
+        rows = oof.folds != k if leak_free else np.ones(len(oof.folds), bool)
+        test = _read_test(sources, f"test_fold{k}" if cfg.labels == "fold" else "test")
+        fit = _Fit(truth, rows, *fit_rules(cfg, truth, oof.maps, roles, oof.classifier, rows, seg1))
+        reports[name] = _label_set(cfg, cache, sources, test, fit, out / name)
+        done = reports[name]
+        info(f"pseudo {name}: {done['images']} images kept, labels' OOF Dice {done['oof']['dice']:.4f}")
+    report = {"labels_from": cfg.labels, "leak_free": leak_free, **_mean(list(reports.values())), "folds": reports}
+    write_json(out / "meta.json", _round_meta(cfg, sources, report))
     return report
 
 

@@ -17,7 +17,7 @@ from cloudcli.data.cache import open_cache, unpack_masks
 from cloudcli.data.kaggle import SUBMISSION_CSV, read_labels, to_wide
 from cloudcli.data.sources import classes_of
 from cloudcli.errors import DataError
-from cloudcli.io import write_csv, write_json
+from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import metric_report, row_counts
 from cloudcli.post.tuned import Tuned, load_tuned
 from cloudcli.rle import decode, encode
@@ -36,12 +36,13 @@ def run(data: DataConfig, thresholds: Path, cache_dir: Path, out: Path, metrics:
     if missing:
         test_csv = Path(tuned.chosen["seg1"]) / "test.csv"
         raise DataError(f"{test_csv}: no prediction for {sorted(missing)[0]}; rerun infer")
-    write_csv(out, pd.DataFrame({"Image_Label": labels, "EncodedPixels": [rles[k] for k in labels]}))
+    with atomic_paths((out, False), (metrics, False)) as (out_tmp, metrics_tmp):  # both or neither
+        write_csv(out_tmp, pd.DataFrame({"Image_Label": labels, "EncodedPixels": [rles[k] for k in labels]}))
+        report = score(out_tmp, cache, data.score_size, metric) if cache.has_test_truth else {}
+        write_json(metrics_tmp, report)
     info(f"submit: wrote {out} ({len(labels)} rows, {sum(map(bool, rles.values()))} non-empty masks)")
-    report = score(out, cache, data.score_size, metric) if cache.has_test_truth else {}
     if report:
         info(f"submit: test {metric} {report[metric]:.4f} against the test labels in {data.raw}")
-    write_json(metrics, report)
 
 
 def encode_masks(tuned: Tuned, classes: tuple[str, ...]) -> dict[str, str]:

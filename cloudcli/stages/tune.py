@@ -28,7 +28,7 @@ from cloudcli.data.predictions import (
     read_masks,
 )
 from cloudcli.errors import DataError
-from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import metric_report
 from cloudcli.post.rules import level_of
 from cloudcli.post.search import LEVELS, Counts, best, counts
@@ -85,13 +85,15 @@ def run(
         "before": metric_report(metric, *plain, seg1.truth_area, classes),
         "after": metric_report(metric, *rows[-1][1], seg1.truth_area, classes),
     }
-    write_json(out, _chosen(cfg, oof, shape_folder, final, classes))
-    write_json(metrics, report)
-    _write_stages(stages, rows, seg1.truth_area, classes, metric)
     curve = {"threshold": (LEVELS / 255).round(4)}
     for name, c in zip(classes, seg1.counts):
         curve[name] = best(c, cfg.min_areas, metric).scores[: len(LEVELS)].max(1).round(6)
-    write_csv(curves, pd.DataFrame(curve))
+    outputs = (out, False), (metrics, False), (stages, True), (curves, False)
+    with atomic_paths(*outputs) as (out_tmp, metrics_tmp, stages_tmp, curves_tmp):  # all four or none
+        write_json(out_tmp, _chosen(cfg, oof, shape_folder, final, classes))
+        write_json(metrics_tmp, report)
+        _write_stages(stages_tmp, rows, seg1.truth_area, classes, metric)
+        write_csv(curves_tmp, pd.DataFrame(curve))
     _print_table(rows, seg1.truth_area, classes, metric)
     name = METRIC_NAMES[metric]
     before, after = report["before"][metric], report["after"][metric]
@@ -267,10 +269,9 @@ def _stack(fits) -> tuple[np.ndarray, np.ndarray]:
 
 def _write_stages(folder: Path, rows: list, truth_area: np.ndarray, classes: tuple, metric: str) -> None:
     """One JSON per step, numbered in order: `dvc metrics show metrics/stages` is the table."""
-    with atomic_path(folder, is_dir=True) as tmp:
-        for i, (name, (inter, area)) in enumerate(rows, 1):
-            slug = name.strip("+").replace(" ", "_")
-            write_json(tmp / f"{i}_{slug}.json", metric_report(metric, inter, area, truth_area, classes))
+    for i, (name, (inter, area)) in enumerate(rows, 1):
+        slug = name.strip("+").replace(" ", "_")
+        write_json(folder / f"{i}_{slug}.json", metric_report(metric, inter, area, truth_area, classes))
 
 
 def _print_table(rows: list, truth_area: np.ndarray, classes: tuple, metric: str) -> None:
