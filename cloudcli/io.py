@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -83,6 +84,10 @@ def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
             target.mkdir()
         yield target
         _swap_in(target, path, tmp)
+    except OSError as e:
+        if e.filename is None:  # a write that failed deep inside a library: name the output
+            e.filename = str(path)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -93,6 +98,20 @@ def atomic_paths(*paths: tuple[str | Path, bool]) -> Iterator[list[Path]]:
     swapped in once the block has written every one (none if it fails)."""
     with ExitStack() as stack:
         yield [stack.enter_context(atomic_path(path, is_dir=is_dir)) for path, is_dir in paths]
+
+
+def new_array(path: str | Path, shape: tuple[int, ...], dtype=np.uint8) -> np.memmap:
+    """A new .npy file of `shape` mapped for writing, its disk blocks allocated at once: a full disk
+    is an error naming the file here, not a SIGBUS when a page of the map is first written."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            if size:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+    return array
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -76,6 +76,12 @@ def main() -> None:
 
         error(str(e))
         sys.exit(1)
+    except OSError as e:  # a file-system fault: full disk, read-only folder, permissions
+        from cloudcli.errors import describe_os_error
+        from cloudcli.ui import error
+
+        error(describe_os_error(e))
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

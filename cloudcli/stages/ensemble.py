@@ -20,7 +20,7 @@ from cloudcli.config import EnsembleConfig
 from cloudcli.data.cache import open_cache
 from cloudcli.data.predictions import aligned_masks, classes_of, model_folder, oof_truth, read_meta
 from cloudcli.errors import ConfigError
-from cloudcli.io import atomic_path, write_json
+from cloudcli.io import atomic_path, new_array, write_json
 from cloudcli.paths import split_name
 from cloudcli.post.twostage import member_levels
 from cloudcli.post.vote import default_min_votes, vote
@@ -77,7 +77,7 @@ def run(cfg: EnsembleConfig, predictions: Path, cache_dir: Path, out: Path) -> d
 
 
 def _write_vote(path: Path, arrays: list[np.ndarray], cfg: EnsembleConfig, levels, min_votes, title: str) -> None:
-    target = np.lib.format.open_memmap(path, "w+", np.uint8, arrays[0].shape)
+    target = new_array(path, arrays[0].shape)
     n = len(target)
     with progress(title, n, "images", lines=False) as advance:
         for start in range(0, n, CHUNK):

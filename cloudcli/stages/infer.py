@@ -26,7 +26,7 @@ from cloudcli.data.folds import read_folds
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict_folds, to_uint8
 from cloudcli.errors import ConfigError
-from cloudcli.io import atomic_path, write_csv, write_json
+from cloudcli.io import atomic_path, new_array, write_csv, write_json
 from cloudcli.parallel import worker_cap
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
@@ -107,9 +107,7 @@ class _Sink:
         if role == "classifier":
             self.array = np.zeros((n, len(classes)), np.float32)
         else:
-            self.array = np.lib.format.open_memmap(
-                folder / f"{name}.npy", "w+", np.uint8, (n, len(classes), *score_size)
-            )  # (N, C, H, W) p * 255
+            self.array = new_array(folder / f"{name}.npy", (n, len(classes), *score_size))  # (N, C, H, W) p * 255
 
     def put(self, positions: np.ndarray, probs: torch.Tensor) -> None:
         """Store a batch of probabilities at `positions`."""

@@ -16,7 +16,7 @@ from cloudcli.config import DataConfig, PreprocessConfig
 from cloudcli.data.cache import PARTS, array_path, pack_masks, resize_image, resize_mask
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
-from cloudcli.io import atomic_paths, write_csv, write_json
+from cloudcli.io import atomic_paths, new_array, write_csv, write_json
 from cloudcli.parallel import pmap
 from cloudcli.ui import info
 from cloudcli.versions import versions
@@ -71,7 +71,7 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
     with atomic_paths((out, True), (metrics, False)) as (tmp, metrics_tmp):  # both or neither
         for name, shape in shapes.items():
             array_path(tmp, name).parent.mkdir(exist_ok=True)
-            np.lib.format.open_memmap(array_path(tmp, name), mode="w+", dtype=np.uint8, shape=shape).flush()
+            new_array(array_path(tmp, name), shape).flush()
         jobs = [("train", i, cfg, data.score_size, True) for i in range(n)]
         jobs += [("test", i, cfg, data.score_size, source.has_test_truth) for i in range(m)]
         areas = pmap(_process, jobs, cfg.workers, "preprocess", "images", _open, (tmp, source))[:n]

@@ -35,7 +35,7 @@ from cloudcli.config import PseudoConfig, RoundConfig
 from cloudcli.data.cache import open_cache, pack_masks, resize_mask, unpack_masks
 from cloudcli.data.predictions import aligned_masks, model_folder, oof_truth, read_classifier, read_meta
 from cloudcli.errors import DataError
-from cloudcli.io import atomic_paths, write_csv, write_json
+from cloudcli.io import atomic_paths, new_array, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, row_counts, summarize
 from cloudcli.post.pseudo import fit_rules, rule_of, seg1_counts, select, soft_label
 from cloudcli.post.rules import postprocess
@@ -235,10 +235,10 @@ def _write_masks(
     presence = np.zeros((len(rows), len(classes)), int)
     label_dice = np.zeros((len(rows), len(classes)))
     rles: list[str] = []
-    small = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(rows), *cache_size))
+    small = new_array(tmp / "masks.npy", (len(rows), *cache_size))
     soft = None  # soft labels: (K, C, h, w) uint8 mean probability of the label models, p * 255
     if soft_labels:
-        soft = np.lib.format.open_memmap(tmp / "soft.npy", "w+", np.uint8, (len(rows), len(classes), *cache_size))
+        soft = new_array(tmp / "soft.npy", (len(rows), len(classes), *cache_size))
     with progress("pseudo labels", len(rows), "images") as advance:
         for j, i in enumerate(rows):
             shape = None

@@ -18,12 +18,16 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     }
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 1 and one line on stderr holding every needle; returns the line."""
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, progress: bool = False) -> str:
+    """Exit 1 and one line on stderr holding every needle (after the progress lines of the work
+    done before the fault, with `progress`); returns the line."""
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
     assert result.returncode == 1, output
     lines = result.stderr.strip().splitlines()
+    if progress:
+        lines = [line for line in lines if line.startswith("error")]
+        assert lines and result.stderr.strip().splitlines()[-1] == lines[-1], result.stderr
     assert len(lines) == 1, result.stderr
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
@@ -42,3 +46,10 @@ def fails_cleanly() -> Callable[..., str]:
         return line
 
     return check
+
+
+@pytest.fixture
+def one_line_error() -> Callable[..., str]:
+    """`one_line_error(result, *needles)`: exit 1, after any progress lines one error line holding
+    every needle."""
+    return lambda result, *needles: assert_one_line_error(result, *needles, progress=True)
