@@ -75,6 +75,7 @@ def _swap_in(new: Path, path: Path, holder: Path) -> None:
 def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to write; it replaces `path` only on success."""
     path = Path(path)
+    made = next((p for p in reversed([path.parent, *path.parent.parents]) if not p.exists()), None)
     path.parent.mkdir(parents=True, exist_ok=True)
     _drop_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
@@ -90,6 +91,20 @@ def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made is not None and not path.exists():  # failed: the folders made for it go too
+            _remove_empty(path.parent, made)
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents up to `top` while they are empty."""
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
+        folder = folder.parent
 
 
 @contextmanager

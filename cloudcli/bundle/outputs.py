@@ -32,6 +32,7 @@ from cloudcli.bundle.inputs import TIFF_EXTS, Input
 from cloudcli.bundle.raster import Raster
 from cloudcli.bundle.scene import Strip
 from cloudcli.data.cache import resize_mask
+from cloudcli.data.images import imread
 from cloudcli.errors import DataError
 from cloudcli.export import label_raster
 from cloudcli.io import atomic_path, write_csv
@@ -152,7 +153,7 @@ def write_polygons(label_path: Path, out: Path, raster: Raster, classes: tuple[s
     from rasterio.features import shapes
 
     if label_path.suffix == ".png":
-        label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        label = imread(label_path, cv2.IMREAD_UNCHANGED)
     else:
         with rasterio.open(label_path) as src:
             label = src.read(1)

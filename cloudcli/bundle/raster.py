@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from cloudcli.bundle.inputs import TIFF_EXTS, Input
+from cloudcli.data.images import imread
 from cloudcli.data.sources import IMAGE_EXTS
 from cloudcli.data.sources.base import scale_bands
 from cloudcli.errors import DataError
@@ -166,11 +167,11 @@ def read_input(item: Input, spec: dict) -> np.ndarray:
 def _read_image(path: Path, channels: int) -> np.ndarray:
     if path.suffix.lower() not in IMAGE_EXTS:
         raise DataError(f"{path}: not an image file ({', '.join(IMAGE_EXTS)}) nor a chip folder")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(f"{path}: cannot read image (empty, damaged or not a {path.suffix} file)")
     if image.ndim == 2:
         return image[..., None]
     if image.shape[2] == 3 and channels == 3 and image.dtype == np.uint8:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # as preprocess reads RGB (EXIF orientation applied)
+        image = imread(path, cv2.IMREAD_COLOR)  # as preprocess reads RGB (EXIF orientation applied)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cloudcli.data.images import imread
 from cloudcli.errors import DataError
 from cloudcli.names import image_id_problem
 from cloudcli.rle import RleError, parse
@@ -131,6 +132,8 @@ def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]
     folder = Path(raw) / IMAGE_DIRS[split]
     paths = [folder / image_id for image_id in image_ids]
     missing = [p for p in paths if not p.is_file()]
+    if missing and missing[0].exists():
+        raise DataError(f"{missing[0]}: is a folder or special file, not an image; replace it with the image")
     if missing:
         raise DataError(
             f"{missing[0]}: image not found ({len(missing)} of {len(paths)} {split} images missing); "
@@ -141,7 +144,7 @@ def image_paths(raw: str | Path, split: str, image_ids: list[str]) -> list[Path]
 
 def read_image(path: str | Path, raw_size: tuple[int, int]) -> np.ndarray:
     """Read a JPEG as (H, W, 3) uint8 RGB; fail naming the file if unreadable or of the wrong size."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"{path}: cannot read image (missing, empty or not a valid JPEG)")
     if image.shape[:2] != tuple(raw_size):

@@ -36,12 +36,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, pr
 
 @pytest.fixture
 def fails_cleanly() -> Callable[..., str]:
-    """`fails_cleanly(folder, run, *needles)`: `run()` (a CompletedProcess) ends in one line holding
-    every needle, and `folder` is byte-identical afterwards; returns the line."""
+    """`fails_cleanly(folder, run, *needles, progress=False)`: `run()` (a CompletedProcess) ends in
+    one line holding every needle (after progress lines, with `progress`), and `folder` is
+    byte-identical afterwards; returns the line."""
 
-    def check(folder: Path, run: Callable[[], subprocess.CompletedProcess], *needles: str) -> str:
+    def check(folder: Path, run: Callable[[], subprocess.CompletedProcess], *needles: str, progress=False) -> str:
         before = snapshot(folder)
-        line = assert_one_line_error(run(), *needles)
+        line = assert_one_line_error(run(), *needles, progress=progress)
         assert snapshot(folder) == before, "the failed command changed the project folder"
         return line
 

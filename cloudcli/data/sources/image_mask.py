@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from cloudcli.config import DataConfig
+from cloudcli.data.images import imread
 from cloudcli.data.sources.base import (
     IMAGE_EXTS,
     MASK_EXTS,
@@ -53,7 +54,7 @@ class ImageMaskSource(Source):
         path = find_file(self.root / self.image_dirs[split], self.ids(split)[i], IMAGE_EXTS)
         if path.suffix.lower() in (".tif", ".tiff"):
             return read_tiff(path, self.raw_size)
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        image = imread(path, cv2.IMREAD_UNCHANGED)
         if image is None:
             raise DataError(f"{path}: cannot read image (empty or not a valid {path.suffix} file)")
         check_size(path, image.shape, self.raw_size)
@@ -63,7 +64,7 @@ class ImageMaskSource(Source):
 
     def masks(self, split: str, i: int) -> np.ndarray:
         path = find_file(self.root / split / "masks", self.ids(split)[i], MASK_EXTS)
-        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        mask = imread(path, cv2.IMREAD_UNCHANGED)
         if mask is None:
             raise DataError(f"{path}: cannot read mask (not a PNG/TIFF/BMP image?)")
         if mask.ndim == 3:
