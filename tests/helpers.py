@@ -132,3 +132,11 @@ def brute_force_grid(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int,
                 total += dice(mask, t)
             scores[i, j] = total / len(probs)
     return scores
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes) and every folder (-> b"<dir>")."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" if p.is_dir() else b"<special>"
+        for p in folder.rglob("*")
+    }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def export(sources: Sources, infer: InferConfig, out: Path, folds: tuple[int, ..
     spec = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": _created(),
         "classes": list(cache.classes),
         "input": _input(cache),
         "infer": {"batch_size": infer.batch_size, "precision": infer.precision, "stack_tta": infer.stack_tta},
@@ -155,3 +156,11 @@ def _record_settings(model: dict, settings: dict, path: Path) -> None:
         model["settings"] = shared
     elif model["settings"] != shared:
         raise DataError(f"{path}: trained with other network settings than the model's other folds; retrain it")
+
+
+def _created() -> str:
+    """When the bundle was made: now, or $SOURCE_DATE_EPOCH (the reproducible-builds convention), so
+    that two exports of the same models can be byte-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
+    return when.isoformat(timespec="seconds")

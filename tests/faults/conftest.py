@@ -8,14 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (relative path -> bytes) and every folder (-> b"<dir>")."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" if p.is_dir() else b"<special>"
-        for p in folder.rglob("*")
-    }
+from helpers import snapshot
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, progress: bool = False) -> str:

@@ -17,7 +17,7 @@ DRIVER = r"""
 import json, os, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
-from conftest import snapshot
+from helpers import snapshot
 spec = json.loads(Path(sys.argv[2]).read_text())
 project = Path(spec["project"])
 (project / "small").mkdir(exist_ok=True)
@@ -70,9 +70,9 @@ def in_namespace(project: Path, size_kb: int, *steps: list[str]) -> list[subproc
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])
     }
-    conftest = Path(__file__).with_name("conftest.py")
+    helpers = Path(__file__).parents[1] / "helpers.py"
     run = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", sys.executable, str(driver), str(conftest), str(spec)],
+        ["unshare", "-m", "--propagation", "private", sys.executable, str(driver), str(helpers), str(spec)],
         capture_output=True,
         text=True,
         timeout=900,
