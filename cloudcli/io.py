@@ -4,8 +4,9 @@ replaces stays whole until the new one takes its place.
 Each output is written to a temporary sibling (`.NAME.PID.XXXX.tmp`), then swapped in: a file by
 one rename, a folder by one exchange of the two names (Linux renameat2 RENAME_EXCHANGE; elsewhere
 the old folder is moved aside first). A process killed while writing leaves its temporary sibling,
-which the next write of the same output removes. Several outputs written in one `atomic_paths`
-block are swapped in only once every one of them is written.
+which the next write of the same output removes; a Ctrl-C waits while an output is swapped in and
+its temporary sibling removed. Several outputs written in one `atomic_paths` block are swapped in
+only once every one of them is written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -73,26 +76,59 @@ def _swap_in(new: Path, path: Path, holder: Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `path` to write; it replaces `path` only on success."""
+    """Yield a temporary sibling of `path` to write; it replaces `path` only on success. A Ctrl-C
+    while the temporary sibling is made, swapped in or removed waits until that is done."""
     path = Path(path)
     made = next((p for p in reversed([path.parent, *path.parent.parents]) if not p.exists()), None)
     path.parent.mkdir(parents=True, exist_ok=True)
     _drop_stale(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
-    target = tmp / "new"  # made with the umask's permissions (mkdtemp makes its folder private)
+    tmp, written = None, False
     try:
+        with _interrupt_deferred():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+        target = tmp / "new"  # made with the umask's permissions (mkdtemp makes its folder private)
         if is_dir:
             target.mkdir()
         yield target
-        _swap_in(target, path, tmp)
+        written = True
     except OSError as e:
         if e.filename is None:  # a write that failed deep inside a library: name the output
             e.filename = str(path)
         raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if made is not None and not path.exists():  # failed: the folders made for it go too
+        with _interrupt_deferred():
+            _finish(path, tmp, written, made)
+
+
+def _finish(path: Path, tmp: Path | None, written: bool, made: Path | None) -> None:
+    """Swap the written output in (if `written`), then remove the temporary folder and, when no
+    output is there, the folders made for it."""
+    try:
+        if written and tmp is not None:
+            _swap_in(tmp / "new", path, tmp)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if made is not None and not path.exists():
             _remove_empty(path.parent, made)
+
+
+@contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) back until the block is done, then raise it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(*caught[0])
+        elif caught and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _remove_empty(folder: Path, top: Path) -> None:

@@ -85,3 +85,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # typer's own exit on Ctrl-C, silent: say it, in one line
+            print("interrupted", file=sys.stderr)
+        raise

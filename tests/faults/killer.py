@@ -1,4 +1,4 @@
-"""Run one cloudcli command line, killing it (SIGKILL) just before its Nth write.
+"""Run one cloudcli command line, killing it (SIGKILL, or KILL_SIGNAL=INT) just before its Nth write.
 
     KILL_AT=N KILL_LOG=events.txt python killer.py preprocess --out ...
 
@@ -18,6 +18,7 @@ import signal
 import sys
 
 AT, LOG = int(os.environ["KILL_AT"]), os.environ.get("KILL_LOG")
+SIGNAL = signal.Signals[f"SIG{os.environ.get('KILL_SIGNAL', 'KILL')}"]  # INT: as Ctrl-C
 TORCH_COMMANDS = ("train", "infer", "export")  # the commands that save or load checkpoints
 _open = builtins.open
 events: list[str] = []
@@ -26,7 +27,7 @@ events: list[str] = []
 def _event(kind: str) -> None:
     events.append(kind)
     if len(events) == AT:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), SIGNAL)
 
 
 def _wrap(owner, name: str, writes=lambda *a, **k: True) -> None:

@@ -64,8 +64,9 @@ def mark(repo: Path, outs: list[str]) -> None:
             path.write_bytes(path.read_bytes() + b"\n")
 
 
-def run(repo: Path, command: list[str], at: int, log: Path | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"KILL_AT": str(at), "KILL_LOG": str(log or ""), "COLUMNS": "200", "SOURCE_DATE_EPOCH": "0"}
+def run(repo: Path, command: list[str], at: int, log: Path | None = None, signal="KILL") -> subprocess.CompletedProcess:
+    env = os.environ | {"KILL_AT": str(at), "KILL_LOG": str(log or ""), "KILL_SIGNAL": signal}
+    env |= {"COLUMNS": "200", "SOURCE_DATE_EPOCH": "0"}
     if log is None:
         env.pop("KILL_LOG")
     return procs.run([sys.executable, str(KILLER), *command], repo, env, 600)
@@ -106,3 +107,26 @@ def test_a_stage_killed_while_it_writes(baseline: Path, tmp_path: Path, name: st
     assert rerun.returncode == 0, f"rerun after a kill at {moment}: {rerun.stderr}"
     assert state(repo, outs) == new, f"the rerun after a kill at {moment} differs from an uninterrupted run"
     assert leftovers(repo, outs) == [], f"temporary files left after a kill at {moment} and a rerun"
+
+
+@pytest.mark.parametrize("name", ["preprocess", "fold", "ensemble", "tune", "submit"])
+def test_ctrl_c_at_any_moment(baseline: Path, tmp_path: Path, name: str) -> None:
+    """Ctrl-C before a write drawn at random: exit 130 with one line, every output the previous or
+    the new one, and no temporary file left (no rerun needed to clean up)."""
+    repo = copy_of(baseline, tmp_path)
+    command, outs = stage_of(repo, name)
+    log = tmp_path / "writes.txt"
+    assert run(repo, command, 0, log).returncode == 0
+    new, writes = state(repo, outs), log.read_text().splitlines()
+    mark(repo, outs)
+    rng = np.random.default_rng([SEED, STAGES.index(name), 2])
+    for at in sorted(rng.choice(np.arange(1, len(writes) + 1), 2, replace=False)):
+        moment = f"write {at} of {len(writes)} ({writes[at - 1]}), CLOUDCLI_KILL_SEED={SEED}"
+        previous = state(repo, outs)
+        stopped = run(repo, command, int(at), signal="INT")
+        assert stopped.returncode == 130, f"Ctrl-C at {moment}: {stopped.stderr}"
+        assert stopped.stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stopped.stderr
+        now = state(repo, outs)
+        for out in outs:
+            assert now[out] in (previous[out], new[out]), f"{out}: neither previous nor new after Ctrl-C at {moment}"
+        assert leftovers(repo, outs) == [], f"temporary files left after Ctrl-C at {moment}"
