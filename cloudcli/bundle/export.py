@@ -18,7 +18,6 @@ bundle.json holds everything `submit` applies, with models named as in params (`
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,7 +66,7 @@ def export(sources: Sources, infer: InferConfig, out: Path, folds: tuple[int, ..
             for k in model["folds"]:
                 path = _checkpoint(sources.models, name, k)
                 ckpt = checkpoint.load(path)
-                _record_settings(model, json.loads(ckpt["settings"]), path)
+                _record_settings(model, checkpoint.settings_of(ckpt, path), path)
                 (tmp / "models" / name).mkdir(parents=True, exist_ok=True)
                 checkpoint.save({"model": ckpt["model"]}, tmp / "models" / name / f"fold{k}.pt")
                 advance(1)

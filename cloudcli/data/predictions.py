@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,15 @@ import pandas as pd
 
 from cloudcli import paths
 from cloudcli.errors import DataError
+from cloudcli.io import read_json
+
+
+def _run_first(stage: str) -> str:
+    return f"run `dvc repro {stage}` (or `cloudcli {stage}`) first"
 
 
 def _missing(path: Path, stage: str) -> DataError:
-    return DataError(f"{path}: missing; run `dvc repro {stage}` (or `cloudcli {stage}`) first")
+    return DataError(f"{path}: missing; {_run_first(stage)}")
 
 
 def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str], np.ndarray]:
@@ -61,14 +65,7 @@ THRESHOLD_KEYS = (
 
 
 def read_thresholds(path: Path) -> dict:
-    try:
-        chosen = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise _missing(path, "tune") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); rerun `dvc repro tune`") from None
-    if not isinstance(chosen, dict):
-        raise DataError(f"{path}: not a JSON object; rerun `dvc repro tune`")
+    chosen = read_json(path, "rerun `dvc repro tune`", missing=_run_first("tune"))
     missing = [k for k in THRESHOLD_KEYS if k not in chosen]
     if missing:
         raise DataError(
@@ -99,15 +96,7 @@ def model_folder(name: str, predictions: Path = paths.PREDICTIONS) -> Path:
 
 
 def read_meta(folder: Path) -> dict:
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except FileNotFoundError:
-        raise _missing(folder / "meta.json", "infer") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{folder / 'meta.json'}: not valid JSON ({e}); rerun `dvc repro infer`") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{folder / 'meta.json'}: not a JSON object; rerun `dvc repro infer`")
-    return meta
+    return read_json(folder / "meta.json", "rerun `dvc repro infer`", missing=_run_first("infer"))
 
 
 def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[np.ndarray]]:

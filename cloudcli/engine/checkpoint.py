@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from cloudcli.errors import CloudcliError
+from cloudcli.errors import CloudcliError, DataError
+from cloudcli.io import need_keys, parse_json
 from cloudcli.ui import info
 
 RESUME = Path(".cloudcli/resume")
@@ -59,8 +61,34 @@ def save(obj: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str | Path) -> dict:
+RETRAIN = "retrain it (dvc repro train)"
+
+
+def load(path: str | Path, fix: str = RETRAIN) -> dict:
+    """A checkpoint's dict; a file that is truncated, not a checkpoint or holds no model weights is
+    a DataError naming it and ending with `fix`."""
+    try:
+        ckpt = _read(path)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        reason = str(e).strip().split(". ")[0][:120] or "empty"
+        raise DataError(f"{path}: not a readable checkpoint ({reason}); {fix}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise DataError(f"{path}: not a cloudcli checkpoint (no model weights); {fix}")
+    return ckpt
+
+
+def _read(path: str | Path):
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def settings_of(ckpt: dict, path: str | Path, fix: str = RETRAIN) -> dict:
+    """The training settings a best.pt records (the JSON of its resolved config: role, network,
+    classes, ...), checked to hold what builds its network; else a DataError naming `path`."""
+    text = ckpt.get("settings")
+    if not isinstance(text, str):
+        raise DataError(f"{path}: no training settings (a checkpoint of another program?); {fix}")
+    settings = parse_json(text, f"{path}: settings", fix)
+    return need_keys(settings, {"role": str, "network": dict, "classes": list}, f"{path}: settings", fix)
 
 
 def save_training(out, epoch, improved, trainer, state, config_hash, settings, curves) -> None:
@@ -100,7 +128,7 @@ def resume(path, config_hash, net, opt, sched, scaler, ema) -> tuple[State, dict
     """Restore a training state in place from last.pt: (its State, its curves); a fresh State if
     made with other settings. A damaged file is an error that says how to start afresh."""
     try:
-        ckpt = load(path)
+        ckpt = _read(path)
         if ckpt.get("config_sha1") != config_hash:
             info(f"{path}: made with other settings, starting afresh")
             return State(), {}
