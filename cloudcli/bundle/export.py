@@ -25,7 +25,7 @@ from cloudcli import paths
 from cloudcli.bundle.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from cloudcli.config import InferConfig
 from cloudcli.data.cache import open_cache
-from cloudcli.data.predictions import read_meta, read_thresholds
+from cloudcli.data.predictions import read_ensemble, read_meta, read_thresholds
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_json
@@ -92,7 +92,7 @@ def _pipeline(chosen: dict) -> tuple[dict, dict[str, Path]]:
 
     shape = None
     if chosen["shape"] is not None and chosen["shape_is_ensemble"]:
-        vote = read_meta(Path(chosen["shape"]))
+        vote = read_ensemble(Path(chosen["shape"]))
         members = [name_of(m["folder"]) for m in vote["members"]]
         levels = [[m["levels"][c] for c in vote["classes"]] if m["levels"] else None for m in vote["members"]]
         shape = {"vote": vote["vote"], "members": members, "levels": levels, "min_votes": vote["min_votes"]}

@@ -9,7 +9,7 @@ import pandas as pd
 
 from cloudcli import paths
 from cloudcli.errors import DataError
-from cloudcli.io import read_json
+from cloudcli.io import json_type, need_keys, read_json
 
 
 def _run_first(stage: str) -> str:
@@ -122,3 +122,30 @@ def oof_truth(cache, ids: list[str], where: Path) -> np.ndarray:
     if (rows < 0).any():
         raise DataError(f"{where}: {ids[int(np.argmin(rows))]} is not in {cache.folder}; rerun infer")
     return cache.array("train_truth")[rows]
+
+
+def read_ensemble(folder: Path) -> dict:
+    """The ensemble's meta.json, checked to hold what tune and export re-vote with: the vote, its
+    weights and minimum, and each member's name, folder, pseudo flag and (majority vote) levels."""
+    path, rerun = folder / "meta.json", "rerun `dvc repro ensemble`"
+    meta = read_json(path, rerun, missing=_run_first("ensemble"))
+    need_keys(meta, {"vote": str, "classes": list, "members": list, "weights": (list, type(None))}, path, rerun)
+    need_keys(meta, {"min_votes": (int, type(None))}, path, rerun)
+    if meta.get("min_votes_param") is not None:  # null or absent: more than half
+        need_keys(meta, {"min_votes_param": int}, path, rerun)
+    members, weights, classes = meta["members"], meta["weights"], meta["classes"]
+    if not members:
+        raise DataError(f"{path}: no members; {rerun}")
+    if weights is not None and len(weights) != len(members):
+        raise DataError(f"{path}: {len(members)} members but {len(weights)} weights; {rerun}")
+    levels = dict if meta["vote"] == "majority" else (dict, type(None))
+    for i, m in enumerate(members):
+        where = f"{path}: members[{i}]"
+        if not isinstance(m, dict):
+            raise DataError(f"{where} is {json_type(m)}, expected an object; {rerun}")
+        need_keys(m, {"name": str, "folder": str, "pseudo": bool, "levels": levels}, where, rerun)
+        if m["levels"] is not None and (
+            list(m["levels"]) != classes or not all(type(v) is int for v in m["levels"].values())
+        ):
+            raise DataError(f"{where}: levels are not a whole number for each of {classes}, in order; {rerun}")
+    return meta

@@ -24,10 +24,11 @@ from cloudcli.data.predictions import (
     model_folder,
     oof_truth,
     read_classifier,
+    read_ensemble,
     read_masks,
 )
 from cloudcli.errors import DataError
-from cloudcli.io import atomic_paths, json_type, need_keys, read_json, write_csv, write_json
+from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import metric_report
 from cloudcli.post.rules import level_of
 from cloudcli.post.search import LEVELS, Counts, best, counts
@@ -209,7 +210,7 @@ def _shape_sources(cfg: TuneConfig, predictions: Path, ensemble_dir: Path, ids: 
             ("alone", _Maps(cfg.shape, lambda k: probs[:, k])),
             ("combined", _Maps(cfg.shape, lambda k: probs[:, k])),
         ], folder
-    meta = read_ensemble(ensemble_dir / "meta.json")
+    meta = read_ensemble(ensemble_dir)
     members = meta["members"]
     base = [m for m in members if not m["pseudo"]] or members
     arrays = {m["name"]: _oof(Path(m["folder"]), ids) for m in members}
@@ -233,32 +234,6 @@ def _shape_sources(cfg: TuneConfig, predictions: Path, ensemble_dir: Path, ids: 
     if len(base) < len(members):
         steps.append(("pseudo", _Maps("vote with pseudo labels", lambda k: vote[:, k])))
     return steps, ensemble_dir
-
-
-def read_ensemble(path: Path) -> dict:
-    """The ensemble's meta.json, checked to hold what tune re-votes with: the vote, the weights and
-    each member's name, folder, pseudo flag and (majority vote) per-class levels."""
-    rerun = "rerun `dvc repro ensemble`"
-    meta = read_json(path, rerun, missing="run `dvc repro ensemble` (or `cloudcli ensemble`) first")
-    need_keys(meta, {"vote": str, "classes": list, "members": list, "weights": (list, type(None))}, path, rerun)
-    if meta.get("min_votes_param") is not None:  # null or absent: more than half
-        need_keys(meta, {"min_votes_param": int}, path, rerun)
-    members, weights, n = meta["members"], meta["weights"], len(meta["classes"])
-    if not members:
-        raise DataError(f"{path}: no members; {rerun}")
-    if weights is not None and len(weights) != len(members):
-        raise DataError(f"{path}: {len(members)} members but {len(weights)} weights; {rerun}")
-    levels = dict if meta["vote"] == "majority" else (dict, type(None))
-    for i, m in enumerate(members):
-        where = f"{path}: members[{i}]"
-        if not isinstance(m, dict):
-            raise DataError(f"{where} is {json_type(m)}, expected an object; {rerun}")
-        need_keys(m, {"name": str, "folder": str, "pseudo": bool, "levels": levels}, where, rerun)
-        if meta["vote"] == "majority" and (
-            len(m["levels"]) != n or not all(type(v) is int for v in m["levels"].values())
-        ):
-            raise DataError(f"{where}: levels are not {n} whole numbers, one per class; {rerun}")
-    return meta
 
 
 def _oof(folder: Path, ids: list[str], stage: str = "infer") -> np.ndarray:
