@@ -53,6 +53,19 @@ class State:
     best_epoch: int = -1
     best_metrics: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, text: str) -> State:
+        """The State last.pt records (as JSON); ValueError if a field is missing or of another type."""
+        fields = json.loads(text)
+        kinds = {"epoch": int, "best_value": (int, float), "best_epoch": int, "best_metrics": dict}
+        if (
+            not isinstance(fields, dict)
+            or set(fields) != set(kinds)
+            or not all(isinstance(fields[k], t) and not isinstance(fields[k], bool) for k, t in kinds.items())
+        ):
+            raise ValueError(f"its best-epoch record is not {', '.join(kinds)} of their types")
+        return cls(**fields)
+
 
 def save(obj: dict, path: str | Path) -> None:
     path = Path(path)
@@ -138,7 +151,7 @@ def resume(path, config_hash, net, opt, sched, scaler, ema) -> tuple[State, dict
             if obj is not None and ckpt[key] is not None:
                 obj.load_state_dict(ckpt[key])
         torch.set_rng_state(ckpt["rng"])
-        state = State(**json.loads(ckpt["best"]))
+        state = State.from_json(ckpt["best"])
     except Exception as e:  # truncated, not a checkpoint, another network's
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CloudcliError(

@@ -491,3 +491,25 @@ def test_message_has_no_traceback_words(tmp_path: Path) -> None:
 
     message = expect(lambda: load(path), path, "not a readable checkpoint")
     assert not re.search(r"Error|Traceback", message) and len(message) < 300, message
+
+
+BEST = {"epoch": 2, "best_value": 0.5, "best_epoch": 1, "best_metrics": {}}
+
+
+@pytest.mark.parametrize(
+    "best", ["{", "[]", json.dumps(BEST | {"epoch": "one"}), json.dumps(BEST | {"best_value": None}), '{"epochs": 3}']
+)
+def test_damaged_training_state(best: str, tmp_path: Path) -> None:
+    """last.pt whose best-epoch record is damaged: one error naming it, saying how to start afresh."""
+    from cloudcli.engine.checkpoint import resume
+    from cloudcli.errors import CloudcliError
+
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state()}
+    path = write_checkpoint(tmp_path / "last.pt", state | {"config_sha1": "h", "best": best, "curves": {}})
+    torch.save(torch.load(path, weights_only=True) | {"scheduler": None, "scaler": None, "ema": None}, path)
+    with pytest.raises(CloudcliError) as caught:
+        resume(path, "h", net, opt, None, None, None)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: damaged training state") and "--restart" in message and "\n" not in message
