@@ -7,6 +7,9 @@ the old folder is moved aside first). A process killed while writing leaves its 
 which the next write of the same output removes; a Ctrl-C waits while an output is swapped in and
 its temporary sibling removed. Several outputs written in one `atomic_paths` block are swapped in
 only once every one of them is written.
+
+Reading what earlier stages wrote: `read_json` and `need_keys` turn a damaged JSON file into one
+DataError naming the file, what is wrong and how to fix it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cloudcli.errors import DataError
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
@@ -172,6 +177,65 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "true/false",
+    int: "a whole number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def json_type(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words: "an object", "a list", "null"..."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def read_json(path: str | Path, fix: str, *, missing: str | None = None) -> dict:
+    """The JSON object in the file at `path`. A file missing, a folder, not UTF-8, not JSON or not
+    a JSON object is a DataError naming the path and what is wrong, ending with `fix` ("rerun `dvc
+    repro tune`"; `missing`, when given, for a missing file)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; {missing or fix}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, not a JSON file; {fix}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); {fix}") from None
+    return parse_json(text, path, fix)
+
+
+def parse_json(text: str, where: str | Path, fix: str) -> dict:
+    """The JSON object in `text` (read from `where`); else a DataError naming `where`."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: not a JSON object ({json_type(obj)}); {fix}")
+    return obj
+
+
+def need_keys(obj: dict, keys: dict[str, type | tuple[type, ...]], where: str | Path, fix: str) -> dict:
+    """`obj` (a JSON object read from `where`), once each of `keys` is in it with a value of its
+    type(s); else a DataError naming `where` and the key. `float` admits whole numbers too."""
+    for key, kind in keys.items():
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if key not in obj:
+            raise DataError(f"{where}: no {key!r}; {fix}")
+        value = obj[key]
+        if not isinstance(value, (*kinds, int) if float in kinds else kinds) or (
+            isinstance(value, bool) and bool not in kinds
+        ):
+            wanted = " or ".join(_JSON_TYPES[k] for k in kinds)
+            raise DataError(f"{where}: {key!r} is {json_type(value)}, expected {wanted}; {fix}")
+    return obj
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:

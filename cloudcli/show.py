@@ -6,7 +6,6 @@ Not a DVC stage: a look at any image of the raw data, with the masks of any Kagg
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from cloudcli.data.cache import resize_mask
 from cloudcli.data.kaggle import read_labels, to_wide
 from cloudcli.data.sources import Source
 from cloudcli.errors import DataError
+from cloudcli.io import read_json
 from cloudcli.rle import decode
 from cloudcli.viz import panel, write_png
 
@@ -97,8 +97,18 @@ def _masks_of(csv: Path, image_id: str, size: tuple[int, int], classes: tuple[st
 
 def cache_band_limits(meta: Path) -> list | None:
     """The band limits preprocess scaled 16-bit bands with (the cache's meta.json), so that `draw`
-    scales them the same; None before there is a cache."""
+    scales them the same; None before there is a cache (draw then fits the limits itself). A
+    damaged meta.json is an error: limits fitted anew would draw the image unlike the cache."""
+    if not meta.exists():
+        return None
+    rerun = "rerun `dvc repro preprocess`"
+    limits = read_json(meta, rerun).get("band_limits")
+    if limits is None:
+        return None
     try:
-        return json.loads(meta.read_text()).get("band_limits")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None  # no cache yet: draw fits the limits itself
+        pairs = np.asarray(limits, np.float64)  # (B, 2) low, high per band
+    except (TypeError, ValueError):
+        pairs = None
+    if pairs is None or pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise DataError(f"{meta}: band_limits is not a list of [low, high] pairs, one per band; {rerun}")
+    return limits

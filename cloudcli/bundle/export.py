@@ -18,7 +18,6 @@ bundle.json holds everything `submit` applies, with models named as in params (`
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from cloudcli import paths
 from cloudcli.bundle.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from cloudcli.config import InferConfig
 from cloudcli.data.cache import open_cache
-from cloudcli.data.predictions import read_meta, read_thresholds
+from cloudcli.data.predictions import read_ensemble, read_meta, read_thresholds
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_json
@@ -68,7 +67,7 @@ def export(sources: Sources, infer: InferConfig, out: Path, folds: tuple[int, ..
             for k in model["folds"]:
                 path = _checkpoint(sources.models, name, k)
                 ckpt = checkpoint.load(path)
-                _record_settings(model, json.loads(ckpt["settings"]), path)
+                _record_settings(model, checkpoint.settings_of(ckpt, path), path)
                 (tmp / "models" / name).mkdir(parents=True, exist_ok=True)
                 checkpoint.save({"model": ckpt["model"]}, tmp / "models" / name / f"fold{k}.pt")
                 advance(1)
@@ -94,7 +93,7 @@ def _pipeline(chosen: dict) -> tuple[dict, dict[str, Path]]:
 
     shape = None
     if chosen["shape"] is not None and chosen["shape_is_ensemble"]:
-        vote = read_meta(Path(chosen["shape"]))
+        vote = read_ensemble(Path(chosen["shape"]))
         members = [name_of(m["folder"]) for m in vote["members"]]
         levels = [[m["levels"][c] for c in vote["classes"]] if m["levels"] else None for m in vote["members"]]
         shape = {"vote": vote["vote"], "members": members, "levels": levels, "min_votes": vote["min_votes"]}

@@ -9,11 +9,10 @@ changed since export, or a format version this cloudcli does not know, is refuse
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from cloudcli.errors import DataError
-from cloudcli.io import write_json
+from cloudcli.io import read_json, write_json
 
 FORMAT = "cloudcli-bundle"
 FORMAT_VERSION = 1
@@ -46,13 +45,10 @@ def verify(folder: str | Path) -> dict:
     path = folder / MANIFEST
     if not folder.is_dir():
         raise DataError(f"{folder}: not a bundle folder (write one with `cloudcli export --out {folder}`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; {folder} is not a cloudcli bundle (cloudcli export writes one)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); export the bundle again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = read_json(
+        path, "export the bundle again", missing=f"{folder} is not a cloudcli bundle (cloudcli export writes one)"
+    )
+    if manifest.get("format") != FORMAT:
         raise DataError(f'{path}: not a cloudcli bundle manifest (no "format": "{FORMAT}")')
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:

@@ -8,7 +8,6 @@ the two-stage rules of `submit` (cloudcli.post). Masks come out at the scoring s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,11 @@ import torch
 from cloudcli.bundle.manifest import verify
 from cloudcli.data.cache import resize_image
 from cloudcli.data.dataset import build_transform
+from cloudcli.engine import checkpoint
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import autocast_dtype, memory_format, predict_folds, to_uint8, trained_net
 from cloudcli.errors import DataError
+from cloudcli.io import json_type, need_keys, read_json
 from cloudcli.post.rules import ClassRule, postprocess
 from cloudcli.post.tuned import class_scores
 from cloudcli.post.vote import vote
@@ -78,7 +79,7 @@ class Predictor:
             for k in m["folds"]:
                 path = folder / "models" / name / f"fold{k}.pt"
                 nets.append(
-                    trained_net(m["settings"], torch.load(path, map_location="cpu", weights_only=True)["model"], target)
+                    trained_net(m["settings"], checkpoint.load(path, "export the bundle again")["model"], target)
                 )
             models[name] = Model(m["role"], nets, tuple(m["tta"]), m["settings"])
         return cls(folder, spec, models, target)
@@ -206,10 +207,58 @@ class Predictor:
 RULE_KEYS = ("level", "min_area", "min_component", "gate_threshold")
 
 
+SPEC_KEYS = {"classes": list, "input": dict, "infer": dict, "models": dict, "pipeline": dict}
+SECTION_KEYS = {  # what the predictor reads of bundle.json's sections (cloudcli.bundle.export)
+    "input": {"raw_size": list, "cache_size": list, "score_size": list, "channels": int},
+    "infer": {"batch_size": int, "precision": str, "stack_tta": bool},
+    "pipeline": {
+        "seg1": str,
+        "shape": (dict, type(None)),
+        "classifier": (str, type(None)),
+        "class_score": str,
+        "top_k": int,
+        "at_least_one": bool,
+        "rules": dict,
+    },
+}
+MODEL_KEYS = {"role": str, "folds": list, "tta": list, "settings": dict}
+VOTE_KEYS = {
+    "members": list,
+    "levels": list,
+    "vote": str,
+    "min_votes": (int, type(None)),
+    "weights": (list, type(None)),
+}
+
+
 def read_spec(folder: Path) -> dict:
-    """bundle.json, once the manifest says the bundle is whole and unchanged."""
+    """bundle.json, once the manifest says the bundle is whole and unchanged, checked to hold
+    every key the predictor reads."""
     verify(folder)
-    try:
-        return json.loads((folder / "bundle.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{folder / 'bundle.json'}: not valid JSON ({e}); export the bundle again") from None
+    path, again = folder / "bundle.json", "export the bundle again"
+    spec = read_json(path, again)
+    need_keys(spec, SPEC_KEYS, path, again)
+    for section, keys in SECTION_KEYS.items():
+        need_keys(spec[section], keys, f"{path}: {section}", again)
+    for name, model in spec["models"].items():
+        if not isinstance(model, dict):
+            raise DataError(f"{path}: models.{name} is {json_type(model)}, expected an object; {again}")
+        need_keys(model, MODEL_KEYS, f"{path}: models.{name}", again)
+    _check_pipeline(spec, path, again)
+    return spec
+
+
+def _check_pipeline(spec: dict, path: Path, again: str) -> None:
+    """The pipeline names only the bundle's models and has a whole rule for each class."""
+    pipeline, shape = spec["pipeline"], spec["pipeline"]["shape"]
+    if shape is None:
+        shape = {}
+    else:
+        need_keys(shape, {"model": str} if "model" in shape else VOTE_KEYS, f"{path}: pipeline.shape", again)
+    for name in (pipeline["seg1"], pipeline["classifier"], shape.get("model"), *shape.get("members", [])):
+        if name is not None and (not isinstance(name, str) or name not in spec["models"]):
+            raise DataError(f"{path}: the pipeline uses {name!r}, which is not among its models; {again}")
+    for c in spec["classes"]:
+        rule = pipeline["rules"].get(c) if isinstance(c, str) else None
+        if not isinstance(rule, dict) or any(k not in rule for k in (*RULE_KEYS, "shape_level")):
+            raise DataError(f"{path}: pipeline.rules has no whole rule of class {c!r}; {again}")

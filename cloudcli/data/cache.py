@@ -17,7 +17,6 @@ is named by part and kind, e.g. `train_images` is train/images.npy.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.errors import DataError
+from cloudcli.io import read_json
 
 BITS = (1 << np.arange(8, dtype=np.uint8)).astype(np.uint8)  # [1, 2, 4, ..., 128]: bit k = class k
 
@@ -131,8 +131,11 @@ class Cache:
         return np.load(self.path(name), mmap_mode="r")
 
 
+_RUN_FIRST = "run `cloudcli preprocess` (or `dvc repro preprocess`) first"
+
+
 def _missing(path: str | Path) -> DataError:
-    return DataError(f"{path}: missing; run `cloudcli preprocess` (or `dvc repro preprocess`) first")
+    return DataError(f"{path}: missing; {_RUN_FIRST}")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -145,12 +148,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise _missing(path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); rerun `dvc repro preprocess`") from None
+    return read_json(path, "rerun `dvc repro preprocess`", missing=_RUN_FIRST)
 
 
 def open_cache(folder: str | Path) -> Cache:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,15 @@ import pandas as pd
 
 from cloudcli import paths
 from cloudcli.errors import DataError
+from cloudcli.io import json_type, need_keys, read_json
+
+
+def _run_first(stage: str) -> str:
+    return f"run `dvc repro {stage}` (or `cloudcli {stage}`) first"
 
 
 def _missing(path: Path, stage: str) -> DataError:
-    return DataError(f"{path}: missing; run `dvc repro {stage}` (or `cloudcli {stage}`) first")
+    return DataError(f"{path}: missing; {_run_first(stage)}")
 
 
 def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str], np.ndarray]:
@@ -61,14 +65,7 @@ THRESHOLD_KEYS = (
 
 
 def read_thresholds(path: Path) -> dict:
-    try:
-        chosen = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise _missing(path, "tune") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); rerun `dvc repro tune`") from None
-    if not isinstance(chosen, dict):
-        raise DataError(f"{path}: not a JSON object; rerun `dvc repro tune`")
+    chosen = read_json(path, "rerun `dvc repro tune`", missing=_run_first("tune"))
     missing = [k for k in THRESHOLD_KEYS if k not in chosen]
     if missing:
         raise DataError(
@@ -99,15 +96,7 @@ def model_folder(name: str, predictions: Path = paths.PREDICTIONS) -> Path:
 
 
 def read_meta(folder: Path) -> dict:
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except FileNotFoundError:
-        raise _missing(folder / "meta.json", "infer") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{folder / 'meta.json'}: not valid JSON ({e}); rerun `dvc repro infer`") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{folder / 'meta.json'}: not a JSON object; rerun `dvc repro infer`")
-    return meta
+    return read_json(folder / "meta.json", "rerun `dvc repro infer`", missing=_run_first("infer"))
 
 
 def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[np.ndarray]]:
@@ -133,3 +122,30 @@ def oof_truth(cache, ids: list[str], where: Path) -> np.ndarray:
     if (rows < 0).any():
         raise DataError(f"{where}: {ids[int(np.argmin(rows))]} is not in {cache.folder}; rerun infer")
     return cache.array("train_truth")[rows]
+
+
+def read_ensemble(folder: Path) -> dict:
+    """The ensemble's meta.json, checked to hold what tune and export re-vote with: the vote, its
+    weights and minimum, and each member's name, folder, pseudo flag and (majority vote) levels."""
+    path, rerun = folder / "meta.json", "rerun `dvc repro ensemble`"
+    meta = read_json(path, rerun, missing=_run_first("ensemble"))
+    need_keys(meta, {"vote": str, "classes": list, "members": list, "weights": (list, type(None))}, path, rerun)
+    need_keys(meta, {"min_votes": (int, type(None))}, path, rerun)
+    if meta.get("min_votes_param") is not None:  # null or absent: more than half
+        need_keys(meta, {"min_votes_param": int}, path, rerun)
+    members, weights, classes = meta["members"], meta["weights"], meta["classes"]
+    if not members:
+        raise DataError(f"{path}: no members; {rerun}")
+    if weights is not None and len(weights) != len(members):
+        raise DataError(f"{path}: {len(members)} members but {len(weights)} weights; {rerun}")
+    levels = dict if meta["vote"] == "majority" else (dict, type(None))
+    for i, m in enumerate(members):
+        where = f"{path}: members[{i}]"
+        if not isinstance(m, dict):
+            raise DataError(f"{where} is {json_type(m)}, expected an object; {rerun}")
+        need_keys(m, {"name": str, "folder": str, "pseudo": bool, "levels": levels}, where, rerun)
+        if m["levels"] is not None and (
+            list(m["levels"]) != classes or not all(type(v) is int for v in m["levels"].values())
+        ):
+            raise DataError(f"{where}: levels are not a whole number for each of {classes}, in order; {rerun}")
+    return meta

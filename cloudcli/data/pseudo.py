@@ -11,7 +11,6 @@ meta.json   the rule, its thresholds, the models that made the labels, counts, v
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.errors import DataError
+from cloudcli.io import need_keys, read_json
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ def read_pseudo(
 ) -> PseudoSet:
     """Read and check a pseudo-labelled set against the cache it will train with."""
     folder = Path(folder)
+    rerun = "rerun `dvc repro pseudo`"
+    meta = read_json(folder / "meta.json", rerun, missing="run `dvc repro pseudo` (or `cloudcli pseudo`) first")
+    if "soft" in meta:  # absent: hard labels
+        need_keys(meta, {"soft": bool}, folder / "meta.json", rerun)
     try:
         meta_bytes = (folder / "meta.json").read_bytes()
         images = pd.read_csv(folder / "images.csv", dtype={"image_id": str, "test_row": np.int64})
@@ -70,7 +74,7 @@ def read_pseudo(
             f"{folder / 'images.csv'}: test_row does not match the cache's test images; "
             "the cache changed since the labels were made: rerun `dvc repro pseudo`"
         )
-    soft = bool(json.loads(meta_bytes).get("soft", False))
+    soft = meta.get("soft", False)
     if soft:
         try:
             shape = np.load(folder / "soft.npy", mmap_mode="r").shape

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from cloudcli.errors import CloudcliError
+from cloudcli.errors import CloudcliError, DataError
+from cloudcli.io import need_keys, parse_json
 from cloudcli.ui import info
 
 RESUME = Path(".cloudcli/resume")
@@ -51,6 +53,19 @@ class State:
     best_epoch: int = -1
     best_metrics: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, text: str) -> State:
+        """The State last.pt records (as JSON); ValueError if a field is missing or of another type."""
+        fields = json.loads(text)
+        kinds = {"epoch": int, "best_value": (int, float), "best_epoch": int, "best_metrics": dict}
+        if (
+            not isinstance(fields, dict)
+            or set(fields) != set(kinds)
+            or not all(isinstance(fields[k], t) and not isinstance(fields[k], bool) for k, t in kinds.items())
+        ):
+            raise ValueError(f"its best-epoch record is not {', '.join(kinds)} of their types")
+        return cls(**fields)
+
 
 def save(obj: dict, path: str | Path) -> None:
     path = Path(path)
@@ -59,8 +74,34 @@ def save(obj: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str | Path) -> dict:
+RETRAIN = "retrain it (dvc repro train)"
+
+
+def load(path: str | Path, fix: str = RETRAIN) -> dict:
+    """A checkpoint's dict; a file that is truncated, not a checkpoint or holds no model weights is
+    a DataError naming it and ending with `fix`."""
+    try:
+        ckpt = _read(path)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        reason = str(e).strip().split(". ")[0][:120] or "empty"
+        raise DataError(f"{path}: not a readable checkpoint ({reason}); {fix}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise DataError(f"{path}: not a cloudcli checkpoint (no model weights); {fix}")
+    return ckpt
+
+
+def _read(path: str | Path):
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def settings_of(ckpt: dict, path: str | Path, fix: str = RETRAIN) -> dict:
+    """The training settings a best.pt records (the JSON of its resolved config: role, network,
+    classes, ...), checked to hold what builds its network; else a DataError naming `path`."""
+    text = ckpt.get("settings")
+    if not isinstance(text, str):
+        raise DataError(f"{path}: no training settings (a checkpoint of another program?); {fix}")
+    settings = parse_json(text, f"{path}: settings", fix)
+    return need_keys(settings, {"role": str, "network": dict, "classes": list}, f"{path}: settings", fix)
 
 
 def save_training(out, epoch, improved, trainer, state, config_hash, settings, curves) -> None:
@@ -100,7 +141,7 @@ def resume(path, config_hash, net, opt, sched, scaler, ema) -> tuple[State, dict
     """Restore a training state in place from last.pt: (its State, its curves); a fresh State if
     made with other settings. A damaged file is an error that says how to start afresh."""
     try:
-        ckpt = load(path)
+        ckpt = _read(path)
         if ckpt.get("config_sha1") != config_hash:
             info(f"{path}: made with other settings, starting afresh")
             return State(), {}
@@ -110,7 +151,7 @@ def resume(path, config_hash, net, opt, sched, scaler, ema) -> tuple[State, dict
             if obj is not None and ckpt[key] is not None:
                 obj.load_state_dict(ckpt[key])
         torch.set_rng_state(ckpt["rng"])
-        state = State(**json.loads(ckpt["best"]))
+        state = State.from_json(ckpt["best"])
     except Exception as e:  # truncated, not a checkpoint, another network's
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CloudcliError(

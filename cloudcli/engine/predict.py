@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,7 +33,7 @@ def load_fold_net(folder: Path, device: torch.device) -> tuple[nn.Module, dict]:
     if not path.exists():
         raise DataError(f"{path}: missing; train it first (dvc repro train)")
     ckpt = checkpoint.load(path)
-    settings = json.loads(ckpt["settings"])
+    settings = checkpoint.settings_of(ckpt, path)
     return trained_net(settings, ckpt["model"], device), settings
 
 

@@ -7,7 +7,6 @@ Per-fold, per-class numbers are in each model's summary.json and DVCLive curves.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from cloudcli import paths
 from cloudcli.config import CvConfig, ModelEntry
 from cloudcli.data.folds import read_folds
 from cloudcli.errors import DataError
-from cloudcli.io import write_json
+from cloudcli.io import need_keys, read_json, write_json
 from cloudcli.metrics import sums_report
 from cloudcli.ui import info
 
@@ -49,14 +48,7 @@ def run(
 
 
 def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path, classes: tuple[str, ...]) -> dict:
-    summaries = []
-    for fold in folds:
-        path = models_dir / name / f"fold{fold}" / "summary.json"
-        if not path.exists():
-            raise DataError(
-                f"{path}: missing; train it first: `dvc repro` (or cloudcli train --model {name} --fold {fold})"
-            )
-        summaries.append(json.loads(path.read_text()))
+    summaries = [read_summary(models_dir / name / f"fold{k}" / "summary.json", name, k, role, classes) for k in folds]
     if role == "classifier":
         weights = np.array([s["n_valid"] for s in summaries], dtype=float)
         return {
@@ -69,6 +61,25 @@ def model_score(name: str, role: str, folds: tuple[int, ...], models_dir: Path, 
         "dice_pos": round_or_none(report.non_empty),
         "dice_neg": round_or_none(report.empty),
     }
+
+
+def read_summary(path: Path, name: str, fold: int, role: str, classes: tuple[str, ...]) -> dict:
+    """A trained fold's summary.json, checked to hold the numbers cv scores it by: a classifier's
+    AUC and accuracy, a segmentation model's DiceSums vector (cloudcli.metrics) over `classes`."""
+    command = f"cloudcli train --model {name} --fold {fold}"
+    retrain = f"retrain it ({command})"
+    summary = read_json(path, retrain, missing=f"train it first: `dvc repro` (or {command})")
+    need_keys(summary, {"metrics": dict, "n_valid": int}, path, retrain)
+    if role == "classifier":
+        need_keys(summary["metrics"], {"auc": float, "accuracy": float}, f"{path}: metrics", retrain)
+        return summary
+    sums = need_keys(summary["metrics"], {"sums": list}, f"{path}: metrics", retrain)["sums"]
+    n = 2 * len(classes) + 4
+    if len(sums) != n or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sums):
+        raise DataError(
+            f"{path}: metrics 'sums' is not {n} numbers (the Dice sums of {len(classes)} classes); {retrain}"
+        )
+    return summary
 
 
 def round_or_none(value: float | None) -> float | None:

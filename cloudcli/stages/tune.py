@@ -11,7 +11,6 @@ reads as a table, and seg1's Dice-vs-threshold curve of each class.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cloudcli.data.predictions import (
     model_folder,
     oof_truth,
     read_classifier,
+    read_ensemble,
     read_masks,
 )
 from cloudcli.errors import DataError
@@ -210,18 +210,9 @@ def _shape_sources(cfg: TuneConfig, predictions: Path, ensemble_dir: Path, ids: 
             ("alone", _Maps(cfg.shape, lambda k: probs[:, k])),
             ("combined", _Maps(cfg.shape, lambda k: probs[:, k])),
         ], folder
-    try:
-        meta = json.loads((ensemble_dir / "meta.json").read_text())
-        members = meta["members"]
-        base = [m for m in members if not m["pseudo"]] or members
-    except FileNotFoundError:
-        raise DataError(
-            f"{ensemble_dir / 'meta.json'}: missing; run `dvc repro ensemble` (or `cloudcli ensemble`) first"
-        ) from None
-    except (KeyError, TypeError, json.JSONDecodeError):
-        raise DataError(
-            f"{ensemble_dir / 'meta.json'}: not an ensemble's meta.json; rerun `dvc repro ensemble`"
-        ) from None
+    meta = read_ensemble(ensemble_dir)
+    members = meta["members"]
+    base = [m for m in members if not m["pseudo"]] or members
     arrays = {m["name"]: _oof(Path(m["folder"]), ids) for m in members}
     vote = _oof(ensemble_dir, ids, "ensemble")
     first = base[0]["name"]

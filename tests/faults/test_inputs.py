@@ -208,10 +208,10 @@ def test_damaged_prediction_meta(content: bytes, tmp_path: Path) -> None:
     from cloudcli.data.predictions import classes_of, read_thresholds
 
     (tmp_path / "meta.json").write_bytes(content)
-    with pytest.raises(DataError, match=r"meta.json: not (valid JSON|a JSON object).*dvc repro infer"):
+    with pytest.raises(DataError, match=r"meta.json: not (valid JSON|a JSON object|UTF-8 text).*dvc repro infer"):
         classes_of(tmp_path)
     (tmp_path / "thresholds.json").write_bytes(content)
-    with pytest.raises(DataError, match=r"thresholds.json: not (valid JSON|a JSON object).*dvc repro tune"):
+    with pytest.raises(DataError, match=r"thresholds.json: not (valid JSON|a JSON object|UTF-8 text).*dvc repro tune"):
         read_thresholds(tmp_path / "thresholds.json")
 
 
