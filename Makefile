@@ -33,11 +33,15 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/tune.json metrics/test.json
 	@echo "reports: reports/data/ (labels) and reports/predictions/ (OOF errors, overlays); dvc plots show draws them"
 
+# One pytest-xdist worker per core, each with its share of the threads (tests/conftest.py); a test
+# file stays on one worker, so its module fixtures are built once.
+XDIST := -n auto --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 quick-test: install  # skips the slow end-to-end tests
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 gpu-check: install  # on a CUDA machine: tests/engine/test_cuda.py, then benchmarks/results/gpu.json (< 5 minutes)
 	$(BIN)/python -m pytest -m cuda -rs tests/engine/test_cuda.py $(PYTEST_ARGS)

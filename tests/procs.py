@@ -161,5 +161,9 @@ def no_process_outlives_its_test():
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The last sweep: nothing the suite started may outlive it, whatever failed."""
+    """The last sweep: nothing the suite started may outlive it, whatever failed. Under
+    pytest-xdist each worker sweeps its own (its processes carry its pid); the controller, whose
+    tag the workers themselves carry, sweeps nothing."""
+    if session.config.pluginmanager.has_plugin("dsession"):
+        return
     kill_all(leftovers(os.environ[MARK], shared=True))
