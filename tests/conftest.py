@@ -33,6 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.update(dict.fromkeys(THREAD_VARIABLES, share))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files holding slow tests first (each file's order kept): under xdist, whose workers take
+    whole files in this order, the long ones start early and the workers end together."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 def shared_folder(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
     """A folder `build` fills once per test run: under pytest-xdist, by the first worker that asks
     for it while the others wait on a lock, then share it. Read-only for the tests, by contract."""
@@ -55,9 +62,10 @@ def shared_folder(factory: pytest.TempPathFactory, name: str, build: Callable[[P
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Kaggle-format demo dataset (24 train, 6 test images of 64x96); copy before changing it."""
     size = ["--height", str(TINY["height"]), "--width", str(TINY["width"])]
-    build = lambda root: cloudcli(
-        "demo-data", "data", "--n-train", "24", "--n-test", "6", *size, "--workers", "1", cwd=root
-    )  # noqa: E731
+
+    def build(root: Path) -> None:
+        cloudcli("demo-data", "data", "--n-train", "24", "--n-test", "6", *size, "--workers", "1", cwd=root)
+
     return shared_folder(tmp_path_factory, "tiny_demo", build) / "data"
 
 
