@@ -64,5 +64,3 @@ def test_the_smoke_run_measures_every_stage(tmp_path) -> None:
         assert f"| {stage} |" in result.stdout
     tuned = json.loads((tmp_path / "project/metrics/tune.json").read_text())["after"]["dice"]
     assert 0.5 < tuned < 0.95  # the search has real work on these maps
-        "scale-"
-    )
