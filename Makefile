@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   virtualenv + install, demo data if data/ is empty, dvc repro, CV, per-step and test scores
+#   make demo   virtualenv + install, demo data if data/ is empty, the pipeline (cloudcli run: dvc repro,
+#               independent stages side by side), CV, per-step and test scores
 #   make test   virtualenv + install, the whole test suite (CI runs this)
 # On a machine with a CUDA GPU:
 #   make gpu-check   the CUDA tests (fp32, bf16, fp16 against the CPU), then benchmarks/gpu.py
@@ -7,11 +8,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo test quick-test gpu-check lint clean
+.PHONY: install install-dev demo test quick-test gpu-check lint clean
 
 install: $(STAMP)
+install-dev: $(DEV)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,14 +22,18 @@ $(STAMP): pyproject.toml
 	@# The CUDA wheels torch pulls are several hundred MB: resume broken downloads, and retry the
 	@# whole install (finished wheels come from pip's cache) before giving up.
 	@for attempt in 1 2 3; do \
-	  PIP_RESUME_RETRIES=20 PIP_RETRIES=10 PIP_TIMEOUT=60 $(BIN)/python -m pip install --quiet -e '.[dev]' && exit 0; \
+	  PIP_RESUME_RETRIES=20 PIP_RETRIES=10 PIP_TIMEOUT=60 $(BIN)/python -m pip install --quiet -e . && exit 0; \
 	  echo "pip install failed (attempt $$attempt of 3)"; df -h . "$${TMPDIR:-/tmp}" | tail -n +2; sleep 15; \
 	done; echo "torch and its CUDA wheels need about 10 GB free (the venv ~6 GB, pip's cache and temp files)"; exit 1
 	touch $(STAMP)
 
+$(DEV): $(STAMP)  # the test and lint tools on top
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV)
+
 demo: install
 	@if [ -z "$$(ls -A data 2>/dev/null)" ]; then $(BIN)/cloudcli demo-data data; fi
-	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" cloudcli run  # what dvc repro does, independent stages side by side (a slot per GPU, else up to 4 slots sharing the cores)
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc checkout --relink --quiet  # outputs become links to the cache: one copy on disk
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/cv.json
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc metrics show metrics/stages
@@ -37,17 +44,17 @@ demo: install
 # file stays on one worker, so its module fixtures are built once.
 XDIST := -n auto --dist loadfile
 
-test: install
+test: install-dev
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
-quick-test: install  # skips the slow end-to-end tests
+quick-test: install-dev  # skips the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
-gpu-check: install  # on a CUDA machine: tests/engine/test_cuda.py, then benchmarks/results/gpu.json (< 5 minutes)
+gpu-check: install-dev  # on a CUDA machine: tests/engine/test_cuda.py, then benchmarks/results/gpu.json (< 5 minutes)
 	$(BIN)/python -m pytest -m cuda -rs tests/engine/test_cuda.py $(PYTEST_ARGS)
 	$(BIN)/python benchmarks/gpu.py --out benchmarks/results
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check cloudcli tests
 	$(BIN)/ruff format --check cloudcli tests
 
