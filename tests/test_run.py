@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -108,6 +109,25 @@ def test_independent_stages_overlap_and_the_repository_ends_as_dvc_repro_leaves_
     assert "nothing to run" in cloudcli("run", "--dry", cwd=repo).stdout
     run("git", "add", "-A", cwd=repo)  # cloudcli's own folder (logs, timeline) never goes to git
     assert ".cloudcli" not in run("git", "status", "--porcelain", cwd=repo)
+
+
+@pytest.mark.timeout(300)
+def test_data_added_with_dvc_is_saved_to_the_cache_first_as_dvc_repro_does(tmp_path) -> None:
+    """A dataset written after `dvc add` recorded it (make demo generates the demo data in a clean
+    clone) or changed since: saved to the cache and its .dvc file updated, then the stages run."""
+    repo = shell_repo(tmp_path / "repo", {"a": stage("a", 0, "raw.txt")})
+    (repo / "raw.txt").write_text("one\n")
+    run("dvc", "add", "-q", "raw.txt", cwd=repo)
+    shutil.rmtree(repo / ".dvc/cache")  # as in a fresh clone: the data is there, not in the cache
+    out = cloudcli("run", cwd=repo)
+    assert "raw.txt.dvc: its data saved to the DVC cache" in out.stdout and "1 stages ran" in out.stdout
+    (repo / "raw.txt").write_text("two\n")  # the data changed: saved again, the stage runs again
+    out = cloudcli("run", cwd=repo)
+    assert "raw.txt.dvc: its data saved" in out.stdout and "1 stages ran" in out.stdout
+    assert times(repo, "a")["inputs"] == 1
+    assert "up to date" in run("dvc", "status", cwd=repo)
+    run("dvc", "checkout", "--relink", cwd=repo)  # every output in the cache: nothing unsaved to refuse
+    assert "its data saved" not in cloudcli("run", cwd=repo).stdout
 
 
 @pytest.mark.timeout(300)

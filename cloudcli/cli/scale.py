@@ -40,7 +40,7 @@ def run(
     With --ray, each stage runs on a cluster node in a clone of the current commit.
     """
     from cloudcli.runner.local import run_plan
-    from cloudcli.runner.plan import plan, stale
+    from cloudcli.runner.plan import plan, save_sources, stale
 
     root = Path.cwd()
     if workers is not None and workers < 1:
@@ -51,6 +51,8 @@ def run(
         names = [s.name for s in steps.steps]
         print_plan(steps, names if force else stale(root, names), header)
         return
+    for saved in save_sources(root, steps.sources):
+        print(f"run: {saved}: its data saved to the DVC cache, as dvc repro does")
     records = run_plan(steps, backend, force)
     print(f"run: {len(records)} stages ran on {len(backend.names())} slots; dvc.lock records them")
 

@@ -31,6 +31,7 @@ class Step:
 class Plan:
     root: Path
     steps: list[Step] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # data .dvc files upstream (data.dvc): saved, not run
 
     def waves(self, names: list[str]) -> list[list[str]]:
         """`names` (stages of the plan) grouped by depth: a stage's wave follows all of its
@@ -81,6 +82,7 @@ def plan(root: Path, targets: list[str]) -> Plan:
     finally:
         repo.close()
     names = {s.addressing for s in ordered if getattr(s, "cmd", None)}
+    sources = [s.addressing for s in ordered if s.is_data_source and not s.frozen]
     steps = []
     for stage in ordered:
         if stage.addressing not in names or stage.frozen:
@@ -89,7 +91,22 @@ def plan(root: Path, targets: list[str]) -> Plan:
         upstream = tuple(s.addressing for s in graph.successors(stage) if s.addressing in names)
         cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
         steps.append(Step(stage.addressing, cmd, Path(stage.wdir), outs, upstream))
-    return Plan(root, steps)
+    return Plan(root, steps, sources)
+
+
+def save_sources(root: Path, names: list[str]) -> list[str]:
+    """Save the data .dvc files among `names` whose data changed or is not in the DVC cache yet,
+    as `dvc repro` does before it runs anything (`dvc commit -f`); the ones saved."""
+    repo = open_repo(root)
+    try:
+        by_name = {s.addressing: s for s in repo.index.stages}
+        with repo.lock:
+            changed = [n for n in names if by_name[n].changed()]
+        for name in changed:
+            repo.commit(name, force=True)
+        return changed
+    finally:
+        repo.close()
 
 
 def stale(root: Path, names: list[str]) -> list[str]:
