@@ -20,16 +20,15 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip || echo "pip upgrade failed; going on with the venv's pip"
 	@# The CUDA wheels torch pulls are several hundred MB: resume broken downloads, and retry the
-	@# whole install (finished wheels come from pip's cache) before giving up. --no-compile: Python
-	@# compiles what it imports when first imported, not the whole of torch up front (30 s).
+	@# whole install (finished wheels come from pip's cache) before giving up.
 	@for attempt in 1 2 3; do \
-	  PIP_RESUME_RETRIES=20 PIP_RETRIES=10 PIP_TIMEOUT=60 $(BIN)/python -m pip install --quiet --no-compile -e . && exit 0; \
+	  PIP_RESUME_RETRIES=20 PIP_RETRIES=10 PIP_TIMEOUT=60 $(BIN)/python -m pip install --quiet -e . && exit 0; \
 	  echo "pip install failed (attempt $$attempt of 3)"; df -h . "$${TMPDIR:-/tmp}" | tail -n +2; sleep 15; \
 	done; echo "torch and its CUDA wheels need about 10 GB free (the venv ~6 GB, pip's cache and temp files)"; exit 1
 	touch $(STAMP)
 
 $(DEV): $(STAMP)  # the test and lint tools on top
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(DEV)
 
 demo: install
