@@ -74,6 +74,9 @@ def _log() -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C as in a terminal: a process whose parent ignores SIGINT (a pytest-xdist worker does)
+    # starts with it ignored, and Python then keeps it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install(sys.argv[1])
     if LOG:
         atexit.register(_log)
