@@ -60,8 +60,9 @@ def _alive(pid: int) -> bool:
 
 def _drop_stale(path: Path) -> None:
     """Temporary siblings of `path` left by writers that were killed (their process is gone)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = stale.name[len(path.name) + 2 :].split(".")[0]
+    prefix = f".{path.name}."
+    for stale in (p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")):
+        pid = stale.name[len(prefix) :].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
