@@ -54,7 +54,7 @@ STAGES = {  # stage -> (command after `cloudcli`, its inputs, its outputs)
 }
 
 
-def params(n_train: int) -> dict:
+def params() -> dict:
     p = preset_params("3rd_place")
     p["data"].update(raw="data", raw_size=list(RAW), score_size=list(SCORE))
     p["infer"]["fold_test"] = False  # per-fold test maps would need 5x the test predictions' disk
@@ -198,7 +198,7 @@ def fabricate(root: Path, fraction: float, workers: int) -> dict:
     ids = {"train": [f"{i:07x}.jpg" for i in range(n_train)], "test": [f"{i + n_train:07x}.jpg" for i in range(n_test)]}
     rng = np.random.default_rng(0)
     truth = {part: np.stack([truth_of(rng) for _ in ids[part]]) for part in ("train", "test")}
-    p = params(n_train)
+    p = params()
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     cache(root, ids, truth, p)

@@ -140,3 +140,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" if p.is_dir() else b"<special>"
         for p in folder.rglob("*")
     }
+
+
+def load_benchmark(script: Path):
+    """A benchmark script (benchmarks/*.py) imported as a module, to test its parts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

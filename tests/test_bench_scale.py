@@ -3,27 +3,19 @@ has real work on, its memory probe sees a process tree, and its smoke run measur
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import numpy as np
 import procs
 import pytest
-from helpers import REPO
+from helpers import REPO, load_benchmark
 
 SCRIPT = REPO / "benchmarks/scale.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmarks_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_maps_follow_the_truth_with_errors_shared_by_the_models() -> None:
-    scale = load_script()
+    scale = load_benchmark(SCRIPT)
     truth = scale.truth_of(np.random.default_rng(3))
     maps = [scale.maps_of(truth, np.random.default_rng(1), np.random.default_rng(m), 1.0) for m in (10, 11)]
     inside = ((truth[None] >> np.arange(4)[:, None, None]) & 1).astype(bool)  # (C, H, W)
@@ -36,7 +28,7 @@ def test_maps_follow_the_truth_with_errors_shared_by_the_models() -> None:
 
 def test_the_probe_sees_the_children_of_a_process(tmp_path) -> None:
     script = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'x = bytearray(300 << 20); import time; time.sleep(1.5)'])"
-    result = load_script().probe([sys.executable, "-c", script], tmp_path, tmp_path / "log")
+    result = load_benchmark(SCRIPT).probe([sys.executable, "-c", script], tmp_path, tmp_path / "log")
     assert result["peak_heap"] > 300 << 20 and result["peak_rss"] >= result["peak_heap"]
     assert result["wall_s"] >= 1.5
 

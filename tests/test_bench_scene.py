@@ -3,7 +3,6 @@ and the scenes it writes are what it says (size, bands, georeferencing, a tenth 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
@@ -11,20 +10,13 @@ import numpy as np
 import procs
 import pytest
 import rasterio
-from helpers import REPO
+from helpers import REPO, load_benchmark
 
 SCRIPT = REPO / "benchmarks/predict_scene.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmarks_predict_scene", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_scene_is_a_four_band_geotiff_with_a_tenth_without_data(tmp_path) -> None:
-    load_script().write_scene(tmp_path / "scene.tif", 700)
+    load_benchmark(SCRIPT).write_scene(tmp_path / "scene.tif", 700)
     with rasterio.open(tmp_path / "scene.tif") as src:
         assert (src.count, src.height, src.width, src.dtypes[0]) == (4, 700, 700, "uint16")
         assert src.crs.to_epsg() == 32633 and src.block_shapes[0] == (512, 512)

@@ -129,8 +129,14 @@ def read_ensemble(folder: Path) -> dict:
     weights and minimum, and each member's name, folder, pseudo flag and (majority vote) levels."""
     path, rerun = folder / "meta.json", "rerun `dvc repro ensemble`"
     meta = read_json(path, rerun, missing=_run_first("ensemble"))
-    need_keys(meta, {"vote": str, "classes": list, "members": list, "weights": (list, type(None))}, path, rerun)
-    need_keys(meta, {"min_votes": (int, type(None))}, path, rerun)
+    kinds = {
+        "vote": str,
+        "classes": list,
+        "members": list,
+        "weights": (list, type(None)),
+        "min_votes": (int, type(None)),
+    }
+    need_keys(meta, kinds, path, rerun)
     if meta.get("min_votes_param") is not None:  # null or absent: more than half
         need_keys(meta, {"min_votes_param": int}, path, rerun)
     members, weights, classes = meta["members"], meta["weights"], meta["classes"]
