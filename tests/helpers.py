@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import procs
 import yaml
 
 from cloudcli import CLASSES
+from cloudcli.data.maps import maps_path, open_maps, write_maps
 from cloudcli.metrics import dice
 from cloudcli.post.search import LEVELS
 
@@ -115,8 +117,15 @@ def save_model(folder, ids, role, probs=None, classifier_probs=None, split="oof"
         table = pd.DataFrame({"image_id": ids, **{c: classifier_probs[:, k] for k, c in enumerate(CLASSES)}})
         table.to_csv(folder / f"{split}.csv", index=False)
     else:
-        np.save(folder / f"{split}.npy", probs)
+        shutil.rmtree(maps_path(folder, split), ignore_errors=True)  # a test may replace a model's maps
+        if probs is not None:
+            write_maps(maps_path(folder, split), np.asarray(probs, np.uint8))
         pd.DataFrame({"image_id": ids, "fold": 0}).to_csv(folder / f"{split}.csv", index=False)
+
+
+def load_maps(folder, split="oof") -> np.ndarray:
+    """A prediction folder's (N, C, H, W) maps of `split`, whole."""
+    return open_maps(Path(folder), split)[:]
 
 
 def brute_force_grid(probs: np.ndarray, truth: np.ndarray, min_areas: tuple[int, ...]) -> np.ndarray:

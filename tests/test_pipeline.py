@@ -5,13 +5,12 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import procs
 import pytest
 import yaml
 from dvc_repo import copy_of, git_dvc_repo, ran, run
-from helpers import REPO, cloudcli
+from helpers import REPO, cloudcli, load_maps
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +66,7 @@ def test_cloudcli_run_reproduces_the_pipeline_as_dvc_repro_would(baseline, tmp_p
     assert labels["labels_from"] == "fold" and not labels["leak_free"]  # one trained fold: rules on its own rows
     assert "valid submission, 24 rows" in cloudcli("submit", "--check", "submission.csv", cwd=repo).stdout
     assert 0 <= json.loads((repo / "metrics/test.json").read_text())["dice"] <= 1  # the demo's true test score
-    assert np.load(repo / "predictions/base/seg2/test.npy").shape == (6, 4, 32, 48)
+    assert load_maps(repo / "predictions/base/seg2", "test").shape == (6, 4, 32, 48)
     tuned = json.loads((repo / "metrics/tune.json").read_text())
     n_oof = len(pd.read_csv(repo / "predictions/base/seg1/oof.csv"))
     assert tuned["after"]["n_rows"] == 4 * n_oof

@@ -33,7 +33,7 @@ def assert_nothing_to_rerun(repo: Path) -> None:
     assert (
         (repo / "submission.csv").exists()
         and (repo / "models/seg1/fold0/best.pt").exists()
-        and (repo / "predictions/base/seg1/test.npy").exists()
+        and (repo / "predictions/base/seg1/test.zarr").is_dir()
     )
 
 

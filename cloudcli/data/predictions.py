@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli import paths
+from cloudcli.data.maps import Maps, open_maps
 from cloudcli.errors import DataError
 from cloudcli.io import json_type, need_keys, read_json
 
@@ -20,14 +21,32 @@ def _missing(path: Path, stage: str) -> DataError:
     return DataError(f"{path}: missing; {_run_first(stage)}")
 
 
-def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str], np.ndarray]:
-    """(image ids, (N, C, H, W) uint8 memory map) of a segmentation model's (or the ensemble's,
-    stage="ensemble") `split` ('oof' or 'test')."""
+def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str], Maps]:
+    """(image ids, (N, C, H, W) uint8 maps read lazily) of a segmentation model's (or the
+    ensemble's, stage="ensemble") `split` ('oof' or 'test')."""
     try:
         ids = list(pd.read_csv(folder / f"{split}.csv", dtype={"image_id": str})["image_id"])
-        return ids, np.load(folder / f"{split}.npy", mmap_mode="r")
+        maps = open_maps(folder, split)
     except FileNotFoundError as e:
         raise _missing(Path(e.filename), stage) from None
+    if len(maps) != len(ids):
+        raise DataError(f"{maps.path}: {len(maps)} maps for the {len(ids)} rows of {split}.csv; rerun {stage}")
+    return ids, maps
+
+
+def read_histograms(folder: Path, n: int, stage: str = "infer", name: str = "oof_hist.npy") -> np.ndarray:
+    """(N, C, 2, 256) OOF histograms (all pixels, inside the truth) that `stage` wrote for the `n`
+    rows of its oof.csv (cloudcli.stages.infer)."""
+    path, rerun = folder / name, f"rerun `dvc repro {stage}`"
+    try:
+        hist = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (predictions of an earlier cloudcli version?); {rerun}") from None
+    except ValueError as e:
+        raise DataError(f"{path}: unreadable ({e}); {rerun}") from None
+    if hist.ndim != 4 or hist.shape[0] != n or hist.shape[2:] != (2, 256):
+        raise DataError(f"{path}: shape {hist.shape}, expected ({n}, C, 2, 256); {rerun}")
+    return np.asarray(hist, np.int64)
 
 
 def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
@@ -99,7 +118,7 @@ def read_meta(folder: Path) -> dict:
     return read_json(folder / "meta.json", "rerun `dvc repro infer`", missing=_run_first("infer"))
 
 
-def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[np.ndarray]]:
+def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[Maps]]:
     """Image ids and (N, C, H, W) maps of several models, checked to cover the same rows in the same order."""
     ids, arrays = None, []
     for folder in folders:
@@ -111,17 +130,26 @@ def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[np.n
             )
         ids = these
         if arrays and probs.shape != arrays[0].shape:
-            raise DataError(f"{folder / f'{split}.npy'}: shape {probs.shape}, {folders[0]} has {arrays[0].shape}")
+            raise DataError(f"{probs.path}: shape {probs.shape}, {folders[0]} has {arrays[0].shape}")
         arrays.append(probs)
     return ids, arrays
 
 
-def oof_truth(cache, ids: list[str], where: Path) -> np.ndarray:
-    """(N, H, W) packed truth masks of the cache for the OOF rows `ids`, in that order."""
-    rows = pd.Index(cache.train["image_id"]).get_indexer(ids)
-    if (rows < 0).any():
-        raise DataError(f"{where}: {ids[int(np.argmin(rows))]} is not in {cache.folder}; rerun infer")
-    return cache.array("train_truth")[rows]
+class OofTruth:
+    """The packed (n, H, W) truth masks of the OOF rows `ids`, read from the cache a batch at a time
+    (`truth[start:stop]`), never whole."""
+
+    def __init__(self, cache, ids: list[str], where: Path) -> None:
+        rows = pd.Index(cache.train["image_id"]).get_indexer(ids)
+        if (rows < 0).any():
+            raise DataError(f"{where}: {ids[int(np.argmin(rows))]} is not in {cache.folder}; rerun infer")
+        self.rows, self.array = rows, cache.array("train_truth")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.array[self.rows[rows]]
 
 
 def read_ensemble(folder: Path) -> dict:

@@ -7,15 +7,19 @@ labels for fold k use the other folds' rows only, so fold k's validation labels 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from cloudcli.config import PseudoConfig
 from cloudcli.data.cache import BITS
+from cloudcli.data.maps import batches
 from cloudcli.errors import DataError
-from cloudcli.post.search import Counts, counts
+from cloudcli.post.search import Counts, histogram_counts
 from cloudcli.post.twostage import ClassFit, fit_class, member_levels
-from cloudcli.post.vote import VoteMaps, confident_by_classifier, confident_share
+from cloudcli.post.vote import ON, confident_by_classifier, confident_share, majority
+from cloudcli.ui import progress
 
 CHUNK = 32  # test images read at a time
 
@@ -47,37 +51,96 @@ def soft_label(probs: list[np.ndarray], masks: np.ndarray, size: tuple[int, int]
     return np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_AREA) for m in mean]).round().astype(np.uint8)
 
 
-def seg1_counts(seg1: np.ndarray, truth: np.ndarray) -> list[Counts]:
-    """Per class, the level counts of seg1's (N, C, H, W) OOF maps against (N, H, W) packed truth:
-    computed once, then subset for each fold's rules."""
-    return [counts(seg1[:, k], (truth & BITS[k]) != 0) for k in range(seg1.shape[1])]
+def seg1_counts(hist: np.ndarray) -> list[Counts]:
+    """Per class, the level counts of seg1's OOF maps from their (N, C, 2, 256) histograms (what
+    infer wrote): computed once, then subset for each fold's rules."""
+    return [histogram_counts(hist[:, k, 0], hist[:, k, 1]) for k in range(hist.shape[1])]
+
+
+def fold_levels(hists: list[np.ndarray], roles: list[str], rows: np.ndarray) -> np.ndarray:
+    """(S, C) levels of the vote members, each fitted on the OOF `rows` (bool (N,)) from its histograms."""
+    return np.array([member_levels(h, r, rows=rows) for h, r in zip(hists, roles)])
+
+
+def vote_pixels(shape_maps: list, truth, levels: list[np.ndarray]) -> np.ndarray:
+    """(V, N, C, 2) pixels the majority vote of the members' OOF maps keeps, and how many of them
+    are inside the truth, for each of V sets of (S, C) member levels (one per fold's rules): one
+    pass over the maps, a batch at a time (`truth[rows]`: packed truth of those rows)."""
+    n, n_classes = len(shape_maps[0]), shape_maps[0].shape[1]
+    out = np.zeros((len(levels), n, n_classes, 2), np.int64)
+    with progress("pseudo vote", n, "images", lines=False) as advance:
+        for rows in batches(n):
+            maps, packed = np.stack([m[rows] for m in shape_maps]), truth[rows]  # (S, n, C, H, W)
+            for k in range(n_classes):
+                inside = (packed & BITS[k]) != 0
+                for v, lv in enumerate(levels):
+                    on = majority(maps[:, :, k], lv[:, k]) > 0
+                    out[v, rows, k, 0] = on.sum((1, 2))
+                    out[v, rows, k, 1] = (on & inside).sum((1, 2))
+            advance(rows.stop - rows.start)
+    return out
+
+
+def vote_counts(pixels: np.ndarray, truth_area: np.ndarray, size: int) -> list[Counts]:
+    """Per class, the level counts of a majority vote (every pixel 0 or ON) from its (N, C, 2) kept
+    pixels (vote_pixels), the (N, C) truth areas and the pixels of a map."""
+    out = []
+    for k in range(pixels.shape[1]):
+        on, on_in, t = pixels[:, k, 0], pixels[:, k, 1], truth_area[:, k]
+        hist_all, hist_in = np.zeros((len(on), 256), np.int64), np.zeros((len(on), 256), np.int64)
+        hist_all[:, 0], hist_all[:, ON], hist_in[:, 0], hist_in[:, ON] = size - on, on, t - on_in, on_in
+        out.append(histogram_counts(hist_all, hist_in))
+    return out
 
 
 def fit_rules(
     cfg: PseudoConfig,
-    truth: np.ndarray,
-    oofs: list[np.ndarray],
-    roles: list[str],
+    seg1: list[Counts],
+    shape: list[Counts] | None,
     classifier_oof: np.ndarray | None,
     rows: np.ndarray,
-    seg1: list[Counts],
-) -> tuple[list[ClassFit], np.ndarray | None, np.ndarray]:
-    """The two-stage rules per class fitted on the OOF maps `rows` (bool (N,)) alone: seg1's rule
-    (`seg1`: its counts on every row), the vote members' levels (S, C), the classifier gate; and
-    which of those rows' truth masks are empty (n, C)."""
-    shape_maps, shape_roles = oofs[1:], roles[1:]
-    levels = None
-    if shape_maps:
-        levels = np.array([member_levels(o, truth, r, rows=rows) for o, r in zip(shape_maps, shape_roles)])
+) -> tuple[list[ClassFit], np.ndarray]:
+    """The two-stage rules per class fitted on the OOF rows `rows` (bool (N,)) alone: seg1's rule
+    (`seg1`: its counts on every row), the level of the members' vote (`shape`: its counts on every
+    row, with this fold's member levels), the classifier gate; and which of those rows' truth masks
+    are empty (n, C)."""
     fits, empty = [], []
     for k, seg1_k in enumerate(seg1):
-        shape = None
-        if shape_maps:
-            shape = counts(VoteMaps(shape_maps, k, "majority", levels[:, k]), (truth & BITS[k]) != 0).subset(rows)
+        shape_k = None if shape is None else shape[k].subset(rows)
         score = None if classifier_oof is None else classifier_oof[rows, k]
-        fits.append(fit_class(seg1_k.subset(rows), shape, score, cfg.min_areas))
+        fits.append(fit_class(seg1_k.subset(rows), shape_k, score, cfg.min_areas))
         empty.append(seg1_k.truth_area[rows] == 0)
-    return fits, levels, np.stack(empty, 1)
+    return fits, np.stack(empty, 1)
+
+
+@dataclass(frozen=True)
+class FoldFit:
+    """The rules of one fold's labels and the OOF rows they were fitted on."""
+
+    rows: np.ndarray  # (N,) bool: the rows the rules were fitted on
+    fits: list[ClassFit]
+    levels: np.ndarray | None  # (S, C) the vote members' levels
+    empty: np.ndarray  # (n, C) which truth masks of those rows are empty
+
+
+def fit_folds(
+    cfg: PseudoConfig, maps: list, hists: list[np.ndarray], roles: list[str], truth, classifier, fit_rows: list
+) -> list[FoldFit]:
+    """The rules fitted on each set of OOF rows in `fit_rows` (one per fold's labels): seg1's from
+    its histograms (`hists`: seg1's, then each vote member's), the members' levels from theirs, and
+    the vote of every set's levels counted in one pass over the members' OOF `maps`."""
+    seg1 = seg1_counts(hists[0])
+    levels = [fold_levels(hists[1:], roles[1:], rows) for rows in fit_rows] if len(maps) > 1 else None
+    shapes = [None] * len(fit_rows)
+    if levels is not None:
+        truth_area = np.stack([c.truth_area for c in seg1], 1)
+        pixels = vote_pixels(maps[1:], truth, levels)
+        shapes = [vote_counts(p, truth_area, int(np.prod(maps[0].shape[2:]))) for p in pixels]
+    out = []
+    for i, rows in enumerate(fit_rows):
+        fits, empty = fit_rules(cfg, seg1, shapes[i], classifier, rows)
+        out.append(FoldFit(rows, fits, None if levels is None else levels[i], empty))
+    return out
 
 
 def rule_of(fit: ClassFit, levels: np.ndarray | None, k: int) -> dict:

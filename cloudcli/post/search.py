@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from cloudcli.data.cache import BITS
 from cloudcli.metrics import dice_from_counts, total
 from cloudcli.ui import progress
 
@@ -32,6 +33,15 @@ def histograms(probs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nda
         hist_in[i] = both[256:]
         hist_all[i] = both[:256] + both[256:]
     return hist_all, hist_in
+
+
+def class_histograms(maps: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """(n, C, 2, 256) int32 of (n, C, H, W) maps and their (n, H, W) packed truth: per map and
+    class, the histogram of all pixels ([..., 0, :]) and of the pixels inside the class ([..., 1, :])."""
+    out = np.empty((len(maps), maps.shape[1], 2, 256), np.int32)
+    for k in range(maps.shape[1]):
+        out[:, k, 0], out[:, k, 1] = histograms(maps[:, k], (packed & BITS[k]) != 0)
+    return out
 
 
 def above(hist: np.ndarray) -> np.ndarray:
@@ -85,19 +95,36 @@ class Counts:
         )
 
 
+def histogram_counts(hist_all: np.ndarray, hist_in: np.ndarray) -> Counts:
+    """Counts at the 255 levels without a component rule, from (N, 256) level histograms of all
+    pixels and of the pixels inside the truth."""
+    return Counts(above(hist_all), above(hist_in), hist_in.sum(1), LEVELS, np.zeros(len(LEVELS), int), hist_all)
+
+
 def counts(
     probs: np.ndarray, truth: np.ndarray, min_components: tuple[int, ...] = (0,), component_levels: tuple[int, ...] = ()
 ) -> Counts:
     """The 255 levels without a component rule, then component_levels x each min_component > 1."""
-    hist_all, hist_in = histograms(probs, truth)
-    area, inter, levels, comps = [above(hist_all)], [above(hist_in)], [LEVELS], [np.zeros(len(LEVELS), int)]
+    plain = histogram_counts(*histograms(probs, truth))
     rules = tuple(sorted({int(c) for c in min_components if c > 1}))
-    if rules and component_levels:
-        a, i = component_counts(probs, truth, tuple(component_levels), rules)
-        area.append(a), inter.append(i)
-        levels.append(np.repeat(component_levels, len(rules))), comps.append(np.tile(rules, len(component_levels)))
+    if not (rules and component_levels):
+        return plain
+    return with_components(
+        plain, *component_counts(probs, truth, tuple(component_levels), rules), component_levels, rules
+    )
+
+
+def with_components(
+    plain: Counts, area: np.ndarray, inter: np.ndarray, component_levels: tuple[int, ...], rules: tuple[int, ...]
+) -> Counts:
+    """`plain` counts followed by the component columns (component_counts' layout)."""
     return Counts(
-        np.hstack(area), np.hstack(inter), hist_in.sum(1), np.concatenate(levels), np.concatenate(comps), hist_all
+        np.hstack([plain.area, area]),
+        np.hstack([plain.inter, inter]),
+        plain.truth_area,
+        np.concatenate([plain.levels, np.repeat(component_levels, len(rules))]),
+        np.concatenate([plain.min_components, np.tile(rules, len(component_levels))]),
+        plain.hist,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cloudcli.data.maps import batches
 from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds
 from cloudcli.errors import DataError
 from cloudcli.post.rules import ClassRule, postprocess
@@ -18,8 +20,8 @@ class Tuned:
     """The post-processing tune chose, bound to one split's probability maps."""
 
     ids: list[str]  # image ids of the split, in the maps' row order
-    seg1: np.ndarray  # (N, C, H, W) uint8 maps deciding presence
-    shape: np.ndarray | None  # (N, C, H, W) uint8 maps drawing the masks (two-stage), or None
+    seg1: object  # (N, C, H, W) uint8 maps deciding presence, read lazily (cloudcli.data.maps)
+    shape: object | None  # (N, C, H, W) uint8 maps drawing the masks (two-stage), or None
     classifier_probs: np.ndarray | None  # (N, C) classifier probabilities, or None
     rules: list[ClassRule]
     shape_levels: list[int | None]
@@ -27,14 +29,25 @@ class Tuned:
 
     def masks(self, i: int) -> np.ndarray:
         """(C, H, W) uint8 0/1 masks of row i."""
-        seg1 = np.asarray(self.seg1[i])
+        return self._masks(i, np.asarray(self.seg1[i]), None if self.shape is None else np.asarray(self.shape[i]))
+
+    def blocks(self) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        """(rows, the (C, H, W) masks of each) of every row in order, the maps read a batch at a time."""
+        for rows in batches(len(self.ids)):
+            seg1 = self.seg1[rows]
+            shape = None if self.shape is None else self.shape[rows]
+            yield (
+                rows,
+                [self._masks(rows.start + j, seg1[j], None if shape is None else shape[j]) for j in range(len(seg1))],
+            )
+
+    def _masks(self, i: int, seg1: np.ndarray, shape: np.ndarray | None) -> np.ndarray:
         scores = class_scores(
             self.chosen["class_score"],
             seg1,
             None if self.classifier_probs is None else self.classifier_probs[i],
             self.chosen["top_k"],
         )
-        shape = None if self.shape is None else np.asarray(self.shape[i])
         return postprocess(seg1, self.rules, scores, self.chosen["at_least_one"], shape, self.shape_levels)
 
 

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudcli.data.cache import BITS
 from cloudcli.metrics import dice_from_counts, total
 from cloudcli.post.rules import ClassRule
-from cloudcli.post.search import LEVELS, Counts, above, best, gate_totals, grid_scores, histograms
+from cloudcli.post.search import LEVELS, Counts, above, best, gate_totals, grid_scores
 from cloudcli.post.vote import class_score, topk_from_histograms
 
 GATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
@@ -130,14 +129,13 @@ def scores_of(how: str, seg1: Counts, classifier_probs: np.ndarray | None, top_k
     return class_score(how, classifier_probs, topk_from_histograms(seg1.hist, top_k) if needs_topk else None)
 
 
-def member_levels(
-    probs: np.ndarray, truth: np.ndarray, role: str, metric: str = "dice", rows: np.ndarray | None = None
-) -> list[int]:
-    """Per class, the level maximising the member's `metric` over its OOF maps (positive rows for
-    seg2); only over `rows` (bool (N,)) when given."""
+def member_levels(hist: np.ndarray, role: str, metric: str = "dice", rows: np.ndarray | None = None) -> list[int]:
+    """Per class, the level maximising a member's `metric` over its OOF maps, from their (N, C, 2,
+    256) histograms (all pixels, inside the truth: what infer writes); over the positive rows for
+    seg2; only over `rows` (bool (N,)) when given."""
     levels = []
-    for k in range(probs.shape[1]):
-        hist_all, hist_in = histograms(probs[:, k], (truth & BITS[k]) != 0)
+    for k in range(hist.shape[1]):
+        hist_all, hist_in = hist[:, k, 0], hist[:, k, 1]
         if rows is not None:
             hist_all, hist_in = hist_all[rows], hist_in[rows]
         t_area = hist_in.sum(1)

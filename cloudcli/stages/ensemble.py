@@ -5,30 +5,44 @@ majority: each member is binarised per class at its own level, tuned on its out-
 another model says a class is present; on every row otherwise); a pixel is kept (255) where at
 least min_votes members agree, else 0. mean: the (weighted) mean of the members' probabilities.
 
-Writes, like a model's predictions: oof.npy / test.npy (N, C, H, W) uint8, oof.csv / test.csv
-(row order), meta.json (members, their levels, the vote). Streams a few images at a time.
+Writes, like a model's predictions: oof.zarr / test.zarr (N, C, H, W) uint8, oof.csv / test.csv
+(row order), oof_hist.npy (the vote's OOF histograms, as infer writes them), meta.json (members,
+their levels, the vote). With pseudo-label members, also oof_hist_base.npy: the histograms of the
+vote of the other members alone, which tune reports as a step of its own.
+
+One pass: the member levels come from the histograms infer wrote; each member's maps are read once,
+a batch at a time, and the vote's histograms are counted as it is written.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cloudcli.config import EnsembleConfig
 from cloudcli.data.cache import open_cache
-from cloudcli.data.predictions import aligned_masks, classes_of, model_folder, oof_truth, read_meta
+from cloudcli.data.maps import MapWriter, batches, maps_path
+from cloudcli.data.predictions import (
+    OofTruth,
+    aligned_masks,
+    classes_of,
+    model_folder,
+    read_meta,
+)
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, new_array, write_json
 from cloudcli.paths import split_name
+from cloudcli.post.search import class_histograms
+from cloudcli.post.stored import oof_histograms
 from cloudcli.post.twostage import member_levels
 from cloudcli.post.vote import default_min_votes, vote
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 
 PARAMS = ("ensemble",)
-CHUNK = 16  # images voted at a time
 
 
 def run(cfg: EnsembleConfig, predictions: Path, cache_dir: Path, out: Path) -> dict:
@@ -40,52 +54,94 @@ def run(cfg: EnsembleConfig, predictions: Path, cache_dir: Path, out: Path) -> d
     oof_ids, oofs = aligned_masks(folders, "oof")
     _, tests = aligned_masks(folders, "test")
     classes, levels = classes_of(folders[0]), None
+    truth = OofTruth(open_cache(cache_dir), oof_ids, folders[0] / "oof.csv")
     if cfg.vote == "majority":
-        truth = oof_truth(open_cache(cache_dir), oof_ids, folders[0] / "oof.csv")
-        levels = np.array([member_levels(o, truth, r) for o, r in zip(oofs, roles)])  # (M, C)
-    min_votes = (cfg.min_votes or default_min_votes(len(folders))) if cfg.vote == "majority" else None
+        hists = [oof_histograms(f, o, truth) for f, o in zip(folders, oofs)]
+        levels = np.array([member_levels(h, r) for h, r in zip(hists, roles)])  # (M, C)
+    votes = [_Vote(cfg.vote, levels, cfg.min_votes or default_min_votes(len(folders)), cfg.weights)]
+    base = [i for i, name in enumerate(cfg.members) if split_name(name)[1] is None]
+    if 0 < len(base) < len(folders):  # the vote without pseudo-label members: a step tune reports
+        votes.append(votes[0].without(base, cfg.min_votes))
     info(
         f"ensemble: {cfg.vote} of {', '.join(cfg.members)}"
-        + (f", at least {min_votes} of {len(folders)} votes" if min_votes else "")
+        + (f", at least {votes[0].min_votes} of {len(folders)} votes" if cfg.vote == "majority" else "")
     )
     with atomic_path(out, is_dir=True) as tmp:
-        for split, arrays in (("oof", oofs), ("test", tests)):
-            _write_vote(tmp / f"{split}.npy", arrays, cfg, levels, min_votes, f"ensemble {split}")
+        _write_vote(tmp, "oof", oofs, votes, truth)
+        _write_vote(tmp, "test", tests, votes[:1], None)
+        for split in ("oof", "test"):
             shutil.copyfile(folders[0] / f"{split}.csv", tmp / f"{split}.csv")
-        meta = {
-            "role": "ensemble",
-            "classes": list(classes),
-            "vote": cfg.vote,
-            "min_votes": min_votes,
-            "min_votes_param": cfg.min_votes,
-            "weights": None if cfg.weights is None else list(cfg.weights),
-            "members": [
-                {
-                    "name": name,
-                    "folder": str(folder),
-                    "role": role,
-                    "pseudo": split_name(name)[1] is not None,  # a model@round
-                    "levels": None if levels is None else dict(zip(classes, map(int, levels[m]))),
-                }
-                for m, (name, folder, role) in enumerate(zip(cfg.members, folders, roles))
-            ],
-            "versions": versions(),
-        }
+        meta = _meta(cfg, classes, folders, roles, levels, votes[0].min_votes if cfg.vote == "majority" else None)
         write_json(tmp / "meta.json", meta)
     info(f"ensemble: wrote {out}")
     return meta
 
 
-def _write_vote(path: Path, arrays: list[np.ndarray], cfg: EnsembleConfig, levels, min_votes, title: str) -> None:
-    target = new_array(path, arrays[0].shape)
-    n = len(target)
-    with progress(title, n, "images", lines=False) as advance:
-        for start in range(0, n, CHUNK):
-            rows = slice(start, min(start + CHUNK, n))
-            maps = np.stack([np.asarray(a[rows]) for a in arrays])  # (M, n, C, H, W)
-            for k in range(maps.shape[2]):
-                target[rows, k] = vote(
-                    maps[:, :, k], cfg.vote, None if levels is None else levels[:, k], min_votes, cfg.weights
-                )
+def _meta(cfg: EnsembleConfig, classes, folders: list[Path], roles: list[str], levels, min_votes) -> dict:
+    return {
+        "role": "ensemble",
+        "classes": list(classes),
+        "vote": cfg.vote,
+        "min_votes": min_votes,
+        "min_votes_param": cfg.min_votes,
+        "weights": None if cfg.weights is None else list(cfg.weights),
+        "members": [
+            {
+                "name": name,
+                "folder": str(folder),
+                "role": role,
+                "pseudo": split_name(name)[1] is not None,  # a model@round
+                "levels": None if levels is None else dict(zip(classes, map(int, levels[m]))),
+            }
+            for m, (name, folder, role) in enumerate(zip(cfg.members, folders, roles))
+        ],
+        "versions": versions(),
+    }
+
+
+@dataclass(frozen=True)
+class _Vote:
+    """A vote over some of the members (`use`: their indices; None = all)."""
+
+    how: str
+    levels: np.ndarray | None  # (M, C) of all members
+    min_votes: int
+    weights: tuple[float, ...] | None
+    use: tuple[int, ...] | None = None
+
+    def without(self, use: list[int], asked: int | None) -> _Vote:
+        """The same vote over members `use` only; min_votes capped to them (null: more than half)."""
+        min_votes = default_min_votes(len(use)) if asked is None else min(asked, len(use))
+        weights = None if self.weights is None else tuple(self.weights[i] for i in use)
+        return _Vote(self.how, self.levels, min_votes, weights, tuple(use))
+
+    def __call__(self, maps: np.ndarray) -> np.ndarray:
+        """(M, n, C, H, W) member maps -> (n, C, H, W) vote."""
+        use = list(range(len(maps))) if self.use is None else list(self.use)
+        out = np.empty(maps.shape[1:], np.uint8)
+        for k in range(maps.shape[2]):
+            levels = None if self.levels is None else self.levels[use, k]
+            out[:, k] = vote(maps[use, :, k], self.how, levels, self.min_votes, self.weights)
+        return out
+
+
+def _write_vote(folder: Path, split: str, arrays: list, votes: list[_Vote], truth: OofTruth | None) -> None:
+    """The first vote's maps of `split` (and, with the truth, the OOF histograms of every vote)."""
+    n = len(arrays[0])
+    writer = MapWriter(maps_path(folder, split), arrays[0].shape)
+    names = ("oof_hist.npy", "oof_hist_base.npy")
+    shape = (n, arrays[0].shape[1], 2, 256)
+    hists = [] if truth is None else [new_array(folder / f, shape, np.int32) for f in names[: len(votes)]]
+    with progress(f"ensemble {split}", n, "images", lines=False) as advance:
+        for rows in batches(n):
+            maps = np.stack([a[rows] for a in arrays])  # (M, n, C, H, W): each member read once
+            for i, v in enumerate(votes):
+                voted = v(maps)
+                if i == 0:
+                    writer.write(voted)
+                if hists:
+                    hists[i][rows] = class_histograms(voted, truth[rows])
             advance(rows.stop - rows.start)
-    target.flush()
+    writer.close()
+    for h in hists:
+        h.flush()

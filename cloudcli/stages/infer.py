@@ -1,11 +1,15 @@
 """Stage `infer@<model>`: out-of-fold and test probabilities of one model's fold checkpoints.
 
 Writes to `out`, streamed batch by batch (memory stays bounded whatever the data size):
-  segmentation: oof.npy (n_oof, 4, H, W) and test.npy (M, 4, H, W) uint8 = round(p * 255) at the
-                scoring size (350x525); each OOF row comes from the fold model that did not see it,
-                test rows average every fold model; oof.csv (image_id, fold) and test.csv give row order.
-                With infer.fold_test, also test_fold<k>.npy/.csv: fold k's model alone (what leak-free
-                pseudo labels for fold k are made from).
+  segmentation: oof.zarr (n_oof, 4, H, W) and test.zarr (M, 4, H, W) uint8 = round(p * 255) at the
+                scoring size (350x525), compressed (cloudcli.data.maps); each OOF row comes from the
+                fold model that did not see it, rows grouped by fold (one model at a time, written in
+                order); test rows average every fold model; oof.csv (image_id, fold) and test.csv give
+                row order. oof_hist.npy (n_oof, 4, 2, 256) int32: per image and class, the level
+                histogram of all pixels and of those inside the truth, what every level search needs
+                (later stages read it instead of the maps). With infer.fold_test, also
+                test_fold<k>.zarr/.csv: fold k's model alone (what leak-free pseudo labels for fold k
+                are made from).
   classifier:   oof.csv and test.csv (and test_fold<k>.csv) with one probability column per class.
   meta.json:    TTA, folds, shapes, versions.
 """
@@ -23,11 +27,13 @@ from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.data.folds import read_folds
+from cloudcli.data.maps import MapWriter, maps_path
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict_folds, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, new_array, write_csv, write_json
 from cloudcli.parallel import worker_cap
+from cloudcli.post.search import class_histograms
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 
@@ -48,18 +54,17 @@ def run(
         f"TTA {'+'.join(cfg.tta)}, on {device}"
     )
     with atomic_path(out, is_dir=True) as tmp:
-        oof = _Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes)
-        for (net, s), k in zip(fold_nets, cv.folds):
-            rows = np.flatnonzero(folds == k)
-            positions = np.searchsorted(oof_rows, rows)
-            title = f"infer {model} fold {k}"
-            _predict_into([oof], positions, [net], cache, rows, "train_images", s, cfg, device, title)
+        truth = cache.array("train_truth")
+        oof = _Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes, truth)
+        for (net, s), k in zip(fold_nets, cv.folds):  # rows grouped by fold: written in order
+            rows = oof_rows[folds[oof_rows] == k]
+            _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
         m, role = len(cache.test), settings["role"]
         tests = [_Sink(tmp, "test", role, m, score_size, cache.classes)]
         if cfg.fold_test:
             tests += [_Sink(tmp, f"test_fold{k}", role, m, score_size, cache.classes) for k in cv.folds]
         rows, nets = np.arange(m), [n for n, _ in fold_nets]
-        _predict_into(tests, rows, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
+        _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
         oof.finish(pd.DataFrame({"image_id": oof_ids, "fold": folds[oof_rows]}))
         for sink in tests:
@@ -78,9 +83,10 @@ def _load_fold_nets(model: str, models_dir: Path, cv: CvConfig, cfg: InferConfig
 
 
 def _oof_rows(cache: Cache, folds_csv: Path, cv: CvConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The fold of every cache training row, and the rows predicted out of fold (in cv.folds)."""
+    """The fold of every cache training row, and the rows predicted out of fold (in cv.folds), in
+    the OOF order: grouped by fold in cv.folds' order, in cache order within a fold."""
     folds = read_folds(folds_csv, list(cache.train["image_id"]), need=tuple(cv.folds))
-    return folds, np.flatnonzero(np.isin(folds, cv.folds))
+    return folds, np.concatenate([np.flatnonzero(folds == k) for k in cv.folds])
 
 
 def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size: tuple, classes: tuple) -> dict:
@@ -98,32 +104,50 @@ def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size
 
 
 class _Sink:
-    """Where predictions go: a uint8 memory map for masks, an in-memory table for classifiers."""
+    """Where predictions go, in row order: compressed maps for masks (and, given the training truth,
+    their OOF histograms), an in-memory table for classifiers."""
 
     def __init__(
-        self, folder: Path, name: str, role: str, n: int, score_size: tuple[int, int], classes: tuple[str, ...]
+        self,
+        folder: Path,
+        name: str,
+        role: str,
+        n: int,
+        score_size: tuple[int, int],
+        classes: tuple[str, ...],
+        truth: np.ndarray | None = None,
     ) -> None:
-        self.folder, self.name, self.role, self.classes = folder, name, role, classes
+        self.folder, self.name, self.role, self.classes, self.truth, self.done = folder, name, role, classes, truth, 0
         if role == "classifier":
             self.array = np.zeros((n, len(classes)), np.float32)
         else:
-            self.array = new_array(folder / f"{name}.npy", (n, len(classes), *score_size))  # (N, C, H, W) p * 255
+            self.maps = MapWriter(maps_path(folder, name), (n, len(classes), *score_size))  # (N, C, H, W) p * 255
+            if truth is not None:
+                self.hist = new_array(folder / f"{name}_hist.npy", (n, len(classes), 2, 256), np.int32)
 
-    def put(self, positions: np.ndarray, probs: torch.Tensor) -> None:
-        """Store a batch of probabilities at `positions`."""
-        self.array[positions] = (probs if self.role == "classifier" else to_uint8(probs)).cpu().numpy()
+    def put(self, rows: np.ndarray, probs: torch.Tensor) -> None:
+        """Store the next batch: the probabilities of cache `rows`."""
+        if self.role == "classifier":
+            self.array[self.done : self.done + len(probs)] = probs.cpu().numpy()
+        else:
+            maps = to_uint8(probs).cpu().numpy()
+            self.maps.write(maps)
+            if self.truth is not None:
+                self.hist[self.done : self.done + len(maps)] = class_histograms(maps, self.truth[rows])
+        self.done += len(probs)
 
     def finish(self, index: pd.DataFrame) -> None:
         if self.role == "classifier":
             index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(self.classes)})
         else:
-            self.array.flush()
+            self.maps.close()
+            if self.truth is not None:
+                self.hist.flush()
         write_csv(self.folder / f"{self.name}.csv", index)
 
 
 def _predict_into(
     sinks: list[_Sink],
-    positions: np.ndarray,
     nets: list,
     cache: Cache,
     rows: np.ndarray,
@@ -133,8 +157,8 @@ def _predict_into(
     device: torch.device,
     title: str,
 ) -> None:
-    """Predict cache `rows` of `images` into `positions` of sinks[0] (the mean of `nets`) and, when
-    there is one more sink per net, of each net's own sink. The mean is predict_folds', whatever
+    """Predict cache `rows` of `images`, in order, into sinks[0] (the mean of `nets`) and, when
+    there is one more sink per net, into each net's own sink. The mean is predict_folds', whatever
     the sinks: a bundle (cloudcli.bundle) reproduces it bit for bit."""
     norm = settings["normalization"]
     size, cache_size = tuple(settings["input_size"]), cache.cache_size
@@ -144,16 +168,16 @@ def _predict_into(
     workers = worker_cap(cfg.workers)
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     fmt, role = memory_format(settings), settings["role"]  # the format it trained with
-    out_size = sinks[0].array.shape[-2:] if role != "classifier" else None
+    out_size = cache.score_size if role != "classifier" else None
     done, dtype = 0, autocast_dtype(cfg.precision, device)
     with progress(title, len(loader), "batches", lines=False) as advance:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True, memory_format=fmt)
-            target = positions[done : done + len(x)]
+            these = rows[done : done + len(x)]
             mean, each = predict_folds(nets, x, cfg.tta, role, out_size, dtype, cfg.stack_tta)
-            sinks[0].put(target, mean)
+            sinks[0].put(these, mean)
             if len(sinks) > 1:  # infer.fold_test: every net alone too
                 for sink, probs in zip(sinks[1:], each, strict=True):
-                    sink.put(target, probs)
+                    sink.put(these, probs)
             done += len(x)
             advance(1)

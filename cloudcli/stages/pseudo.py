@@ -33,13 +33,25 @@ import pandas as pd
 
 from cloudcli.config import PseudoConfig, RoundConfig
 from cloudcli.data.cache import open_cache, pack_masks, resize_mask, unpack_masks
-from cloudcli.data.predictions import aligned_masks, model_folder, oof_truth, read_classifier, read_meta
+from cloudcli.data.predictions import (
+    OofTruth,
+    aligned_masks,
+    model_folder,
+    read_classifier,
+    read_meta,
+)
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_paths, new_array, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, row_counts, summarize
-from cloudcli.post.pseudo import fit_rules, rule_of, seg1_counts, select, soft_label
+from cloudcli.post.pseudo import (
+    FoldFit,
+    fit_folds,
+    rule_of,
+    select,
+    soft_label,
+)
 from cloudcli.post.rules import postprocess
-from cloudcli.post.twostage import ClassFit
+from cloudcli.post.stored import oof_histograms
 from cloudcli.post.vote import majority
 from cloudcli.rle import encode
 from cloudcli.ui import info, progress, warn
@@ -105,8 +117,9 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
     folder); the report."""
     cache = open_cache(cache_dir)
     oof, roles = _read_oof(sources)
-    truth = oof_truth(cache, oof.ids, sources.seg1 / "oof.csv")
-    seg1, trained = seg1_counts(oof.maps[0], truth), sorted(set(oof.folds.tolist()))
+    truth = OofTruth(cache, oof.ids, sources.seg1 / "oof.csv")
+    hists = [oof_histograms(f, m, truth) for f, m in zip((sources.seg1, *sources.shape), oof.maps)]
+    trained = sorted(set(oof.folds.tolist()))
     leak_free = cfg.labels == "fold" and len(trained) > 1
     if cfg.labels == "fold" and not leak_free:
         warn(
@@ -114,17 +127,18 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
             "own validation images (the test maps are still its own models'); train more folds (cv.folds) for "
             "leak-free labels"
         )
+    made = trained if cfg.labels == "fold" else trained[:1]  # mean: one set, made by every fold model
+    fit_rows = [oof.folds != k if leak_free else np.ones(len(oof.folds), bool) for k in made]
+    fitted = fit_folds(cfg, oof.maps, hists, roles, truth, oof.classifier, fit_rows)
     reports: dict[str, dict] = {}
     for k in trained:
         name, first = f"fold{k}", f"fold{trained[0]}"
-        if cfg.labels == "mean" and reports:  # one set, made by every fold model, for every fold
+        if k not in made:
             shutil.copytree(out / first, out / name)
             reports[name] = reports[first]
             continue
-        rows = oof.folds != k if leak_free else np.ones(len(oof.folds), bool)
         test = _read_test(sources, f"test_fold{k}" if cfg.labels == "fold" else "test")
-        fit = _Fit(truth, rows, *fit_rules(cfg, truth, oof.maps, roles, oof.classifier, rows, seg1))
-        reports[name] = _label_set(cfg, cache, sources, test, fit, out / name)
+        reports[name] = _label_set(cfg, cache, sources, test, fitted[made.index(k)], out / name)
         done = reports[name]
         info(f"pseudo {name}: {done['images']} images kept, labels' OOF Dice {done['oof']['dice']:.4f}")
     report = {"labels_from": cfg.labels, "leak_free": leak_free, **_mean(list(reports.values())), "folds": reports}
@@ -132,18 +146,7 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
     return report
 
 
-@dataclass(frozen=True)
-class _Fit:
-    """The rules of one fold's labels and the OOF rows they were fitted on."""
-
-    truth: np.ndarray  # (N, H, W) packed truth of every OOF row
-    rows: np.ndarray  # (N,) bool: the rows the rules were fitted on
-    fits: list[ClassFit]
-    levels: np.ndarray | None  # (S, C) the vote members' levels
-    empty: np.ndarray  # (n, C) which truth masks of those rows are empty
-
-
-def _label_set(cfg: PseudoConfig, cache, sources: Labellers, test: _Split, fit: _Fit, folder: Path) -> dict:
+def _label_set(cfg: PseudoConfig, cache, sources: Labellers, test: _Split, fit: FoldFit, folder: Path) -> dict:
     """Select the confident images of `test`, label them with `fit`'s rules into `folder`; the report."""
     keep, confidence = select(cfg, test.classifier, test.maps[0])
     rows = np.flatnonzero(keep)
@@ -151,7 +154,8 @@ def _label_set(cfg: PseudoConfig, cache, sources: Labellers, test: _Split, fit: 
     test_row, truths = _kept(cache, kept_ids, sources.seg1)
     classes = cache.classes
     folder.mkdir()
-    presence, label_dice, rles = _write_masks(folder, cfg.soft, test, rows, fit.fits, fit.levels, cache, truths)
+    truths = None if truths is None or not len(rows) else (truths, test_row)
+    presence, label_dice, empty_truth, rles = _write_masks(folder, cfg.soft, test, rows, fit, cache, truths)
     table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
     table = table.assign(**{c: presence[:, k] for k, c in enumerate(classes)}, confidence=confidence[rows].round(6))
     write_csv(folder / "images.csv", table)
@@ -164,7 +168,6 @@ def _label_set(cfg: PseudoConfig, cache, sources: Labellers, test: _Split, fit: 
         "oof": summarize(np.stack([f.dice for f in fit.fits], 1), fit.empty, classes).as_dict(),  # on the fit rows
     }
     if truths is not None:
-        empty_truth = truths.reshape(len(rows), len(classes), -1).max(2) == 0
         report["labels"] = summarize(label_dice, empty_truth, classes).as_dict()
     write_json(folder / "meta.json", _meta(cfg, sources, fit, classes, report))
     return report
@@ -213,27 +216,25 @@ def _read_test(sources: Labellers, split: str) -> _Split:
 
 
 def _kept(cache, kept_ids: list[str], seg1: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The kept images' rows in the cache's test arrays and, where the cache has them
-    (the demos know the test masks: how good are the labels?), their true masks (K, C, H, W)."""
+    """The kept images' rows in the cache's test arrays and, where the cache has them (the demos
+    know the test masks: how good are the labels?), the (M, H, W) packed test truth, read lazily."""
     test_row = pd.Index(cache.test["image_id"]).get_indexer(kept_ids)
     if (test_row < 0).any():
         raise DataError(f"{seg1 / 'test.csv'}: images not in {cache.folder}; rerun `dvc repro infer`")
-    truths = None
-    if cache.has_test_truth and kept_ids:
-        truths = unpack_masks(cache.array("test_truth")[test_row], len(cache.classes))  # (K, C, H, W)
-    return test_row, truths
+    return test_row, cache.array("test_truth") if cache.has_test_truth else None
 
 
 def _write_masks(
-    tmp: Path, soft_labels: bool, test: _Split, rows: np.ndarray, fits: list[ClassFit], levels, cache, truths
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    tmp: Path, soft_labels: bool, test: _Split, rows: np.ndarray, fit: FoldFit, cache, truths
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Label the kept test `rows` into masks.npy (and soft.npy); (K, C) presence, (K, C) Dice
-    against the true masks (0 without them) and the RLE of every mask at the predictions' size."""
-    classes = cache.classes
+    against the true masks and (K, C) emptiness of those (0 without `truths`: the packed test truth
+    and each kept image's row in it) and the RLE of every mask at the predictions' size."""
+    classes, fits, levels = cache.classes, fit.fits, fit.levels
     cache_size = cache.test_size
     rules, shape_levels = [f.rule for f in fits], [f.shape_level for f in fits]
     presence = np.zeros((len(rows), len(classes)), int)
-    label_dice = np.zeros((len(rows), len(classes)))
+    label_dice, empty_truth = np.zeros((len(rows), len(classes))), np.zeros((len(rows), len(classes)), bool)
     rles: list[str] = []
     small = new_array(tmp / "masks.npy", (len(rows), *cache_size))
     soft = None  # soft labels: (K, C, h, w) uint8 mean probability of the label models, p * 255
@@ -252,15 +253,17 @@ def _write_masks(
                 soft[j] = soft_label([np.asarray(t[i]) for t in test.maps], masks, cache_size)
             presence[j] = masks.reshape(len(masks), -1).any(1)
             rles += [encode(m) for m in masks]
-            if truths is not None:
-                label_dice[j] = dice_from_counts(*row_counts(masks[None], truths[j][None]))[0]
+            if truths is not None:  # (packed test truth, row of each kept image)
+                truth = unpack_masks(truths[0][truths[1][j]][None], len(classes))
+                label_dice[j] = dice_from_counts(*row_counts(masks[None], truth))[0]
+                empty_truth[j] = ~truth[0].reshape(len(classes), -1).any(1)
             advance(1)
     small.flush()
     del small, soft
-    return presence, label_dice, rles
+    return presence, label_dice, empty_truth, rles
 
 
-def _meta(cfg: PseudoConfig, sources: Labellers, fit: _Fit, classes: tuple, report: dict) -> dict:
+def _meta(cfg: PseudoConfig, sources: Labellers, fit: FoldFit, classes: tuple, report: dict) -> dict:
     """meta.json of one fold's set: the rule and thresholds, the labellers, each class's fitted rule."""
     return {
         "rule": cfg.rule,

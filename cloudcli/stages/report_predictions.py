@@ -10,7 +10,7 @@ their predicted masks, and the OOF masks as a Kaggle CSV (what `cloudcli show` r
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,16 +18,18 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.config import DataConfig, ReportConfig, TuneConfig
-from cloudcli.data.cache import BITS, open_cache, unpack_masks
+from cloudcli.data.cache import open_cache, unpack_masks
 from cloudcli.data.folds import read_folds
 from cloudcli.data.kaggle import read_labels, to_wide
-from cloudcli.data.predictions import model_folder, oof_truth, read_masks, read_meta
+from cloudcli.data.maps import batches
+from cloudcli.data.predictions import OofTruth, model_folder, read_masks, read_meta
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, metric_report
 from cloudcli.post.rules import ClassRule, level_of, postprocess
-from cloudcli.post.search import search
+from cloudcli.post.search import best
+from cloudcli.post.stored import model_counts, oof_histograms
 from cloudcli.post.tuned import load_tuned
 from cloudcli.rle import decode, encode
 from cloudcli.ui import info, progress
@@ -38,10 +40,18 @@ DECISIONS = (("mask", "mask", "tp"), ("empty", "mask", "fp"), ("mask", "empty", 
 
 
 class Masks:
-    """Binary masks of one report subject for one split: `ids`, and `masks(i)` -> (C, H, W)."""
+    """Binary masks of one report subject for one split: `ids`, `masks(i)` -> (C, H, W), and
+    `blocks()`: (rows, their masks) of every row in order, the maps read a batch at a time."""
 
-    def __init__(self, ids: list[str], masks: Callable[[int], np.ndarray]) -> None:
-        self.ids, self.masks = ids, masks
+    def __init__(self, ids: list[str], masks: Callable[[int], np.ndarray], blocks: Callable | None = None) -> None:
+        self.ids, self.masks, self._blocks = ids, masks, blocks
+
+    def blocks(self) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        if self._blocks is not None:
+            yield from self._blocks()
+            return
+        for rows in batches(len(self.ids)):
+            yield rows, [self.masks(i) for i in range(rows.start, rows.stop)]
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class Subject:
     """What one report looks at: OOF masks and their truth, and a few test images' masks."""
 
     oof: Masks
-    truth: np.ndarray  # (N, H, W) packed uint8 truth of the OOF rows
+    truth: OofTruth  # packed uint8 truth of the OOF rows, read a batch at a time
     how: str  # where the masks come from, in words
     rules: dict  # class -> the rule's values
     test: Masks
@@ -116,10 +126,10 @@ def remove_stale(out: Path, names: list[str]) -> None:
 def tuned_pipeline(thresholds: Path, cache, submission: Path, data: DataConfig, test_images: int) -> Subject:
     """The tuned pipeline's OOF masks, and the submitted test masks."""
     tuned = load_tuned(thresholds, "oof")
-    truth = oof_truth(cache, tuned.ids, Path(tuned.chosen["seg1"]) / "oof.csv")
+    truth = OofTruth(cache, tuned.ids, Path(tuned.chosen["seg1"]) / "oof.csv")
     test = _submitted(submission, data, test_images, cache.classes)
     how = f"the tuned pipeline of {thresholds}"
-    return Subject(Masks(tuned.ids, tuned.masks), truth, how, dict(tuned.chosen["classes"]), test)
+    return Subject(Masks(tuned.ids, tuned.masks, tuned.blocks), truth, how, dict(tuned.chosen["classes"]), test)
 
 
 def model_subject(folder: Path, name: str, cache, tune: TuneConfig) -> Subject:
@@ -127,9 +137,9 @@ def model_subject(folder: Path, name: str, cache, tune: TuneConfig) -> Subject:
     if read_meta(folder).get("role") == "classifier":
         raise DataError(f"{name!r} is a classifier; report.models takes ensemble or segmentation models")
     ids, probs = read_masks(folder, "oof")
-    truth = oof_truth(cache, ids, folder / "oof.csv")
-    fitted = fit_model_rules(probs, truth, tune)
-    oof = Masks(ids, lambda i: postprocess(np.asarray(probs[i]), fitted))  # the maps read once
+    truth = OofTruth(cache, ids, folder / "oof.csv")
+    fitted = fit_model_rules(probs, truth, oof_histograms(folder, probs, truth), tune)
+    oof = model_masks(folder, "oof", fitted)
     how = f"{folder}, its own best rule per class on its OOF maps"
     rules = {c: r.__dict__ for c, r in zip(cache.classes, fitted)}
     return Subject(oof, truth, how, rules, model_masks(folder, "test", fitted))
@@ -137,15 +147,21 @@ def model_subject(folder: Path, name: str, cache, tune: TuneConfig) -> Subject:
 
 def model_masks(folder: Path, split: str, rules: list[ClassRule]) -> Masks:
     ids, probs = read_masks(folder, split)
-    return Masks(ids, lambda i: postprocess(np.asarray(probs[i]), rules))
+
+    def blocks() -> Iterator[tuple[slice, list[np.ndarray]]]:
+        for rows in batches(len(ids)):
+            yield rows, [postprocess(m, rules) for m in probs[rows]]
+
+    return Masks(ids, lambda i: postprocess(probs[i], rules), blocks)
 
 
-def fit_model_rules(probs: np.ndarray, truth: np.ndarray, tune: TuneConfig) -> list[ClassRule]:
-    """Per class, the model's best level x min_area (x min_component) on its OOF maps: tune's seg1 search."""
+def fit_model_rules(probs, truth: OofTruth, hist: np.ndarray, tune: TuneConfig) -> list[ClassRule]:
+    """Per class, the model's best level x min_area (x min_component) on its OOF maps (with their
+    histograms): tune's seg1 search."""
     levels = tuple(sorted({level_of(t) for t in tune.component_thresholds}))
     rules = []
-    for k in range(probs.shape[1]):
-        found = search(probs[:, k], (truth & BITS[k]) != 0, tune.min_areas, tune.min_components, levels, tune.metric)
+    for c in model_counts(probs, truth, hist, tune.min_components, levels):
+        found = best(c, tune.min_areas, tune.metric)
         rules.append(ClassRule(found.level, found.min_area, found.min_component))
     return rules
 
@@ -156,11 +172,13 @@ def _counts(name: str, subject: Subject, k: int) -> tuple[np.ndarray, np.ndarray
     inter, area, t_area = (np.zeros((n, k), np.int64) for _ in range(3))
     rles = []
     with progress(f"report {name}", n, "images") as advance:
-        for i in range(n):
-            pred, t = subject.oof.masks(i) != 0, unpack_masks(subject.truth[i], k) != 0
-            inter[i], area[i], t_area[i] = (pred & t).sum((1, 2)), pred.sum((1, 2)), t.sum((1, 2))
-            rles += [encode(m) for m in pred]
-            advance(1)
+        for rows, masks in subject.oof.blocks():
+            truths = subject.truth[rows]
+            for i, pred, packed in zip(range(rows.start, rows.stop), masks, truths):
+                pred, t = pred != 0, unpack_masks(packed, k) != 0
+                inter[i], area[i], t_area[i] = (pred & t).sum((1, 2)), pred.sum((1, 2)), t.sum((1, 2))
+                rles += [encode(m) for m in pred]
+            advance(len(masks))
     return inter, area, t_area, rles
 
 
@@ -206,7 +224,7 @@ def _submitted(submission: Path, data: DataConfig, count: int, classes: tuple[st
     return Masks(list(wide.index), lambda i: np.stack([decode(r, data.score_size) for r in rows[i]]))
 
 
-def _draw_worst(folder: Path, worst: pd.DataFrame, oof: Masks, truth: np.ndarray, source: Source, cfg) -> None:
+def _draw_worst(folder: Path, worst: pd.DataFrame, oof: Masks, truth: OofTruth, source: Source, cfg) -> None:
     folder.mkdir()
     row_of = {image_id: i for i, image_id in enumerate(oof.ids)}
     classes = source.classes

@@ -49,9 +49,10 @@ def encode_masks(tuned: Tuned, classes: tuple[str, ...]) -> dict[str, str]:
     """RLE of every mask of the tuned pipeline, by label `<image_id>_<class>`."""
     rles = {}
     with progress("submit", len(tuned.ids), "images") as advance:
-        for i, image_id in enumerate(tuned.ids):
-            rles.update({f"{image_id}_{c}": encode(m) for c, m in zip(classes, tuned.masks(i))})
-            advance(1)
+        for rows, masks in tuned.blocks():
+            for image_id, these in zip(tuned.ids[rows], masks):
+                rles.update({f"{image_id}_{c}": encode(m) for c, m in zip(classes, these)})
+            advance(len(masks))
     return rles
 
 
@@ -64,11 +65,13 @@ def expected_labels(cache) -> list[str]:
 def score(submission: Path, cache, size: tuple[int, int], metric: str = "dice") -> dict:
     """The metric of a submission against the cache's test labels (the demos' hidden truth)."""
     sub = to_wide(read_labels(submission, size, cache.classes), cache.classes)
-    preds = np.stack([[decode(r, size) for r in row] for row in sub.to_numpy()])
     rows = pd.Index(cache.test["image_id"]).get_indexer(sub.index)
-    truth = unpack_masks(cache.array("test_truth")[rows], len(cache.classes))
-    inter, area, truth_area = row_counts(preds, truth)
-    return metric_report(metric, inter, area, truth_area, cache.classes)
+    truth, table = cache.array("test_truth"), sub.to_numpy()
+    counts = np.zeros((3, len(table), len(cache.classes)), np.int64)  # inter, area, truth area
+    for i, (row, rles) in enumerate(zip(rows, table)):  # an image at a time: memory stays flat
+        preds = np.stack([decode(r, size) for r in rles])[None]
+        counts[:, i] = np.stack(row_counts(preds, unpack_masks(truth[row][None], len(cache.classes))))[:, 0]
+    return metric_report(metric, *counts, cache.classes)
 
 
 def check_submission(path: Path, data: DataConfig, cache_dir: Path) -> int:

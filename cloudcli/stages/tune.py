@@ -18,22 +18,23 @@ import numpy as np
 import pandas as pd
 
 from cloudcli.config import TuneConfig
-from cloudcli.data.cache import BITS, open_cache
+from cloudcli.data.cache import open_cache
 from cloudcli.data.predictions import (
+    OofTruth,
     fingerprint,
     model_folder,
-    oof_truth,
     read_classifier,
     read_ensemble,
+    read_histograms,
     read_masks,
 )
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import metric_report
 from cloudcli.post.rules import level_of
-from cloudcli.post.search import LEVELS, Counts, best, counts
+from cloudcli.post.search import LEVELS, Counts, best, histogram_counts
+from cloudcli.post.stored import model_counts, oof_histograms
 from cloudcli.post.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
-from cloudcli.post.vote import VoteMaps
 from cloudcli.ui import info, table
 
 PARAMS = ("tune",)
@@ -42,11 +43,13 @@ METRIC_NAMES = {"dice": "Dice", "jaccard": "Jaccard", "iou_image": "per-image Io
 
 @dataclass(frozen=True)
 class _Oof:
-    """The out-of-fold files tune fits on: seg1's maps, their truth, the classifier's probabilities."""
+    """The out-of-fold files tune fits on: seg1's maps, their histograms and truth (read a batch
+    at a time), the classifier's probabilities."""
 
     ids: list[str]
-    seg1: np.ndarray  # (N, C, H, W) uint8, p*255
-    truth: np.ndarray  # (N, H, W) packed uint8
+    seg1: object  # (N, C, H, W) uint8 maps, p*255, read lazily (cloudcli.data.maps)
+    hist: np.ndarray  # (N, C, 2, 256) seg1's histograms, as infer wrote them
+    truth: OofTruth
     classifier: np.ndarray | None  # (N, C), when the class score uses it
     seg1_folder: Path
     classifier_folder: Path | None
@@ -56,7 +59,6 @@ class _Oof:
 class _Seg1:
     """seg1's counts per class and what the gates score each image with."""
 
-    truths: list[np.ndarray]  # per class (N, H, W) bool
     counts: list[Counts]  # per class
     scores: list[np.ndarray | None]  # per class (N,) class scores; None without a score gate
     best_class: np.ndarray  # (N, C) scores "at least one" picks a class by
@@ -76,7 +78,7 @@ def run(
     cache = open_cache(cache_dir)
     classes, metric = cache.classes, cfg.metric
     oof = _read_oof(cfg, predictions, cache)
-    shapes, shape_folder = _shape_sources(cfg, predictions, ensemble_dir, oof.ids)
+    shapes, shape_folder = _shape_sources(cfg, predictions, ensemble_dir, oof)
     seg1 = _count_seg1(cfg, oof, len(classes))
     rows, final = _steps(cfg, seg1, shapes)
     half = level_of(0.5)  # seg1 at p > 0.5: plain columns come first, column = level
@@ -104,24 +106,24 @@ def run(
 def _read_oof(cfg: TuneConfig, predictions: Path, cache) -> _Oof:
     seg1_folder = model_folder(cfg.seg1, predictions)
     ids, seg1 = read_masks(seg1_folder, "oof")
-    truth = oof_truth(cache, ids, seg1_folder / "oof.csv")
+    truth = OofTruth(cache, ids, seg1_folder / "oof.csv")
+    hist = oof_histograms(seg1_folder, seg1, truth)
     uses_classifier = cfg.classifier is not None and cfg.class_score in ("classifier", "mean")
     classifier_folder = model_folder(cfg.classifier, predictions) if uses_classifier else None
     classifier_probs = read_classifier(classifier_folder, "oof", ids) if classifier_folder else None
-    return _Oof(ids, seg1, truth, classifier_probs, seg1_folder, classifier_folder)
+    return _Oof(ids, seg1, hist, truth, classifier_probs, seg1_folder, classifier_folder)
 
 
 def _count_seg1(cfg: TuneConfig, oof: _Oof, n_classes: int) -> _Seg1:
     levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
-    truths = [(oof.truth & BITS[k]) != 0 for k in range(n_classes)]
-    seg1_counts = [counts(oof.seg1[:, k], truths[k], cfg.min_components, levels) for k in range(n_classes)]
+    seg1_counts = model_counts(oof.seg1, oof.truth, oof.hist, cfg.min_components, levels)
     scores = [
         scores_of(cfg.class_score, c, None if oof.classifier is None else oof.classifier[:, k], cfg.top_k)
         for k, c in enumerate(seg1_counts)
     ]
     truth_area = np.stack([c.truth_area for c in seg1_counts], 1)  # (N, C)
     best_class = np.stack(scores if scores[0] is not None else [top_pixel(c) for c in seg1_counts], 1)
-    return _Seg1(truths, seg1_counts, scores, best_class, truth_area)
+    return _Seg1(seg1_counts, scores, best_class, truth_area)
 
 
 def _steps(cfg: TuneConfig, seg1: _Seg1, shapes: list) -> tuple[list[tuple[str, tuple]], list[ClassFit]]:
@@ -129,11 +131,8 @@ def _steps(cfg: TuneConfig, seg1: _Seg1, shapes: list) -> tuple[list[tuple[str, 
     metric = cfg.metric
     rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas, metric) for c in seg1.counts))]
     final: list[ClassFit] = []
-    memo: dict[str, list[Counts]] = {}  # counts of each shape source, computed once
     for step, maps in shapes:
-        if maps is not None and maps.label not in memo:
-            memo[maps.label] = [counts(maps(k), seg1.truths[k]) for k in range(len(seg1.counts))]
-        shape_counts = None if maps is None else memo[maps.label]
+        shape_counts = None if maps is None else maps.counts
         if step in ("alone", "vote"):  # a shape model or the vote on its own, tuned like seg1
             rows.append((maps.label, _stack(_alone(c, cfg.min_areas, metric) for c in shape_counts)))
         elif step == "combined":
@@ -189,59 +188,45 @@ def _chosen(cfg: TuneConfig, oof: _Oof, shape_folder: Path | None, final: list[C
     }
 
 
-class _Maps:
-    """Per-class (N, H, W) maps of a shape source, named for the report."""
+class _Source:
+    """The counts of a shape source, per class (from its OOF histograms), named for the report."""
 
-    def __init__(self, label: str, get) -> None:
-        self.label, self.get = label, get
-
-    def __call__(self, k: int):
-        return self.get(k)
+    def __init__(self, label: str, hist: np.ndarray) -> None:
+        self.label, self.counts = label, [histogram_counts(hist[:, k, 0], hist[:, k, 1]) for k in range(hist.shape[1])]
 
 
-def _shape_sources(cfg: TuneConfig, predictions: Path, ensemble_dir: Path, ids: list[str]):
-    """[(step, maps)] in report order, and the folder of the final shape maps (None: seg1's own)."""
+def _shape_sources(cfg: TuneConfig, predictions: Path, ensemble_dir: Path, oof: _Oof):
+    """[(step, source)] in report order, and the folder of the final shape maps (None: seg1's own).
+    Every source is read from the histograms its stage wrote: no map is read again."""
     if cfg.shape is None:
         return [("combined", None)], None
     if cfg.shape != "ensemble":
         folder = model_folder(cfg.shape, predictions)
-        probs = _oof(folder, ids)
-        return [
-            ("alone", _Maps(cfg.shape, lambda k: probs[:, k])),
-            ("combined", _Maps(cfg.shape, lambda k: probs[:, k])),
-        ], folder
-    meta = read_ensemble(ensemble_dir)
-    members = meta["members"]
+        source = _Source(cfg.shape, _histograms(folder, oof))
+        return [("alone", source), ("combined", source)], folder
+    members = read_ensemble(ensemble_dir)["members"]
     base = [m for m in members if not m["pseudo"]] or members
-    arrays = {m["name"]: _oof(Path(m["folder"]), ids) for m in members}
-    vote = _oof(ensemble_dir, ids, "ensemble")
-    first = base[0]["name"]
-    steps = [("alone", _Maps(first, lambda k: arrays[first][:, k]))]
-
-    weights = meta["weights"] and [meta["weights"][members.index(m)] for m in base]
-    asked = meta.get("min_votes_param")  # null: more than half, of the members left
-    min_votes = None if asked is None else min(asked, len(base))
-
-    def base_vote(k: int):  # the vote without pseudo-label members
-        if len(base) == len(members):
-            return vote[:, k]
-        levels = [list(m["levels"].values())[k] for m in base] if meta["vote"] == "majority" else None
-        return VoteMaps([arrays[m["name"]] for m in base], k, meta["vote"], levels, min_votes, weights)
-
-    if len(members) > 1:
-        steps.append(("vote", _Maps("vote", base_vote)))
-    steps.append(("combined", _Maps("vote", base_vote)))
+    first = _Source(base[0]["name"], _histograms(Path(base[0]["folder"]), oof))
+    voted = _histograms(ensemble_dir, oof, "ensemble")
+    if len(base) == len(members):
+        vote = _Source("vote", voted)
+    else:  # the vote without the pseudo-label members, which the ensemble counted too
+        vote = _Source("vote", _histograms(ensemble_dir, oof, "ensemble", "oof_hist_base.npy"))
+    steps = [("alone", first)] + ([("vote", vote)] if len(members) > 1 else []) + [("combined", vote)]
     if len(base) < len(members):
-        steps.append(("pseudo", _Maps("vote with pseudo labels", lambda k: vote[:, k])))
+        steps.append(("pseudo", _Source("vote with pseudo labels", voted)))
     return steps, ensemble_dir
 
 
-def _oof(folder: Path, ids: list[str], stage: str = "infer") -> np.ndarray:
-    these, probs = read_masks(folder, "oof", stage)
-    if these != ids:
+def _histograms(folder: Path, oof: _Oof, stage: str = "infer", name: str = "oof_hist.npy") -> np.ndarray:
+    """The OOF histograms of a shape source's folder, its rows checked to be seg1's."""
+    these, maps = read_masks(folder, "oof", stage)
+    if these != oof.ids:
         fix = "rerun `dvc repro ensemble`" if stage == "ensemble" else "infer every model with the same cv.folds"
         raise DataError(f"{folder / 'oof.csv'}: rows differ from the seg1 model's; {fix}")
-    return probs
+    if stage == "ensemble":  # written with its maps
+        return read_histograms(folder, len(these), stage, name)
+    return oof_histograms(folder, maps, oof.truth)
 
 
 def _alone(c: Counts, min_areas: tuple[int, ...], metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from cloudcli.config import load_params, resolve_model
+from cloudcli.data.maps import open_maps
 from cloudcli.engine import checkpoint
 from cloudcli.stages import infer, train
 
@@ -64,12 +65,12 @@ def train_on(tiny_cache: Path, out: Path, device: str, precision: str) -> Path:
 
 
 def infer_on(tiny_cache: Path, models: Path, out: Path, device: str, precision: str) -> dict[str, np.ndarray]:
-    """oof.npy and test.npy (N, 4, H, W) uint8 of the fold 0 model under `models`, TTA none+hflip."""
+    """The OOF and test maps (N, 4, H, W) uint8 of the fold 0 model under `models`, TTA none+hflip."""
     p = load_params(tiny_cache / "params.yaml")
     cfg = dataclasses.replace(p.infer, device=device, precision=precision, tta=("none", "hflip"), workers=0)
     cache, folds = tiny_cache / "artifacts/preprocessed", tiny_cache / "artifacts/folds.csv"
     infer.run("seg1", cfg, dataclasses.replace(p.cv, folds=(FOLD,)), models, cache, folds, out)
-    return {name: np.load(out / f"{name}.npy") for name in ("oof", "test")}
+    return {name: open_maps(out, name)[:] for name in ("oof", "test")}
 
 
 def curves(run: Path) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import cloudcli, save_model, tiny_params
+from helpers import cloudcli, load_maps, save_model, tiny_params
 
 from cloudcli import CLASSES
 from cloudcli.config import EnsembleConfig
@@ -30,21 +30,21 @@ def test_majority_uses_each_members_own_tuned_levels(oof) -> None:
     for m, name in enumerate(MEMBERS):
         for k in (0, 3):
             assert levels[m, k] == brute_force_level(maps[name][:, k], truth[:, k] > 0)
-    out = np.load(root / "ens/oof.npy")
+    out = load_maps(root / "ens")
     for k in range(4):
         expected = majority(np.stack([maps[n][:, k] for n in MEMBERS]), levels[:, k])  # 2 of 3
         np.testing.assert_array_equal(out[:, k], expected)
     assert set(np.unique(out)) <= {0, 255} and meta["min_votes"] == 2
     assert (root / "ens/oof.csv").read_text() == (root / "pred/base/seg2/oof.csv").read_text()
-    test = np.load(root / "ens/test.npy")
-    assert test.shape == np.load(root / "pred/base/seg2/test.npy").shape
+    test = load_maps(root / "ens", "test")
+    assert test.shape == load_maps(root / "pred/base/seg2", "test").shape
 
 
 def test_mean_with_weights(oof) -> None:
     root, maps, _, _ = oof
     ensemble.run(EnsembleConfig(MEMBERS[:2], "mean", None, (3.0, 1.0)), root / "pred", root / "cache", root / "ens")
     expected = mean(np.stack([maps["seg2"], maps["seg2b"]]), [3.0, 1.0])
-    np.testing.assert_array_equal(np.load(root / "ens/oof.npy"), expected)
+    np.testing.assert_array_equal(load_maps(root / "ens"), expected)
     assert json.loads((root / "ens/meta.json").read_text())["members"][0]["levels"] is None
 
 
@@ -59,7 +59,7 @@ def test_bad_members_are_clear_errors(oof) -> None:
             EnsembleConfig(("seg2", "seg9"), "majority", None, None), root / "pred", root / "cache", root / "e"
         )
     ids = list(pd.read_csv(root / "pred/base/seg2/oof.csv")["image_id"])
-    save_model(root / "pred/base/short", ids[:-1], "seg2", np.load(root / "pred/base/seg2/oof.npy")[:-1])
+    save_model(root / "pred/base/short", ids[:-1], "seg2", load_maps(root / "pred/base/seg2")[:-1])
     with pytest.raises(DataError, match="rows differ"):
         ensemble.run(
             EnsembleConfig(("seg2", "short"), "majority", None, None), root / "pred", root / "cache", root / "e"
@@ -76,7 +76,7 @@ def test_command_line_flags_override_params(oof) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(p))
     args = ["ensemble", "--predictions", "pred", "--cache", "cache", "--out", "ens"]
     cloudcli(*args, "--vote", "mean", "--members", "seg2,seg2c", cwd=root)
-    np.testing.assert_array_equal(np.load(root / "ens/oof.npy"), mean(np.stack([maps["seg2"], maps["seg2c"]])))
+    np.testing.assert_array_equal(load_maps(root / "ens"), mean(np.stack([maps["seg2"], maps["seg2c"]])))
     bad = cloudcli(*args, "--min-votes", "4", cwd=root, check=False)
     assert bad.returncode == 1 and "ensemble.min_votes must be in 1..3" in bad.stderr and "Traceback" not in bad.stderr
     bad = cloudcli(*args, "--vote", "median", cwd=root, check=False)

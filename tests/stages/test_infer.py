@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import load_maps
 
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
-from cloudcli.data.cache import open_cache
+from cloudcli.data.cache import open_cache, unpack_masks
 from cloudcli.engine.predict import load_fold_net, memory_format
 from cloudcli.errors import ConfigError
 from cloudcli.stages import infer, train
@@ -58,8 +59,18 @@ def test_oof_covers_every_train_image_once_and_matches_a_hand_computation(tiny_c
     assert sorted(index["image_id"]) == sorted(cache.train["image_id"]) and index["image_id"].is_unique
     folds = pd.read_csv(tiny_cache / "artifacts/folds.csv", dtype={"image_id": str}).set_index("image_id")["fold"]
     assert (index["fold"].to_numpy() == folds.loc[index["image_id"]].to_numpy()).all()
-    oof, test = np.load(out / "oof.npy"), np.load(out / "test.npy")
+    oof, test = load_maps(out), load_maps(out, "test")
     assert oof.shape == (24, 4, 32, 48) and oof.dtype == np.uint8 and test.shape == (6, 4, 32, 48)
+    fold_rows = [np.flatnonzero(folds.loc[cache.train["image_id"]].to_numpy() == k) for k in (0, 1, 2)]
+    expected_order = cache.train["image_id"].to_numpy()[np.concatenate(fold_rows)]
+    assert list(index["image_id"]) == list(expected_order)  # grouped by fold, cache order within
+    truth = unpack_masks(cache.array("train_truth")[np.concatenate(fold_rows)], 4) != 0
+    hist = np.load(out / "oof_hist.npy")  # what later stages read instead of the maps
+    assert hist.shape == (24, 4, 2, 256) and hist.dtype == np.int32
+    for i in range(24):
+        for k in range(4):
+            assert (hist[i, k, 0] == np.bincount(oof[i, k].ravel(), minlength=256)).all()
+            assert (hist[i, k, 1] == np.bincount(oof[i, k][truth[i, k]], minlength=256)).all()
 
     row = 5  # by hand: the row's own fold model, mean of plain and flipped-back predictions
     image_id, fold = index["image_id"][row], int(index["fold"][row])
@@ -76,7 +87,7 @@ def test_oof_covers_every_train_image_once_and_matches_a_hand_computation(tiny_c
 def test_classifier_tables(tiny_cache, trained) -> None:
     out = run_infer(tiny_cache, trained, "classifier")
     oof, test = pd.read_csv(out / "oof.csv"), pd.read_csv(out / "test.csv")
-    assert len(oof) == 24 and len(test) == 6 and not (out / "oof.npy").exists()
+    assert len(oof) == 24 and len(test) == 6 and not (out / "oof.zarr").exists() and not (out / "oof_hist.npy").exists()
     probs = oof[["Fish", "Flower", "Gravel", "Sugar"]].to_numpy()
     assert ((probs > 0) & (probs < 1)).all()
 
@@ -90,20 +101,20 @@ def test_transpose_needs_square_inputs(tiny_cache, trained) -> None:
 @pytest.mark.parametrize("model", ["seg1", "classifier"])
 def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model) -> None:
     flips = ("none", "hflip", "vflip", "hvflip")
-    split = "oof.npy" if model == "seg1" else "oof.csv"
+    split = "oof.csv"
     out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=False)
-    sequential = np.load(out / split) if model == "seg1" else pd.read_csv(out / split)
+    sequential = load_maps(out) if model == "seg1" else pd.read_csv(out / split)
     out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=True)
     if model == "seg1":
-        assert np.abs(np.load(out / split).astype(int) - sequential.astype(int)).max() <= 1
+        assert np.abs(load_maps(out).astype(int) - sequential.astype(int)).max() <= 1
     else:
         stacked = pd.read_csv(out / split)
         np.testing.assert_allclose(stacked[list(CLASSES)], sequential[list(CLASSES)], atol=1e-5)
 
 
 def test_worker_processes_give_the_same_predictions(tiny_cache, trained) -> None:
-    single = np.load(run_infer(tiny_cache, trained, "seg1", workers=0) / "oof.npy")
-    assert np.array_equal(np.load(run_infer(tiny_cache, trained, "seg1", workers=2) / "oof.npy"), single)
+    single = load_maps(run_infer(tiny_cache, trained, "seg1", workers=0))
+    assert np.array_equal(load_maps(run_infer(tiny_cache, trained, "seg1", workers=2)), single)
 
 
 def test_inputs_take_the_memory_format_the_model_trained_with() -> None:
@@ -118,7 +129,7 @@ def test_each_fold_models_test_predictions_and_their_mean(tiny_cache, trained, m
     hand on one image), and test averages them; off, no test_fold<k> is written."""
     out = run_infer(tiny_cache, trained, model, tta=("none",))
     cache = open_cache(tiny_cache / "artifacts/preprocessed")
-    read = (lambda f: np.load(out / f"{f}.npy").astype(float)) if model == "seg1" else (
+    read = (lambda f: load_maps(out, f).astype(float)) if model == "seg1" else (
         lambda f: pd.read_csv(out / f"{f}.csv")[list(CLASSES)].to_numpy()
     )  # fmt: skip
     folds = [read(f"test_fold{k}") for k in (0, 1, 2)]

@@ -8,11 +8,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import save_model
+from helpers import load_maps, save_model
 
 from cloudcli import CLASSES
 from cloudcli.config import PseudoConfig, RoundConfig
 from cloudcli.data.cache import pack_masks, resize_mask
+from cloudcli.data.maps import maps_path, write_maps
 from cloudcli.data.pseudo import read_pseudo
 from cloudcli.errors import CloudcliError, DataError
 from cloudcli.metrics import kaggle_dice
@@ -174,7 +175,7 @@ def project(oof):
     test_truth = blobs(rng, M)
     test, _ = make_maps(rng, test_truth)
     for name, probs in test.items():
-        (root / "pred/base" / name / "test.npy").unlink()
+        shutil.rmtree(root / "pred/base" / name / "test.zarr")
         save_model(root / "pred/base" / name, test_ids, "seg1" if name == "seg1" else "seg2", probs, split="test")
     classifier_test = classifier_probs(rng, test_truth)
     save_model(root / "pred/base/classifier", test_ids, "classifier", classifier_probs=classifier_test, split="test")
@@ -485,9 +486,10 @@ def replace_validation_images(project, fold: int) -> None:
     table = pd.read_csv(root / "pred/base/seg1/oof.csv", dtype={"image_id": str})
     rows = np.flatnonzero(table["fold"] == fold)
     for name in ("seg1", *SHAPE):
-        maps = np.load(root / "pred/base" / name / "oof.npy")
+        maps = load_maps(root / "pred/base" / name)
         maps[rows] = rng.integers(0, 256, maps[rows].shape, dtype=np.uint8)
-        np.save(root / "pred/base" / name / "oof.npy", maps)
+        shutil.rmtree(maps_path(root / "pred/base" / name, "oof"))
+        write_maps(maps_path(root / "pred/base" / name, "oof"), maps)
     ids = list(table["image_id"].iloc[rows])
     clf = pd.read_csv(root / "pred/base/classifier/oof.csv", dtype={"image_id": str}).set_index("image_id")
     clf.loc[ids, list(CLASSES)] = rng.uniform(0, 1, (len(ids), 4))
@@ -567,11 +569,10 @@ def run_stage_folds(project, out: str, missing_ok: bool = False, **changes) -> t
     cfg = config(**{"labels": "fold", **changes})
     if missing_ok:  # one fold only: its test maps as the mean's
         for name in ("seg1", *SHAPE, "classifier"):
-            for ext in ("csv", "npy"):
-                if (root / "pred/base" / name / f"test.{ext}").exists():
-                    shutil.copy(
-                        root / "pred/base" / name / f"test.{ext}", root / "pred/base" / name / f"test_fold0.{ext}"
-                    )
+            folder = root / "pred/base" / name
+            shutil.copy(folder / "test.csv", folder / "test_fold0.csv")
+            if (folder / "test.zarr").exists():
+                shutil.copytree(folder / "test.zarr", folder / "test_fold0.zarr")
     report = pseudo.run(cfg, "r1", RoundConfig("base", {}), root / "pred", root / "cache", root / out, root / "m.json")
     return cfg, report
 

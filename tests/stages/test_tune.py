@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import load_maps
 
 from cloudcli import CLASSES
 from cloudcli.config import EnsembleConfig, TuneConfig
@@ -60,7 +61,7 @@ def test_reported_dice_is_what_the_chosen_rules_give(oof, shape, members, classi
     vote = None
     if members:
         ensemble.run(EnsembleConfig(members, "majority", None, None), root / "pred", root / "cache", root / "ens")
-        vote = np.load(root / "ens/oof.npy")
+        vote = load_maps(root / "ens")
     _, report, chosen = run_tune(
         root, shape=shape, classifier=classifier, class_score=class_score, at_least_one=at_least_one
     )

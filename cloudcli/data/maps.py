@@ -1,0 +1,155 @@
+"""Probability maps on disk: what `infer` and `ensemble` write and every later stage reads.
+
+A split's maps, (N, C, H, W) uint8 = round(p * 255) at the scoring size, are a zarr v3 array
+`<split>.zarr`: one chunk per image, SHARD images per file (a Kaggle-size OOF is ~170 files, not
+5,546), each chunk delta-coded along its rows and compressed with Blosc/zstd. A model's maps are
+smooth, so the differences of neighbouring pixels are mostly 0 and compress 5-15x on the demo's
+models (docs/speed.md). Reading an image decompresses that image only; stages read in row order,
+a batch at a time (`batches`), and never a class plane of every image (`maps[:, k]`).
+
+`MapWriter` writes rows in order and a whole shard at a time: a shard written in parts is read
+back and rewritten. The raw `<split>.npy` memory maps of earlier versions are still read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from cloudcli.errors import DataError
+
+SHARD = 32  # images per shard file (23 MB raw at 350x525x4)
+BATCH = 32  # images a stage reads at a time
+
+
+def _zarr():
+    """zarr, its codec threads capped at the stage's thread share (OMP_NUM_THREADS, as torch's)."""
+    import zarr
+
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        zarr.config.set({"threading.max_workers": int(threads)})
+    return zarr
+
+
+def _codecs() -> dict:
+    from zarr.codecs import BloscCodec
+    from zarr.codecs.numcodecs import Delta
+
+    with warnings.catch_warnings():  # Delta is numcodecs', not in the zarr v3 spec: zarr-python reads it
+        warnings.simplefilter("ignore")
+        return {
+            "filters": [Delta(dtype="uint8")],
+            "compressors": BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle"),
+        }
+
+
+def maps_path(folder: Path, split: str) -> Path:
+    return folder / f"{split}.zarr"
+
+
+def has_maps(folder: Path, split: str) -> bool:
+    return maps_path(folder, split).is_dir() or (folder / f"{split}.npy").is_file()
+
+
+class Maps:
+    """(N, C, H, W) uint8 maps read lazily, by row or slice; a damaged store is one DataError."""
+
+    def __init__(self, array, path: Path) -> None:
+        self._array, self.path = array, path
+        self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        try:
+            return np.asarray(self._array[key])
+        except (OSError, ValueError, RuntimeError, KeyError) as e:  # zarr and Blosc report damage so
+            raise DataError(f"{self.path}: unreadable ({type(e).__name__}: {e}); {_REWRITE}") from None
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+_REWRITE = "rerun the stage that wrote it (dvc repro)"
+
+
+def open_maps(folder: Path, split: str) -> Maps:
+    """The maps of `split` in a prediction folder: `<split>.zarr`, else an earlier version's
+    `<split>.npy`. FileNotFoundError when neither exists."""
+    path = maps_path(folder, split)
+    if not path.exists():
+        legacy = folder / f"{split}.npy"
+        if legacy.is_file():
+            try:
+                return Maps(np.load(legacy, mmap_mode="r"), legacy)
+            except ValueError as e:
+                raise DataError(f"{legacy}: unreadable ({e}); {_REWRITE}") from None
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    zarr = _zarr()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = zarr.open_array(path, mode="r")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a zarr array of maps ({type(e).__name__}: {e}); {_REWRITE}") from None
+    if array.ndim != 4 or array.dtype != np.uint8:
+        raise DataError(f"{path}: {array.dtype} maps of shape {array.shape}, expected (N, C, H, W) uint8; {_REWRITE}")
+    return Maps(array, path)
+
+
+def batches(n: int, size: int = BATCH) -> Iterator[slice]:
+    """Row slices of `size` covering 0..n in order."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class MapWriter:
+    """A new `<split>.zarr` of `shape`, written in row order: `write(batch)` appends rows, `close()`
+    checks that every row came. Whole shards are written as they fill."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        zarr = _zarr()
+        self.path, self.shape = path, tuple(shape)
+        shard = (SHARD, *shape[1:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._array = zarr.create_array(
+                str(path), shape=self.shape, dtype="uint8", chunks=(1, *shape[1:]), shards=shard, **_codecs()
+            )
+        self._buffer, self._filled, self._done = np.empty(shard, np.uint8), 0, 0
+
+    def write(self, batch: np.ndarray) -> None:
+        batch = np.asarray(batch)
+        if self._done + self._filled + len(batch) > self.shape[0]:
+            raise ValueError(f"{self.path}: more than {self.shape[0]} rows written")
+        while len(batch):
+            take = min(SHARD - self._filled, len(batch))
+            self._buffer[self._filled : self._filled + take] = batch[:take]
+            self._filled, batch = self._filled + take, batch[take:]
+            if self._filled == SHARD:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._filled:
+            self._array[self._done : self._done + self._filled] = self._buffer[: self._filled]
+            self._done, self._filled = self._done + self._filled, 0
+
+    def close(self) -> None:
+        self._flush()
+        if self._done != self.shape[0]:
+            raise ValueError(f"{self.path}: {self._done} of {self.shape[0]} rows written")
+
+
+def write_maps(path: Path, maps: np.ndarray) -> None:
+    """All of `maps` (N, C, H, W) uint8 as a new `<split>.zarr` (tests, benchmarks, small outputs)."""
+    writer = MapWriter(path, maps.shape)
+    writer.write(maps)
+    writer.close()

@@ -1,0 +1,50 @@
+"""Search counts of a model's stored OOF maps: its histograms as infer wrote them, plus one pass over
+the maps, a batch at a time with the truth of that batch, where the component rule needs the
+maps themselves. Nothing here grows with the data but the (N, columns) counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cloudcli.data.cache import BITS
+from cloudcli.data.maps import batches
+from cloudcli.data.predictions import read_histograms
+from cloudcli.post.search import Counts, class_histograms, component_counts, histogram_counts, with_components
+from cloudcli.ui import progress
+
+
+def oof_histograms(folder: Path, maps, truth, stage: str = "infer") -> np.ndarray:
+    """(N, C, 2, 256) histograms of a prediction folder's OOF `maps`: those its stage wrote
+    (oof_hist.npy), or, for predictions without them (an earlier cloudcli's), counted in one pass."""
+    if (folder / "oof_hist.npy").exists():
+        return read_histograms(folder, len(maps), stage)
+    out = np.empty((len(maps), maps.shape[1], 2, 256), np.int64)
+    with progress(f"histograms of {folder}", len(maps), "maps") as advance:
+        for rows in batches(len(maps)):
+            out[rows] = class_histograms(maps[rows], truth[rows])
+            advance(rows.stop - rows.start)
+    return out
+
+
+def model_counts(
+    maps, truth, hist: np.ndarray, min_components: tuple[int, ...], component_levels: tuple[int, ...]
+) -> list[Counts]:
+    """Per class, the counts of `counts()` (the 255 levels, then component_levels x each
+    min_component > 1) for (N, C, H, W) `maps` with their (N, C, 2, 256) histograms; `truth[rows]`
+    gives the packed truth of a batch of rows."""
+    plain = [histogram_counts(hist[:, k, 0], hist[:, k, 1]) for k in range(hist.shape[1])]
+    rules = tuple(sorted({int(c) for c in min_components if c > 1}))
+    if not (rules and component_levels):
+        return plain
+    n, n_classes, width = len(maps), hist.shape[1], len(component_levels) * len(rules)
+    area, inter = np.zeros((2, n_classes, n, width), np.int64)
+    with progress("components", n, "maps") as advance:
+        for rows in batches(n):
+            block, packed = maps[rows], truth[rows]
+            for k in range(n_classes):
+                a, i = component_counts(block[:, k], (packed & BITS[k]) != 0, tuple(component_levels), rules)
+                area[k, rows], inter[k, rows] = a, i
+            advance(rows.stop - rows.start)
+    return [with_components(plain[k], area[k], inter[k], tuple(component_levels), rules) for k in range(n_classes)]
