@@ -1,0 +1,190 @@
+"""The component rule at every level of uint8 probability maps, in one pass per map. Numpy + numba.
+
+A pixel is on at level L when p > L (L = 0..254); the rule drops the 8-connected components of
+fewer than c pixels. Lowering the level only adds pixels, so the components of every level come
+from one sweep: visit the pixels from the highest value down (a counting sort) and join each to
+its neighbours already visited (union-find: path halving, the smaller set under the larger),
+keeping per set its size and how many of its pixels are inside the true mask. Once the pixels of
+value v are all in, the sets are exactly the components at level v - 1 (the pixels with p >= v,
+i.e. p > v - 1). Pixels of value 0 are never on, so they are never visited.
+
+For each rule c the sweep keeps the total size and truth count of the sets smaller than c: when a
+set grows or two sets merge, the old sets leave the totals of the rules above their sizes and the
+new one enters those above its size. After value v, the area kept at level v - 1 is the pixels
+visited minus that total, and the same for the intersection with the truth. So every (level,
+rule) is exact, as if OpenCV's connected components ran at every level (tests/post/
+test_components.py compares with that), for one sort and one look at 8 neighbours per pixel.
+
+Two details make it fast: neighbours already visited that touch each other are in one set
+already, so a table of the 256 neighbourhoods gives one neighbour per group (one union-find look
+per pixel, nearly always); and the totals are kept as differences between consecutive rules, so
+a set entering or leaving them is one addition, whatever the number of rules.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+
+N_LEVELS = 255  # levels 0..254: pixel on when p > level
+BLOCK = 8  # maps per parallel task
+RING = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))  # the 8 neighbours, in a circle
+
+
+def _neighbour_groups() -> tuple[np.ndarray, np.ndarray]:
+    """For each set of visited neighbours (8 bits, RING order): how many groups of mutually
+    8-connected neighbours it makes (0..4), and one neighbour of each group."""
+    first, groups = np.zeros((256, 4), np.int64), np.zeros(256, np.int64)
+    for bits in range(256):
+        label = {k: k for k in range(8) if bits >> k & 1}
+
+        def root(k: int) -> int:
+            while label[k] != k:
+                k = label[k]
+            return k
+
+        for a in label:
+            for b in label:
+                if max(abs(RING[a][0] - RING[b][0]), abs(RING[a][1] - RING[b][1])) == 1:
+                    label[root(a)] = root(b)
+        reps = sorted({root(k) for k in label})
+        groups[bits], first[bits, : len(reps)] = len(reps), reps
+    return first, groups
+
+
+FIRST, GROUPS = _neighbour_groups()
+
+
+@numba.njit(cache=True, nogil=True)
+def _root(parent: np.ndarray, a: int) -> int:
+    """The root of pixel a's set (path halving on the way)."""
+    a = parent[a]
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+@numba.njit(cache=True, nogil=True)
+def _move(delta: np.ndarray, n_below: np.ndarray, size: int, hits: int, sign: int) -> None:
+    """A set of `size` pixels (`hits` in the truth) enters (sign 1) or leaves (-1) the totals of
+    the rules above its size: delta[:, r] - delta[:, r - 1] is what rule r has more than r - 1."""
+    r = n_below[size] if size < len(n_below) else delta.shape[1] - 1
+    delta[0, r] += sign * size
+    delta[1, r] += sign * hits
+
+
+@numba.njit(cache=True, nogil=True)
+def _sorted_pixels(p: np.ndarray, truth: np.ndarray, order: np.ndarray, count: np.ndarray) -> None:
+    """order[:on] = (padded index << 1 | truth bit) of the pixels with p > 0, highest p first,
+    in raster order within a value (a counting sort); count[v] = pixels of value v. The padded
+    image has a one-pixel border that is never visited."""
+    h, w = p.shape
+    count[:] = 0
+    for y in range(h):
+        for x in range(w):
+            count[p[y, x]] += 1
+    start = np.empty(256, np.int64)
+    s = 0
+    for v in range(255, 0, -1):
+        start[v] = s
+        s += count[v]
+    for y in range(h):
+        for x in range(w):
+            v = p[y, x]
+            if v:
+                order[start[v]] = (((y + 1) * (w + 2) + x + 1) << 1) | (1 if truth[y, x] else 0)
+                start[v] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep_map(p, truth, n_below, groups, first, order, count, seen, parent, size, hits, area, inter) -> None:  # noqa: ANN001
+    """area, inter (255, R): kept area and intersection of one (H, W) map at every (level, rule).
+    long: one loop over the pixels with the joins inlined (it runs ~200k times a map)."""
+    _sorted_pixels(p, truth, order, count)
+    wp = p.shape[1] + 2
+    ring = np.array((-wp - 1, -wp, -wp + 1, 1, wp + 1, wp, wp - 1, -1))  # RING as offsets in the padded image
+    # (an array, not a tuple: numba indexes a tuple by a variable through a chain of branches)
+    seen[:] = 0
+    n_rules, top = area.shape[1], len(n_below) - 1  # sets of `top` pixels or more are below no rule
+    delta = np.zeros((2, n_rules + 1), np.int64)  # totals of the small sets, as differences (last: none)
+    visited, visited_hits, i = 0, 0, 0
+    for v in range(255, 0, -1):
+        for k in range(i, i + count[v]):
+            q, t = order[k] >> 1, order[k] & 1
+            bits = 0
+            for j in range(8):
+                bits |= seen[q + ring[j]] << j
+            seen[q] = 1
+            n_groups = groups[bits]
+            root, sa, ha = q, 0, 0  # alone: q grows an empty set
+            if n_groups:  # q joins the set of its first group of neighbours
+                root = _root(parent, q + ring[first[bits, 0]])
+                sa, ha = size[root], hits[root]
+            parent[q] = root
+            if sa < top:
+                _move(delta, n_below, sa, ha, -1)
+                _move(delta, n_below, sa + 1, ha + t, 1)
+            size[root], hits[root] = sa + 1, ha + t
+            for g in range(1, n_groups):  # and the sets of its other groups join that one
+                other = _root(parent, q + ring[first[bits, g]])
+                if other == root:
+                    continue
+                sa, sb, ha, hb = size[root], size[other], hits[root], hits[other]
+                if min(sa, sb) < top:
+                    _move(delta, n_below, sa, ha, -1)
+                    _move(delta, n_below, sb, hb, -1)
+                    _move(delta, n_below, sa + sb, ha + hb, 1)
+                if sa < sb:  # the smaller set goes under the larger
+                    root, other = other, root
+                parent[other] = root
+                size[root], hits[root] = sa + sb, ha + hb
+            visited += 1
+            visited_hits += t
+        i += count[v]
+        small, small_hits = 0, 0
+        for r in range(n_rules):  # every pixel with p >= v is in: level v - 1
+            small, small_hits = small + delta[0, r], small_hits + delta[1, r]
+            area[v - 1, r] = visited - small
+            inter[v - 1, r] = visited_hits - small_hits
+
+
+@numba.njit(cache=True, parallel=True)
+def _sweep(probs, truth, n_below, groups, first, area, inter) -> None:  # noqa: ANN001
+    n, h, w = probs.shape
+    for b in numba.prange((n + BLOCK - 1) // BLOCK):  # each task: its own buffers, reused over its maps
+        order, count = np.empty(h * w, np.int32), np.empty(256, np.int64)
+        seen = np.empty((h + 2) * (w + 2), np.uint8)  # padded: whether visited
+        parent = np.empty((h + 2) * (w + 2), np.int32)
+        size, hits = np.empty_like(parent), np.empty_like(parent)  # of each set, at its root
+        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
+            bufs = order, count, seen, parent, size, hits
+            _sweep_map(probs[i], truth[i], n_below, groups, first, *bufs, area[i], inter[i])
+
+
+def thread_budget() -> int:
+    """Threads this process may use: OMP_NUM_THREADS when set (`cloudcli run` sets it per stage),
+    else numba's pool (the cores), and never more than the pool."""
+    budget, pool = os.environ.get("OMP_NUM_THREADS", ""), numba.config.NUMBA_NUM_THREADS
+    return max(1, min(pool, int(budget))) if budget.isdigit() else pool
+
+
+def component_sweep(
+    probs: np.ndarray, truth: np.ndarray, min_components: tuple[int, ...], threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 255, R) int32 area, and intersection with the truth, kept at [map, level, rule] by the
+    rule min_components[rule] (0 or 1: keep every component), for (n, H, W) uint8 maps and
+    (n, H, W) bool truth masks. Maps run in parallel on `threads` (default: thread_budget())."""
+    if probs.ndim != 3 or probs.dtype != np.uint8 or truth.shape != probs.shape:
+        raise ValueError(f"expected (n, H, W) uint8 maps and truth of their shape, got {probs.shape}, {truth.shape}")
+    rules, column = np.unique(np.asarray(min_components, np.int64), return_inverse=True)
+    top = min(int(rules.max(initial=0)), probs[0].size if len(probs) else 0)  # no set is larger than a map
+    n_below = np.searchsorted(rules, np.arange(top + 1), "right")  # [s]: rules c <= s (a set of s keeps)
+    area = np.zeros((len(probs), N_LEVELS, len(rules)), np.int32)
+    inter = np.zeros_like(area)
+    numba.set_num_threads(threads or thread_budget())
+    probs, truth = np.ascontiguousarray(probs), np.ascontiguousarray(truth, dtype=np.bool_)
+    _sweep(probs, truth, n_below, GROUPS, FIRST, area, inter)
+    return area[..., column.reshape(-1)], inter[..., column.reshape(-1)]
