@@ -1,25 +1,28 @@
-"""Exact grid search of post-processing rules on out-of-fold uint8 probabilities. Numpy + OpenCV.
+"""Exact grid search of post-processing rules on out-of-fold uint8 probabilities. Numpy (+ numba).
 
 The grid of one class is (pixel level, min_component) columns x min_area values. For the 255
 columns without a component rule, one pass per map builds two 256-bin histograms (all pixels, and
 pixels inside the true mask); reversed cumulative sums give the predicted area and the
-intersection at every level at once. For a component rule, connected components run once per map
-and level; with the components sorted by size, the area and intersection left after dropping
-those below each min_component are suffix sums. The min_area rule is then an array comparison, and every score
-equals re-thresholding and re-scoring every map at every grid point (tests compare with that).
+intersection at every level at once. For the component rule, one union-find sweep per map
+(cloudcli.post.components) gives the area and intersection left after dropping the components
+below each min_component at every level at once. The min_area rule is then an array comparison,
+and every score equals re-thresholding and re-scoring every map at every grid point (tests
+compare with that).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from cloudcli.metrics import dice_from_counts, total
+from cloudcli.post.components import component_sweep
+from cloudcli.post.rules import level_of
 from cloudcli.ui import progress
 
 LEVELS = np.arange(255)  # thresholds: pixel on when p > level, p in 0..255
+CHUNK = 512  # maps per component sweep: a step of the progress bar, and a bounded copy of the maps
 
 
 def histograms(probs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,31 +43,25 @@ def above(hist: np.ndarray) -> np.ndarray:
     return at_least[:, 1:]
 
 
+def component_levels(thresholds: str | tuple[float, ...]) -> tuple[int, ...]:
+    """The levels at which the component rule is searched (tune.component_thresholds): "all" is
+    every level 0..254, else the level of each probability threshold."""
+    return tuple(range(len(LEVELS))) if thresholds == "all" else tuple(sorted({level_of(t) for t in thresholds}))
+
+
 def component_counts(
     probs: np.ndarray, truth: np.ndarray, levels: tuple[int, ...], min_components: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, L * C) predicted area and intersection with the truth once the 8-connected components
+    """(N, L * C) int32 predicted area and intersection with the truth once the 8-connected components
     smaller than each min_component are dropped, column l * C + c for (levels[l], min_components[c])."""
-    thresholds = np.asarray(min_components)
-    width = len(levels) * len(min_components)
-    area, inter = np.zeros((len(probs), width), np.int64), np.zeros((len(probs), width), np.int64)
-    with progress("components", len(probs), "maps") as advance:
-        for i in range(len(probs)):
-            p, inside = np.asarray(probs[i]), np.flatnonzero(truth[i])
-            for j, level in enumerate(levels):
-                mask = (p > level).view(np.uint8)
-                if not mask.any():
-                    continue
-                count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
-                flat = labels.reshape(-1)
-                sizes = np.bincount(flat, minlength=count)[1:]
-                order = np.argsort(sizes, kind="stable")  # sizes ascending, then sums from the largest down
-                sizes, hits = sizes[order], np.bincount(flat[inside], minlength=count)[1:][order]
-                first = np.searchsorted(sizes, thresholds, "left")  # first component >= min_component
-                cols = slice(j * len(min_components), (j + 1) * len(min_components))
-                area[i, cols] = np.append(np.cumsum(sizes[::-1])[::-1], 0)[first]
-                inter[i, cols] = np.append(np.cumsum(hits[::-1])[::-1], 0)[first]
-            advance(1)
+    n, width = len(probs), len(levels) * len(min_components)
+    area, inter = np.empty((n, width), np.int32), np.empty((n, width), np.int32)
+    with progress("components", n, "maps") as advance:
+        for start in range(0, n, CHUNK):
+            rows = slice(start, min(n, start + CHUNK))
+            a, i = component_sweep(probs[rows], truth[rows], min_components)  # (n, 255, C): every level
+            area[rows], inter[rows] = a[:, list(levels)].reshape(len(a), -1), i[:, list(levels)].reshape(len(a), -1)
+            advance(len(a))
     return area, inter
 
 
@@ -72,8 +69,8 @@ def component_counts(
 class Counts:
     """Predicted area and intersection of N maps at G grid columns, a column being (level, min_component)."""
 
-    area: np.ndarray  # (N, G)
-    inter: np.ndarray  # (N, G)
+    area: np.ndarray  # (N, G) int32
+    inter: np.ndarray  # (N, G) int32
     truth_area: np.ndarray  # (N,)
     levels: np.ndarray  # (G,)
     min_components: np.ndarray  # (G,)
@@ -88,11 +85,13 @@ class Counts:
 def counts(
     probs: np.ndarray, truth: np.ndarray, min_components: tuple[int, ...] = (0,), component_levels: tuple[int, ...] = ()
 ) -> Counts:
-    """The 255 levels without a component rule, then component_levels x each min_component > 1."""
+    """The 255 levels without a component rule, then component_levels x each min_component > 1
+    (column 255 + l * R + r for (component_levels[l], rule r))."""
     hist_all, hist_in = histograms(probs, truth)
-    area, inter, levels, comps = [above(hist_all)], [above(hist_in)], [LEVELS], [np.zeros(len(LEVELS), int)]
+    area, inter = [above(hist_all).astype(np.int32)], [above(hist_in).astype(np.int32)]
+    levels, comps = [LEVELS], [np.zeros(len(LEVELS), int)]
     rules = tuple(sorted({int(c) for c in min_components if c > 1}))
-    if rules and component_levels:
+    if rules and len(component_levels):
         a, i = component_counts(probs, truth, tuple(component_levels), rules)
         area.append(a), inter.append(i)
         levels.append(np.repeat(component_levels, len(rules))), comps.append(np.tile(rules, len(component_levels)))
@@ -152,7 +151,8 @@ def search(
     metric: str = "dice",
 ) -> SearchResult:
     """Best (level, min_component, min_area) of one class over (N, H, W) uint8 maps and (N, H, W)
-    truth masks: all 255 levels without a component rule, and `component_levels` x `min_components`."""
+    truth masks: all 255 levels without a component rule, and `component_levels` (e.g. LEVELS:
+    every one) x `min_components`."""
     return best(counts(probs, truth, min_components, component_levels), min_areas, metric)
 
 

@@ -26,8 +26,8 @@ from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, metric_report
-from cloudcli.post.rules import ClassRule, level_of, postprocess
-from cloudcli.post.search import search
+from cloudcli.post.rules import ClassRule, postprocess
+from cloudcli.post.search import component_levels, search
 from cloudcli.post.tuned import load_tuned
 from cloudcli.rle import decode, encode
 from cloudcli.ui import info, progress
@@ -142,7 +142,7 @@ def model_masks(folder: Path, split: str, rules: list[ClassRule]) -> Masks:
 
 def fit_model_rules(probs: np.ndarray, truth: np.ndarray, tune: TuneConfig) -> list[ClassRule]:
     """Per class, the model's best level x min_area (x min_component) on its OOF maps: tune's seg1 search."""
-    levels = tuple(sorted({level_of(t) for t in tune.component_thresholds}))
+    levels = component_levels(tune.component_thresholds)
     rules = []
     for k in range(probs.shape[1]):
         found = search(probs[:, k], (truth & BITS[k]) != 0, tune.min_areas, tune.min_components, levels, tune.metric)
