@@ -15,10 +15,12 @@ visited minus that total, and the same for the intersection with the truth. So e
 rule) is exact, as if OpenCV's connected components ran at every level (tests/post/
 test_components.py compares with that), for one sort and one look at 8 neighbours per pixel.
 
-Two details make it fast: neighbours already visited that touch each other are in one set
+Three details make it fast: neighbours already visited that touch each other are in one set
 already, so a table of the 256 neighbourhoods gives one neighbour per group (one union-find look
-per pixel, nearly always); and the totals are kept as differences between consecutive rules, so
-a set entering or leaving them is one addition, whatever the number of rules.
+per pixel, nearly always); the totals are kept as differences between consecutive rules, so a
+set entering or leaving them is one addition, whatever the number of rules; and a count of
+pixels and its count of truth pixels travel as one int64 (pixels + truth << 32: sums of such
+numbers stay exact, and so does their difference where both parts end >= 0).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import numpy as np
 
 N_LEVELS = 255  # levels 0..254: pixel on when p > level
 BLOCK = 8  # maps per parallel task
-RING = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))  # the 8 neighbours, in a circle
+LOW = (1 << 32) - 1  # pixel counts in the low 32 bits of a packed (pixels, truth pixels) int64
+NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))  # (dy, dx), bit 0..7 of a code
 
 
 def _neighbour_groups() -> tuple[np.ndarray, np.ndarray]:
-    """For each set of visited neighbours (8 bits, RING order): how many groups of mutually
+    """For each set of visited neighbours (8 bits, NEIGHBOURS order): how many groups of mutually
     8-connected neighbours it makes (0..4), and one neighbour of each group."""
     first, groups = np.zeros((256, 4), np.int64), np.zeros(256, np.int64)
     for bits in range(256):
@@ -47,7 +50,7 @@ def _neighbour_groups() -> tuple[np.ndarray, np.ndarray]:
 
         for a in label:
             for b in label:
-                if max(abs(RING[a][0] - RING[b][0]), abs(RING[a][1] - RING[b][1])) == 1:
+                if max(abs(NEIGHBOURS[a][0] - NEIGHBOURS[b][0]), abs(NEIGHBOURS[a][1] - NEIGHBOURS[b][1])) == 1:
                     label[root(a)] = root(b)
         reps = sorted({root(k) for k in label})
         groups[bits], first[bits, : len(reps)] = len(reps), reps
@@ -65,15 +68,6 @@ def _root(parent: np.ndarray, a: int) -> int:
         parent[a] = parent[parent[a]]
         a = parent[a]
     return a
-
-
-@numba.njit(cache=True, nogil=True)
-def _move(delta: np.ndarray, n_below: np.ndarray, size: int, hits: int, sign: int) -> None:
-    """A set of `size` pixels (`hits` in the truth) enters (sign 1) or leaves (-1) the totals of
-    the rules above its size: delta[:, r] - delta[:, r - 1] is what rule r has more than r - 1."""
-    r = n_below[size] if size < len(n_below) else delta.shape[1] - 1
-    delta[0, r] += sign * size
-    delta[1, r] += sign * hits
 
 
 @numba.njit(cache=True, nogil=True)
@@ -100,55 +94,59 @@ def _sorted_pixels(p: np.ndarray, truth: np.ndarray, order: np.ndarray, count: n
 
 
 @numba.njit(cache=True, nogil=True)
-def _sweep_map(p, truth, n_below, groups, first, order, count, seen, parent, size, hits, area, inter) -> None:  # noqa: ANN001
+def _sweep_map(p, truth, n_below, groups, first, order, count, seen, parent, sets, area, inter) -> None:  # noqa: ANN001
     """area, inter (255, R): kept area and intersection of one (H, W) map at every (level, rule).
+    A set's pixels and truth pixels are one int64, pixels + truth << 32 (one load, one add).
     long: one loop over the pixels with the joins inlined (it runs ~200k times a map)."""
     _sorted_pixels(p, truth, order, count)
     wp = p.shape[1] + 2
-    ring = np.array((-wp - 1, -wp, -wp + 1, 1, wp + 1, wp, wp - 1, -1))  # RING as offsets in the padded image
-    # (an array, not a tuple: numba indexes a tuple by a variable through a chain of branches)
-    seen[:] = 0
-    n_rules, top = area.shape[1], len(n_below) - 1  # sets of `top` pixels or more are below no rule
-    delta = np.zeros((2, n_rules + 1), np.int64)  # totals of the small sets, as differences (last: none)
-    visited, visited_hits, i = 0, 0, 0
+    ring = (-wp - 1, -wp, -wp + 1, -1, 1, wp - 1, wp, wp + 1)  # NEIGHBOURS as offsets in the padded image
+    step = np.empty_like(first)  # [code, g]: offset of the neighbour standing for group g
+    for code in range(256):
+        for g in range(first.shape[1]):
+            step[code, g] = ring[first[code, g]]
+    seen[:] = 0  # bits 0, 1, 2 of seen[x]: whether x - 1, x, x + 1 are visited
+    n_rules, top = area.shape[1], len(n_below) - 1  # a set of `top` pixels or more is below no rule
+    delta = np.zeros(n_rules + 1, np.int64)  # totals of the small sets, as differences (last: none)
+    visited, i = 0, 0
     for v in range(255, 0, -1):
         for k in range(i, i + count[v]):
-            q, t = order[k] >> 1, order[k] & 1
-            bits = 0
-            for j in range(8):
-                bits |= seen[q + ring[j]] << j
-            seen[q] = 1
+            q, pixel = order[k] >> 1, 1 + (np.int64(order[k] & 1) << 32)
+            row = seen[q]  # the visited neighbours: 3 above, left and right, 3 below
+            bits = seen[q - wp] | ((row & 1) | ((row >> 1) & 2)) << 3 | seen[q + wp] << 5
+            seen[q - 1] |= 4
+            seen[q] |= 2
+            seen[q + 1] |= 1
             n_groups = groups[bits]
-            root, sa, ha = q, 0, 0  # alone: q grows an empty set
+            root, a = q, 0  # alone: q grows an empty set
             if n_groups:  # q joins the set of its first group of neighbours
-                root = _root(parent, q + ring[first[bits, 0]])
-                sa, ha = size[root], hits[root]
+                root = _root(parent, q + step[bits, 0])
+                a = sets[root]
             parent[q] = root
-            if sa < top:
-                _move(delta, n_below, sa, ha, -1)
-                _move(delta, n_below, sa + 1, ha + t, 1)
-            size[root], hits[root] = sa + 1, ha + t
+            size = a & LOW
+            if size < top:
+                delta[n_below[size]] -= a
+                delta[n_below[size + 1]] += a + pixel
+            sets[root] = a + pixel
             for g in range(1, n_groups):  # and the sets of its other groups join that one
-                other = _root(parent, q + ring[first[bits, g]])
+                other = _root(parent, q + step[bits, g])
                 if other == root:
                     continue
-                sa, sb, ha, hb = size[root], size[other], hits[root], hits[other]
-                if min(sa, sb) < top:
-                    _move(delta, n_below, sa, ha, -1)
-                    _move(delta, n_below, sb, hb, -1)
-                    _move(delta, n_below, sa + sb, ha + hb, 1)
-                if sa < sb:  # the smaller set goes under the larger
+                a, b = sets[root], sets[other]
+                if min(a & LOW, b & LOW) < top:
+                    delta[n_below[min(a & LOW, top)]] -= a  # above top: n_below[top], the last slot
+                    delta[n_below[min(b & LOW, top)]] -= b
+                    delta[n_below[min((a + b) & LOW, top)]] += a + b
+                if a & LOW < b & LOW:  # the smaller set goes under the larger
                     root, other = other, root
                 parent[other] = root
-                size[root], hits[root] = sa + sb, ha + hb
-            visited += 1
-            visited_hits += t
+                sets[root] = a + b
+            visited += pixel
         i += count[v]
-        small, small_hits = 0, 0
+        small = 0
         for r in range(n_rules):  # every pixel with p >= v is in: level v - 1
-            small, small_hits = small + delta[0, r], small_hits + delta[1, r]
-            area[v - 1, r] = visited - small
-            inter[v - 1, r] = visited_hits - small_hits
+            small += delta[r]
+            area[v - 1, r], inter[v - 1, r] = (visited - small) & LOW, (visited - small) >> 32
 
 
 @numba.njit(cache=True, parallel=True)
@@ -156,11 +154,11 @@ def _sweep(probs, truth, n_below, groups, first, area, inter) -> None:  # noqa: 
     n, h, w = probs.shape
     for b in numba.prange((n + BLOCK - 1) // BLOCK):  # each task: its own buffers, reused over its maps
         order, count = np.empty(h * w, np.int32), np.empty(256, np.int64)
-        seen = np.empty((h + 2) * (w + 2), np.uint8)  # padded: whether visited
+        seen = np.empty((h + 2) * (w + 2), np.uint8)  # padded: which of a pixel and its 2 row neighbours are visited
         parent = np.empty((h + 2) * (w + 2), np.int32)
-        size, hits = np.empty_like(parent), np.empty_like(parent)  # of each set, at its root
+        sets = np.empty((h + 2) * (w + 2), np.int64)  # at a set's root: its pixels + truth pixels << 32
         for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
-            bufs = order, count, seen, parent, size, hits
+            bufs = order, count, seen, parent, sets
             _sweep_map(probs[i], truth[i], n_below, groups, first, *bufs, area[i], inter[i])
 
 
@@ -181,7 +179,8 @@ def component_sweep(
         raise ValueError(f"expected (n, H, W) uint8 maps and truth of their shape, got {probs.shape}, {truth.shape}")
     rules, column = np.unique(np.asarray(min_components, np.int64), return_inverse=True)
     top = min(int(rules.max(initial=0)), probs[0].size if len(probs) else 0)  # no set is larger than a map
-    n_below = np.searchsorted(rules, np.arange(top + 1), "right")  # [s]: rules c <= s (a set of s keeps)
+    n_below = np.searchsorted(rules, np.arange(top + 1), "right").astype(np.int16)  # [s]: rules c <= s
+    # (a set larger than top is below no rule: top is the largest rule, n_below[top] = R, the last slot)
     area = np.zeros((len(probs), N_LEVELS, len(rules)), np.int32)
     inter = np.zeros_like(area)
     numba.set_num_threads(threads or thread_budget())

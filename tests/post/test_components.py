@@ -11,6 +11,7 @@ from cloudcli.post.rules import ClassRule, apply_rule
 from cloudcli.post.search import LEVELS, component_levels, search
 
 RULES = (0, 1, 2, 3, 5, 9, 40, 1000)  # 0 and 1 keep everything; 1000 is larger than any test map
+# (with rules all below the map's size, sets grow past the largest rule: tested too)
 
 
 def brute_force(probs: np.ndarray, truth: np.ndarray, rules: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,13 +67,13 @@ def maps(seed: int) -> np.ndarray:
     return np.stack(kinds)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sweep_equals_connected_components_at_every_level(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "rules"), [(0, RULES), (1, RULES), (2, RULES), (3, (2, 4)), (4, (0, 9))])
+def test_sweep_equals_connected_components_at_every_level(seed: int, rules: tuple[int, ...]) -> None:
     probs = maps(seed)
     truth = np.random.default_rng(seed + 10).random(probs.shape) < np.linspace(0, 1, len(probs))[:, None, None]
-    area, inter = component_sweep(probs, truth, RULES, threads=1 + seed % 2)
-    assert area.shape == inter.shape == (len(probs), 255, len(RULES)) and area.dtype == np.int32
-    expected_area, expected_inter = brute_force(probs, truth, RULES)
+    area, inter = component_sweep(probs, truth, rules, threads=1 + seed % 2)
+    assert area.shape == inter.shape == (len(probs), 255, len(rules)) and area.dtype == np.int32
+    expected_area, expected_inter = brute_force(probs, truth, rules)
     np.testing.assert_array_equal(area, expected_area)
     np.testing.assert_array_equal(inter, expected_inter)
 
