@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudcli.metrics import dice_from_counts, total
+from cloudcli.metrics import METRICS, dice_from_counts, iou_from_counts, total
 from cloudcli.post.components import component_sweep
 from cloudcli.post.rules import level_of
 from cloudcli.ui import progress
@@ -104,12 +104,38 @@ def grid_scores(
     area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, min_areas: tuple[int, ...], metric: str = "dice"
 ) -> np.ndarray:
     """(G, A) score over maps (tune.metric: mean Dice, pooled Jaccard, mean IoU), from (N, G)
-    predicted areas and intersections per grid column."""
-    scores = np.empty((area.shape[1], len(min_areas)))
-    t = truth_area[:, None]
-    for j, a in enumerate(min_areas):
-        keep = area >= a
-        scores[:, j] = total(metric, np.where(keep, inter, 0), np.where(keep, area, 0), t)
+    predicted areas and intersections per grid column.
+
+    In one pass over the (N, G) counts, whatever the number of min_areas: each (map, column) falls
+    in the bin of how many min_areas its area passes, per-bin sums (per column) of what a kept map
+    adds give each min_area's total as a sum over the bins it keeps. Mean Dice (IoU): the maps
+    emptied score 1 where the truth is empty, so a total is (that over all maps) + (kept maps'
+    score - that). Pooled Jaccard: sums of the kept maps' intersections and areas."""
+    if metric not in METRICS:
+        total(metric, area, area, truth_area)  # raises, naming the metrics
+    order = np.argsort(min_areas, kind="stable")
+    bounds = np.asarray(min_areas)[order]
+    n, g = area.shape
+    t = np.asarray(truth_area)
+    emptied = (t == 0).astype(np.float64)  # (N,) a map's score once emptied, Dice or IoU
+    kept = np.zeros((3, g, len(bounds) + 1))  # per column and bin: score - emptied, intersections, areas
+    for lo in range(0, n, CHUNK * 4):  # bounded (rows, G) temporaries
+        rows = slice(lo, lo + CHUNK * 4)
+        a, i, tr = area[rows], inter[rows], t[rows, None]
+        index = (np.searchsorted(bounds, a, "right") + (len(bounds) + 1) * np.arange(g)).ravel()  # (column, bin)
+        if metric == "jaccard":
+            kept[1] += np.bincount(index, i.ravel(), kept[1].size).reshape(g, -1)
+            kept[2] += np.bincount(index, a.ravel(), kept[2].size).reshape(g, -1)
+        else:
+            score = (dice_from_counts if metric == "dice" else iou_from_counts)(i, a, tr) - emptied[rows, None]
+            kept[0] += np.bincount(index, score.ravel(), kept[0].size).reshape(g, -1)
+    suffix = np.cumsum(kept[:, :, ::-1], 2)[:, :, ::-1][:, :, 1:]  # [.., j]: the maps passing bounds[j]
+    if metric == "jaccard":
+        sorted_scores = iou_from_counts(suffix[1], suffix[2], t.sum())
+    else:
+        sorted_scores = (emptied.sum() + suffix[0]) / max(n, 1)
+    scores = np.empty((g, len(bounds)))
+    scores[:, order] = sorted_scores
     return scores
 
 
