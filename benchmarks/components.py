@@ -68,7 +68,8 @@ def fabricate(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def opencv_counts(probs: np.ndarray, truth: np.ndarray, levels: tuple[int, ...], rules: tuple[int, ...]):
     """(N, L * R) kept area and intersection, column l * R + r: connected components at each level."""
-    area, inter = np.zeros((len(probs), len(levels) * len(rules)), np.int64), np.zeros((len(probs), len(levels) * len(rules)), np.int64)
+    width = len(levels) * len(rules)
+    area, inter = np.zeros((len(probs), width), np.int64), np.zeros((len(probs), width), np.int64)
     for i, (p, t) in enumerate(zip(probs, truth)):
         inside = np.flatnonzero(t)
         for j, level in enumerate(levels):
@@ -91,7 +92,9 @@ def first_call() -> dict:
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": path}
         for name in ("compile_s", "cached_s"):
-            run = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True, check=True)
+            run = subprocess.run(
+                [sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True, check=True
+            )
             imported, call = map(float, run.stdout.split())
             out[name], out["import_s"] = round(call, 2), round(imported, 2)
     return out

@@ -36,23 +36,23 @@ LOW = (1 << 32) - 1  # pixel counts in the low 32 bits of a packed (pixels, trut
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))  # (dy, dx), bit 0..7 of a code
 
 
+def _label_root(label: dict[int, int], k: int) -> int:
+    while label[k] != k:
+        k = label[k]
+    return k
+
+
 def _neighbour_groups() -> tuple[np.ndarray, np.ndarray]:
     """For each set of visited neighbours (8 bits, NEIGHBOURS order): how many groups of mutually
     8-connected neighbours it makes (0..4), and one neighbour of each group."""
     first, groups = np.zeros((256, 4), np.int64), np.zeros(256, np.int64)
     for bits in range(256):
         label = {k: k for k in range(8) if bits >> k & 1}
-
-        def root(k: int) -> int:
-            while label[k] != k:
-                k = label[k]
-            return k
-
         for a in label:
             for b in label:
                 if max(abs(NEIGHBOURS[a][0] - NEIGHBOURS[b][0]), abs(NEIGHBOURS[a][1] - NEIGHBOURS[b][1])) == 1:
-                    label[root(a)] = root(b)
-        reps = sorted({root(k) for k in label})
+                    label[_label_root(label, a)] = _label_root(label, b)
+        reps = sorted({_label_root(label, k) for k in label})
         groups[bits], first[bits, : len(reps)] = len(reps), reps
     return first, groups
 
@@ -94,7 +94,7 @@ def _sorted_pixels(p: np.ndarray, truth: np.ndarray, order: np.ndarray, count: n
 
 
 @numba.njit(cache=True, nogil=True)
-def _sweep_map(p, truth, n_below, groups, first, order, count, seen, parent, sets, area, inter) -> None:  # noqa: ANN001
+def _sweep_map(p, truth, n_below, groups, first, order, count, seen, parent, sets, area, inter) -> None:
     """area, inter (255, R): kept area and intersection of one (H, W) map at every (level, rule).
     A set's pixels and truth pixels are one int64, pixels + truth << 32 (one load, one add).
     long: one loop over the pixels with the joins inlined (it runs ~200k times a map)."""
@@ -150,7 +150,7 @@ def _sweep_map(p, truth, n_below, groups, first, order, count, seen, parent, set
 
 
 @numba.njit(cache=True, parallel=True)
-def _sweep(probs, truth, n_below, groups, first, area, inter) -> None:  # noqa: ANN001
+def _sweep(probs, truth, n_below, groups, first, area, inter) -> None:
     n, h, w = probs.shape
     for b in numba.prange((n + BLOCK - 1) // BLOCK):  # each task: its own buffers, reused over its maps
         order, count = np.empty(h * w, np.int32), np.empty(256, np.int64)
