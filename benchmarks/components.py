@@ -8,8 +8,9 @@ a model's smooth probabilities with errors of their own), then times, per map:
 - compile: the first call in a fresh process, with an empty numba cache (numba compiles the
   kernel) and again with that cache filled (what every later run pays), reported apart;
 - sweep: cloudcli.post.components.component_sweep, every level x tune.min_components, on 1 and
-  on 2 threads, after a warm-up call; and search.counts (the histograms, the sweep and the
-  (N, 1275) grid columns tune scores), on 2 threads;
+  on 2 threads, after a warm-up call; search.counts (the histograms, the sweep and the
+  (N, 1275) grid columns tune scores), on 2 threads; and search.best, scoring those columns x
+  the 15 default min_areas;
 - the reference, in the same run on the same maps: the former path, OpenCV's connected
   components at each of the former default's 9 levels (0.3..0.7), which the sweep's columns at
   those levels must equal (checked).
@@ -41,10 +42,11 @@ from scale import SCORE, maps_of, truth_of  # noqa: E402
 
 from cloudcli.post.components import component_sweep  # noqa: E402
 from cloudcli.post.rules import level_of  # noqa: E402
-from cloudcli.post.search import LEVELS, counts  # noqa: E402
+from cloudcli.post.search import LEVELS, best, counts  # noqa: E402
 
 KAGGLE_MAPS = 5546 * 4
 MIN_COMPONENTS = (0, 500, 1000, 2500, 5000)  # the default tune.min_components
+MIN_AREAS = (0, 100, 250, 500, 1000, 2000, 3000, 5000, 7500, 10000, 12500, 15000, 17500, 20000, 25000)  # tune.min_areas
 OLD_LEVELS = tuple(level_of(t) for t in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7))
 FIRST_CALL = """
 import time, numpy as np
@@ -119,6 +121,8 @@ def main() -> None:
     sweep = {t: per_map(lambda t=t: component_sweep(probs, truth, rules, threads=t), n) for t in (1, 2)}
     os.environ["OMP_NUM_THREADS"] = "2"  # counts() runs the sweep on the thread budget
     grid = per_map(lambda: counts(probs, truth, MIN_COMPONENTS, tuple(LEVELS)), n)
+    columns = counts(probs, truth, MIN_COMPONENTS, tuple(LEVELS))
+    score = per_map(lambda: best(columns, MIN_AREAS), n)
     reference = per_map(lambda: opencv_counts(probs, truth, OLD_LEVELS, rules), n)
     area, inter = component_sweep(probs, truth, rules)
     old_area, old_inter = opencv_counts(probs, truth, OLD_LEVELS, rules)
@@ -129,6 +133,7 @@ def main() -> None:
         **compile_times,
         "sweep_ms_per_map": {"1 thread": round(sweep[1], 3), "2 threads": round(sweep[2], 3)},
         "counts_ms_per_map_2_threads": round(grid, 3),
+        "best_ms_per_map": round(score, 3),
         "reference_ms_per_map": round(reference, 3),
         "sweep_equals_reference_at_its_levels": same,
         "projection_s": {"sweep": round(sweep[2] * KAGGLE_MAPS / 1e3, 1), "counts": round(grid * KAGGLE_MAPS / 1e3, 1),
@@ -140,7 +145,9 @@ def main() -> None:
     print(f"compile (first call, empty cache): {compile_times['compile_s']} s; from the cache: "
           f"{compile_times['cached_s']} s; import: {compile_times['import_s']} s")  # fmt: skip
     print(f"sweep, 255 levels x {len(rules)} rules: {sweep[1]:.2f} ms/map on 1 thread, {sweep[2]:.2f} on 2")
-    print(f"counts (histograms + sweep + grid columns), 2 threads: {grid:.2f} ms/map")
+    width = columns.area.shape[1]
+    print(f"counts (histograms + sweep + grid columns), 2 threads: {grid:.2f} ms/map; scoring its "
+          f"{width} columns x {len(MIN_AREAS)} min_areas (search.best): {score:.2f} ms/map")  # fmt: skip
     print(f"reference, OpenCV at {len(OLD_LEVELS)} levels: {reference:.2f} ms/map; sweep (2 threads) / reference = "
           f"{sweep[2] / reference:.2f}x; equal at those levels: {same}")  # fmt: skip
     p = result["projection_s"]
