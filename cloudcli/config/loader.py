@@ -7,6 +7,7 @@ error too (yaml.safe_load would silently keep the last).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -209,8 +210,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value, key)
+        return _either(inner, value, key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
@@ -227,6 +230,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         kinds = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
         return tuple(_coerce(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(kinds, value)))
     return _scalar(tp, value, key)
+
+
+def _either(kinds: list, value: Any, key: str) -> Any:
+    """`value` as the first of `kinds` (e.g. Literal["all"] | tuple[float, ...]) that takes it; a
+    list goes to the list kind, so its error names the bad item."""
+    lists = [k for k in kinds if get_origin(k) is tuple]
+    if isinstance(value, list) and lists:
+        return _coerce(lists[0], value, key)
+    for kind in kinds:
+        with contextlib.suppress(ConfigError):
+            return _coerce(kind, value, key)
+    names = [" or ".join(map(repr, get_args(k))) if get_origin(k) is Literal else "a list" for k in kinds]
+    raise ConfigError(f"{key} must be {' or '.join(names)}, got {_describe(value)}")
 
 
 def _scalar(tp: type, value: Any, key: str) -> Any:

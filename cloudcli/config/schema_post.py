@@ -71,17 +71,19 @@ class TuneConfig:
     at_least_one: bool  # an image left without any mask keeps its most likely class (1st place)
     min_areas: tuple[int, ...]  # candidate min_area values, pixels at data.score_size
     min_components: tuple[int, ...]  # candidate min_component values (0 = no component rule)
-    component_thresholds: tuple[float, ...]  # pixel thresholds at which min_component is searched
+    component_thresholds: Literal["all"] | tuple[float, ...]  # where min_component is searched: every level, or these
 
     def __post_init__(self) -> None:
         for key in ("min_areas", "min_components"):
             values = list(getattr(self, key))
             _check(len(values) >= 1 and min(values) >= 0, f"tune.{key}", f"must list values >= 0, got {values}")
-        _check(
-            len(self.component_thresholds) >= 1 and all(0.0 <= t < 1.0 for t in self.component_thresholds),
-            "tune.component_thresholds",
-            f"must list probabilities in [0, 1), at least one, got {list(self.component_thresholds)}",
-        )
+        thresholds = self.component_thresholds
+        if thresholds != "all":
+            _check(
+                len(thresholds) >= 1 and all(0.0 <= t < 1.0 for t in thresholds),
+                "tune.component_thresholds",
+                f"must be all (every level) or list probabilities in [0, 1), at least one, got {list(thresholds)}",
+            )
 
 
 @dataclass(frozen=True)

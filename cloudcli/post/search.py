@@ -1,26 +1,29 @@
-"""Exact grid search of post-processing rules on out-of-fold uint8 probabilities. Numpy + OpenCV.
+"""Exact grid search of post-processing rules on out-of-fold uint8 probabilities. Numpy (+ numba).
 
 The grid of one class is (pixel level, min_component) columns x min_area values. For the 255
 columns without a component rule, one pass per map builds two 256-bin histograms (all pixels, and
 pixels inside the true mask); reversed cumulative sums give the predicted area and the
-intersection at every level at once. For a component rule, connected components run once per map
-and level; with the components sorted by size, the area and intersection left after dropping
-those below each min_component are suffix sums. The min_area rule is then an array comparison, and every score
-equals re-thresholding and re-scoring every map at every grid point (tests compare with that).
+intersection at every level at once. For the component rule, one union-find sweep per map
+(cloudcli.post.components) gives the area and intersection left after dropping the components
+below each min_component at every level at once. The min_area rule is then an array comparison,
+and every score equals re-thresholding and re-scoring every map at every grid point (tests
+compare with that).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from cloudcli.data.cache import BITS
-from cloudcli.metrics import dice_from_counts, total
+from cloudcli.metrics import METRICS, dice_from_counts, iou_from_counts, total
+from cloudcli.post.components import component_sweep
+from cloudcli.post.rules import level_of
 from cloudcli.ui import progress
 
 LEVELS = np.arange(255)  # thresholds: pixel on when p > level, p in 0..255
+CHUNK = 512  # maps per component sweep: a step of the progress bar, and a bounded copy of the maps
 
 
 def histograms(probs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,40 +53,41 @@ def above(hist: np.ndarray) -> np.ndarray:
     return at_least[:, 1:]
 
 
+def component_levels(thresholds: str | tuple[float, ...]) -> tuple[int, ...]:
+    """The levels at which the component rule is searched (tune.component_thresholds): "all" is
+    every level 0..254, else the level of each probability threshold."""
+    return tuple(range(len(LEVELS))) if thresholds == "all" else tuple(sorted({level_of(t) for t in thresholds}))
+
+
 def component_counts(
     probs: np.ndarray, truth: np.ndarray, levels: tuple[int, ...], min_components: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, L * C) predicted area and intersection with the truth once the 8-connected components
+    """(N, L * C) int32 predicted area and intersection with the truth once the 8-connected components
     smaller than each min_component are dropped, column l * C + c for (levels[l], min_components[c])."""
-    thresholds = np.asarray(min_components)
-    width = len(levels) * len(min_components)
-    area, inter = np.zeros((len(probs), width), np.int64), np.zeros((len(probs), width), np.int64)
-    with progress("components", len(probs), "maps") as advance:
-        for i in range(len(probs)):
-            p, inside = np.asarray(probs[i]), np.flatnonzero(truth[i])
-            for j, level in enumerate(levels):
-                mask = (p > level).view(np.uint8)
-                if not mask.any():
-                    continue
-                count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
-                flat = labels.reshape(-1)
-                sizes = np.bincount(flat, minlength=count)[1:]
-                order = np.argsort(sizes, kind="stable")  # sizes ascending, then sums from the largest down
-                sizes, hits = sizes[order], np.bincount(flat[inside], minlength=count)[1:][order]
-                first = np.searchsorted(sizes, thresholds, "left")  # first component >= min_component
-                cols = slice(j * len(min_components), (j + 1) * len(min_components))
-                area[i, cols] = np.append(np.cumsum(sizes[::-1])[::-1], 0)[first]
-                inter[i, cols] = np.append(np.cumsum(hits[::-1])[::-1], 0)[first]
-            advance(1)
+    n, width = len(probs), len(levels) * len(min_components)
+    area, inter = np.empty((n, width), np.int32), np.empty((n, width), np.int32)
+    with progress("components", n, "maps") as advance:
+        for start in range(0, n, CHUNK):
+            rows = slice(start, min(n, start + CHUNK))
+            area[rows], inter[rows] = component_columns(probs[rows], truth[rows], levels, min_components)
+            advance(rows.stop - rows.start)
     return area, inter
+
+
+def component_columns(
+    probs: np.ndarray, truth: np.ndarray, levels: tuple[int, ...], min_components: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """component_counts of a few maps, without a progress bar (the caller's batch)."""
+    a, i = component_sweep(np.asarray(probs), np.asarray(truth), min_components)  # (n, 255, C): every level
+    return a[:, list(levels)].reshape(len(a), -1), i[:, list(levels)].reshape(len(a), -1)
 
 
 @dataclass(frozen=True)
 class Counts:
     """Predicted area and intersection of N maps at G grid columns, a column being (level, min_component)."""
 
-    area: np.ndarray  # (N, G)
-    inter: np.ndarray  # (N, G)
+    area: np.ndarray  # (N, G) int32
+    inter: np.ndarray  # (N, G) int32
     truth_area: np.ndarray  # (N,)
     levels: np.ndarray  # (G,)
     min_components: np.ndarray  # (G,)
@@ -98,20 +102,21 @@ class Counts:
 def histogram_counts(hist_all: np.ndarray, hist_in: np.ndarray) -> Counts:
     """Counts at the 255 levels without a component rule, from (N, 256) level histograms of all
     pixels and of the pixels inside the truth."""
-    return Counts(above(hist_all), above(hist_in), hist_in.sum(1), LEVELS, np.zeros(len(LEVELS), int), hist_all)
+    area, inter = above(hist_all).astype(np.int32), above(hist_in).astype(np.int32)
+    return Counts(area, inter, hist_in.sum(1), LEVELS, np.zeros(len(LEVELS), int), hist_all)
 
 
 def counts(
     probs: np.ndarray, truth: np.ndarray, min_components: tuple[int, ...] = (0,), component_levels: tuple[int, ...] = ()
 ) -> Counts:
-    """The 255 levels without a component rule, then component_levels x each min_component > 1."""
+    """The 255 levels without a component rule, then component_levels x each min_component > 1
+    (column 255 + l * R + r for (component_levels[l], rule r))."""
     plain = histogram_counts(*histograms(probs, truth))
     rules = tuple(sorted({int(c) for c in min_components if c > 1}))
-    if not (rules and component_levels):
+    if not (rules and len(component_levels)):
         return plain
-    return with_components(
-        plain, *component_counts(probs, truth, tuple(component_levels), rules), component_levels, rules
-    )
+    area, inter = component_counts(probs, truth, tuple(component_levels), rules)
+    return with_components(plain, area, inter, tuple(component_levels), rules)
 
 
 def with_components(
@@ -132,12 +137,38 @@ def grid_scores(
     area: np.ndarray, inter: np.ndarray, truth_area: np.ndarray, min_areas: tuple[int, ...], metric: str = "dice"
 ) -> np.ndarray:
     """(G, A) score over maps (tune.metric: mean Dice, pooled Jaccard, mean IoU), from (N, G)
-    predicted areas and intersections per grid column."""
-    scores = np.empty((area.shape[1], len(min_areas)))
-    t = truth_area[:, None]
-    for j, a in enumerate(min_areas):
-        keep = area >= a
-        scores[:, j] = total(metric, np.where(keep, inter, 0), np.where(keep, area, 0), t)
+    predicted areas and intersections per grid column.
+
+    In one pass over the (N, G) counts, whatever the number of min_areas: each (map, column) falls
+    in the bin of how many min_areas its area passes, per-bin sums (per column) of what a kept map
+    adds give each min_area's total as a sum over the bins it keeps. Mean Dice (IoU): the maps
+    emptied score 1 where the truth is empty, so a total is (that over all maps) + (kept maps'
+    score - that). Pooled Jaccard: sums of the kept maps' intersections and areas."""
+    if metric not in METRICS:
+        total(metric, area, area, truth_area)  # raises, naming the metrics
+    order = np.argsort(min_areas, kind="stable")
+    bounds = np.asarray(min_areas)[order]
+    n, g = area.shape
+    t = np.asarray(truth_area)
+    emptied = (t == 0).astype(np.float64)  # (N,) a map's score once emptied, Dice or IoU
+    kept = np.zeros((3, g, len(bounds) + 1))  # per column and bin: score - emptied, intersections, areas
+    for lo in range(0, n, CHUNK * 4):  # bounded (rows, G) temporaries
+        rows = slice(lo, lo + CHUNK * 4)
+        a, i, tr = area[rows], inter[rows], t[rows, None]
+        index = (np.searchsorted(bounds, a, "right") + (len(bounds) + 1) * np.arange(g)).ravel()  # (column, bin)
+        if metric == "jaccard":
+            kept[1] += np.bincount(index, i.ravel(), kept[1].size).reshape(g, -1)
+            kept[2] += np.bincount(index, a.ravel(), kept[2].size).reshape(g, -1)
+        else:
+            score = (dice_from_counts if metric == "dice" else iou_from_counts)(i, a, tr) - emptied[rows, None]
+            kept[0] += np.bincount(index, score.ravel(), kept[0].size).reshape(g, -1)
+    suffix = np.cumsum(kept[:, :, ::-1], 2)[:, :, ::-1][:, :, 1:]  # [.., j]: the maps passing bounds[j]
+    if metric == "jaccard":
+        sorted_scores = iou_from_counts(suffix[1], suffix[2], t.sum())
+    else:
+        sorted_scores = (emptied.sum() + suffix[0]) / max(n, 1)
+    scores = np.empty((g, len(bounds)))
+    scores[:, order] = sorted_scores
     return scores
 
 
@@ -179,7 +210,8 @@ def search(
     metric: str = "dice",
 ) -> SearchResult:
     """Best (level, min_component, min_area) of one class over (N, H, W) uint8 maps and (N, H, W)
-    truth masks: all 255 levels without a component rule, and `component_levels` x `min_components`."""
+    truth masks: all 255 levels without a component rule, and `component_levels` (e.g. LEVELS:
+    every one) x `min_components`."""
     return best(counts(probs, truth, min_components, component_levels), min_areas, metric)
 
 

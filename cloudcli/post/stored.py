@@ -11,7 +11,7 @@ import numpy as np
 from cloudcli.data.cache import BITS
 from cloudcli.data.maps import batches
 from cloudcli.data.predictions import read_histograms
-from cloudcli.post.search import Counts, class_histograms, component_counts, histogram_counts, with_components
+from cloudcli.post.search import Counts, class_histograms, component_columns, histogram_counts, with_components
 from cloudcli.ui import progress
 
 
@@ -39,12 +39,12 @@ def model_counts(
     if not (rules and component_levels):
         return plain
     n, n_classes, width = len(maps), hist.shape[1], len(component_levels) * len(rules)
-    area, inter = np.zeros((2, n_classes, n, width), np.int64)
+    area, inter = np.zeros((2, n_classes, n, width), np.int32)
     with progress("components", n, "maps") as advance:
         for rows in batches(n):
             block, packed = maps[rows], truth[rows]
             for k in range(n_classes):
-                a, i = component_counts(block[:, k], (packed & BITS[k]) != 0, tuple(component_levels), rules)
+                a, i = component_columns(block[:, k], (packed & BITS[k]) != 0, tuple(component_levels), rules)
                 area[k, rows], inter[k, rows] = a, i
             advance(rows.stop - rows.start)
     return [with_components(plain[k], area[k], inter[k], tuple(component_levels), rules) for k in range(n_classes)]

@@ -27,8 +27,8 @@ from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, metric_report
-from cloudcli.post.rules import ClassRule, level_of, postprocess
-from cloudcli.post.search import best
+from cloudcli.post.rules import ClassRule, postprocess
+from cloudcli.post.search import best, component_levels
 from cloudcli.post.stored import model_counts, oof_histograms
 from cloudcli.post.tuned import load_tuned
 from cloudcli.rle import decode, encode
@@ -158,7 +158,7 @@ def model_masks(folder: Path, split: str, rules: list[ClassRule]) -> Masks:
 def fit_model_rules(probs, truth: OofTruth, hist: np.ndarray, tune: TuneConfig) -> list[ClassRule]:
     """Per class, the model's best level x min_area (x min_component) on its OOF maps (with their
     histograms): tune's seg1 search."""
-    levels = tuple(sorted({level_of(t) for t in tune.component_thresholds}))
+    levels = component_levels(tune.component_thresholds)
     rules = []
     for c in model_counts(probs, truth, hist, tune.min_components, levels):
         found = best(c, tune.min_areas, tune.metric)

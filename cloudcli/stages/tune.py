@@ -1,9 +1,9 @@
 """Stage `tune`: the two-stage post-processing, chosen on out-of-fold predictions.
 
 Per class (cloudcli.post.twostage): seg1's rule (all 255 levels x min_area, plus
-tune.component_thresholds x min_components x min_area), then the level of the shape maps (the
-ensemble vote or a model) where seg1 says a class is present, then the class-score gate swept
-0.00..0.99; optionally "at least one class per image". Writes the chosen values, CV Dice before
+tune.component_thresholds (all: every level) x min_components x min_area), then the level of the
+shape maps (the ensemble vote or a model) where seg1 says a class is present, then the
+class-score gate swept 0.00..0.99; optionally "at least one class per image". Writes the chosen values, CV Dice before
 (seg1 at p > 0.5) and after, one metrics file per step of the combination (seg1 alone, seg2
 alone, vote, + seg1 gate, + classifier, + at least one) so `dvc metrics show metrics/stages`
 reads as a table, and seg1's Dice-vs-threshold curve of each class.
@@ -32,7 +32,7 @@ from cloudcli.errors import DataError
 from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import metric_report
 from cloudcli.post.rules import level_of
-from cloudcli.post.search import LEVELS, Counts, best, histogram_counts
+from cloudcli.post.search import LEVELS, Counts, best, component_levels, histogram_counts
 from cloudcli.post.stored import model_counts, oof_histograms
 from cloudcli.post.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
 from cloudcli.ui import info, table
@@ -115,7 +115,7 @@ def _read_oof(cfg: TuneConfig, predictions: Path, cache) -> _Oof:
 
 
 def _count_seg1(cfg: TuneConfig, oof: _Oof, n_classes: int) -> _Seg1:
-    levels = tuple(sorted({level_of(t) for t in cfg.component_thresholds}))
+    levels = component_levels(cfg.component_thresholds)
     seg1_counts = model_counts(oof.seg1, oof.truth, oof.hist, cfg.min_components, levels)
     scores = [
         scores_of(cfg.class_score, c, None if oof.classifier is None else oof.classifier[:, k], cfg.top_k)

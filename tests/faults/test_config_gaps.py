@@ -128,6 +128,8 @@ VALUES = [  # (section, values, words of the error)
     ("pseudo", {"min_share": 1.0}, ["pseudo.min_share", "[0, 1)"]),
     ("tune", {"top_k": 0}, ["tune.top_k", ">= 1"]),
     ("tune", {"component_thresholds": [1.5]}, ["tune.component_thresholds", "[0, 1)"]),
+    ("tune", {"component_thresholds": "every"}, ["tune.component_thresholds", "'all' or a list", "'every'"]),
+    ("tune", {"component_thresholds": 0.5}, ["tune.component_thresholds", "'all' or a list", "0.5"]),
     ("report", {"tile": [8, 8]}, ["report.tile", "32"]),
     ("report", {"worst": -1}, ["report.worst", ">= 0"]),
     ("ensemble", {"min_votes": 0}, ["ensemble.min_votes", "1.."]),

@@ -81,6 +81,16 @@ def test_reported_dice_is_what_the_chosen_rules_give(oof, shape, members, classi
     assert list(curves.columns) == ["threshold", *CLASSES] and len(curves) == 255
 
 
+def test_component_rule_at_every_level_is_what_the_chosen_rules_give(oof) -> None:
+    """component_thresholds: all searches a superset of the listed levels; its rules, re-applied, score as reported."""
+    root, maps, truth, _ = oof
+    some = run_tune(root, shape=None, classifier=None, class_score="none")[1]["after"]["dice"]
+    _, report, chosen = run_tune(root, shape=None, classifier=None, class_score="none", component_thresholds="all")
+    masks = apply_chosen(chosen, maps, None, None)
+    assert report["after"]["dice"] == pytest.approx(kaggle_dice(masks, truth, CLASSES).mean, abs=1e-12)
+    assert report["after"]["dice"] >= some - 1e-12
+
+
 def test_shape_alone_row_is_the_best_plain_rule(oof) -> None:
     """The 'seg2' row: seg2's maps tuned on their own per class (threshold x min_area), by brute force."""
     root, maps, truth, _ = oof
