@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import yaml
+import zarr
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,17 +42,59 @@ from cloudcli import CLASSES  # noqa: E402
 from cloudcli.config.presets import preset_params  # noqa: E402
 from cloudcli.data.cache import pack_masks  # noqa: E402
 from cloudcli.data.demo import region_mask, sample_classes  # noqa: E402
+from cloudcli.data.maps import SHARD, MapWriter, maps_path  # noqa: E402
+from cloudcli.post.kernels import class_histograms  # noqa: E402
 
 FULL = (5546, 3698)  # training and test images of the competition
 SCORE, RAW = (350, 525), (1400, 2100)
 FOLDS = 5
-STAGES = {  # stage -> (command after `cloudcli`, its inputs, its outputs)
-    "pseudo": (["pseudo", "--round", "r1"], ["predictions/base", "artifacts"], ["pseudo/r1", "metrics/pseudo"]),
-    "ensemble": (["ensemble"], ["predictions", "artifacts"], ["ensemble"]),
-    "tune": (["tune"], ["predictions", "ensemble", "artifacts"], ["tune", "metrics/tune.json", "metrics/stages"]),
-    "submit": (["submit"], ["predictions", "ensemble", "tune", "artifacts"], ["submission.csv", "metrics/test.json"]),
-    "report predictions": (["report", "predictions"], ["predictions", "ensemble", "tune", "artifacts"], ["reports"]),
+STAGES = {  # stage -> (command after `cloudcli`, its outputs); its inputs: inputs()
+    "pseudo": (["pseudo", "--round", "r1"], ["pseudo/r1", "metrics/pseudo"]),
+    "ensemble": (["ensemble"], ["ensemble"]),
+    "tune": (["tune"], ["tune", "metrics/tune.json", "metrics/stages"]),
+    "submit": (["submit"], ["submission.csv", "metrics/test.json"]),
+    "report predictions": (["report", "predictions"], ["reports"]),
 }
+TRAIN_TRUTH, TEST_TRUTH = "artifacts/preprocessed/train/truth.npy", "artifacts/preprocessed/test/truth.npy"
+
+
+def inputs(p: dict) -> dict[str, list[str]]:
+    """The files each stage reads with these params (globs under the project): what `read once` reads."""
+    at = {name: str(folder) for name, (_, folder) in models(p).items()}
+    pseudo, tune, clf = p["pseudo"], p["tune"], at[p["tune"]["classifier"]]
+    first = next(m for m in p["ensemble"]["members"] if "@" not in m)
+
+    def oof(*names: str) -> list[str]:  # maps, histograms, table
+        return [f"{at[m]}/oof.*" for m in names]
+
+    def test(*names: str) -> list[str]:
+        return [f"{at[m]}/test.*" for m in names]
+
+    reported = [m for m in p["report"]["models"] if m != "ensemble"]
+    labellers = (pseudo["seg1"], *pseudo["shape"])
+    members = p["ensemble"]["members"]
+    return {
+        "pseudo": [
+            *(f"{at[m]}/oof_hist.npy" for m in labellers),
+            *(f"{at[m]}/oof.zarr" for m in pseudo["shape"]),
+            *test(*labellers, pseudo["classifier"]),
+            *(f"{clf}/oof.csv", TRAIN_TRUTH, TEST_TRUTH),
+        ],
+        "ensemble": [*oof(*members), *test(*members), TRAIN_TRUTH],
+        "tune": [
+            *oof(tune["seg1"]),
+            f"{at[first]}/oof_hist.npy",
+            "ensemble/oof_hist*.npy",
+            f"{clf}/oof.csv",
+            TRAIN_TRUTH,
+        ],
+        "submit": [*test(tune["seg1"]), "ensemble/test.*", f"{clf}/test.csv", "tune/*", TEST_TRUTH, "data/*.csv"],
+        "report predictions": [
+            *oof(*reported, tune["seg1"]),
+            *test(*reported),
+            *("ensemble/oof.*", f"{clf}/oof.csv", "tune/*", "submission.csv", TRAIN_TRUTH),
+        ],
+    }
 
 
 def params() -> dict:
@@ -91,9 +134,9 @@ def maps_of(packed: np.ndarray, shared: np.random.Generator, own: np.random.Gene
     return out
 
 
-def new_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def new_npy(path: Path, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
 def cache(root: Path, ids: dict[str, list[str]], truth: dict[str, np.ndarray], p: dict) -> None:
@@ -143,25 +186,36 @@ def models(p: dict) -> dict[str, tuple[str, Path]]:
 
 
 def _fill(job: tuple) -> None:
-    """Maps of images [start, end) of one split, for every segmentation model (one worker's share)."""
+    """Maps of rows [start, end) of one split (whole shards), for every segmentation model (one
+    worker's share), and their histograms for the OOF split, as infer writes them."""
     root, split, start, end, seed, folders = job
-    truth = np.load(
-        root / "artifacts/preprocessed" / ("train" if split == "oof" else "test") / "truth.npy", mmap_mode="r"
-    )
-    arrays = [np.load(root / f / f"{split}.npy", mmap_mode="r+") for f, _ in folders]
-    for i in range(start, end):
-        for array, (_, skill) in zip(arrays, folders):
-            shared, own = np.random.default_rng([seed, i]), np.random.default_rng([seed, i, int(skill * 100)])
-            array[i] = maps_of(truth[i], shared, own, skill)
-    for array in arrays:
-        array.flush()
+    part = "train" if split == "oof" else "test"
+    truth = np.load(root / "artifacts/preprocessed" / part / "truth.npy", mmap_mode="r")
+    order = pd.read_csv(root / folders[0][0] / f"{split}.csv", dtype={"image_id": str})["image_id"]
+    cache_ids = pd.read_csv(root / f"artifacts/preprocessed/{part}/index.csv", dtype={"image_id": str})["image_id"]
+    rows = pd.Index(cache_ids).get_indexer(order[start:end])  # infer's OOF order: grouped by fold
+    packed = truth[rows]
+    for folder, skill in folders:
+        maps = np.stack([maps_of(packed[j], *_rngs(seed, rows[j], skill), skill) for j in range(len(rows))])
+        zarr.open_array(root / folder / f"{split}.zarr", mode="r+")[start:end] = maps
+        if split == "oof":
+            hist = np.load(root / folder / "oof_hist.npy", mmap_mode="r+")
+            hist[start:end] = class_histograms(maps, packed)
+            hist.flush()
+
+
+def _rngs(seed: int, row: int, skill: float) -> tuple[np.random.Generator, np.random.Generator]:
+    """The image's errors shared by every model, and this model's own."""
+    return np.random.default_rng([seed, row]), np.random.default_rng([seed, row, int(skill * 100)])
 
 
 def predictions(root: Path, ids: dict[str, list[str]], truth: dict[str, np.ndarray], p: dict, workers: int) -> None:
-    """predictions/: each model's meta.json, oof and test tables and, for segmentation, maps."""
+    """predictions/: each model's meta.json, oof and test tables and, for segmentation, maps (and OOF
+    histograms) as infer writes them: OOF rows grouped by fold."""
     from concurrent.futures import ProcessPoolExecutor
 
     folds = np.arange(len(ids["train"])) % FOLDS
+    by_fold = np.argsort(folds, kind="stable")
     rng = np.random.default_rng(1)
     seg = []
     for k, (name, (role, folder)) in enumerate(models(p).items()):
@@ -171,22 +225,28 @@ def predictions(root: Path, ids: dict[str, list[str]], truth: dict[str, np.ndarr
                 "score_size": list(SCORE), "classes": list(CLASSES), "input_size": [320, 480]}  # fmt: skip
         (out / "meta.json").write_text(json.dumps(meta))
         for split, part in (("oof", "train"), ("test", "test")):
-            table = pd.DataFrame({"image_id": ids[part]} | ({"fold": folds} if split == "oof" else {}))
+            order = by_fold if split == "oof" else np.arange(len(ids[part]))
+            table = pd.DataFrame(
+                {"image_id": np.array(ids[part])[order]} | ({"fold": folds[order]} if split == "oof" else {})
+            )
             if role == "classifier":
                 present = np.stack(
-                    [(truth[part].reshape(len(table), -1) >> c & 1).max(1) for c in range(len(CLASSES))], 1
+                    [(truth[part][order].reshape(len(table), -1) >> c & 1).max(1) for c in range(len(CLASSES))], 1
                 )
                 logit = 3 * (present - 0.5) + rng.normal(0, 1.3, present.shape)  # AUC about 0.87
                 probs = (1 / (1 + np.exp(-logit))).round(6)
                 table = table.assign(**{c: probs[:, j] for j, c in enumerate(CLASSES)})
             else:
-                new_npy(out / f"{split}.npy", (len(table), len(CLASSES), *SCORE))
+                MapWriter(maps_path(out, split), (len(table), len(CLASSES), *SCORE))  # rows filled by _fill
+                if split == "oof":
+                    new_npy(out / "oof_hist.npy", (len(table), len(CLASSES), 2, 256), np.int32)
             table.to_csv(out / f"{split}.csv", index=False)
         if role != "classifier":
             seg.append((folder, 1.0 + 0.04 * k))
     jobs = []
     for split, part in (("oof", "train"), ("test", "test")):
-        n, step = len(ids[part]), max(1, len(ids[part]) // (workers * 8))
+        n = len(ids[part])
+        step = max(SHARD, -(-n // (workers * 8)) // SHARD * SHARD)  # whole shards: workers never share one
         jobs += [(root, split, s, min(n, s + step), 7, seg) for s in range(0, n, step)]
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_fill, jobs))
@@ -244,20 +304,23 @@ def probe(cmd: list[str], cwd: Path, log: Path) -> dict:
     return {"wall_s": round(time.perf_counter() - start, 2), "peak_rss": peak_rss, "peak_heap": peak_heap}
 
 
+def files_of(root: Path, paths: list[str]) -> list[Path]:
+    """Every file under the globs `paths` (files, or folders taken whole), once, sorted."""
+    found = {f for p in paths for hit in root.glob(p) for f in ([hit] if hit.is_file() else hit.rglob("*"))}
+    return sorted(f for f in found if f.is_file())
+
+
 def size_of(root: Path, paths: list[str]) -> int:
-    files = [f for p in paths for f in ([root / p] if (root / p).is_file() else (root / p).rglob("*"))]
-    return sum(f.stat().st_size for f in files if f.is_file())
+    return sum(f.stat().st_size for f in files_of(root, paths))
 
 
 def read_once(root: Path, paths: list[str]) -> float:
     """Seconds to read every input file once, in 16 MiB blocks (the page cache as the stage finds it)."""
     start = time.perf_counter()
-    for p in paths:
-        for f in [root / p] if (root / p).is_file() else sorted((root / p).rglob("*")):
-            if f.is_file():
-                with open(f, "rb", buffering=0) as stream:
-                    while stream.read(1 << 24):
-                        pass
+    for f in files_of(root, paths):
+        with open(f, "rb", buffering=0) as stream:
+            while stream.read(1 << 24):
+                pass
     return round(time.perf_counter() - start, 2)
 
 
@@ -280,13 +343,13 @@ def row(name: str, r: dict) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def measure(root: Path, logs: Path) -> dict:
-    results = {}
-    for name, (args, inputs, outputs) in STAGES.items():
+def measure(root: Path, logs: Path, p: dict) -> dict:
+    results, reads = {}, inputs(p)
+    for name, (args, outputs) in STAGES.items():
         drop_caches()
         result = probe([sys.executable, "-m", "cloudcli", *args], root, logs / f"{name.replace(' ', '_')}.log")
         drop_caches()
-        result |= {"read_once_s": read_once(root, inputs), "input_bytes": size_of(root, inputs)}
+        result |= {"read_once_s": read_once(root, reads[name]), "input_bytes": size_of(root, reads[name])}
         result["output_bytes"] = size_of(root, outputs)
         results[name] = result
         print(row(name, result), flush=True)
@@ -305,7 +368,7 @@ def main() -> None:
 
     root = (args.work or Path(tempfile.mkdtemp(prefix="cloudcli-scale-"))) / "project"
     start = time.perf_counter()
-    fabricate(root, args.fraction, args.workers)
+    p = fabricate(root, args.fraction, args.workers)
     made = round(time.perf_counter() - start, 1)
     n_train, n_test = (len(pd.read_csv(root / f"artifacts/preprocessed/{p}/index.csv")) for p in ("train", "test"))
     cold = drop_caches()
@@ -316,7 +379,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     logs = root.parent / "logs"
     logs.mkdir(exist_ok=True)
-    results = measure(root, logs)
+    results = measure(root, logs, p)
     record = {"fraction": args.fraction, "n_train": n_train, "n_test": n_test, "cold_cache": cold,
               "cpus": len(os.sched_getaffinity(0)), "stages": results}  # fmt: skip
     if args.out:

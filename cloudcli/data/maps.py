@@ -17,6 +17,7 @@ import errno
 import os
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,27 @@ def batches(n: int, size: int = BATCH) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def read_ahead(arrays: list, size: int = BATCH) -> Iterator[tuple[slice, list[np.ndarray]]]:
+    """(rows, every array's maps of those rows) for each batch in order, the arrays all of one
+    length. The next batch is read (and decompressed) in another thread while the caller works on
+    this one: with the decoders and the numba kernels releasing the GIL, both cores work."""
+    slices = list(batches(len(arrays[0]), size)) if arrays else []
+    if not slices:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(lambda s: [a[s] for a in arrays], slices[0])
+        for i, rows in enumerate(slices):
+            block = pending.result()
+            if i + 1 < len(slices):
+                pending = pool.submit(lambda s: [a[s] for a in arrays], slices[i + 1])
+            yield rows, block
+
+
 class MapWriter:
     """A new `<split>.zarr` of `shape`, written in row order: `write(batch)` appends rows, `close()`
-    checks that every row came. Whole shards are written as they fill."""
+    checks that every row came. Whole shards are compressed and written as they fill, in another
+    thread while the caller computes the next (one shard in flight); use it in a `with` block, so
+    that a failure waits for that write before its folder is removed."""
 
     def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
         zarr = _zarr()
@@ -125,6 +144,16 @@ class MapWriter:
                 str(path), shape=self.shape, dtype="uint8", chunks=(1, *shape[1:]), shards=shard, **_codecs()
             )
         self._buffer, self._filled, self._done = np.empty(shard, np.uint8), 0, 0
+        self._pool, self._pending = ThreadPoolExecutor(1, thread_name_prefix="map-writer"), None
+
+    def __enter__(self) -> MapWriter:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self.close()
+        else:  # the stage failed: let the write in flight end, then the caller cleans up
+            self._pool.shutdown(wait=True)
 
     def write(self, batch: np.ndarray) -> None:
         batch = np.asarray(batch)
@@ -139,17 +168,27 @@ class MapWriter:
 
     def _flush(self) -> None:
         if self._filled:
-            self._array[self._done : self._done + self._filled] = self._buffer[: self._filled]
+            self._wait()
+            rows, block = slice(self._done, self._done + self._filled), self._buffer[: self._filled].copy()
+            self._pending = self._pool.submit(self._array.__setitem__, rows, block)
             self._done, self._filled = self._done + self._filled, 0
 
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # a failed write (a full disk) raises here
+
     def close(self) -> None:
-        self._flush()
+        try:
+            self._flush()
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
         if self._done != self.shape[0]:
             raise ValueError(f"{self.path}: {self._done} of {self.shape[0]} rows written")
 
 
 def write_maps(path: Path, maps: np.ndarray) -> None:
     """All of `maps` (N, C, H, W) uint8 as a new `<split>.zarr` (tests, benchmarks, small outputs)."""
-    writer = MapWriter(path, maps.shape)
-    writer.write(maps)
-    writer.close()
+    with MapWriter(path, maps.shape) as writer:
+        writer.write(maps)

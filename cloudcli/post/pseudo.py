@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 
 from cloudcli.config import PseudoConfig
-from cloudcli.data.cache import BITS
-from cloudcli.data.maps import batches
+from cloudcli.data.maps import read_ahead
 from cloudcli.errors import DataError
+from cloudcli.post.kernels import ON, class_histograms, majority_vote
 from cloudcli.post.search import Counts, histogram_counts
 from cloudcli.post.twostage import ClassFit, fit_class, member_levels
-from cloudcli.post.vote import ON, confident_by_classifier, confident_share, majority
+from cloudcli.post.vote import confident_by_classifier, confident_share, default_min_votes
 from cloudcli.ui import progress
 
 CHUNK = 32  # test images read at a time
@@ -68,15 +68,13 @@ def vote_pixels(shape_maps: list, truth, levels: list[np.ndarray]) -> np.ndarray
     pass over the maps, a batch at a time (`truth[rows]`: packed truth of those rows)."""
     n, n_classes = len(shape_maps[0]), shape_maps[0].shape[1]
     out = np.zeros((len(levels), n, n_classes, 2), np.int64)
+    need = default_min_votes(len(shape_maps))
     with progress("pseudo vote", n, "images", lines=False) as advance:
-        for rows in batches(n):
-            maps, packed = np.stack([m[rows] for m in shape_maps]), truth[rows]  # (S, n, C, H, W)
-            for k in range(n_classes):
-                inside = (packed & BITS[k]) != 0
-                for v, lv in enumerate(levels):
-                    on = majority(maps[:, :, k], lv[:, k]) > 0
-                    out[v, rows, k, 0] = on.sum((1, 2))
-                    out[v, rows, k, 1] = (on & inside).sum((1, 2))
+        for rows, maps in read_ahead(shape_maps):
+            packed = truth[rows]
+            for v, lv in enumerate(levels):
+                hist = class_histograms(majority_vote(maps, lv, need), packed)  # every pixel 0 or ON
+                out[v, rows] = hist[..., ON]
             advance(rows.stop - rows.start)
     return out
 

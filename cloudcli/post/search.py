@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudcli.data.cache import BITS
 from cloudcli.metrics import METRICS, dice_from_counts, iou_from_counts, total
 from cloudcli.post.components import component_sweep
 from cloudcli.post.rules import level_of
@@ -36,15 +35,6 @@ def histograms(probs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nda
         hist_in[i] = both[256:]
         hist_all[i] = both[:256] + both[256:]
     return hist_all, hist_in
-
-
-def class_histograms(maps: np.ndarray, packed: np.ndarray) -> np.ndarray:
-    """(n, C, 2, 256) int32 of (n, C, H, W) maps and their (n, H, W) packed truth: per map and
-    class, the histogram of all pixels ([..., 0, :]) and of the pixels inside the class ([..., 1, :])."""
-    out = np.empty((len(maps), maps.shape[1], 2, 256), np.int32)
-    for k in range(maps.shape[1]):
-        out[:, k, 0], out[:, k, 1] = histograms(maps[:, k], (packed & BITS[k]) != 0)
-    return out
 
 
 def above(hist: np.ndarray) -> np.ndarray:

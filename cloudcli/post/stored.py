@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from cloudcli.data.cache import BITS
-from cloudcli.data.maps import batches
+from cloudcli.data.maps import read_ahead
 from cloudcli.data.predictions import read_histograms
-from cloudcli.post.search import Counts, class_histograms, component_columns, histogram_counts, with_components
+from cloudcli.post.kernels import class_histograms
+from cloudcli.post.search import Counts, component_columns, histogram_counts, with_components
 from cloudcli.ui import progress
 
 
@@ -22,8 +23,8 @@ def oof_histograms(folder: Path, maps, truth, stage: str = "infer") -> np.ndarra
         return read_histograms(folder, len(maps), stage)
     out = np.empty((len(maps), maps.shape[1], 2, 256), np.int64)
     with progress(f"histograms of {folder}", len(maps), "maps") as advance:
-        for rows in batches(len(maps)):
-            out[rows] = class_histograms(maps[rows], truth[rows])
+        for rows, (block,) in read_ahead([maps]):
+            out[rows] = class_histograms(block, truth[rows])
             advance(rows.stop - rows.start)
     return out
 
@@ -41,8 +42,8 @@ def model_counts(
     n, n_classes, width = len(maps), hist.shape[1], len(component_levels) * len(rules)
     area, inter = np.zeros((2, n_classes, n, width), np.int32)
     with progress("components", n, "maps") as advance:
-        for rows in batches(n):
-            block, packed = maps[rows], truth[rows]
+        for rows, (block,) in read_ahead([maps]):
+            packed = truth[rows]
             for k in range(n_classes):
                 a, i = component_columns(block[:, k], (packed & BITS[k]) != 0, tuple(component_levels), rules)
                 area[k, rows], inter[k, rows] = a, i

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloudcli.data.maps import batches
+from cloudcli.data.maps import read_ahead
 from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds
 from cloudcli.errors import DataError
 from cloudcli.post.rules import ClassRule, postprocess
@@ -33,9 +33,9 @@ class Tuned:
 
     def blocks(self) -> Iterator[tuple[slice, list[np.ndarray]]]:
         """(rows, the (C, H, W) masks of each) of every row in order, the maps read a batch at a time."""
-        for rows in batches(len(self.ids)):
-            seg1 = self.seg1[rows]
-            shape = None if self.shape is None else self.shape[rows]
+        arrays = [self.seg1] if self.shape is None else [self.seg1, self.shape]
+        for rows, maps in read_ahead(arrays):
+            seg1, shape = maps[0], None if self.shape is None else maps[1]
             yield (
                 rows,
                 [self._masks(rows.start + j, seg1[j], None if shape is None else shape[j]) for j in range(len(seg1))],

@@ -24,7 +24,7 @@ import numpy as np
 
 from cloudcli.config import EnsembleConfig
 from cloudcli.data.cache import open_cache
-from cloudcli.data.maps import MapWriter, batches, maps_path
+from cloudcli.data.maps import MapWriter, maps_path, read_ahead
 from cloudcli.data.predictions import (
     OofTruth,
     aligned_masks,
@@ -35,7 +35,7 @@ from cloudcli.data.predictions import (
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, new_array, write_json
 from cloudcli.paths import split_name
-from cloudcli.post.search import class_histograms
+from cloudcli.post.kernels import class_histograms, majority_vote
 from cloudcli.post.stored import oof_histograms
 from cloudcli.post.twostage import member_levels
 from cloudcli.post.vote import default_min_votes, vote
@@ -115,26 +115,26 @@ class _Vote:
         weights = None if self.weights is None else tuple(self.weights[i] for i in use)
         return _Vote(self.how, self.levels, min_votes, weights, tuple(use))
 
-    def __call__(self, maps: np.ndarray) -> np.ndarray:
-        """(M, n, C, H, W) member maps -> (n, C, H, W) vote."""
+    def __call__(self, maps: list[np.ndarray]) -> np.ndarray:
+        """M members' (n, C, H, W) maps -> the (n, C, H, W) vote."""
         use = list(range(len(maps))) if self.use is None else list(self.use)
-        out = np.empty(maps.shape[1:], np.uint8)
-        for k in range(maps.shape[2]):
-            levels = None if self.levels is None else self.levels[use, k]
-            out[:, k] = vote(maps[use, :, k], self.how, levels, self.min_votes, self.weights)
+        if self.how == "majority":
+            return majority_vote([maps[m] for m in use], self.levels[use], self.min_votes)
+        out = np.empty(maps[0].shape, np.uint8)
+        for k in range(maps[0].shape[1]):
+            out[:, k] = vote(np.stack([maps[m][:, k] for m in use]), self.how, None, None, self.weights)
         return out
 
 
 def _write_vote(folder: Path, split: str, arrays: list, votes: list[_Vote], truth: OofTruth | None) -> None:
     """The first vote's maps of `split` (and, with the truth, the OOF histograms of every vote)."""
     n = len(arrays[0])
-    writer = MapWriter(maps_path(folder, split), arrays[0].shape)
     names = ("oof_hist.npy", "oof_hist_base.npy")
     shape = (n, arrays[0].shape[1], 2, 256)
     hists = [] if truth is None else [new_array(folder / f, shape, np.int32) for f in names[: len(votes)]]
-    with progress(f"ensemble {split}", n, "images", lines=False) as advance:
-        for rows in batches(n):
-            maps = np.stack([a[rows] for a in arrays])  # (M, n, C, H, W): each member read once
+    writer = MapWriter(maps_path(folder, split), arrays[0].shape)
+    with writer, progress(f"ensemble {split}", n, "images", lines=False) as advance:
+        for rows, maps in read_ahead(arrays):  # each member's maps read once, the next batch meanwhile
             for i, v in enumerate(votes):
                 voted = v(maps)
                 if i == 0:
@@ -142,6 +142,5 @@ def _write_vote(folder: Path, split: str, arrays: list, votes: list[_Vote], trut
                 if hists:
                     hists[i][rows] = class_histograms(voted, truth[rows])
             advance(rows.stop - rows.start)
-    writer.close()
     for h in hists:
         h.flush()

@@ -16,6 +16,7 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, new_array, write_csv, write_json
 from cloudcli.parallel import worker_cap
-from cloudcli.post.search import class_histograms
+from cloudcli.post.kernels import class_histograms
 from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 
@@ -53,16 +54,15 @@ def run(
         f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
         f"TTA {'+'.join(cfg.tta)}, on {device}"
     )
-    with atomic_path(out, is_dir=True) as tmp:
+    with atomic_path(out, is_dir=True) as tmp, ExitStack() as sinks:  # sinks end their writes first
         truth = cache.array("train_truth")
-        oof = _Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes, truth)
+        oof = sinks.enter_context(_Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes, truth))
         for (net, s), k in zip(fold_nets, cv.folds):  # rows grouped by fold: written in order
             rows = oof_rows[folds[oof_rows] == k]
             _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
         m, role = len(cache.test), settings["role"]
-        tests = [_Sink(tmp, "test", role, m, score_size, cache.classes)]
-        if cfg.fold_test:
-            tests += [_Sink(tmp, f"test_fold{k}", role, m, score_size, cache.classes) for k in cv.folds]
+        names = ["test"] + ([f"test_fold{k}" for k in cv.folds] if cfg.fold_test else [])
+        tests = [sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes)) for name in names]
         rows, nets = np.arange(m), [n for n, _ in fold_nets]
         _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
@@ -124,6 +124,13 @@ class _Sink:
             self.maps = MapWriter(maps_path(folder, name), (n, len(classes), *score_size))  # (N, C, H, W) p * 255
             if truth is not None:
                 self.hist = new_array(folder / f"{name}_hist.npy", (n, len(classes), 2, 256), np.int32)
+
+    def __enter__(self) -> _Sink:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None and self.role != "classifier":  # a failure: the write in flight ends first
+            self.maps.__exit__(kind, error, trace)
 
     def put(self, rows: np.ndarray, probs: torch.Tensor) -> None:
         """Store the next batch: the probabilities of cache `rows`."""

@@ -21,7 +21,7 @@ from cloudcli.config import DataConfig, ReportConfig, TuneConfig
 from cloudcli.data.cache import open_cache, unpack_masks
 from cloudcli.data.folds import read_folds
 from cloudcli.data.kaggle import read_labels, to_wide
-from cloudcli.data.maps import batches
+from cloudcli.data.maps import batches, read_ahead
 from cloudcli.data.predictions import OofTruth, model_folder, read_masks, read_meta
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
@@ -149,8 +149,8 @@ def model_masks(folder: Path, split: str, rules: list[ClassRule]) -> Masks:
     ids, probs = read_masks(folder, split)
 
     def blocks() -> Iterator[tuple[slice, list[np.ndarray]]]:
-        for rows in batches(len(ids)):
-            yield rows, [postprocess(m, rules) for m in probs[rows]]
+        for rows, (maps,) in read_ahead([probs]):
+            yield rows, [postprocess(m, rules) for m in maps]
 
     return Masks(ids, lambda i: postprocess(probs[i], rules), blocks)
 
