@@ -72,7 +72,7 @@ def _values(rle: str, shape: tuple[int, int]) -> np.ndarray:
     if tokens and not _INTEGERS.fullmatch(" ".join(tokens)):
         bad = next(t for t in tokens if not _INTEGER.fullmatch(t))
         raise RleError(f"non-numeric value {bad[:40]!r}: expected positive integers")
-    if any(len(t) > 18 for t in tokens):  # beyond any image, and beyond what int64 holds
+    if tokens and max(map(len, tokens)) > 18:  # beyond any image, and beyond what int64 holds
         bad = next(t for t in tokens if len(t) > 18)
         raise RleError(f"value {bad[:40]} too large: beyond the {shape[0]}x{shape[1]} image ({n_pixels} pixels)")
     values = np.array(tokens, dtype=np.int64)

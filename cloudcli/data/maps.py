@@ -20,7 +20,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numba
+import numcodecs
 import numpy as np
+from numcodecs.compat import ndarray_copy
 
 from cloudcli.errors import DataError
 
@@ -36,6 +39,32 @@ def _zarr():
     if threads.isdigit() and int(threads) > 0:
         zarr.config.set({"threading.max_workers": int(threads)})
     return zarr
+
+
+@numba.njit(cache=True, nogil=True)
+def _undelta(enc: np.ndarray, dec: np.ndarray) -> None:
+    total = np.uint8(0)
+    for j in range(len(enc)):
+        total += enc[j]
+        dec[j] = total
+
+
+class _Delta(numcodecs.Delta):
+    """numcodecs' Delta, decoding uint8 with a compiled running sum (numpy's uint8 cumsum took
+    60% of reading a map); the bytes are the same, so any zarr reader reads what this one writes."""
+
+    codec_id = "delta"
+
+    def decode(self, buf, out=None):
+        if self.dtype != np.uint8 or self.astype != np.uint8:
+            return super().decode(buf, out)
+        enc = np.frombuffer(memoryview(buf), np.uint8) if not isinstance(buf, np.ndarray) else buf.view(np.uint8)
+        dec = np.empty(enc.size, np.uint8)
+        _undelta(enc.reshape(-1), dec)
+        return ndarray_copy(dec, out)
+
+
+numcodecs.register_codec(_Delta)  # zarr's numcodecs.delta codec decodes through it
 
 
 def _codecs() -> dict:

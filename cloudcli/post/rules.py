@@ -27,6 +27,9 @@ def level_of(threshold: float) -> int:
     return int(np.clip(np.floor(threshold * 255), 0, 254))
 
 
+RULE_FIELDS = ("level", "min_area", "min_component")  # a class's rule without its gate
+
+
 def drop_small_components(mask: np.ndarray, min_component: int) -> np.ndarray:
     """(H, W) 0/1 mask without its 8-connected components of fewer than `min_component` pixels."""
     if min_component <= 1 or not mask.any():

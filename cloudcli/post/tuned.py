@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 from cloudcli.data.maps import read_ahead
 from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds
 from cloudcli.errors import DataError
+from cloudcli.post.components import thread_budget
 from cloudcli.post.rules import ClassRule, postprocess
 from cloudcli.post.vote import class_score, topk
 
@@ -32,14 +34,13 @@ class Tuned:
         return self._masks(i, np.asarray(self.seg1[i]), None if self.shape is None else np.asarray(self.shape[i]))
 
     def blocks(self) -> Iterator[tuple[slice, list[np.ndarray]]]:
-        """(rows, the (C, H, W) masks of each) of every row in order, the maps read a batch at a time."""
+        """(rows, the (C, H, W) masks of each) of every row in order, the maps read a batch at a time
+        and the images of a batch post-processed in threads (OpenCV and numpy release the GIL)."""
         arrays = [self.seg1] if self.shape is None else [self.seg1, self.shape]
-        for rows, maps in read_ahead(arrays):
-            seg1, shape = maps[0], None if self.shape is None else maps[1]
-            yield (
-                rows,
-                [self._masks(rows.start + j, seg1[j], None if shape is None else shape[j]) for j in range(len(seg1))],
-            )
+        with ThreadPoolExecutor(thread_budget(), thread_name_prefix="postprocess") as pool:
+            for rows, maps in read_ahead(arrays):
+                shape = maps[1] if self.shape is not None else [None] * len(maps[0])
+                yield rows, list(pool.map(self._masks, range(rows.start, rows.stop), maps[0], shape))
 
     def _masks(self, i: int, seg1: np.ndarray, shape: np.ndarray | None) -> np.ndarray:
         scores = class_scores(

@@ -22,12 +22,12 @@ from cloudcli.data.cache import open_cache, unpack_masks
 from cloudcli.data.folds import read_folds
 from cloudcli.data.kaggle import read_labels, to_wide
 from cloudcli.data.maps import batches, read_ahead
-from cloudcli.data.predictions import OofTruth, model_folder, read_masks, read_meta
+from cloudcli.data.predictions import OofTruth, fingerprint, model_folder, read_masks, read_meta, read_thresholds
 from cloudcli.data.sources import Source, open_source
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, metric_report
-from cloudcli.post.rules import ClassRule, postprocess
+from cloudcli.post.rules import RULE_FIELDS, ClassRule, postprocess
 from cloudcli.post.search import best, component_levels
 from cloudcli.post.stored import model_counts, oof_histograms
 from cloudcli.post.tuned import load_tuned
@@ -83,7 +83,7 @@ def run(
     if name == "ensemble":
         subject = tuned_pipeline(thresholds, cache, submission, data, cfg.test_images)
     else:
-        subject = model_subject(model_folder(name, predictions), name, cache, tune)
+        subject = model_subject(model_folder(name, predictions), name, cache, tune, thresholds)
     train_ids = list(cache.train["image_id"])
     folds = pd.Series(read_folds(folds_csv, train_ids), index=train_ids)
     inter, area, t_area, rles = _counts(name, subject, len(classes))
@@ -132,13 +132,16 @@ def tuned_pipeline(thresholds: Path, cache, submission: Path, data: DataConfig, 
     return Subject(Masks(tuned.ids, tuned.masks, tuned.blocks), truth, how, dict(tuned.chosen["classes"]), test)
 
 
-def model_subject(folder: Path, name: str, cache, tune: TuneConfig) -> Subject:
-    """A segmentation model's masks under its own best rule per class, fitted on its OOF maps."""
+def model_subject(folder: Path, name: str, cache, tune: TuneConfig, thresholds: Path | None = None) -> Subject:
+    """A segmentation model's masks under its own best rule per class, fitted on its OOF maps (tune's
+    seg1 rules, read from `thresholds`, when the model is the seg1 tune fitted them on)."""
     if read_meta(folder).get("role") == "classifier":
         raise DataError(f"{name!r} is a classifier; report.models takes ensemble or segmentation models")
     ids, probs = read_masks(folder, "oof")
     truth = OofTruth(cache, ids, folder / "oof.csv")
-    fitted = fit_model_rules(probs, truth, oof_histograms(folder, probs, truth), tune)
+    fitted = tuned_seg1_rules(thresholds, folder, cache.classes)
+    if fitted is None:
+        fitted = fit_model_rules(probs, truth, oof_histograms(folder, probs, truth), tune)
     oof = model_masks(folder, "oof", fitted)
     how = f"{folder}, its own best rule per class on its OOF maps"
     rules = {c: r.__dict__ for c, r in zip(cache.classes, fitted)}
@@ -153,6 +156,25 @@ def model_masks(folder: Path, split: str, rules: list[ClassRule]) -> Masks:
             yield rows, [postprocess(m, rules) for m in maps]
 
     return Masks(ids, lambda i: postprocess(probs[i], rules), blocks)
+
+
+def tuned_seg1_rules(thresholds: Path | None, folder: Path, classes: tuple[str, ...]) -> list[ClassRule] | None:
+    """The rules tune fitted for seg1 alone, if `folder` is that seg1 and its maps have not changed
+    since (the same search with the same tune params: the stage's params include them); else None."""
+    if thresholds is None or not thresholds.exists():
+        return None
+    chosen = read_thresholds(thresholds)
+    rules = chosen.get("seg1_rules")
+    same = (
+        Path(chosen["seg1"]).resolve() == folder.resolve() and isinstance(rules, dict) and list(rules) == list(classes)
+    )
+    if not same or chosen["fitted_on"].get(chosen["seg1"]) != fingerprint(folder):
+        return None
+    if not all(isinstance(r, dict) and all(type(r.get(k)) is int for k in RULE_FIELDS) for r in rules.values()):
+        raise DataError(
+            f"{thresholds}: seg1_rules are not whole numbers {', '.join(RULE_FIELDS)}; rerun `dvc repro tune`"
+        )
+    return [ClassRule(r["level"], r["min_area"], r["min_component"]) for r in rules.values()]
 
 
 def fit_model_rules(probs, truth: OofTruth, hist: np.ndarray, tune: TuneConfig) -> list[ClassRule]:

@@ -31,7 +31,7 @@ from cloudcli.data.predictions import (
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import metric_report
-from cloudcli.post.rules import level_of
+from cloudcli.post.rules import RULE_FIELDS, level_of
 from cloudcli.post.search import LEVELS, Counts, best, component_levels, histogram_counts
 from cloudcli.post.stored import model_counts, oof_histograms
 from cloudcli.post.twostage import ClassFit, at_least_one_counts, fit_class, scores_of, top_pixel
@@ -80,7 +80,7 @@ def run(
     oof = _read_oof(cfg, predictions, cache)
     shapes, shape_folder = _shape_sources(cfg, predictions, ensemble_dir, oof)
     seg1 = _count_seg1(cfg, oof, len(classes))
-    rows, final = _steps(cfg, seg1, shapes)
+    rows, final, alone = _steps(cfg, seg1, shapes)
     half = level_of(0.5)  # seg1 at p > 0.5: plain columns come first, column = level
     plain = (np.stack([c.inter[:, half] for c in seg1.counts], 1), np.stack([c.area[:, half] for c in seg1.counts], 1))
     report = {
@@ -92,7 +92,7 @@ def run(
         curve[name] = best(c, cfg.min_areas, metric).scores[: len(LEVELS)].max(1).round(6)
     outputs = (out, False), (metrics, False), (stages, True), (curves, False)
     with atomic_paths(*outputs) as (out_tmp, metrics_tmp, stages_tmp, curves_tmp):  # all four or none
-        write_json(out_tmp, _chosen(cfg, oof, shape_folder, final, classes))
+        write_json(out_tmp, _chosen(cfg, oof, shape_folder, final, classes) | _alone_rules(alone, classes))
         write_json(metrics_tmp, report)
         _write_stages(stages_tmp, rows, seg1.truth_area, classes, metric)
         write_csv(curves_tmp, pd.DataFrame(curve))
@@ -126,10 +126,12 @@ def _count_seg1(cfg: TuneConfig, oof: _Oof, n_classes: int) -> _Seg1:
     return _Seg1(seg1_counts, scores, best_class, truth_area)
 
 
-def _steps(cfg: TuneConfig, seg1: _Seg1, shapes: list) -> tuple[list[tuple[str, tuple]], list[ClassFit]]:
-    """(step name, (N, C) counts) of each step in report order, and the final fit of every class."""
+def _steps(cfg: TuneConfig, seg1: _Seg1, shapes: list) -> tuple[list[tuple[str, tuple]], list[ClassFit], list]:
+    """(step name, (N, C) counts) of each step in report order, the final fit of every class, and
+    seg1's fit of every class on its own."""
     metric = cfg.metric
-    rows = [("seg1", _stack(fit_class(c, None, None, cfg.min_areas, metric) for c in seg1.counts))]
+    alone = [fit_class(c, None, None, cfg.min_areas, metric) for c in seg1.counts]
+    rows = [("seg1", _stack(alone))]
     final: list[ClassFit] = []
     for step, maps in shapes:
         shape_counts = None if maps is None else maps.counts
@@ -141,7 +143,7 @@ def _steps(cfg: TuneConfig, seg1: _Seg1, shapes: list) -> tuple[list[tuple[str, 
         else:  # the same with the pseudo-label members in the vote
             final, steps = _combined(cfg, seg1, shape_counts)
             rows.append(("+pseudo labels", steps[-1][1]))
-    return rows, final
+    return rows, final, alone
 
 
 def _combined(
@@ -159,6 +161,12 @@ def _combined(
     if cfg.at_least_one:
         steps.append(("+at least one", at_least_one_counts(fits, seg1.best_class)))
     return fits, steps
+
+
+def _alone_rules(alone: list[ClassFit], classes: tuple) -> dict:
+    """seg1's own best rule per class (no gate, no shape maps): what `report predictions` shows for
+    the seg1 model, read rather than searched again."""
+    return {"seg1_rules": {c: {k: getattr(f.rule, k) for k in RULE_FIELDS} for c, f in zip(classes, alone)}}
 
 
 def _chosen(cfg: TuneConfig, oof: _Oof, shape_folder: Path | None, final: list[ClassFit], classes: tuple) -> dict:

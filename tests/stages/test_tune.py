@@ -114,3 +114,27 @@ def test_missing_ensemble_is_a_clear_error(oof) -> None:
     with pytest.raises(DataError, match=r"ens/meta.json: missing; run `dvc repro ensemble`"):
         run_tune(root)
     assert not (root / "t.json").exists()
+
+
+def test_seg1_rules_written_for_the_report_are_the_reports_own_search(oof) -> None:
+    """tune records seg1's own best rule per class; `report predictions` of that model reads it
+    instead of searching again, and a search gives the same rules. Once seg1's maps change, the
+    report searches again."""
+    from cloudcli.data.cache import open_cache
+    from cloudcli.data.predictions import OofTruth, read_masks
+    from cloudcli.post.stored import oof_histograms
+    from cloudcli.stages.report_predictions import fit_model_rules, tuned_seg1_rules
+
+    root = oof[0]
+    cfg, _, chosen = run_tune(root, shape=None, classifier=None, class_score="none")
+    folder = root / "pred/base/seg1"
+    ids, probs = read_masks(folder, "oof")
+    truth = OofTruth(open_cache(root / "cache"), ids, folder / "oof.csv")
+    searched = fit_model_rules(probs, truth, oof_histograms(folder, probs, truth), cfg)
+    assert list(chosen["seg1_rules"]) == list(CLASSES)
+    read = tuned_seg1_rules(root / "t.json", folder, CLASSES)
+    assert read == searched
+    assert tuned_seg1_rules(root / "t.json", root / "pred/base/seg2", CLASSES) is None  # another model
+    meta = folder / "meta.json"
+    meta.write_text(meta.read_text().replace("}", ', "retrained": true}'))
+    assert tuned_seg1_rules(root / "t.json", folder, CLASSES) is None  # changed since tune
