@@ -239,6 +239,9 @@ class InferConfig:
     stack_tta: bool  # all TTA views in one forward pass (len(tta) x the batch in memory)
     workers: int  # DataLoader worker processes
     fold_test: bool = True  # also each fold model's test probabilities, for leak-free pseudo labels
+    fold_models: Literal["auto", "all", "one"] = (
+        "auto"  # fold models on the device at once (auto: one if they crowd it)
+    )
 
     def __post_init__(self) -> None:
         _check(

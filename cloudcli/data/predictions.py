@@ -46,7 +46,7 @@ def read_histograms(folder: Path, n: int, stage: str = "infer", name: str = "oof
         raise DataError(f"{path}: unreadable ({e}); {rerun}") from None
     if hist.ndim != 4 or hist.shape[0] != n or hist.shape[2:] != (2, 256):
         raise DataError(f"{path}: shape {hist.shape}, expected ({n}, C, 2, 256); {rerun}")
-    return np.asarray(hist, np.int64)
+    return hist  # a memory map: no copy on the heap, whatever the number of images
 
 
 def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:

@@ -98,7 +98,16 @@ def predict_folds(
     """(mean, each): every fold model's probabilities on its own (`predict` with one net), and their
     mean. infer's test maps and a bundle's predictions are both this mean, bit for bit."""
     each = [predict([net], x, tta, role, out_size, dtype, stacked) for net in nets]
-    return torch.stack(each).mean(0), each
+    return mean_of(each), each
+
+
+def mean_of(each: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of the fold models' probabilities, summed in fold order: the same bits whether the
+    folds ran together or one after the other (infer.fold_models)."""
+    total = each[0].clone()
+    for probs in each[1:]:
+        total += probs.to(total.device)
+    return total / len(each)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

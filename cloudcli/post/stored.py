@@ -21,7 +21,7 @@ def oof_histograms(folder: Path, maps, truth, stage: str = "infer") -> np.ndarra
     (oof_hist.npy), or, for predictions without them (an earlier cloudcli's), counted in one pass."""
     if (folder / "oof_hist.npy").exists():
         return read_histograms(folder, len(maps), stage)
-    out = np.empty((len(maps), maps.shape[1], 2, 256), np.int64)
+    out = np.empty((len(maps), maps.shape[1], 2, 256), np.int32)
     with progress(f"histograms of {folder}", len(maps), "maps") as advance:
         for rows, (block,) in read_ahead([maps]):
             out[rows] = class_histograms(block, truth[rows])
@@ -39,13 +39,20 @@ def model_counts(
     rules = tuple(sorted({int(c) for c in min_components if c > 1}))
     if not (rules and component_levels):
         return plain
-    n, n_classes, width = len(maps), hist.shape[1], len(component_levels) * len(rules)
-    area, inter = np.zeros((2, n_classes, n, width), np.int32)
+    n, width = len(maps), len(component_levels) * len(rules)
+    full = [
+        with_components(
+            c, np.zeros((n, width), np.int32), np.zeros((n, width), np.int32), tuple(component_levels), rules
+        )
+        for c in plain
+    ]
+    del plain  # the component columns are filled in place: one copy of the counts
+    first = len(full[0].levels) - width
     with progress("components", n, "maps") as advance:
         for rows, (block,) in read_ahead([maps]):
             packed = truth[rows]
-            for k in range(n_classes):
+            for k, c in enumerate(full):
                 a, i = component_columns(block[:, k], (packed & BITS[k]) != 0, tuple(component_levels), rules)
-                area[k, rows], inter[k, rows] = a, i
+                c.area[rows, first:], c.inter[rows, first:] = a, i
             advance(rows.stop - rows.start)
-    return [with_components(plain[k], area[k], inter[k], tuple(component_levels), rules) for k in range(n_classes)]
+    return full

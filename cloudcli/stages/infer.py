@@ -16,7 +16,8 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import itertools
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.data.folds import read_folds
 from cloudcli.data.maps import MapWriter, maps_path
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict_folds, to_uint8
+from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict, predict_folds, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, new_array, write_csv, write_json
 from cloudcli.parallel import worker_cap
@@ -39,6 +40,7 @@ from cloudcli.ui import info, progress
 from cloudcli.versions import versions
 
 PARAMS = ("infer", "cv.folds")
+IN_TURN = 64  # test images each fold model predicts in its turn (infer.fold_models: one)
 
 
 def run(
@@ -47,24 +49,29 @@ def run(
     device = pick_device(cfg.device)
     cache = open_cache(cache_dir)
     folds, oof_rows = _oof_rows(cache, folds_csv, cv)  # checked before any model loads
-    fold_nets = _load_fold_nets(model, models_dir, cv, cfg, device)
-    settings = fold_nets[0][1]
+    fold_nets = _load_fold_nets(model, models_dir, cv, cfg)  # in host memory
+    settings, one = fold_nets[0][1], _one_at_a_time(cfg, [n for n, _ in fold_nets], device)
+    if not one:
+        for net, s in fold_nets:
+            net.to(device, memory_format=memory_format(s))
     score_size = cache.score_size
     info(
         f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
-        f"TTA {'+'.join(cfg.tta)}, on {device}"
+        f"TTA {'+'.join(cfg.tta)}, on {device}" + (", one fold model at a time" if one else "")
     )
     with atomic_path(out, is_dir=True) as tmp, ExitStack() as sinks:  # sinks end their writes first
         truth = cache.array("train_truth")
         oof = sinks.enter_context(_Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes, truth))
         for (net, s), k in zip(fold_nets, cv.folds):  # rows grouped by fold: written in order
             rows = oof_rows[folds[oof_rows] == k]
-            _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
+            with _on(net, device, one):
+                _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
         m, role = len(cache.test), settings["role"]
         names = ["test"] + ([f"test_fold{k}" for k in cv.folds] if cfg.fold_test else [])
         tests = [sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes)) for name in names]
         rows, nets = np.arange(m), [n for n, _ in fold_nets]
-        _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
+        predict_test = _predict_in_turn if one else _predict_into
+        predict_test(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
         oof.finish(pd.DataFrame({"image_id": oof_ids, "fold": folds[oof_rows]}))
         for sink in tests:
@@ -73,13 +80,36 @@ def run(
     info(f"infer {model}: wrote {out}")
 
 
-def _load_fold_nets(model: str, models_dir: Path, cv: CvConfig, cfg: InferConfig, device: torch.device) -> list:
-    """(net, settings) of each fold model in cv.folds; the TTA must suit their input size."""
-    fold_nets = [load_fold_net(models_dir / model / f"fold{k}", device) for k in cv.folds]
+def _load_fold_nets(model: str, models_dir: Path, cv: CvConfig, cfg: InferConfig) -> list:
+    """(net, settings) of each fold model in cv.folds, in host memory; the TTA must suit their input size."""
+    fold_nets = [load_fold_net(models_dir / model / f"fold{k}", torch.device("cpu")) for k in cv.folds]
     size = tuple(fold_nets[0][1]["input_size"])
     if "transpose" in cfg.tta and size[0] != size[1]:
         raise ConfigError(f"infer.tta: transpose needs square inputs, {model} runs at {size[0]}x{size[1]}")
     return fold_nets
+
+
+def _one_at_a_time(cfg: InferConfig, nets: list, device: torch.device) -> bool:
+    """infer.fold_models: one fold model on the device at a time, or all; auto: one when the fold
+    models' weights would take over a quarter of the GPU's free memory (activations need the rest)."""
+    if cfg.fold_models != "auto" or device.type != "cuda":
+        return cfg.fold_models == "one"
+    weights = sum(p.numel() * p.element_size() for net in nets for p in net.parameters())
+    return 4 * weights > torch.cuda.mem_get_info(device)[0]
+
+
+@contextmanager
+def _on(net, device: torch.device, one: bool):
+    """`net` on `device` for the block, and back in host memory after when models go one at a time."""
+    if one:
+        net.to(device)
+    try:
+        yield net
+    finally:
+        if one:
+            net.to("cpu")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def _oof_rows(cache: Cache, folds_csv: Path, cv: CvConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +183,17 @@ class _Sink:
         write_csv(self.folder / f"{self.name}.csv", index)
 
 
+def _loader(rows: np.ndarray, cache: Cache, images: str, settings: dict, cfg: InferConfig, device) -> DataLoader:
+    """Batches of cache `rows` of `images`, in order, as the model takes them."""
+    norm = settings["normalization"]
+    size, cache_size = tuple(settings["input_size"]), cache.cache_size
+    transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
+    labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
+    ds = CacheDataset(cache.path(images), rows, labels, transform, with_masks=False)
+    workers = worker_cap(cfg.workers)
+    return DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+
+
 def _predict_into(
     sinks: list[_Sink],
     nets: list,
@@ -167,13 +208,7 @@ def _predict_into(
     """Predict cache `rows` of `images`, in order, into sinks[0] (the mean of `nets`) and, when
     there is one more sink per net, into each net's own sink. The mean is predict_folds', whatever
     the sinks: a bundle (cloudcli.bundle) reproduces it bit for bit."""
-    norm = settings["normalization"]
-    size, cache_size = tuple(settings["input_size"]), cache.cache_size
-    transform = build_transform(None, size, cache_size, tuple(norm["mean"]), tuple(norm["std"]))
-    labels = np.zeros((len(rows) and int(rows.max()) + 1, len(cache.classes)), np.float32)
-    ds = CacheDataset(cache.path(images), rows, labels, transform, with_masks=False)
-    workers = worker_cap(cfg.workers)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    loader = _loader(rows, cache, images, settings, cfg, device)
     fmt, role = memory_format(settings), settings["role"]  # the format it trained with
     out_size = cache.score_size if role != "classifier" else None
     done, dtype = 0, autocast_dtype(cfg.precision, device)
@@ -188,3 +223,50 @@ def _predict_into(
                     sink.put(these, probs)
             done += len(x)
             advance(1)
+
+
+def _predict_in_turn(
+    sinks: list[_Sink],
+    nets: list,
+    cache: Cache,
+    rows: np.ndarray,
+    images: str,
+    settings: dict,
+    cfg: InferConfig,
+    device: torch.device,
+    title: str,
+) -> None:
+    """_predict_into with one net on the device at a time: for each chunk of IN_TURN images (their
+    inputs kept in host memory), every net in turn predicts them all, their sum kept in host memory,
+    then the mean is written. The same bits as _predict_into (engine.predict.mean_of)."""
+    loader = _loader(rows, cache, images, settings, cfg, device)
+    fmt, role = memory_format(settings), settings["role"]
+    out_size = cache.score_size if role != "classifier" else None
+    done, dtype, batches = 0, autocast_dtype(cfg.precision, device), iter(loader)
+    with progress(title, len(loader), "batches", lines=False) as advance:
+        while chunk := [b["image"] for b in itertools.islice(batches, max(1, IN_TURN // cfg.batch_size))]:
+            total = None
+            for k, net in enumerate(nets):
+                with _on(net, device, True):
+                    each = [
+                        predict(
+                            [net],
+                            x.to(device, non_blocking=True, memory_format=fmt),
+                            cfg.tta,
+                            role,
+                            out_size,
+                            dtype,
+                            cfg.stack_tta,
+                        ).cpu()
+                        for x in chunk
+                    ]
+                if len(sinks) > 1:  # infer.fold_test: every net alone too
+                    start = done
+                    for probs in each:
+                        sinks[1 + k].put(rows[start : start + len(probs)], probs)
+                        start += len(probs)
+                total = [p.clone() for p in each] if total is None else [t.add_(p) for t, p in zip(total, each)]
+            for probs in total:
+                sinks[0].put(rows[done : done + len(probs)], probs / len(nets))
+                done += len(probs)
+            advance(len(chunk))

@@ -123,6 +123,7 @@ VALUES = [  # (section, values, words of the error)
     ("network", {"freeze_encoder_stages": -1}, ["network.freeze_encoder_stages", ">= 0"]),
     ("infer", {"batch_size": 0}, ["infer.batch_size", ">= 1"]),
     ("infer", {"workers": -2}, ["infer.workers", ">= 0"]),
+    ("infer", {"fold_models": "two"}, ["infer.fold_models", "one"]),
     ("pseudo", {"low": -0.5}, ["pseudo.low", "0 <= low"]),
     ("pseudo", {"pixel_high": 1.5}, ["pseudo.pixel_low", "pixel_high <= 1"]),
     ("pseudo", {"min_share": 1.0}, ["pseudo.min_share", "[0, 1)"]),

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import load_maps
+from helpers import REPO, load_maps
 
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
@@ -154,3 +154,30 @@ def test_each_fold_models_test_predictions_and_their_mean(tiny_cache, trained, m
 
     off = run_infer(tiny_cache, trained, model, tta=("none",), fold_test=False)
     assert not list(off.glob("test_fold*")) and np.abs(read("test") - np.mean(folds, 0)).max() <= tolerance
+
+
+@pytest.mark.parametrize("model", ["seg1", "classifier"])
+def test_fold_models_in_turn_write_the_same_bits_as_all_at_once(tiny_cache, trained, model) -> None:
+    """infer.fold_models: one (each fold model on the device in turn, over 64 test images at a time,
+    with batches of 4 so a chunk spans several batches and the 6 test images end mid-chunk) writes
+    exactly what all of them at once write: the test mean, each fold's test maps, the OOF maps."""
+
+    def outputs(out) -> dict:
+        if model == "classifier":
+            return {f: pd.read_csv(out / f"{f}.csv") for f in ("oof", "test", "test_fold0", "test_fold2")}
+        return {f: load_maps(out, f) for f in ("oof", "test", "test_fold0", "test_fold2")}
+
+    together = outputs(run_infer(tiny_cache, trained, model, fold_models="all", batch_size=4))
+    in_turn = outputs(run_infer(tiny_cache, trained, model, fold_models="one", batch_size=4))
+    for name, expected in together.items():
+        if model == "classifier":
+            pd.testing.assert_frame_equal(in_turn[name], expected)
+        else:
+            np.testing.assert_array_equal(in_turn[name], expected, err_msg=name)
+
+
+def test_auto_keeps_every_fold_model_on_a_cpu() -> None:
+    cfg = load_params(REPO / "params.yaml").infer
+    assert cfg.fold_models == "auto"
+    assert not infer._one_at_a_time(cfg, [torch.nn.Linear(4, 4)], torch.device("cpu"))
+    assert infer._one_at_a_time(dataclasses.replace(cfg, fold_models="one"), [], torch.device("cpu"))
