@@ -84,6 +84,8 @@ class Counts:
     hist: np.ndarray  # (N, 256) level histogram of each map
 
     def subset(self, rows: np.ndarray) -> Counts:
+        if rows.dtype == bool and rows.all():  # every row: no copy of the (N, G) counts
+            return self
         return Counts(
             self.area[rows], self.inter[rows], self.truth_area[rows], self.levels, self.min_components, self.hist[rows]
         )

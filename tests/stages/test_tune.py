@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -7,6 +8,7 @@ from helpers import load_maps
 
 from cloudcli import CLASSES
 from cloudcli.config import EnsembleConfig, TuneConfig
+from cloudcli.data.maps import open_maps
 from cloudcli.metrics import dice, kaggle_dice
 from cloudcli.post.rules import ClassRule, postprocess
 from cloudcli.post.tuned import class_scores
@@ -138,3 +140,27 @@ def test_seg1_rules_written_for_the_report_are_the_reports_own_search(oof) -> No
     meta = folder / "meta.json"
     meta.write_text(meta.read_text().replace("}", ', "retrained": true}'))
     assert tuned_seg1_rules(root / "t.json", folder, CLASSES) is None  # changed since tune
+
+
+def test_stages_read_the_npy_maps_of_earlier_versions_alike(oof, tmp_path) -> None:
+    """The same predictions as raw .npy (no histograms, as earlier versions wrote them): ensemble
+    and tune give the same maps and choices as on the zarr store."""
+    root = oof[0]
+    legacy = tmp_path / "legacy"
+    shutil.copytree(root, legacy)
+    for store in sorted((legacy / "pred").rglob("*.zarr")):
+        np.save(store.with_suffix(".npy"), open_maps(store.parent, store.stem)[:])
+        shutil.rmtree(store)
+    members = ("seg2", "seg2b", "seg2c")
+    tune_cfg = dict(metric="dice", seg1="seg1", shape="ensemble", classifier="classifier", class_score="classifier",
+                    top_k=20, at_least_one=False, min_areas=(0, 5, 10), min_components=(0, 3), component_thresholds="all")  # fmt: skip
+    chosen = []
+    for where in (root, legacy):
+        ensemble.run(EnsembleConfig(members, "majority", None, None), where / "pred", where / "cache", where / "ens")
+        out = (where / "t.json", where / "m.json", where / "stages", where / "c.csv")
+        tune.run(TuneConfig(**tune_cfg), where / "pred", where / "cache", where / "ens", *out)
+        choice = json.loads((where / "t.json").read_text())
+        del choice["fitted_on"]  # fingerprints of meta.json files that name their own folders
+        chosen.append((load_maps(where / "ens"), json.dumps(choice).replace(str(where), "")))
+    np.testing.assert_array_equal(chosen[0][0], chosen[1][0])
+    assert chosen[0][1] == chosen[1][1]
