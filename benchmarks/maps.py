@@ -76,7 +76,8 @@ def main() -> None:
         raise SystemExit(f"{a.predictions}: no <split>.zarr maps; run `make demo` first")
     print("| maps | images | raw MB | stored MB | ratio |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['maps']} | {r['shape'][0]} | {r['raw_bytes'] / 1e6:.1f} | {r['stored_bytes'] / 1e6:.1f} | {r['ratio']:.1f}x |")
+        sizes = f"{r['raw_bytes'] / 1e6:.1f} | {r['stored_bytes'] / 1e6:.1f}"
+        print(f"| {r['maps']} | {r['shape'][0]} | {sizes} | {r['ratio']:.1f}x |")
     models: dict[str, list[dict]] = {}
     for r in rows:
         if Path(r["maps"]).stem in ("oof", "test"):

@@ -42,7 +42,7 @@ from cloudcli import CLASSES  # noqa: E402
 from cloudcli.config.presets import preset_params  # noqa: E402
 from cloudcli.data.cache import pack_masks  # noqa: E402
 from cloudcli.data.demo import region_mask, sample_classes  # noqa: E402
-from cloudcli.data.maps import SHARD, MapWriter, maps_path  # noqa: E402
+from cloudcli.data.maps import SHARD, create_maps, maps_path  # noqa: E402
 from cloudcli.post.kernels import class_histograms  # noqa: E402
 
 FULL = (5546, 3698)  # training and test images of the competition
@@ -237,7 +237,7 @@ def predictions(root: Path, ids: dict[str, list[str]], truth: dict[str, np.ndarr
                 probs = (1 / (1 + np.exp(-logit))).round(6)
                 table = table.assign(**{c: probs[:, j] for j, c in enumerate(CLASSES)})
             else:
-                MapWriter(maps_path(out, split), (len(table), len(CLASSES), *SCORE))  # rows filled by _fill
+                create_maps(maps_path(out, split), (len(table), len(CLASSES), *SCORE))  # rows filled by _fill
                 if split == "oof":
                     new_npy(out / "oof_hist.npy", (len(table), len(CLASSES), 2, 256), np.int32)
             table.to_csv(out / f"{split}.csv", index=False)

@@ -112,8 +112,9 @@ def infer(
 ) -> None:
     """Out-of-fold and test probabilities of one model's fold checkpoints, with TTA.
 
-    Masks are stored as uint8 (p * 255) at 350x525 in memory-mappable .npy files; test
-    probabilities average every fold model. Classifier probabilities go to CSV tables.
+    Masks are stored as uint8 (p * 255) at 350x525 in compressed zarr arrays (an image per
+    chunk), with their OOF histograms; test probabilities average every fold model. Classifier
+    probabilities go to CSV tables.
     """
     from cloudcli import ui
     from cloudcli.config import load_params, resolve_model, tta_warnings

@@ -83,10 +83,6 @@ def maps_path(folder: Path, split: str) -> Path:
     return folder / f"{split}.zarr"
 
 
-def has_maps(folder: Path, split: str) -> bool:
-    return maps_path(folder, split).is_dir() or (folder / f"{split}.npy").is_file()
-
-
 class Maps:
     """(N, C, H, W) uint8 maps read lazily, by row or slice; a damaged store is one DataError."""
 
@@ -119,9 +115,14 @@ def open_maps(folder: Path, split: str) -> Maps:
         legacy = folder / f"{split}.npy"
         if legacy.is_file():
             try:
-                return Maps(np.load(legacy, mmap_mode="r"), legacy)
-            except ValueError as e:
-                raise DataError(f"{legacy}: unreadable ({e}); {_REWRITE}") from None
+                array = np.load(legacy, mmap_mode="r")
+            except (ValueError, EOFError, OSError) as e:
+                raise DataError(f"{legacy}: unreadable ({type(e).__name__}: {e}); {_REWRITE}") from None
+            if array.ndim != 4 or array.dtype != np.uint8:
+                raise DataError(
+                    f"{legacy}: {array.dtype} maps of shape {array.shape}, expected (N, C, H, W) uint8; {_REWRITE}"
+                )
+            return Maps(array, legacy)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
     zarr = _zarr()
     try:
@@ -132,6 +133,11 @@ def open_maps(folder: Path, split: str) -> Maps:
         raise DataError(f"{path}: not a zarr array of maps ({type(e).__name__}: {e}); {_REWRITE}") from None
     if array.ndim != 4 or array.dtype != np.uint8:
         raise DataError(f"{path}: {array.dtype} maps of shape {array.shape}, expected (N, C, H, W) uint8; {_REWRITE}")
+    shards = sum(1 for f in (path / "c").rglob("*") if f.is_file() and f.stat().st_size) if (path / "c").is_dir() else 0
+    if shards != -(-array.shape[0] // SHARD):  # zarr would read a missing shard as zeros
+        raise DataError(
+            f"{path}: {shards} of its {-(-array.shape[0] // SHARD)} shard files (a copy cut short?); {_REWRITE}"
+        )
     return Maps(array, path)
 
 
@@ -157,6 +163,23 @@ def read_ahead(arrays: list, size: int = BATCH) -> Iterator[tuple[slice, list[np
             yield rows, block
 
 
+def create_maps(path: Path, shape: tuple[int, ...]):
+    """A new, empty `<split>.zarr` of `shape` (N, C, H, W) uint8; every shard is written, even one
+    of zeros, so that a missing shard file is damage (open_maps checks)."""
+    zarr = _zarr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return zarr.create_array(
+            str(path),
+            shape=tuple(shape),
+            dtype="uint8",
+            chunks=(1, *shape[1:]),
+            shards=(SHARD, *shape[1:]),
+            config={"write_empty_chunks": True},
+            **_codecs(),
+        )
+
+
 class MapWriter:
     """A new `<split>.zarr` of `shape`, written in row order: `write(batch)` appends rows, `close()`
     checks that every row came. Whole shards are compressed and written as they fill, in another
@@ -164,14 +187,8 @@ class MapWriter:
     that a failure waits for that write before its folder is removed."""
 
     def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
-        zarr = _zarr()
-        self.path, self.shape = path, tuple(shape)
-        shard = (SHARD, *shape[1:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self._array = zarr.create_array(
-                str(path), shape=self.shape, dtype="uint8", chunks=(1, *shape[1:]), shards=shard, **_codecs()
-            )
+        self.path, self.shape, shard = path, tuple(shape), (SHARD, *shape[1:])
+        self._array = create_maps(path, shape)
         self._buffer, self._filled, self._done = np.empty(shard, np.uint8), 0, 0
         self._pool, self._pending = ThreadPoolExecutor(1, thread_name_prefix="map-writer"), None
 

@@ -34,6 +34,17 @@ def read_masks(folder: Path, split: str, stage: str = "infer") -> tuple[list[str
     return ids, maps
 
 
+def rows_differ(path: Path, reference: str, these: list[str], ids: list[str], fix: str) -> DataError:
+    """The error for a prediction table whose rows are not `reference`'s; the same images in
+    another order are predictions of an earlier cloudcli, whose OOF rows were in cache order."""
+    if sorted(these) == sorted(ids):
+        return DataError(
+            f"{path}: the images of {reference} in another order: predictions of an earlier cloudcli "
+            "(OOF rows are now grouped by fold); rerun infer for every model: `dvc repro --force -s infer@<model>`"
+        )
+    return DataError(f"{path}: rows differ from {reference}; {fix}")
+
+
 def read_histograms(folder: Path, n: int, stage: str = "infer", name: str = "oof_hist.npy") -> np.ndarray:
     """(N, C, 2, 256) OOF histograms (all pixels, inside the truth) that `stage` wrote for the `n`
     rows of its oof.csv (cloudcli.stages.infer)."""
@@ -124,10 +135,8 @@ def aligned_masks(folders: list[Path], split: str) -> tuple[list[str], list[Maps
     for folder in folders:
         these, probs = read_masks(folder, split)
         if ids is not None and these != ids:
-            raise DataError(
-                f"{folder / f'{split}.csv'}: rows differ from {folders[0] / f'{split}.csv'}; "
-                "infer every model with the same cv.folds (dvc repro)"
-            )
+            fix = "infer every model with the same cv.folds (dvc repro)"
+            raise rows_differ(folder / f"{split}.csv", str(folders[0] / f"{split}.csv"), these, ids, fix)
         ids = these
         if arrays and probs.shape != arrays[0].shape:
             raise DataError(f"{probs.path}: shape {probs.shape}, {folders[0]} has {arrays[0].shape}")

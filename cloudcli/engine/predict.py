@@ -102,11 +102,12 @@ def predict_folds(
 
 
 def mean_of(each: list[torch.Tensor]) -> torch.Tensor:
-    """The mean of the fold models' probabilities, summed in fold order: the same bits whether the
-    folds ran together or one after the other (infer.fold_models)."""
-    total = each[0].clone()
+    """The mean of the fold models' probabilities, summed in fold order and divided on the host:
+    the same bits whether the folds ran together or one after the other (infer.fold_models), on
+    any device (CUDA divides by a scalar as a multiplication by its inverse)."""
+    total = each[0].detach().to("cpu", copy=True)
     for probs in each[1:]:
-        total += probs.to(total.device)
+        total += probs.to("cpu")
     return total / len(each)
 
 

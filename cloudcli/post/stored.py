@@ -16,11 +16,11 @@ from cloudcli.post.search import Counts, component_columns, histogram_counts, wi
 from cloudcli.ui import progress
 
 
-def oof_histograms(folder: Path, maps, truth, stage: str = "infer") -> np.ndarray:
+def oof_histograms(folder: Path, maps, truth) -> np.ndarray:
     """(N, C, 2, 256) histograms of a prediction folder's OOF `maps`: those its stage wrote
     (oof_hist.npy), or, for predictions without them (an earlier cloudcli's), counted in one pass."""
     if (folder / "oof_hist.npy").exists():
-        return read_histograms(folder, len(maps), stage)
+        return read_histograms(folder, len(maps))
     out = np.empty((len(maps), maps.shape[1], 2, 256), np.int32)
     with progress(f"histograms of {folder}", len(maps), "maps") as advance:
         for rows, (block,) in read_ahead([maps]):

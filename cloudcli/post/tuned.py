@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cloudcli.data.maps import read_ahead
-from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds
+from cloudcli.data.predictions import fingerprint, read_classifier, read_masks, read_thresholds, rows_differ
 from cloudcli.errors import DataError
 from cloudcli.post.components import thread_budget
 from cloudcli.post.rules import ClassRule, postprocess
@@ -71,8 +71,8 @@ def load_tuned(thresholds: Path, split: str) -> Tuned:
             Path(chosen["shape"]), split, "ensemble" if chosen["shape_is_ensemble"] else "infer"
         )
         if shape_ids != ids:
-            raise DataError(
-                f"{Path(chosen['shape']) / f'{split}.csv'}: rows differ from {folder / f'{split}.csv'}; rerun infer"
+            raise rows_differ(
+                Path(chosen["shape"]) / f"{split}.csv", str(folder / f"{split}.csv"), shape_ids, ids, "rerun infer"
             )
     classifier_probs = read_classifier(Path(chosen["classifier"]), split, ids) if chosen["classifier"] else None
     return Tuned(ids, probs, shape, classifier_probs, rules, [c["shape_level"] for c in classes], chosen)

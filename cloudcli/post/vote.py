@@ -103,28 +103,3 @@ def confident_share(probs: np.ndarray, low: float, high: float) -> np.ndarray:
     p = probs.reshape(len(probs), -1)
     sure = (p < low * 255) | (p > high * 255)
     return sure.mean(1)
-
-
-class VoteMaps:
-    """Lazy (N, H, W) maps of class k voted over members' (N, C, H, W) maps, one map per access:
-    the vote of a whole out-of-fold set never sits in memory."""
-
-    def __init__(
-        self,
-        members: list[np.ndarray],
-        k: int,
-        how: str,
-        levels: Sequence[int] | None = None,
-        min_votes: int | None = None,
-        weights: Sequence[float] | None = None,
-    ) -> None:
-        self.members, self.k, self.how, self.levels, self.min_votes, self.weights = (
-            members, k, how, levels, min_votes, weights
-        )  # fmt: skip
-
-    def __len__(self) -> int:
-        return len(self.members[0])
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        maps = np.stack([np.asarray(m[i, self.k]) for m in self.members])
-        return vote(maps, self.how, self.levels, self.min_votes, self.weights)

@@ -266,7 +266,7 @@ def _predict_in_turn(
                         sinks[1 + k].put(rows[start : start + len(probs)], probs)
                         start += len(probs)
                 total = [p.clone() for p in each] if total is None else [t.add_(p) for t, p in zip(total, each)]
-            for probs in total:
+            for probs in total:  # as engine.predict.mean_of: summed in fold order, divided on the host
                 sinks[0].put(rows[done : done + len(probs)], probs / len(nets))
                 done += len(probs)
             advance(len(chunk))

@@ -27,8 +27,8 @@ from cloudcli.data.predictions import (
     read_ensemble,
     read_histograms,
     read_masks,
+    rows_differ,
 )
-from cloudcli.errors import DataError
 from cloudcli.io import atomic_paths, write_csv, write_json
 from cloudcli.metrics import metric_report
 from cloudcli.post.rules import RULE_FIELDS, level_of
@@ -231,7 +231,7 @@ def _histograms(folder: Path, oof: _Oof, stage: str = "infer", name: str = "oof_
     these, maps = read_masks(folder, "oof", stage)
     if these != oof.ids:
         fix = "rerun `dvc repro ensemble`" if stage == "ensemble" else "infer every model with the same cv.folds"
-        raise DataError(f"{folder / 'oof.csv'}: rows differ from the seg1 model's; {fix}")
+        raise rows_differ(folder / "oof.csv", "the seg1 model's", these, oof.ids, fix)
     if stage == "ensemble":  # written with its maps
         return read_histograms(folder, len(these), stage, name)
     return oof_histograms(folder, maps, oof.truth)

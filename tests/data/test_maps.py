@@ -45,6 +45,9 @@ def test_damaged_stores_are_one_error_naming_them(tmp_path) -> None:
     shard.write_bytes(shard.read_bytes()[:-50])  # truncated, as by a copy cut short
     with pytest.raises(DataError, match=r"oof.zarr: unreadable .*rerun"):
         open_maps(tmp_path, "oof")[:]
+    shard.unlink()  # a shard lost: zarr alone would read zeros
+    with pytest.raises(DataError, match=r"oof.zarr: 1 of its 2 shard files"):
+        open_maps(tmp_path, "oof")
     (tmp_path / "oof.zarr/zarr.json").write_text("{")
     with pytest.raises(DataError, match=r"oof.zarr: not a zarr array of maps"):
         open_maps(tmp_path, "oof")
@@ -52,3 +55,14 @@ def test_damaged_stores_are_one_error_naming_them(tmp_path) -> None:
     shutil.rmtree(tmp_path / "flat.zarr")
     with pytest.raises(FileNotFoundError):
         open_maps(tmp_path, "flat")
+    (tmp_path / "flat.npy").write_bytes(b"")  # an earlier version's maps, empty
+    with pytest.raises(DataError, match=r"flat.npy: unreadable"):
+        open_maps(tmp_path, "flat")
+    np.save(tmp_path / "flat.npy", np.zeros((2, 3), np.float32))
+    with pytest.raises(DataError, match=r"flat.npy: float32 maps of shape \(2, 3\)"):
+        open_maps(tmp_path, "flat")
+
+
+def test_a_shard_of_zeros_is_written_too(tmp_path) -> None:
+    write_maps(maps_path(tmp_path, "oof"), np.zeros((SHARD + 1, 4, 8, 8), np.uint8))  # an empty image set: on disk
+    np.testing.assert_array_equal(open_maps(tmp_path, "oof")[:], 0)

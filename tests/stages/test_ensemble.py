@@ -64,6 +64,9 @@ def test_bad_members_are_clear_errors(oof) -> None:
         ensemble.run(
             EnsembleConfig(("seg2", "short"), "majority", None, None), root / "pred", root / "cache", root / "e"
         )
+    save_model(root / "pred/base/old", ids[::-1], "seg2", load_maps(root / "pred/base/seg2")[::-1])
+    with pytest.raises(DataError, match=r"in another order: predictions of an earlier cloudcli.*dvc repro --force"):
+        ensemble.run(EnsembleConfig(("seg2", "old"), "majority", None, None), root / "pred", root / "cache", root / "e")
     assert not (root / "e").exists()
 
 
