@@ -1,7 +1,7 @@
 """The post-training stages at Kaggle scale: wall time, heap, resident memory and output size.
 
     python benchmarks/scale.py --fraction 0.25 --out benchmarks/results    # a quarter of the data
-    python benchmarks/scale.py --fraction 1.0 --out benchmarks/results     # full size (~50 GB of disk)
+    python benchmarks/scale.py --fraction 1.0 --out benchmarks/results     # full size (~12 GB of disk, ~13 min)
 
 Fabricates a project in `infer`'s exact formats at a fraction of the competition's size (5546
 training and 3698 test images, 4 classes, maps at 350x525) with the 3rd-place params: the cache's
@@ -13,9 +13,10 @@ tree is sampled every 50 ms from /proc/PID/smaps_rollup: peak resident memory (R
 peak heap (anonymous pages; the rest are file pages, chiefly the memory-mapped predictions).
 
 The reference, measured in the same run: reading each stage's input files once (`read once`),
-so `wall / read once` says how far a stage is from one pass over its inputs. To fit the disk,
-`infer.fold_test` is false and the pseudo labels come from the fold models' mean (`pseudo.labels:
-mean`), so no model keeps per-fold test maps. Results go to DIR/scale-<fraction>.json.
+so `wall / read once` says how far a stage is from one pass over its inputs. `infer.fold_test` is
+false and the pseudo labels come from the fold models' mean (`pseudo.labels: mean`), so no model
+keeps per-fold test maps (5x the test maps' disk and fabrication time), as in the first runs of
+this benchmark. Results go to DIR/scale-<fraction>.json.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def inputs(p: dict) -> dict[str, list[str]]:
 def params() -> dict:
     p = preset_params("3rd_place")
     p["data"].update(raw="data", raw_size=list(RAW), score_size=list(SCORE))
-    p["infer"]["fold_test"] = False  # per-fold test maps would need 5x the test predictions' disk
+    p["infer"]["fold_test"] = False  # per-fold test maps: 5x the test predictions' disk and drawing time
     p["pseudo"]["labels"] = "mean"
     p["report"].update(worst=4, test_images=2)
     return p
