@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -29,21 +28,15 @@ sys.path.insert(0, str(REPO))
 
 from cloudcli.data.maps import batches, open_maps  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from scale import drop_caches  # noqa: E402
+
 KAGGLE = 5546 + 3698  # OOF + test images of the competition
 KAGGLE_RAW = KAGGLE * 4 * 350 * 525  # bytes of a model's OOF + test maps, raw
 
 
 def stored_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def drop_caches() -> bool:
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def one_pass(arrays: list) -> float:

@@ -31,7 +31,7 @@ from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.data.folds import read_folds
 from cloudcli.data.maps import MapWriter, maps_path
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import autocast_dtype, load_fold_net, memory_format, predict, predict_folds, to_uint8
+from cloudcli.engine.predict import autocast_dtype, load_fold_net, mean_of, memory_format, predict, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, new_array, write_csv, write_json
 from cloudcli.parallel import worker_cap
@@ -70,8 +70,7 @@ def run(
         names = ["test"] + ([f"test_fold{k}" for k in cv.folds] if cfg.fold_test else [])
         tests = [sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes)) for name in names]
         rows, nets = np.arange(m), [n for n, _ in fold_nets]
-        predict_test = _predict_in_turn if one else _predict_into
-        predict_test(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test")
+        _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test", one)
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
         oof.finish(pd.DataFrame({"image_id": oof_ids, "fold": folds[oof_rows]}))
         for sink in tests:
@@ -204,69 +203,34 @@ def _predict_into(
     cfg: InferConfig,
     device: torch.device,
     title: str,
+    in_turn: bool = False,
 ) -> None:
     """Predict cache `rows` of `images`, in order, into sinks[0] (the mean of `nets`) and, when
-    there is one more sink per net, into each net's own sink. The mean is predict_folds', whatever
-    the sinks: a bundle (cloudcli.bundle) reproduces it bit for bit."""
+    there is one more sink per net, into each net's own sink. The mean is engine.predict.mean_of,
+    as predict_folds' (a bundle, cloudcli.bundle, reproduces it bit for bit). `in_turn`: one net on
+    the device at a time, each predicting a chunk of IN_TURN images (inputs and predictions kept in
+    host memory) before the next; the same bits."""
     loader = _loader(rows, cache, images, settings, cfg, device)
     fmt, role = memory_format(settings), settings["role"]  # the format it trained with
     out_size = cache.score_size if role != "classifier" else None
-    done, dtype = 0, autocast_dtype(cfg.precision, device)
-    with progress(title, len(loader), "batches", lines=False) as advance:
-        for batch in loader:
-            x = batch["image"].to(device, non_blocking=True, memory_format=fmt)
-            these = rows[done : done + len(x)]
-            mean, each = predict_folds(nets, x, cfg.tta, role, out_size, dtype, cfg.stack_tta)
-            sinks[0].put(these, mean)
-            if len(sinks) > 1:  # infer.fold_test: every net alone too
-                for sink, probs in zip(sinks[1:], each, strict=True):
-                    sink.put(these, probs)
-            done += len(x)
-            advance(1)
-
-
-def _predict_in_turn(
-    sinks: list[_Sink],
-    nets: list,
-    cache: Cache,
-    rows: np.ndarray,
-    images: str,
-    settings: dict,
-    cfg: InferConfig,
-    device: torch.device,
-    title: str,
-) -> None:
-    """_predict_into with one net on the device at a time: for each chunk of IN_TURN images (their
-    inputs kept in host memory), every net in turn predicts them all, their sum kept in host memory,
-    then the mean is written. The same bits as _predict_into (engine.predict.mean_of)."""
-    loader = _loader(rows, cache, images, settings, cfg, device)
-    fmt, role = memory_format(settings), settings["role"]
-    out_size = cache.score_size if role != "classifier" else None
     done, dtype, batches = 0, autocast_dtype(cfg.precision, device), iter(loader)
+    step = max(1, IN_TURN // cfg.batch_size) if in_turn else 1
     with progress(title, len(loader), "batches", lines=False) as advance:
-        while chunk := [b["image"] for b in itertools.islice(batches, max(1, IN_TURN // cfg.batch_size))]:
-            total = None
-            for k, net in enumerate(nets):
-                with _on(net, device, True):
-                    each = [
-                        predict(
-                            [net],
-                            x.to(device, non_blocking=True, memory_format=fmt),
-                            cfg.tta,
-                            role,
-                            out_size,
-                            dtype,
-                            cfg.stack_tta,
-                        ).cpu()
+        while chunk := [b["image"] for b in itertools.islice(batches, step)]:
+            by_net = []
+            for net in nets:
+                with _on(net, device, in_turn):
+                    probs = [
+                        predict([net], x.to(device, non_blocking=True, memory_format=fmt), cfg.tta, role, out_size,
+                                dtype, cfg.stack_tta)
                         for x in chunk
-                    ]
+                    ]  # fmt: skip
+                    by_net.append([p.cpu() for p in probs] if in_turn else probs)
+            for j, x in enumerate(chunk):
+                these, each = rows[done : done + len(x)], [b[j] for b in by_net]
+                sinks[0].put(these, mean_of(each))
                 if len(sinks) > 1:  # infer.fold_test: every net alone too
-                    start = done
-                    for probs in each:
-                        sinks[1 + k].put(rows[start : start + len(probs)], probs)
-                        start += len(probs)
-                total = [p.clone() for p in each] if total is None else [t.add_(p) for t, p in zip(total, each)]
-            for probs in total:  # as engine.predict.mean_of: summed in fold order, divided on the host
-                sinks[0].put(rows[done : done + len(probs)], probs / len(nets))
-                done += len(probs)
+                    for sink, probs in zip(sinks[1:], each, strict=True):
+                        sink.put(these, probs)
+                done += len(x)
             advance(len(chunk))
