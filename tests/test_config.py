@@ -177,7 +177,7 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         ),
         (
             lambda p: p["tune"].update(classifier="seg2"),
-            r"tune.classifier must be a classifier listed in cv.models, or null",
+            r"tune.classifier must be a classifier listed in cv.models, a segmentation model .* or null",
         ),
         (
             lambda p: p["pseudo"].update(models=["seg2"]),

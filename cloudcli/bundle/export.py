@@ -120,7 +120,13 @@ def _model(name: str, folder: Path, folds: tuple[int, ...] | None) -> dict:
         if missing:
             raise DataError(f"--folds: {name} has no fold {missing[0]} (its predictions use folds {trained})")
         trained = [k for k in trained if k in folds]
-    return {"role": meta["role"], "folds": trained, "tta": list(meta["tta"]), "settings": None}
+    return {
+        "role": meta["role"],
+        "folds": trained,
+        "tta": list(meta["tta"]),
+        "scales": list(meta.get("scales", [1.0])),
+        "settings": None,
+    }
 
 
 def _checkpoint(models: Path, name: str, fold: int) -> Path:

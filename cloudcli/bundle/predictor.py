@@ -36,6 +36,7 @@ class Model:
     nets: list[torch.nn.Module]
     tta: tuple[str, ...]
     settings: dict
+    scales: tuple[float, ...] = (1.0,)  # infer.scales
 
     @property
     def segments(self) -> bool:
@@ -65,6 +66,8 @@ class Predictor:
         pipeline = spec["pipeline"]
         self.rules = [ClassRule(**{k: pipeline["rules"][c][k] for k in RULE_KEYS}) for c in self.classes]
         self.shape_levels = [pipeline["rules"][c]["shape_level"] for c in self.classes]
+        gate = pipeline["classifier"]  # a classifier, or a segmentation model whose class head gates
+        self.gate_key = gate if gate is None or not models[gate].segments else f"{gate}{HEAD}"
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto") -> Predictor:
@@ -81,7 +84,7 @@ class Predictor:
                 nets.append(
                     trained_net(m["settings"], checkpoint.load(path, "export the bundle again")["model"], target)
                 )
-            models[name] = Model(m["role"], nets, tuple(m["tta"]), m["settings"])
+            models[name] = Model(m["role"], nets, tuple(m["tta"]), m["settings"], tuple(m.get("scales", [1.0])))
         return cls(folder, spec, models, target)
 
     @property
@@ -113,28 +116,35 @@ class Predictor:
         """Each classifier's (N, C) probabilities of (N, h, w, B) cache-size images, rounded as
         infer's test.csv holds them (6 decimals of a float32)."""
         scores = self.run(images, segments=False)
+        if self.gate_key is not None and self.gate_key not in self.models:  # a class head gates
+            gate = self.models[self.spec["pipeline"]["classifier"]]
+            scores[self.gate_key] = self._predict(gate, images, "classifier", None)
         return {name: p.cpu().numpy().round(6).astype(str).astype(np.float64) for name, p in scores.items()}
 
     def run(self, images: np.ndarray, segments: bool, out_size: tuple[int, int] | None = None) -> dict:
         """Each segmentation model's (N, C, *out_size) float probabilities (default: the scoring
         size) of (N, h, w, B) images at the cache resolution (whole images or tiles), or each
         classifier's (N, C): the mean of its folds and TTA views, as infer takes it."""
-        out, dtype = {}, autocast_dtype(self.spec["infer"]["precision"], self.device)
-        cache = tuple(self.input["cache_size"])
         size = tuple(out_size or self.input["score_size"]) if segments else None
-        for name, model in self.models.items():
-            if model.segments == segments:
-                x = model.inputs(images, cache, self.device)
-                out[name], _ = predict_folds(
-                    model.nets, x, model.tta, model.role, size, dtype, self.spec["infer"]["stack_tta"]
-                )
-        return out
+        return {
+            name: self._predict(model, images, model.role, size)
+            for name, model in self.models.items()
+            if model.segments == segments
+        }
+
+    def _predict(self, model: Model, images: np.ndarray, role: str, size: tuple[int, int] | None) -> torch.Tensor:
+        """`model`'s fold mean on (N, h, w, B) cache-resolution images, as infer takes it: its masks
+        at `size`, or with role classifier its class probabilities (a class head's, for a
+        segmentation model)."""
+        dtype, stacked = autocast_dtype(self.spec["infer"]["precision"], self.device), self.spec["infer"]["stack_tta"]
+        x = model.inputs(images, tuple(self.input["cache_size"]), self.device)
+        return predict_folds(model.nets, x, model.tta, role, size, dtype, stacked, model.scales)[0]
 
     def masks(self, probs: dict[str, np.ndarray]) -> np.ndarray:
         """(N, C, H, W) 0/1 masks of the tuned pipeline from `probabilities`' output."""
         pipeline = self.spec["pipeline"]
         seg1, shape = probs[pipeline["seg1"]], self._shape(probs)
-        classifier = None if pipeline["classifier"] is None else probs[pipeline["classifier"]]
+        classifier = None if self.gate_key is None else probs[self.gate_key]
         out = []
         for i in range(len(seg1)):
             scores = class_scores(
@@ -205,6 +215,7 @@ class Predictor:
 
 
 RULE_KEYS = ("level", "min_area", "min_component", "gate_threshold")
+HEAD = "#head"  # probabilities' key suffix of a segmentation model's class head that gates
 
 
 SPEC_KEYS = {"classes": list, "input": dict, "infer": dict, "models": dict, "pipeline": dict}

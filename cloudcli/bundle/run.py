@@ -74,7 +74,7 @@ def _whole(predictor: Predictor, batch: list[tuple[Input, Raster]], advance) -> 
     if not batch:
         return
     masks, probs = predictor.predict_batch(np.stack([raster.read_all() for _, raster in batch]))
-    maps = {name: p for name, p in probs.items() if predictor.models[name].segments}
+    maps = {name: p for name, p in probs.items() if name in predictor.models and predictor.models[name].segments}
     for k, (item, raster) in enumerate(batch):
         with raster:
             yield item, raster, [Strip((0, raster.shape[0]), masks[k], {n: m[k] for n, m in maps.items()})]

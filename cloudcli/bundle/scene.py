@@ -120,7 +120,7 @@ class CellScores:
 
     def __init__(self, predictor: Predictor, raster: Raster, lay: Layout) -> None:
         self.predictor, self.raster, self.lay = predictor, raster, lay
-        self.active = any(not m.segments for m in predictor.models.values())
+        self.active = predictor.gate_key is not None or any(not m.segments for m in predictor.models.values())
         self.windows = [(lay.rows.judged(y), lay.cols.judged(x)) for y, _ in lay.rows.cells for x, _ in lay.cols.cells]
         self.ready: dict[int, dict[str, np.ndarray]] = {}
         self.next = 0

@@ -8,6 +8,7 @@ packaged defaults (defaults.yaml, the repository's params.yaml) and presets/, me
 from cloudcli.config.checks import report_names, tta_warnings
 from cloudcli.config.loader import ResolvedModel, build, load_params, override_ensemble, read_yaml, resolve_model
 from cloudcli.config.schema import (
+    CLASS_HEAD,
     CLASSIFIER_LOSSES,
     SEG_LOSSES,
     AugmentConfig,
@@ -33,6 +34,7 @@ from cloudcli.errors import ConfigError
 
 __all__ = [
     "CLASSIFIER_LOSSES",
+    "CLASS_HEAD",
     "SEG_LOSSES",
     "AugmentConfig",
     "ConfigError",

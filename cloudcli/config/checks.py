@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from cloudcli.config.schema import AugmentConfig, InferConfig, Size, _check
+from cloudcli.config.schema import CLASS_HEAD, AugmentConfig, InferConfig, Size, _check
 from cloudcli.config.schema_post import ROUND_NAME, Params, PseudoConfig, RoundConfig
 from cloudcli.errors import ConfigError
 from cloudcli.names import model_name_problem
@@ -81,10 +81,13 @@ def report_names(params: Params, requested: list[str] | None) -> list[str]:
 
 
 def _check_classifier(name: str | None, key: str, base: tuple[str, ...], models: dict) -> None:
+    """A classifier, or a segmentation model with a class head (its loss has class_head), of cv.models."""
+    ok = name in base and (models[name].role == "classifier" or CLASS_HEAD in models[name].loss)
     _check(
-        name is None or (name in base and models[name].role == "classifier"),
+        name is None or ok,
         key,
-        f"must be a classifier listed in cv.models, or null; got {name!r}",
+        f"must be a classifier listed in cv.models, a segmentation model of cv.models trained with a class "
+        f"head (loss term {CLASS_HEAD}), or null; got {name!r}",
     )
 
 

@@ -19,7 +19,15 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from cloudcli.config.checks import _check_combination, check_names, check_square_augment
-from cloudcli.config.schema import CLASSIFIER_LOSSES, SEG_LOSSES, ModelEntry, NetworkConfig, TrainConfig, _check
+from cloudcli.config.schema import (
+    CLASS_HEAD,
+    CLASSIFIER_LOSSES,
+    SEG_LOSSES,
+    ModelEntry,
+    NetworkConfig,
+    TrainConfig,
+    _check,
+)
 from cloudcli.config.schema_post import EnsembleConfig, Params
 from cloudcli.errors import ConfigError
 
@@ -79,6 +87,11 @@ def resolve_model(
         )
         _check(weight > 0, f"models.{name}.loss.{loss}", f"weight must be > 0, got {weight}")
     _check(bool(entry.loss), f"models.{name}.loss", "must name at least one loss")
+    _check(
+        set(entry.loss) != {CLASS_HEAD},
+        f"models.{name}.loss",
+        f"{CLASS_HEAD} trains the class-presence head only; add a mask loss, e.g. {{bce: 1.0, {CLASS_HEAD}: 0.4}}",
+    )
     return ResolvedModel(
         name=name,
         role=entry.role,

@@ -15,7 +15,8 @@ from cloudcli.errors import ConfigError
 from cloudcli.names import class_name_problem
 
 Size = tuple[int, int]  # (height, width) in pixels
-SEG_LOSSES = ("bce", "kl", "dice", "dice_pos", "focal", "lovasz")  # names in cloudcli.models.losses
+SEG_LOSSES = ("bce", "kl", "dice", "dice_pos", "focal", "lovasz", "class_head")  # names in cloudcli.models.losses
+CLASS_HEAD = "class_head"  # a segmentation loss term that also gives the network a class-presence head
 CLASSIFIER_LOSSES = ("bce", "bce_balanced")
 
 
@@ -242,6 +243,7 @@ class InferConfig:
     fold_models: Literal["auto", "all", "one"] = (
         "auto"  # fold models on the device at once (auto: one if they crowd it)
     )
+    scales: tuple[float, ...] = (1.0,)  # input sizes (x the trained size) averaged with the views
 
     def __post_init__(self) -> None:
         _check(
@@ -251,6 +253,13 @@ class InferConfig:
         )
         _check(self.batch_size >= 1, "infer.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.workers >= 0, "infer.workers", f"must be >= 0, got {self.workers}")
+        _check(
+            len(self.scales) >= 1 and len(set(self.scales)) == len(self.scales),
+            "infer.scales",
+            f"must list distinct scales, e.g. [1.0, 1.25], got {list(self.scales)}",
+        )
+        for scale in self.scales:
+            _check_range(scale, "infer.scales", 0.25, 4.0)
 
 
 @dataclass(frozen=True)

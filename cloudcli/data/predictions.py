@@ -70,7 +70,13 @@ def read_classifier(folder: Path, split: str, ids: list[str]) -> np.ndarray:
     missing = set(ids) - set(table.index)
     if missing:
         raise DataError(f"{path}: no prediction for {len(missing)} images, e.g. {sorted(missing)[0]}; rerun infer")
-    return table.loc[ids, [c for c in table.columns if c != "fold"]].to_numpy()  # the class columns, in order
+    columns = [c for c in table.columns if c != "fold"]  # the class columns, in order
+    if not columns:
+        raise DataError(
+            f"{path}: no class probabilities: {folder.name} is a segmentation model trained without a class "
+            "head; add the loss term class_head to its loss and retrain it, or name a classifier"
+        )
+    return table.loc[ids, columns].to_numpy()
 
 
 def classes_of(folder: Path) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ from cloudcli.engine.loaders import build_loaders, pseudo_set, split_indices
 from cloudcli.engine.loop import Trainer, build_trainer, run_epochs
 from cloudcli.engine.validate import MONITOR
 from cloudcli.io import atomic_path, private_dir, write_json
-from cloudcli.models.factory import build_network, freeze_encoder_stages, normalization
+from cloudcli.models.factory import build_network, freeze_encoder_stages, has_class_head, normalization
 from cloudcli.models.losses import build_loss
 from cloudcli.ui import info
 from cloudcli.versions import versions
@@ -61,7 +61,7 @@ def fit(
     loss_fn = build_loss(spec.role, spec.loss)
     cache = open_cache(cache_dir)  # meta and tables only: bands and classes size the network
     train_idx, valid_idx = split_indices(list(cache.train["image_id"]), folds_csv, fold)  # before any download
-    net = build_network(spec.role, spec.network, cache.channels, len(cache.classes))  # may download weights
+    net = build_network(spec.role, spec.network, cache.channels, len(cache.classes), has_class_head(spec.loss))
     frozen = freeze_encoder_stages(net, spec.network.freeze_encoder_stages)
     pseudo = None if pseudo_dir is None else pseudo_set(pseudo_dir, cache, fold)
     loaders = build_loaders(spec, augment, cache, train_idx, valid_idx, ctx, pseudo)

@@ -14,7 +14,7 @@ from torch import nn
 from cloudcli.config import NetworkConfig
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
-from cloudcli.models.factory import build_network
+from cloudcli.models.factory import build_network, has_class_head
 
 Flip = Callable[[torch.Tensor], torch.Tensor]
 TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, inverse for masks)
@@ -41,7 +41,8 @@ def trained_net(settings: dict, weights: dict, device: torch.device) -> nn.Modul
     """The network `settings` describe (a checkpoint's), with `weights`, for inference on `device`:
     built without pretrained weights (no download), in the memory format it trained in."""
     cfg = dataclasses.replace(NetworkConfig(**settings["network"]), encoder_weights=None)
-    net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings["classes"]))
+    head = has_class_head(settings.get("loss"))
+    net = build_network(settings["role"], cfg, settings.get("in_channels", 3), len(settings["classes"]), head)
     net.load_state_dict(weights)
     return net.to(device, memory_format=memory_format(settings)).eval()
 
@@ -61,28 +62,88 @@ def predict(
     out_size: tuple[int, int] | None,
     dtype: torch.dtype | None = None,
     stacked: bool = False,
+    scales: tuple[float, ...] = (1.0,),
 ) -> torch.Tensor:
-    """Mean sigmoid probabilities over models and TTA: (B, 4, *out_size) masks, or (B, 4) for a classifier.
+    """Mean sigmoid probabilities over models, TTA views and scales: (B, C, *out_size) masks, or
+    (B, C) for a classifier (a segmentation network's class head, when it has one).
 
-    `dtype`: autocast (CUDA) to bf16 or fp16. `stacked`: all views in one forward of len(tta) * B.
+    `dtype`: autocast (CUDA) to bf16 or fp16. `stacked`: all views of a scale in one forward of
+    len(tta) * B. `scales`: input sizes (x's times each, rounded to multiples of 32) whose masks are
+    resized back to x's size before the mean.
     """
-    total = None
+    masks, classes = predict_parts(nets, x, tta, out_size, dtype, stacked, scales)
+    if role == "classifier":
+        if classes is None:
+            raise DataError(f"a {role} needs class probabilities, and this network has no class head")
+        return classes
+    return masks
+
+
+@torch.no_grad()
+def predict_parts(
+    nets: list[nn.Module],
+    x: torch.Tensor,
+    tta: tuple[str, ...],
+    out_size: tuple[int, int] | None,
+    dtype: torch.dtype | None = None,
+    stacked: bool = False,
+    scales: tuple[float, ...] = (1.0,),
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(masks, classes): the mean sigmoid probabilities of the networks' masks (B, C, *out_size),
+    None for a classifier, and of their class scores (B, C): a classifier's, a class head's, None
+    without either; each summed over nets, scales and views in that order, then divided."""
+    masks = classes = None
     autocast = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
     for net in nets:
-        if stacked:
-            with autocast:
-                out = net(torch.cat([TTA[name][0](x) for name in tta])).float()
-            views = zip(tta, out.chunk(len(tta)))
-        else:
-            views = ((name, _forward(net, TTA[name][0](x), autocast)) for name in tta)
-        for name, logits in views:
-            probs = torch.sigmoid(logits)
-            probs = probs if role == "classifier" else TTA[name][1](probs)
-            total = probs if total is None else total + probs
-    mean = total / (len(nets) * len(tta))
-    if role != "classifier":
-        mean = F.interpolate(mean, size=out_size, mode="bilinear", align_corners=False)
-    return mean
+        for scale in scales:
+            for name, out in _views(net, _rescaled(x, scale), tta, stacked, autocast):
+                logits, class_logits = _parts(out)
+                if logits is not None:
+                    probs = TTA[name][1](_resized(torch.sigmoid(logits), x.shape[-2:]))
+                    masks = probs if masks is None else masks + probs
+                if class_logits is not None:
+                    probs = torch.sigmoid(class_logits)
+                    classes = probs if classes is None else classes + probs
+    n = len(nets) * len(tta) * len(scales)
+    if masks is not None:
+        masks = F.interpolate(masks / n, size=out_size, mode="bilinear", align_corners=False)
+    return masks, None if classes is None else classes / n
+
+
+def _views(net: nn.Module, x: torch.Tensor, tta: tuple[str, ...], stacked: bool, autocast):
+    """(view name, raw output) of `net` on every TTA view of `x`; one forward for all when `stacked`."""
+    if not stacked:
+        for name in tta:
+            yield name, _forward(net, TTA[name][0](x), autocast)
+        return
+    out = _forward(net, torch.cat([TTA[name][0](x) for name in tta]), autocast)
+    parts = [o.chunk(len(tta)) for o in out] if isinstance(out, tuple) else [out.chunk(len(tta))]
+    for j, name in enumerate(tta):
+        yield name, tuple(p[j] for p in parts) if isinstance(out, tuple) else parts[0][j]
+
+
+def _parts(out) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(mask logits, class logits) of a network's output: (B, C, H, W) masks, (B, C) classifier
+    logits, or both from a segmentation network with a class head."""
+    if isinstance(out, tuple):
+        return out
+    return (None, out) if out.ndim == 2 else (out, None)
+
+
+def scaled_size(size: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(H, W) of an input `scale` times `size`, each rounded to a multiple of 32 (the encoders' stride)."""
+    return tuple(max(32, round(s * scale / 32) * 32) for s in size[-2:])
+
+
+def _rescaled(x: torch.Tensor, scale: float) -> torch.Tensor:
+    size = scaled_size(x.shape[-2:], scale)
+    return x if size == tuple(x.shape[-2:]) else _resized(x, size)
+
+
+def _resized(x: torch.Tensor, size) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 @torch.no_grad()
@@ -94,10 +155,11 @@ def predict_folds(
     out_size: tuple[int, int] | None,
     dtype: torch.dtype | None = None,
     stacked: bool = False,
+    scales: tuple[float, ...] = (1.0,),
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(mean, each): every fold model's probabilities on its own (`predict` with one net), and their
     mean. infer's test maps and a bundle's predictions are both this mean, bit for bit."""
-    each = [predict([net], x, tta, role, out_size, dtype, stacked) for net in nets]
+    each = [predict([net], x, tta, role, out_size, dtype, stacked, scales) for net in nets]
     return mean_of(each), each
 
 
@@ -116,9 +178,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
 
 
-def _forward(net: nn.Module, x: torch.Tensor, autocast) -> torch.Tensor:
+def _forward(net: nn.Module, x: torch.Tensor, autocast):
     with autocast:
-        return net(x).float()
+        out = net(x)
+    return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
 
 
 def to_uint8(probs: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from cloudcli.data.cache import unpack_masks
 from cloudcli.engine.distributed import Context, accumulator, all_gather_rows, all_sum
 from cloudcli.metrics import DiceSums, dice_from_counts, sums_report
+from cloudcli.models.losses import split_outputs
 
 MONITOR = {"seg1": "dice", "seg2": "dice_pos", "classifier": "auc"}  # all maximised
 
@@ -56,13 +57,17 @@ def validate(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum, n = accumulator(ctx), 0
     outputs, labels, empty = [], [], []  # per batch: (3, B, C) counts or (B, C) probs on the device; host flags
+    heads = []  # per batch: a class head's (B, C) probabilities on the device
     for batch in loader:
         x = batch["image"].to(ctx.device, non_blocking=True, memory_format=fmt)
         target = (batch["labels"] if role == "classifier" else batch["masks"]).to(ctx.device, non_blocking=True)
         with autocast:
-            logits = net(x)
-        loss_sum += loss_fn(logits, target).detach().to(loss_sum.dtype) * len(x)
+            out = net(x)
+        loss_sum += loss_fn(out, target).detach().to(loss_sum.dtype) * len(x)
         n += len(x)
+        logits, class_logits = split_outputs(out)
+        if class_logits is not None:
+            heads.append(torch.sigmoid(class_logits.float()))
         if role == "classifier":
             outputs.append(torch.sigmoid(logits.float()))
             labels.append(batch["labels"].float())
@@ -76,13 +81,27 @@ def validate(
         return {"loss": total[0] / max(total[1], 1)} | classifier_metrics(*gathered, classes)
     total = all_sum(np.concatenate([_dice_sums(outputs, empty, len(classes)), [float(loss_sum), n]]), ctx)
     report = sums_report(total[:-2], classes)
-    return {"loss": total[-2] / max(total[-1], 1)} | {
-        "dice": report.mean,
-        "dice_pos": report.non_empty,
-        "dice_neg": report.empty,
-        **{f"dice_{c}": v for c, v in report.per_class.items()},
-        "sums": total[:-2].tolist(),
-    }
+    return (
+        {"loss": total[-2] / max(total[-1], 1)}
+        | _head_metrics(heads, empty, classes, ctx)
+        | {
+            "dice": report.mean,
+            "dice_pos": report.non_empty,
+            "dice_neg": report.empty,
+            **{f"dice_{c}": v for c, v in report.per_class.items()},
+            "sums": total[:-2].tolist(),
+        }
+    )
+
+
+def _head_metrics(heads: list[torch.Tensor], empty: list[np.ndarray], classes: tuple[str, ...], ctx) -> dict:
+    """A class head's AUC and accuracy against class presence at the scoring size, as head_auc,
+    head_accuracy, head_auc_<class>; nothing for a network without a head."""
+    if not heads:
+        return {}
+    presence = torch.from_numpy(~np.concatenate(empty)).float()
+    probs, truth = (all_gather_rows(x, ctx) for x in (torch.cat(heads), presence))
+    return {f"head_{k}": v for k, v in classifier_metrics(probs, truth, classes).items()}
 
 
 def _dice_sums(counts: list[torch.Tensor], empty: list[np.ndarray], n_classes: int) -> np.ndarray:

@@ -8,10 +8,17 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from cloudcli.config import NetworkConfig
+from cloudcli.config import CLASS_HEAD, NetworkConfig
 from cloudcli.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+HEAD_DROPOUT = 0.2  # dropout before the linear layer of a class-presence head, as the Classifier's
+
+
+def has_class_head(loss: dict) -> bool:
+    """Whether a model's loss spec (a ResolvedModel's, or the `loss` a checkpoint's settings record)
+    trains a class-presence head on its segmentation network."""
+    return CLASS_HEAD in (loss or {})
 
 
 class Classifier(nn.Module):
@@ -28,9 +35,13 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x)[-1])  # (B, n_classes) logits
 
 
-def build_network(role: str, cfg: NetworkConfig, in_channels: int, n_classes: int) -> nn.Module:
-    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; classifier: Classifier.
-    With pretrained weights and in_channels != 3, smp adapts the first convolution."""
+def build_network(
+    role: str, cfg: NetworkConfig, in_channels: int, n_classes: int, class_head: bool = False
+) -> nn.Module:
+    """seg1/seg2: smp `cfg.arch` with `cfg.encoder`, one output channel per class; with `class_head`,
+    also smp's classification head on the encoder's last features (forward then returns (masks,
+    class logits)); classifier: Classifier. With pretrained weights and in_channels != 3, smp
+    adapts the first convolution."""
     _check_names(role, cfg)
     try:
         if role == "classifier":
@@ -38,9 +49,10 @@ def build_network(role: str, cfg: NetworkConfig, in_channels: int, n_classes: in
                 cfg.encoder, in_channels=in_channels, depth=5, weights=cfg.encoder_weights
             )
             return Classifier(encoder, n_classes)
+        head = {"aux_params": {"classes": n_classes, "dropout": HEAD_DROPOUT}} if class_head else {}
         return smp.create_model(
             cfg.arch, encoder_name=cfg.encoder, encoder_weights=cfg.encoder_weights, in_channels=in_channels,
-            classes=n_classes,
+            classes=n_classes, **head,
         )  # fmt: skip
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         if cfg.encoder_weights is None:

@@ -1,6 +1,9 @@
 """Losses on logits. Segmentation: (B, C, H, W) logits and 0/1 targets; classifier: (B, C).
 
-A loss spec maps names to weights, {bce: 0.5, dice: 0.5}: the weighted sum is minimised.
+A loss spec maps names to weights, {bce: 0.5, dice: 0.5}: the weighted sum is minimised. The term
+`class_head` gives a segmentation network a class-presence head (smp's aux_params, the 1st place's
+"Model A"): the network then returns (masks, class logits), and the term is BCE of the class
+logits against each class's presence in the target masks; the other terms see the masks.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cloudcli.config import CLASS_HEAD
 
 
 def soft_dice_pairs(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -68,6 +73,21 @@ class LovaszHingeLoss(nn.Module):
         return (F.relu(errors_sorted) * grad).sum(-1).mean()
 
 
+class ClassHeadLoss(nn.Module):
+    """BCE of a class-presence head's (B, C) logits against the presence of each class in the
+    (B, C, H, W) target: its maximum (1 where any pixel is labelled; a soft target's peak)."""
+
+    def forward(self, class_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        presence = target.float().flatten(2).amax(-1).clamp(0, 1)
+        return F.binary_cross_entropy_with_logits(class_logits.float(), presence)
+
+
+def split_outputs(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(masks, class logits or None) of a network's output: a tensor, or (masks, class logits) from
+    a network with a class head."""
+    return (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
+
+
 SEG_LOSSES: dict[str, Callable[[], nn.Module]] = {
     "bce": nn.BCEWithLogitsLoss,
     "kl": SoftKLLoss,
@@ -75,6 +95,7 @@ SEG_LOSSES: dict[str, Callable[[], nn.Module]] = {
     "dice_pos": PositiveDiceLoss,
     "focal": lambda: smp.losses.FocalLoss("multilabel"),
     "lovasz": LovaszHingeLoss,
+    CLASS_HEAD: ClassHeadLoss,
 }
 CLASSIFIER_LOSSES: dict[str, Callable[[], nn.Module]] = {"bce": nn.BCEWithLogitsLoss, "bce_balanced": BalancedBCELoss}
 
@@ -89,8 +110,14 @@ class WeightedSum(nn.Module):
         self.terms = nn.ModuleDict({name: registry[name]() for name in spec})
         self.last: dict[str, torch.Tensor] = {}
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        values = {name: term(logits.float(), target.float()) for name, term in self.terms.items()}
+    def forward(self, out: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        logits, class_logits = split_outputs(out)
+        if (class_logits is None) == (CLASS_HEAD in self.terms):
+            raise ValueError("the loss's class_head term needs a network with a class head, and only such a one")
+        values = {
+            name: term((class_logits if name == CLASS_HEAD else logits).float(), target.float())
+            for name, term in self.terms.items()
+        }
         self.last = {name: v.detach() for name, v in values.items()}
         return sum(self.weights[name] * v for name, v in values.items())
 

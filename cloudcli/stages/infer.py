@@ -10,6 +10,8 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
                 (later stages read it instead of the maps). With infer.fold_test, also
                 test_fold<k>.zarr/.csv: fold k's model alone (what leak-free pseudo labels for fold k
                 are made from).
+                A model trained with a class head (loss term class_head) also has a probability
+                column per class in oof.csv and test.csv (and test_fold<k>.csv), as a classifier's.
   classifier:   oof.csv and test.csv (and test_fold<k>.csv) with one probability column per class.
   meta.json:    TTA, folds, shapes, versions.
 """
@@ -31,9 +33,10 @@ from cloudcli.data.dataset import CacheDataset, build_transform
 from cloudcli.data.folds import read_folds
 from cloudcli.data.maps import MapWriter, maps_path
 from cloudcli.engine.distributed import pick_device
-from cloudcli.engine.predict import autocast_dtype, load_fold_net, mean_of, memory_format, predict, to_uint8
+from cloudcli.engine.predict import autocast_dtype, load_fold_net, mean_of, memory_format, predict_parts, to_uint8
 from cloudcli.errors import ConfigError
 from cloudcli.io import atomic_path, new_array, write_csv, write_json
+from cloudcli.models.factory import has_class_head
 from cloudcli.parallel import worker_cap
 from cloudcli.post.kernels import class_histograms
 from cloudcli.ui import info, progress
@@ -54,21 +57,26 @@ def run(
     if not one:
         for net, s in fold_nets:
             net.to(device, memory_format=memory_format(s))
-    score_size = cache.score_size
+    score_size, role, head = cache.score_size, settings["role"], has_class_head(settings.get("loss"))
     info(
         f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
-        f"TTA {'+'.join(cfg.tta)}, on {device}" + (", one fold model at a time" if one else "")
+        f"TTA {'+'.join(cfg.tta)}"
+        + (f" at scales {', '.join(map(str, cfg.scales))}" if cfg.scales != (1.0,) else "")
+        + f", on {device}"
+        + (", one fold model at a time" if one else "")
     )
     with atomic_path(out, is_dir=True) as tmp, ExitStack() as sinks:  # sinks end their writes first
         truth = cache.array("train_truth")
-        oof = sinks.enter_context(_Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes, truth))
+        oof = sinks.enter_context(_Sink(tmp, "oof", role, len(oof_rows), score_size, cache.classes, truth, head))
         for (net, s), k in zip(fold_nets, cv.folds):  # rows grouped by fold: written in order
             rows = oof_rows[folds[oof_rows] == k]
             with _on(net, device, one):
                 _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
-        m, role = len(cache.test), settings["role"]
+        m = len(cache.test)
         names = ["test"] + ([f"test_fold{k}" for k in cv.folds] if cfg.fold_test else [])
-        tests = [sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes)) for name in names]
+        tests = [
+            sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes, None, head)) for name in names
+        ]
         rows, nets = np.arange(m), [n for n, _ in fold_nets]
         _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test", one)
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
@@ -124,6 +132,8 @@ def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size
         "role": settings["role"],
         "folds": list(cv.folds),
         "tta": list(cfg.tta),
+        "scales": list(cfg.scales),
+        "class_head": has_class_head(settings.get("loss")),
         "fold_test": cfg.fold_test,
         "score_size": list(score_size),
         "classes": list(classes),
@@ -134,7 +144,8 @@ def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size
 
 class _Sink:
     """Where predictions go, in row order: compressed maps for masks (and, given the training truth,
-    their OOF histograms), an in-memory table for classifiers."""
+    their OOF histograms), an in-memory table for class probabilities (a classifier's, or a
+    segmentation network's class head's: `head`)."""
 
     def __init__(
         self,
@@ -145,11 +156,11 @@ class _Sink:
         score_size: tuple[int, int],
         classes: tuple[str, ...],
         truth: np.ndarray | None = None,
+        head: bool = False,
     ) -> None:
         self.folder, self.name, self.role, self.classes, self.truth, self.done = folder, name, role, classes, truth, 0
-        if role == "classifier":
-            self.array = np.zeros((n, len(classes)), np.float32)
-        else:
+        self.array = np.zeros((n, len(classes)), np.float32) if role == "classifier" or head else None
+        if role != "classifier":
             self.maps = MapWriter(maps_path(folder, name), (n, len(classes), *score_size))  # (N, C, H, W) p * 255
             if truth is not None:
                 self.hist = new_array(folder / f"{name}_hist.npy", (n, len(classes), 2, 256), np.int32)
@@ -161,21 +172,22 @@ class _Sink:
         if kind is not None and self.role != "classifier":  # a failure: the write in flight ends first
             self.maps.__exit__(kind, error, trace)
 
-    def put(self, rows: np.ndarray, probs: torch.Tensor) -> None:
-        """Store the next batch: the probabilities of cache `rows`."""
-        if self.role == "classifier":
-            self.array[self.done : self.done + len(probs)] = probs.cpu().numpy()
-        else:
-            maps = to_uint8(probs).cpu().numpy()
+    def put(self, rows: np.ndarray, parts: tuple[torch.Tensor | None, torch.Tensor | None]) -> None:
+        """Store the next batch: the (masks, class) probabilities of cache `rows` (predict_parts)."""
+        masks, classes = parts
+        if self.array is not None:
+            self.array[self.done : self.done + len(rows)] = classes.cpu().numpy()
+        if self.role != "classifier":
+            maps = to_uint8(masks).cpu().numpy()
             self.maps.write(maps)
             if self.truth is not None:
                 self.hist[self.done : self.done + len(maps)] = class_histograms(maps, self.truth[rows])
-        self.done += len(probs)
+        self.done += len(rows)
 
     def finish(self, index: pd.DataFrame) -> None:
-        if self.role == "classifier":
+        if self.array is not None:
             index = index.assign(**{c: self.array[:, k].round(6) for k, c in enumerate(self.classes)})
-        else:
+        if self.role != "classifier":
             self.maps.close()
             if self.truth is not None:
                 self.hist.flush()
@@ -220,17 +232,26 @@ def _predict_into(
             by_net = []
             for net in nets:
                 with _on(net, device, in_turn):
-                    probs = [
-                        predict([net], x.to(device, non_blocking=True, memory_format=fmt), cfg.tta, role, out_size,
-                                dtype, cfg.stack_tta)
+                    parts = [
+                        predict_parts([net], x.to(device, non_blocking=True, memory_format=fmt), cfg.tta, out_size,
+                                      dtype, cfg.stack_tta, cfg.scales)
                         for x in chunk
                     ]  # fmt: skip
-                    by_net.append([p.cpu() for p in probs] if in_turn else probs)
+                    by_net.append([_on_host(p) for p in parts] if in_turn else parts)
             for j, x in enumerate(chunk):
                 these, each = rows[done : done + len(x)], [b[j] for b in by_net]
-                sinks[0].put(these, mean_of(each))
+                sinks[0].put(these, _mean_parts(each))
                 if len(sinks) > 1:  # infer.fold_test: every net alone too
                     for sink, probs in zip(sinks[1:], each, strict=True):
                         sink.put(these, probs)
                 done += len(x)
             advance(len(chunk))
+
+
+def _mean_parts(each: list[tuple]) -> tuple:
+    """The fold mean (engine.predict.mean_of) of each part of the nets' (masks, classes)."""
+    return tuple(None if part[0] is None else mean_of(list(part)) for part in zip(*each))
+
+
+def _on_host(parts: tuple) -> tuple:
+    return tuple(None if p is None else p.cpu() for p in parts)

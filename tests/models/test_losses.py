@@ -52,7 +52,7 @@ def test_balanced_bce_known_answers() -> None:
     assert torch.nn.BCEWithLogitsLoss()(logits, target).item() == pytest.approx(0.25 * math.log(2))
 
 
-@pytest.mark.parametrize("name", list(SEG_LOSSES))
+@pytest.mark.parametrize("name", [n for n in SEG_LOSSES if n != "class_head"])
 def test_perfect_segmentation_has_zero_loss_and_others_have_gradients(name: str) -> None:
     target = torch.zeros(2, 4, 8, 8)
     target[0, 0, :4] = 1
@@ -139,3 +139,26 @@ def test_kl_is_bce_minus_the_target_entropy_and_zero_at_the_target() -> None:
     assert float(SoftKLLoss()(logits, target)) == pytest.approx(float(by_hand.mean()), rel=1e-5)
     at_target = torch.logit(torch.tensor([[[[0.25, 0.5, 0.9]]]]))
     assert float(SoftKLLoss()(at_target, torch.sigmoid(at_target))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_class_head_term_is_bce_of_the_head_against_class_presence() -> None:
+    torch.manual_seed(0)
+    masks, heads = torch.randn(2, 3, 4, 4), torch.randn(2, 3)
+    target = torch.zeros(2, 3, 4, 4)
+    target[0, 1, 2, 2] = 1  # image 0: class 1 present (one pixel); image 1: class 2 present
+    target[1, 2] = 1
+    presence = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    loss = build_loss("seg1", {"bce": 1.0, "class_head": 0.4})
+    expected = torch.nn.BCEWithLogitsLoss()(masks, target) + 0.4 * torch.nn.BCEWithLogitsLoss()(heads, presence)
+    assert loss((masks, heads), target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(loss.last_values()) == {"bce", "class_head"}
+    perfect = torch.where(presence > 0, BIG, -BIG)  # a head that is right about presence costs nothing
+    assert build_loss("seg1", {"class_head": 1.0})((masks, perfect), target).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_class_head_term_and_class_head_network_go_together() -> None:
+    masks, target = torch.randn(1, 2, 3, 3), torch.zeros(1, 2, 3, 3)
+    with pytest.raises(ValueError, match="class_head"):
+        build_loss("seg1", {"bce": 1.0, "class_head": 1.0})(masks, target)
+    with pytest.raises(ValueError, match="class_head"):
+        build_loss("seg1", {"bce": 1.0})((masks, torch.zeros(1, 2)), target)
