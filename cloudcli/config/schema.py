@@ -117,8 +117,9 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class FoldConfig:
     n_splits: int  # K of K-fold cross-validation
-    seed: int  # shuffles images before the stratified split
+    seed: int  # shuffles images (or groups) before the split
     stratify: tuple[str, ...]  # also balanced across folds: data.metadata columns, month, coverage
+    group: str | None  # data.metadata column whose groups (e.g. location) each stay in one fold; null = none
     bins: int  # quantile bins of coverage and of numeric metadata columns
 
     def __post_init__(self) -> None:
@@ -129,6 +130,12 @@ class FoldConfig:
             len(set(self.stratify)) == len(self.stratify),
             "fold.stratify",
             f"must list distinct columns, got {list(self.stratify)}",
+        )
+        _check(
+            self.group is None or self.group not in self.stratify,
+            "fold.stratify",
+            f"lists {self.group!r}, which is fold.group: a group sits whole in one fold, so its share cannot "
+            f"be balanced across folds; remove it from fold.stratify",
         )
 
 
