@@ -54,7 +54,7 @@ class DataConfig:
     bands: tuple[str, ...] | None  # chips: band file stems in channel order, e.g. [B02, B03, B04, B08]
     band_percentiles: tuple[float, float]  # 16-bit bands: clipped to these percentiles of training pixels
     nodata: int | None  # a pixel with this value in every band has no data (kept 0); null = none
-    metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify; null = none
+    metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify and fold.group; null = none
 
     def __post_init__(self) -> None:
         for key in ("raw_size", "score_size"):
