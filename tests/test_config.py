@@ -48,6 +48,11 @@ def test_repository_params_load() -> None:
             r"preprocess.cache_size must be positive multiples of 32",
         ),
         (lambda p: p["fold"].update(n_splits=1), r"fold.n_splits must be >= 2, got 1"),
+        (
+            lambda p: p["fold"].update(stratify=["location", "coverage"], group="location"),
+            r"fold.stratify lists 'location', which is fold.group: .* remove it from fold.stratify",
+        ),
+        (lambda p: p["fold"].update(group=["location"]), r"fold.group must be a string"),
         (lambda p: p["pseudo"].update(models=[]), r"pseudo.models must name at least one model"),
         (lambda p: p.update(fold=[1, 2]), r"fold. must be a mapping|fold must be a mapping"),
         (

@@ -55,7 +55,7 @@ class DataConfig:
     bands: tuple[str, ...] | None  # chips: band file stems in channel order, e.g. [B02, B03, B04, B08]
     band_percentiles: tuple[float, float]  # 16-bit bands: clipped to these percentiles of training pixels
     nodata: int | None  # a pixel with this value in every band has no data (kept 0); null = none
-    metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify; null = none
+    metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify and fold.group; null = none
 
     def __post_init__(self) -> None:
         for key in ("raw_size", "score_size"):
@@ -118,8 +118,9 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class FoldConfig:
     n_splits: int  # K of K-fold cross-validation
-    seed: int  # shuffles images before the stratified split
+    seed: int  # shuffles images (or groups) before the split
     stratify: tuple[str, ...]  # also balanced across folds: data.metadata columns, month, coverage
+    group: str | None  # data.metadata column whose groups (e.g. location) each stay in one fold; null = none
     bins: int  # quantile bins of coverage and of numeric metadata columns
 
     def __post_init__(self) -> None:
@@ -130,6 +131,12 @@ class FoldConfig:
             len(set(self.stratify)) == len(self.stratify),
             "fold.stratify",
             f"must list distinct columns, got {list(self.stratify)}",
+        )
+        _check(
+            self.group is None or self.group not in self.stratify,
+            "fold.stratify",
+            f"lists {self.group!r}, which is fold.group: a group sits whole in one fold, so its share cannot "
+            f"be balanced across folds; remove it from fold.stratify",
         )
 
 

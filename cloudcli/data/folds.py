@@ -1,5 +1,6 @@
 """K-fold split stratified on the class-presence pattern (MultilabelStratifiedKFold), and
-optionally on metadata groups: each group becomes one more label column to balance."""
+optionally on metadata strata (fold.stratify): each stratum becomes one more label column to
+balance. With fold.group, whole groups go to folds instead (cloudcli.data.group_folds)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cloudcli.data.group_folds import group_folds
 from cloudcli.errors import DataError
 from cloudcli.names import image_id_problem
 
@@ -15,9 +17,16 @@ ID_COLUMNS = ("image_id", "chip_id", "id")  # the id column of a metadata CSV (e
 DERIVED = ("coverage", "month")  # strata cloudcli computes: label area bins; month of a datetime column
 
 
-def make_folds(present: np.ndarray, n_splits: int, seed: int, groups: pd.DataFrame | None = None) -> np.ndarray:
-    """Fold index (N,) in 0..n_splits-1 for an (N, C) 0/1 presence matrix and (N, G) categorical
-    `groups` (one-hot encoded alongside); every fold non-empty."""
+def make_folds(
+    present: np.ndarray,
+    n_splits: int,
+    seed: int,
+    stratified: pd.DataFrame | None = None,
+    group: pd.Series | None = None,
+) -> np.ndarray:
+    """Fold index (N,) in 0..n_splits-1 for an (N, C) 0/1 presence matrix and (N, S) categorical
+    `stratified` columns (one-hot encoded alongside); every fold non-empty. With `group` (N,),
+    every image of a group lands in the same fold (named in errors by the series' name)."""
     n = len(present)
     if n < n_splits:
         raise DataError(
@@ -25,8 +34,10 @@ def make_folds(present: np.ndarray, n_splits: int, seed: int, groups: pd.DataFra
             f"every fold needs at least one image; lower fold.n_splits in params.yaml"
         )
     labels = np.asarray(present, np.int64)
-    if groups is not None and groups.shape[1]:
-        labels = np.hstack([labels, pd.get_dummies(groups.astype(str)).to_numpy(np.int64)])
+    if stratified is not None and stratified.shape[1]:
+        labels = np.hstack([labels, pd.get_dummies(stratified.astype(str)).to_numpy(np.int64)])
+    if group is not None:
+        return group_folds(labels, group.to_numpy(), n_splits, seed, str(group.name))
     if labels.shape[1] == 1:  # one class: iterstrat wants several label columns; its complement adds nothing
         labels = np.hstack([labels, 1 - labels])
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
@@ -129,7 +140,7 @@ def read_metadata(path: Path, ids: tuple[str, ...]) -> pd.DataFrame:
 def strata(
     columns: tuple[str, ...], metadata: pd.DataFrame | None, areas: np.ndarray, bins: int, where: str
 ) -> pd.DataFrame:
-    """(N, G) categorical columns to balance across folds: metadata columns (numeric ones with more
+    """(N, S) categorical columns to balance across folds: metadata columns (numeric ones with more
     than `bins` values cut into quantile bins), `month` (of a `datetime` column unless the metadata
     has a month), `coverage` (labelled share of the image: empty, then quantile bins)."""
     out = {}
@@ -161,6 +172,28 @@ def strata(
     return pd.DataFrame(out)
 
 
+def group_of(name: str, metadata: pd.DataFrame | None, where: str) -> pd.Series:
+    """(N,) the group of each training image (fold.group): the metadata column `name`, as text."""
+    if metadata is None:
+        raise DataError(
+            f"fold.group: {name!r} needs data.metadata (a CSV in data.raw with a {name} column); "
+            f"set data.metadata in params.yaml, or fold.group: null"
+        )
+    if name not in metadata.columns:
+        raise DataError(
+            f"fold.group: no column {name!r} in {where} (columns: {', '.join(metadata.columns)}); "
+            f"name one of them, or set fold.group: null"
+        )
+    values = metadata[name]
+    empty = values.index[values.str.strip() == ""]
+    if len(empty):
+        raise DataError(
+            f"{where}: image {empty[0]} has an empty {name} ({len(empty)} images do): fold.group needs a group "
+            f"for every training image; fill it in, or set fold.group: null"
+        )
+    return values.rename(name)
+
+
 def _coverage(cover: np.ndarray, bins: int) -> np.ndarray:
     """0 for an empty image, else 1 + its quantile bin among the non-empty ones."""
     codes = np.zeros(len(cover), np.int64)
@@ -172,11 +205,11 @@ def _coverage(cover: np.ndarray, bins: int) -> np.ndarray:
     return codes
 
 
-def group_balance(groups: pd.DataFrame, folds: np.ndarray) -> dict[str, float]:
-    """Per stratified column, the largest gap between a group's share in a fold and overall."""
+def strata_balance(stratified: pd.DataFrame, folds: np.ndarray) -> dict[str, float]:
+    """Per stratified column, the largest gap between a stratum's share in a fold and overall."""
     gaps = {}
-    for name in groups.columns:
-        onehot = pd.get_dummies(groups[name].astype(str)).astype(float)
+    for name in stratified.columns:
+        onehot = pd.get_dummies(stratified[name].astype(str)).astype(float)
         overall = onehot.mean()
         per_fold = onehot.groupby(folds).mean()
         gaps[name] = round(float((per_fold - overall).abs().to_numpy().max()), 4)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cloudcli.data.folds import group_balance, make_folds, read_metadata, strata
+from cloudcli.data.folds import make_folds, read_metadata, strata, strata_balance
 from cloudcli.errors import DataError
 
 
@@ -42,10 +42,10 @@ def test_metadata_groups_are_balanced_across_folds() -> None:
     locations = np.repeat(["a", "b", "c", "d", "e", "f"], 25)
     present = rng.random((150, 1)) < np.where(locations == "a", 0.95, 0.3)[:, None]
     groups = pd.DataFrame({"location": locations})
-    folds = make_folds(present, 5, seed=0, groups=groups)
+    folds = make_folds(present, 5, seed=0, stratified=groups)
     table = pd.crosstab(folds, locations)
     assert table.to_numpy().min() >= 4 and table.to_numpy().max() <= 6, table
-    gaps = group_balance(groups, folds)
+    gaps = strata_balance(groups, folds)
     assert set(gaps) == {"location"} and gaps["location"] <= 0.05  # share 1/6, give or take an image
     plain = make_folds(present, 5, seed=0)  # without the groups nothing keeps the locations apart...
     assert pd.crosstab(plain, locations).to_numpy().max() >= pd.crosstab(folds, locations).to_numpy().max()
