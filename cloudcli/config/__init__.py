@@ -19,6 +19,7 @@ from cloudcli.config.schema import (
     NetworkConfig,
     PreprocessConfig,
     Size,
+    SwaConfig,
     TrainConfig,
 )
 from cloudcli.config.schema_post import (
@@ -50,6 +51,7 @@ __all__ = [
     "ResolvedModel",
     "RoundConfig",
     "Size",
+    "SwaConfig",
     "TrainConfig",
     "TuneConfig",
     "build",
