@@ -20,6 +20,7 @@ from cloudcli.config.schema import (
     NetworkConfig,
     PreprocessConfig,
     Size,
+    SwaConfig,
     TrainConfig,
 )
 from cloudcli.config.schema_post import (
@@ -52,6 +53,7 @@ __all__ = [
     "ResolvedModel",
     "RoundConfig",
     "Size",
+    "SwaConfig",
     "TrainConfig",
     "TuneConfig",
     "build",

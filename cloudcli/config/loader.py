@@ -195,7 +195,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def build(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass `cls` from a parsed YAML mapping, strictly; `where` prefixes key names."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'top level'} must be a mapping, got {_describe(raw)}")
+        raise ConfigError(f"{where.rstrip('.') or 'top level'} must be a mapping, got {_describe(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:

@@ -156,6 +156,31 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class SwaConfig:
+    """Checkpoint averaging: exactly one of `epochs` (the last K epochs) and `best` (the K best)."""
+
+    epochs: int | None = None  # average the weights at the end of each of the last K epochs
+    best: int | None = None  # average the weights of the K best epochs by the monitored metric
+
+    def __post_init__(self) -> None:
+        _check(
+            (self.epochs is None) != (self.best is None),
+            "train.swa",
+            "must set exactly one of epochs (the last K epochs) and best (the K best epochs), e.g. {epochs: 5} "
+            "(or null: off)",
+        )
+        _check(self.k >= 1, f"train.swa.{self.mode}", f"must be >= 1 (epochs averaged), got {self.k}")
+
+    @property
+    def mode(self) -> str:
+        return "epochs" if self.epochs is not None else "best"
+
+    @property
+    def k(self) -> int:
+        return self.epochs if self.epochs is not None else self.best
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int
     batch_size: int
@@ -172,6 +197,7 @@ class TrainConfig:
     accumulate: int  # gradient accumulation steps
     clip_grad: float  # max gradient norm; 0 = off
     ema: float | None  # EMA decay of the weights (e.g. 0.99); null = off
+    swa: SwaConfig | None  # average the weights of K epochs into best.pt; null = off
     precision: Literal["fp32", "bf16", "fp16"]  # autocast dtype on CUDA; CPU always runs fp32
     channels_last: bool
     compile: bool  # torch.compile the model
@@ -192,6 +218,12 @@ class TrainConfig:
         _check(self.plateau_patience >= 0, "train.plateau_patience", f"must be >= 0, got {self.plateau_patience}")
         _check_range(self.seed, "train.seed", 0, SEED_MAX)
         _check(self.ema is None or 0 < self.ema < 1, "train.ema", f"must be in (0, 1) or null, got {self.ema}")
+        if self.swa is not None:
+            _check(
+                self.swa.k <= self.epochs,
+                f"train.swa.{self.swa.mode}",
+                f"must be <= train.epochs ({self.epochs}): it averages that many epochs, got {self.swa.k}",
+            )
         if self.input_size is not None:
             h, w = self.input_size
             _check(

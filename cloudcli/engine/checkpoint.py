@@ -104,27 +104,34 @@ def settings_of(ckpt: dict, path: str | Path, fix: str = RETRAIN) -> dict:
     return need_keys(settings, {"role": str, "network": dict, "classes": list}, f"{path}: settings", fix)
 
 
+def save_best(out: Path, weights: dict, state: State, settings: dict, swa: dict | None = None) -> None:
+    """best.pt: `weights` of the best epoch (state.best_epoch), or with `swa` (mode, 1-based epochs)
+    the average of those epochs after the last one."""
+    save(
+        {
+            "model": weights,
+            "epoch": state.best_epoch + 1,
+            "monitor": settings["monitor"],
+            "value": state.best_value,
+            "settings": json.dumps(settings),
+        }
+        | ({"swa": swa} if swa is not None else {}),
+        out / "best.pt",
+    )
+
+
 def save_training(out, epoch, improved, trainer, state, config_hash, settings, curves) -> None:
     """last.pt: everything to resume after `epoch` (the trainer's network, EMA, optimiser,
-    schedulers, scaler; the curves so far); best.pt too when this epoch improved."""
+    schedulers, scaler, checkpoint average; the curves so far); best.pt too when this epoch improved."""
     net, ema, opt, sched, scaler = trainer.net, trainer.ema, trainer.opt, trainer.sched, trainer.scaler
-    weights = (ema.module if ema else net).state_dict()
     if improved:
-        save(
-            {
-                "model": weights,
-                "epoch": epoch + 1,
-                "monitor": settings["monitor"],
-                "value": state.best_value,
-                "settings": json.dumps(settings),
-            },
-            out / "best.pt",
-        )
+        save_best(out, (ema.module if ema else net).state_dict(), state, settings)
     save(
         {
             "epoch": epoch,
             "model": net.state_dict(),
             "ema": ema.state_dict() if ema else None,
+            "swa": trainer.swa.state_dict() if trainer.swa else None,
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched else None,
             "scaler": scaler.state_dict() if scaler else None,
@@ -137,7 +144,7 @@ def save_training(out, epoch, improved, trainer, state, config_hash, settings, c
     )
 
 
-def resume(path, config_hash, net, opt, sched, scaler, ema) -> tuple[State, dict[str, str]]:
+def resume(path, config_hash, net, opt, sched, scaler, ema, swa=None) -> tuple[State, dict[str, str]]:
     """Restore a training state in place from last.pt: (its State, its curves); a fresh State if
     made with other settings. A damaged file is an error that says how to start afresh."""
     try:
@@ -147,7 +154,7 @@ def resume(path, config_hash, net, opt, sched, scaler, ema) -> tuple[State, dict
             return State(), {}
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        for obj, key in ((sched, "scheduler"), (scaler, "scaler"), (ema, "ema")):
+        for obj, key in ((sched, "scheduler"), (scaler, "scaler"), (ema, "ema"), (swa, "swa")):
             if obj is not None and ckpt[key] is not None:
                 obj.load_state_dict(ckpt[key])
         torch.set_rng_state(ckpt["rng"])

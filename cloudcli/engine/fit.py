@@ -73,10 +73,10 @@ def fit(
     work = resume_dir(states or resume_root(), run_name, config_hash)
     state = _start(work, restart, config_hash, trainer, live_dir, ctx.main)
     live = open_live(live_dir, resume=state.epoch >= 0) if ctx.main else None
-    state = run_epochs(trainer, spec, loaders, cache, state, ctx, work, live, config_hash, settings)
+    state, swa = run_epochs(trainer, spec, loaders, cache, state, ctx, work, live, config_hash, settings)
     if live is not None:
         live.end()
-    summary = _summary(spec, settings, state)
+    summary = _summary(spec, settings, state, swa)
     if ctx.main:
         run = {"processes": ctx.world, "device": ctx.device.type}  # how it ran; not part of the resume check
         with atomic_path(out, is_dir=True) as tmp:  # the three files replace an earlier run's at once
@@ -148,7 +148,7 @@ def _start(work: Path, restart: bool, config_hash: str, t: Trainer, live_dir: Pa
     if restart and main:
         shutil.rmtree(work, ignore_errors=True)
     elif not restart and (work / "last.pt").exists():
-        state, curves = resume(work / "last.pt", config_hash, t.net, t.opt, t.sched, t.scaler, t.ema)
+        state, curves = resume(work / "last.pt", config_hash, t.net, t.opt, t.sched, t.scaler, t.ema, t.swa)
         if main and state.epoch >= 0:
             restore_curves(curves, live_dir)
     if main:
@@ -159,15 +159,18 @@ def _start(work: Path, restart: bool, config_hash: str, t: Trainer, live_dir: Pa
     return state
 
 
-def _summary(spec: ResolvedModel, settings: dict, state: State) -> dict:
+def _summary(spec: ResolvedModel, settings: dict, state: State, swa: dict | None) -> dict:
+    """What best.pt scores: its epoch's or, with train.swa, the average's `best` value and `metrics`
+    (then `best_epoch` stays the best single epoch, `swa` says which epochs were averaged)."""
+    swa_part = {} if swa is None else {"swa": {k: swa[k] for k in ("mode", "epochs", "value")}}
     return {
         "model": spec.name,
         "role": spec.role,
         "fold": settings["fold"],
         "monitor": MONITOR[spec.role],
-        "best": state.best_value,
+        "best": state.best_value if swa is None else swa["value"],
         "best_epoch": state.best_epoch + 1,
         "epochs": spec.train.epochs,
         "n_valid": settings["n_valid"],
-        "metrics": state.best_metrics,
-    }
+        "metrics": state.best_metrics if swa is None else swa["metrics"],
+    } | swa_part

@@ -21,6 +21,7 @@ from cloudcli.engine.checkpoint import State, save_training
 from cloudcli.engine.distributed import Context, accumulator, all_min, all_sum
 from cloudcli.engine.live import curves, log_epoch
 from cloudcli.engine.optim import STEP_SCHEDULERS, build_optimizer, build_scheduler
+from cloudcli.engine.swa import Averager, finish
 from cloudcli.engine.validate import monitored, validate
 from cloudcli.ui import progress, warn
 
@@ -32,7 +33,8 @@ class Trainer:
     """What the optimiser steps touch. `wrapped` runs forward (`net` in DDP and/or compiled);
     `net` is the bare network whose weights are saved and averaged; `ddp` the DDP module inside
     `wrapped` (also under torch.compile: its join() and no_sync() stay reachable); `frozen` the
-    frozen encoder stages, kept in eval mode so their BatchNorm statistics stay as loaded."""
+    frozen encoder stages, kept in eval mode so their BatchNorm statistics stay as loaded; `swa` the
+    checkpoint average (train.swa)."""
 
     wrapped: nn.Module
     net: nn.Module
@@ -44,6 +46,7 @@ class Trainer:
     autocast: AbstractContextManager
     ddp: DistributedDataParallel | None = None  # several processes
     frozen: tuple[nn.Module, ...] = ()
+    swa: Averager | None = None
 
     def train_mode(self) -> None:
         """Training mode, but for the frozen stages (train() would let their BatchNorm update)."""
@@ -60,7 +63,8 @@ def build_trainer(
     steps_per_epoch: int,
     frozen: Sequence[str] = (),
 ) -> Trainer:
-    """Move `net` to the device and wrap it; its optimiser, scheduler, grad scaler and EMA copy.
+    """Move `net` to the device and wrap it; its optimiser, scheduler, grad scaler, EMA copy and
+    checkpoint average.
     `frozen`: names of the frozen encoder stages (freeze_encoder_stages)."""
     net.to(ctx.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     ddp = DistributedDataParallel(net) if ctx.world > 1 else None
@@ -75,7 +79,8 @@ def build_trainer(
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     autocast = torch.autocast(ctx.device.type, dtype=dtype) if cuda and dtype else nullcontext()
     stages = tuple(net.encoder.get_submodule(name) for name in frozen)
-    return Trainer(wrapped, net, loss_fn, opt, sched, scaler, ema, autocast, ddp, stages)
+    swa = Averager(cfg.swa, cfg.epochs) if cfg.swa else None
+    return Trainer(wrapped, net, loss_fn, opt, sched, scaler, ema, autocast, ddp, stages, swa)
 
 
 def run_epochs(
@@ -89,10 +94,11 @@ def run_epochs(
     live,
     config_hash: str,
     settings: dict,
-) -> State:
-    """Train the epochs after state.epoch; after each: validate, step the epoch scheduler, and on the
-    main process log the curves, then save them, last.pt and (when it improved) best.pt in the
-    resume folder `work`."""
+) -> tuple[State, dict | None]:
+    """Train the epochs after state.epoch; after each: validate, step the epoch scheduler, offer the
+    weights to the checkpoint average, and on the main process log the curves, then save them,
+    last.pt and (when it improved) best.pt in the resume folder `work`. With train.swa, best.pt
+    becomes the average at the end (swa.finish). (The best epoch, the average's record or None.)"""
     cfg, fold = spec.train, settings["fold"]
     train_loader, valid_loader = loaders
     truth = cache.array("train_truth")
@@ -116,10 +122,12 @@ def run_epochs(
         if improved:
             state = State(epoch, value, epoch, metrics)
         state.epoch = epoch
+        if t.swa is not None:
+            t.swa.offer(epoch, value, evaluated.state_dict())
         if ctx.main:  # the curves first: once last.pt says an epoch is done, its row is logged
             log_epoch(live, spec, fold, epoch, train_loss, seen, metrics, lrs, state, time.perf_counter() - start)
             save_training(work, epoch, improved, t, state, config_hash, settings, curves(live))
-    return state
+    return state, finish(t, spec, loaders, cache, ctx, work, live, settings) if t.swa is not None else None
 
 
 def train_epoch(t: Trainer, loader: DataLoader, spec: ResolvedModel, ctx: Context, title: str) -> tuple[float, int]:

@@ -229,6 +229,7 @@ def test_torchrun_two_gloo_processes(tiny_cache, tmp_path, launcher) -> None:
     else:
         params = yaml.safe_load((tiny_cache / "params.yaml").read_text())
         params["train"]["processes"] = 2
+        params["train"]["swa"] = {"epochs": 2}  # every process averages; the BatchNorm pass reduces over both
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         command = [sys.executable, "-m", "cloudcli", *args, "--params", str(tmp_path / "params.yaml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -243,6 +244,7 @@ def test_torchrun_two_gloo_processes(tiny_cache, tmp_path, launcher) -> None:
     assert config["processes"] == 2 and config["device"] == "cpu"  # how it ran, recorded next to the weights
     assert sum(summary["metrics"]["sums"][4:8]) == 4 * config["n_valid"]  # and every validation row once
     assert result.stderr.count("epoch 2/2") == 1  # only rank 0 reports and writes
+    assert summary.get("swa", {}).get("epochs") == ([1, 2] if launcher == "params" else None)
 
 
 def test_stalled_means_the_last_three_validation_losses_are_equal() -> None:

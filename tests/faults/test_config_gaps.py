@@ -101,6 +101,12 @@ VALUES = [  # (section, values, words of the error)
     ("train", {"workers": -1}, ["train.workers", ">= 0"]),
     ("train", {"seed": -1}, ["train.seed", "4294967295"]),
     ("train", {"ema": 1.0}, ["train.ema", "(0, 1)"]),
+    ("train", {"swa": {"epochs": 0}}, ["train.swa.epochs", ">= 1"]),
+    ("train", {"swa": {"best": -2}}, ["train.swa.best", ">= 1"]),
+    ("train", {"epochs": 3, "swa": {"epochs": 5}}, ["train.swa.epochs", "<= train.epochs (3)", "5"]),
+    ("train", {"swa": {}}, ["train.swa", "exactly one of epochs", "{epochs: 5}"]),
+    ("train", {"swa": {"epochs": 2, "best": 2}}, ["train.swa", "exactly one of epochs"]),
+    ("train", {"swa": 5}, ["train.swa must be a mapping", "5"]),
     ("fold", {"n_splits": 1}, ["fold.n_splits", ">= 2"]),
     ("fold", {"n_splits": -3}, ["fold.n_splits", ">= 2"]),
     ("fold", {"bins": 1}, ["fold.bins", ">= 2"]),
@@ -136,6 +142,11 @@ VALUES = [  # (section, values, words of the error)
     ("ensemble", {"min_votes": 0}, ["ensemble.min_votes", "1.."]),
     ("models", {"seg1": {"role": "seg1", "loss": {"bce": 1.0}, "train": {"epochs": 0}}}, ["models.seg1", "epochs"]),
     ("models", {"seg1": {"role": "seg1", "loss": {"bce": -1.0}}}, ["models.seg1.loss.bce", "> 0"]),
+    (
+        "models",
+        {"seg1": {"role": "seg1", "loss": {"bce": 1.0}, "train": {"swa": {"best": 9}}}},
+        ["models.seg1", "train.swa.best", "<= train.epochs"],
+    ),
 ]
 
 
