@@ -7,7 +7,8 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
                 order); test rows average every fold model; oof.csv (image_id, fold) and test.csv give
                 row order. oof_hist.npy (n_oof, 4, 2, 256) int32: per image and class, the level
                 histogram of all pixels and of those inside the truth, what every level search needs
-                (later stages read it instead of the maps). With infer.fold_test, also
+                (later stages read it instead of the maps). With data.nodata, a pixel without data
+                is 0 in every map and in neither histogram. With infer.fold_test, also
                 test_fold<k>.zarr/.csv: fold k's model alone (what leak-free pseudo labels for fold k
                 are made from).
   classifier:   oof.csv and test.csv (and test_fold<k>.csv) with one probability column per class.
@@ -61,14 +62,19 @@ def run(
     )
     with atomic_path(out, is_dir=True) as tmp, ExitStack() as sinks:  # sinks end their writes first
         truth = cache.array("train_truth")
-        oof = sinks.enter_context(_Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes, truth))
+        oof = sinks.enter_context(
+            _Sink(tmp, "oof", settings["role"], len(oof_rows), score_size, cache.classes, truth, cache.valid("train"))
+        )
         for (net, s), k in zip(fold_nets, cv.folds):  # rows grouped by fold: written in order
             rows = oof_rows[folds[oof_rows] == k]
             with _on(net, device, one):
                 _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
         m, role = len(cache.test), settings["role"]
         names = ["test"] + ([f"test_fold{k}" for k in cv.folds] if cfg.fold_test else [])
-        tests = [sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes)) for name in names]
+        valid = cache.valid("test")
+        tests = [
+            sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes, None, valid)) for name in names
+        ]
         rows, nets = np.arange(m), [n for n, _ in fold_nets]
         _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test", one)
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
@@ -134,7 +140,8 @@ def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size
 
 class _Sink:
     """Where predictions go, in row order: compressed maps for masks (and, given the training truth,
-    their OOF histograms), an in-memory table for classifiers."""
+    their OOF histograms), an in-memory table for classifiers. Given `valid` (the cache's pixels
+    with data at the scoring size), maps are 0 where it is 0 and histograms leave those pixels out."""
 
     def __init__(
         self,
@@ -145,8 +152,10 @@ class _Sink:
         score_size: tuple[int, int],
         classes: tuple[str, ...],
         truth: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
     ) -> None:
         self.folder, self.name, self.role, self.classes, self.truth, self.done = folder, name, role, classes, truth, 0
+        self.valid = valid
         if role == "classifier":
             self.array = np.zeros((n, len(classes)), np.float32)
         else:
@@ -167,9 +176,12 @@ class _Sink:
             self.array[self.done : self.done + len(probs)] = probs.cpu().numpy()
         else:
             maps = to_uint8(probs).cpu().numpy()
+            valid = None if self.valid is None else self.valid[rows]
+            if valid is not None:
+                maps *= valid[:, None]  # no data: no class (0 in every map)
             self.maps.write(maps)
             if self.truth is not None:
-                self.hist[self.done : self.done + len(maps)] = class_histograms(maps, self.truth[rows])
+                self.hist[self.done : self.done + len(maps)] = class_histograms(maps, self.truth[rows], valid)
         self.done += len(probs)
 
     def finish(self, index: pd.DataFrame) -> None:
