@@ -132,6 +132,17 @@ class Cache:
         the cache size; None when the cache marks none (every pixel has data)."""
         return self.array(f"{part}_valid_score" if score else f"{part}_valid") if self.has_valid else None
 
+    def nodata_record(self, part: str, ids=None) -> dict:
+        """{"nodata_pixels": n} for a metrics file: the pixels without data at the scoring size of
+        `part`'s images `ids` (all when None), which its scores leave out; {} without data.nodata."""
+        valid = self.valid(part)
+        if valid is None:
+            return {}
+        if ids is not None:
+            table = self.train if part == "train" else self.test
+            valid = valid[np.sort(pd.Index(table["image_id"]).get_indexer(list(ids)))]
+        return {"nodata_pixels": int(valid.size - np.count_nonzero(valid))}
+
     @property
     def has_test_truth(self) -> bool:
         return "test_truth" in self.test_meta["arrays"]
