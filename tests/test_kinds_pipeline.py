@@ -131,7 +131,10 @@ def test_chips_bundle_is_the_pipeline(chips: Path, tmp_path: Path) -> None:
         assert (label[empty] == 255).all()
         masks = tifffile.imread(repo / "submission_masks" / f"{chip}.tif")
         np.testing.assert_array_equal(label[~empty], masks[~empty])
+        assert not masks[empty].any()  # data.nodata: no cloud where a chip holds no data
     assert nodata > 0  # the demo chips have no-data corners
+    for name in ("tune", "test"):  # the scores leave them out, and say how many
+        assert json.loads((repo / f"metrics/{name}.json").read_text())["nodata_pixels"] > 0, name
     code_competition_main_py(repo, tmp_path / "competition")
 
 

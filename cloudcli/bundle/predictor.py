@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cloudcli.bundle.manifest import verify
-from cloudcli.data.cache import resize_image
+from cloudcli.data.cache import resize_image, resize_mask
 from cloudcli.data.dataset import build_transform
 from cloudcli.engine import checkpoint
 from cloudcli.engine.distributed import pick_device
@@ -168,9 +168,17 @@ class Predictor:
             )
         return predict_array(self, image, self.layout(image.shape[:2], tile, overlap))
 
-    def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(N, C, H, W) masks and every model's probabilities of (N, H, W, B) raw-size images."""
+    def predict_batch(
+        self, images: np.ndarray, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(N, C, H, W) masks and every model's probabilities of (N, H, W, B) raw-size images.
+        `valid` (N, H, W): where they hold data (nodata); every map is 0 elsewhere, as infer writes it."""
         probs = self.probabilities(np.stack([self.prepare(image) for image in images]))
+        if valid is not None:
+            keep = np.stack([resize_mask(v.astype(np.uint8), tuple(self.input["score_size"])) for v in valid])
+            for name, model in self.models.items():
+                if model.segments:
+                    probs[name] = probs[name] * keep[:, None]
         return self.masks(probs), probs
 
     def predict_many(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

@@ -73,7 +73,9 @@ def _whole(predictor: Predictor, batch: list[tuple[Input, Raster]], advance) -> 
     """Inputs of the training size, predicted together as infer's batches were; `batch` emptied."""
     if not batch:
         return
-    masks, probs = predictor.predict_batch(np.stack([raster.read_all() for _, raster in batch]))
+    read = [raster.read(0, raster.shape[0], 0, raster.shape[1]) for _, raster in batch]  # (image, has data)
+    valid = np.stack([v for _, v in read]) if predictor.input["nodata"] is not None else None
+    masks, probs = predictor.predict_batch(np.stack([image for image, _ in read]), valid)
     maps = {name: p for name, p in probs.items() if name in predictor.models and predictor.models[name].segments}
     for k, (item, raster) in enumerate(batch):
         with raster:

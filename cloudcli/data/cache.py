@@ -6,9 +6,12 @@ that the stages which train depend on the training images only (new test images 
     train/truth.npy   (N, H, W)    uint8 bits as above, at data.score_size (350x525): scoring truth
     train/index.csv   image_id + one 0/1 presence column per class, in array row order
     train/meta.json   kind, classes, bands, band limits and statistics, sizes, params and library versions
+    train/valid.npy   (N, h, w)    uint8 1 where a pixel has data, 0 where not: only with data.nodata
+    train/valid_score.npy  (N, H, W) the same at data.score_size; truth.npy has no class where it is 0
     test/images.npy   (M, h, w, B) uint8
     test/truth.npy    (M, H, W)    uint8 bits, only when the raw data has test labels (the demos)
     test/index.csv    image_id, in sample_submission.csv (or file) order
+    test/valid.npy, test/valid_score.npy  as the training part's, only with data.nodata
     test/meta.json    kind, classes, bands, sizes, params and versions of the test part
 
 Masks are packed one bit per class, so up to 8 classes cost one byte per pixel. In code an array
@@ -120,6 +123,27 @@ class Cache:
         return tuple(self.meta["band_mean"]), tuple(self.meta["band_std"])
 
     @property
+    def has_valid(self) -> bool:
+        """The cache marks the pixels without data (data.nodata set; older caches never do)."""
+        return "train_valid" in self.meta["arrays"]
+
+    def valid(self, part: str, score: bool = True) -> np.ndarray | None:
+        """(N, H, W) uint8 of `part`: 1 where a pixel has data, at data.score_size (`score`) or at
+        the cache size; None when the cache marks none (every pixel has data)."""
+        return self.array(f"{part}_valid_score" if score else f"{part}_valid") if self.has_valid else None
+
+    def nodata_record(self, part: str, ids=None) -> dict:
+        """{"nodata_pixels": n} for a metrics file: the pixels without data at the scoring size of
+        `part`'s images `ids` (all when None), which its scores leave out; {} without data.nodata."""
+        valid = self.valid(part)
+        if valid is None:
+            return {}
+        if ids is not None:
+            table = self.train if part == "train" else self.test
+            valid = valid[np.sort(pd.Index(table["image_id"]).get_indexer(list(ids)))]
+        return {"nodata_pixels": int(valid.size - np.count_nonzero(valid))}
+
+    @property
     def has_test_truth(self) -> bool:
         return "test_truth" in self.test_meta["arrays"]
 
@@ -127,7 +151,8 @@ class Cache:
         return array_path(self.folder, name)
 
     def array(self, name: str) -> np.ndarray:
-        """One of train_images, train_masks, train_truth, test_images, test_truth, memory-mapped read-only."""
+        """One of train_images, train_masks, train_truth, test_images, test_truth (train_valid, ...
+        with data.nodata), memory-mapped read-only."""
         return np.load(self.path(name), mmap_mode="r")
 
 

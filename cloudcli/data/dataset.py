@@ -50,7 +50,9 @@ def build_transform(
 
 
 class CacheDataset(Dataset):
-    """Rows `indices` of the cache: dict(image (B, H, W) float, masks (C, H, W) float, labels (C,), index).
+    """Rows `indices` of the cache: dict(image (B, H, W) float, masks (C, H, W) float, labels (C,), index),
+    and valid (1, H, W) float (1 where a pixel has data) when `valid` names the cache's valid file:
+    it goes through the augmentation as one more mask channel, so it moves with the masks exactly.
 
     By default masks and labels are those of the same cache row. A pseudo-labelled set reads test
     images with masks from its own file: `masks` names the packed-mask file and `mask_rows` gives,
@@ -69,14 +71,17 @@ class CacheDataset(Dataset):
         mask_rows: np.ndarray | None = None,  # row of each item in `masks` and `labels` [default: its index]
         stream: int | None = None,
         soft: bool = False,  # `masks` holds (K, C, h, w) uint8 probabilities (soft labels), not packed bits
+        valid: str | Path | None = None,  # the (N, h, w) 0/1 file of pixels with data, rows as in `images`
     ) -> None:
         self.images_file, self.indices, self.labels = Path(images), np.asarray(indices), labels
         self.transform, self.seed, self.epoch, self.with_masks = transform, seed, 0, with_masks
         self.masks_file = Path(masks) if masks is not None else self.images_file.with_name("masks.npy")
         self.mask_rows = None if mask_rows is None else np.asarray(mask_rows)
         self.stream, self.soft = stream, soft
+        self.valid_file = Path(valid) if valid is not None and with_masks else None
         self._images: np.ndarray | None = None  # memory maps, opened lazily in each worker
         self._masks: np.ndarray | None = None
+        self._valid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -88,6 +93,7 @@ class CacheDataset(Dataset):
         if self._images is None:
             self._images = np.load(self.images_file, mmap_mode="r")
             self._masks = np.load(self.masks_file, mmap_mode="r") if self.with_masks else None
+            self._valid = None if self.valid_file is None else np.load(self.valid_file, mmap_mode="r")
         i = int(self.indices[j])
         m = i if self.mask_rows is None else int(self.mask_rows[j])
         entropy = [self.seed, self.epoch, i] if self.stream is None else [self.seed, self.epoch, i, self.stream]
@@ -98,11 +104,16 @@ class CacheDataset(Dataset):
         sample = {"image": np.array(self._images[i])}
         if self.with_masks:
             masks = np.asarray(self._masks[m]) if self.soft else unpack_masks(self._masks[m], self.labels.shape[1])
+            if self._valid is not None:  # one more channel, on the masks' scale
+                masks = np.concatenate([masks, self._valid[i][None] * np.uint8(255 if self.soft else 1)])
             sample["mask"] = masks.transpose(1, 2, 0)  # (h, w, C) uint8: 0/1, or p * 255 when soft
         out = self.transform(**sample)
         item = {"image": out["image"], "labels": torch.from_numpy(self.labels[m].astype(np.float32)), "index": i}
         if self.with_masks:
-            item["masks"] = out["mask"].float() / (255.0 if self.soft else 1.0)
+            masks = out["mask"].float() / (255.0 if self.soft else 1.0)
+            item["masks"] = masks if self._valid is None else masks[:-1]
+            if self._valid is not None:
+                item["valid"] = masks[-1:]
         return item
 
 

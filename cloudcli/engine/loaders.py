@@ -65,11 +65,12 @@ def build_loaders(
     labels = cache.train[list(cache.classes)].to_numpy()
     masks = spec.role != "classifier"
     augmented = build_transform(augment, size, cache_size, mean, std)
-    train_ds = CacheDataset(cache.path("train_images"), train_idx, labels, augmented, cfg.seed, masks)
+    valid = cache.path("train_valid") if cache.has_valid else None  # data.nodata: the loss skips pixels without
+    train_ds = CacheDataset(cache.path("train_images"), train_idx, labels, augmented, cfg.seed, masks, valid=valid)
     if pseudo is not None and len(pseudo.images):  # test images: the training part only, never validation
         train_ds = ConcatWithEpoch([train_ds, _pseudo_dataset(cache, pseudo, augmented, cfg.seed, masks)])
     plain = build_transform(None, size, cache_size, mean, std)
-    valid_ds = CacheDataset(cache.path("train_images"), valid_idx, labels, plain, cfg.seed, masks)
+    valid_ds = CacheDataset(cache.path("train_images"), valid_idx, labels, plain, cfg.seed, masks, valid=valid)
     common = {"num_workers": worker_cap(cfg.workers), "pin_memory": ctx.device.type == "cuda"}
     common["persistent_workers"] = False
     train_batches = NoSingletonBatchSampler(
@@ -99,4 +100,5 @@ def _pseudo_dataset(cache: Cache, pseudo: PseudoSet, augmented, seed: int, masks
         soft=pseudo.soft,
         mask_rows=np.arange(len(pseudo.images)),
         stream=1,
+        valid=cache.path("test_valid") if cache.has_valid else None,
     )

@@ -110,8 +110,9 @@ def run_epochs(
         train_loss, seen = train_epoch(t, train_loader, spec, ctx, f"{spec.name} fold {fold} epoch {epoch + 1}")
         evaluated = t.ema.module if t.ema else t.net
         metrics = validate(
-            evaluated, valid_loader, t.loss_fn, spec.role, truth, ctx, t.autocast, cache.classes, cfg.channels_last
-        )
+            evaluated, valid_loader, t.loss_fn, spec.role, truth, ctx, t.autocast, cache.classes, cfg.channels_last,
+            cache.valid("train"),
+        )  # fmt: skip
         value = monitored(metrics, spec.role)
         val_losses.append(metrics["loss"])
         if ctx.main and stalled(val_losses) and not stalled(val_losses[:-1]):
@@ -153,12 +154,13 @@ def train_epoch(t: Trainer, loader: DataLoader, spec: ResolvedModel, ctx: Contex
             target = (batch["labels"] if spec.role == "classifier" else batch["masks"]).to(
                 ctx.device, non_blocking=True
             )
+            extra = (batch["valid"].to(ctx.device, non_blocking=True),) if "valid" in batch else ()  # data.nodata
             group = min(k, n - step // k * k)  # batches in this step's accumulation group
             steps_optimizer = (step + 1) % k == 0 or step + 1 == n
             skip_sync = t.ddp is not None and not steps_optimizer and step < every_step
             with t.ddp.no_sync() if skip_sync else nullcontext():
                 with t.autocast:
-                    loss = t.loss_fn(t.wrapped(x), target)
+                    loss = t.loss_fn(t.wrapped(x), target, *extra)
                 (t.scaler.scale(loss / group) if t.scaler else loss / group).backward()
             if steps_optimizer:
                 optimizer_step(t.net, t.opt, t.scaler, cfg.clip_grad)

@@ -30,12 +30,18 @@ def monitored(metrics: dict, role: str) -> float:
     return metrics["dice"] if value is None else value
 
 
-def seg_row_counts(logits: torch.Tensor, truth: np.ndarray, threshold: float = 0.5) -> torch.Tensor:
+def seg_row_counts(
+    logits: torch.Tensor, truth: np.ndarray, threshold: float = 0.5, valid: np.ndarray | None = None
+) -> torch.Tensor:
     """(3, B, C) intersection, predicted and true areas of sigmoid(logits) > threshold, resized to
-    truth's (H, W), against truth (B, C, H, W); on the logits' device."""
+    truth's (H, W), against truth (B, C, H, W); on the logits' device. `valid` (B, H, W): only the
+    pixels where it is non-zero count (data.nodata)."""
     probs = F.interpolate(torch.sigmoid(logits.float()), size=truth.shape[-2:], mode="bilinear", align_corners=False)
     pred = probs > threshold
     t = torch.from_numpy(truth).to(pred.device, non_blocking=True).bool()
+    if valid is not None:
+        keep = torch.from_numpy(np.asarray(valid)[:, None] != 0).to(pred.device, non_blocking=True)
+        pred, t = pred & keep, t & keep
     return torch.stack([(pred & t).sum((2, 3)), pred.sum((2, 3)), t.sum((2, 3))])
 
 
@@ -50,9 +56,12 @@ def validate(
     autocast: AbstractContextManager,
     classes: tuple[str, ...],
     channels_last: bool = True,
+    valid: np.ndarray | None = None,
 ) -> dict:
     """Metrics of `net` on `loader`; `truth` is the cache's (N, H, W) bit-packed scoring masks.
-    `channels_last`: the memory format of the inputs (train.channels_last)."""
+    `channels_last`: the memory format of the inputs (train.channels_last). `valid`: the cache's
+    (N, H, W) pixels with data at the scoring size (data.nodata): the others count in no score
+    and, through the batches' own valid masks, in no loss."""
     net.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum, n = accumulator(ctx), 0
@@ -61,9 +70,10 @@ def validate(
     for batch in loader:
         x = batch["image"].to(ctx.device, non_blocking=True, memory_format=fmt)
         target = (batch["labels"] if role == "classifier" else batch["masks"]).to(ctx.device, non_blocking=True)
+        extra = (batch["valid"].to(ctx.device, non_blocking=True),) if "valid" in batch else ()
         with autocast:
             out = net(x)
-        loss_sum += loss_fn(out, target).detach().to(loss_sum.dtype) * len(x)
+        loss_sum += loss_fn(out, target, *extra).detach().to(loss_sum.dtype) * len(x)
         n += len(x)
         logits, class_logits = split_outputs(out)
         if class_logits is not None:
@@ -72,8 +82,9 @@ def validate(
             outputs.append(torch.sigmoid(logits.float()))
             labels.append(batch["labels"].float())
         else:
-            t = unpack_masks(truth[batch["index"].numpy()], len(classes))  # (B, C, H, W) at the scoring size
-            outputs.append(seg_row_counts(logits, t))
+            rows = batch["index"].numpy()
+            t = unpack_masks(truth[rows], len(classes))  # (B, C, H, W) at the scoring size
+            outputs.append(seg_row_counts(logits, t, valid=None if valid is None else valid[rows]))
             empty.append(t.reshape(*t.shape[:2], -1).max(-1) == 0)
     if role == "classifier":
         total = all_sum(torch.stack([loss_sum, loss_sum.new_tensor(n)]), ctx)

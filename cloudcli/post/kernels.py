@@ -30,15 +30,21 @@ def _class_histograms(maps: np.ndarray, packed: np.ndarray, out: np.ndarray) -> 
                 out[i, k, 0, v] = inside + lanes[0, v] + lanes[1, v] + lanes[2, v] + lanes[3, v]
 
 
-def class_histograms(maps: np.ndarray, packed: np.ndarray) -> np.ndarray:
+def class_histograms(maps: np.ndarray, packed: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """(n, C, 2, 256) int32 of (n, C, H, W) uint8 maps and their (n, H, W) packed truth (bit k =
-    class k): per map and class, the histogram of all pixels and of those inside the class."""
+    class k): per map and class, the histogram of all pixels and of those inside the class.
+    `valid` (n, H, W): only the pixels where it is non-zero count (data.nodata)."""
     n, n_classes = maps.shape[:2]
     out = np.zeros((n, n_classes, 2, 256), np.int32)
     if n:
         size = int(np.prod(maps.shape[2:]))
-        flat = np.ascontiguousarray(maps).reshape(n, n_classes, size)
-        _class_histograms(flat, np.ascontiguousarray(packed).reshape(n, size), out)
+        maps, packed = np.ascontiguousarray(maps), np.ascontiguousarray(packed)
+        if valid is not None:  # no data: level 0, outside every class, then taken off level 0
+            keep = np.asarray(valid).reshape(n, 1, *maps.shape[2:]) != 0
+            maps, packed = maps * keep, packed * keep[:, 0]
+        _class_histograms(maps.reshape(n, n_classes, size), packed.reshape(n, size), out)
+        if valid is not None:
+            out[:, :, 0, 0] -= (~keep).reshape(n, -1).sum(1, dtype=np.int32)[:, None]
     return out
 
 

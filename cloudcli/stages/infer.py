@@ -7,7 +7,8 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
                 order); test rows average every fold model; oof.csv (image_id, fold) and test.csv give
                 row order. oof_hist.npy (n_oof, 4, 2, 256) int32: per image and class, the level
                 histogram of all pixels and of those inside the truth, what every level search needs
-                (later stages read it instead of the maps). With infer.fold_test, also
+                (later stages read it instead of the maps). With data.nodata, a pixel without data
+                is 0 in every map and in neither histogram. With infer.fold_test, also
                 test_fold<k>.zarr/.csv: fold k's model alone (what leak-free pseudo labels for fold k
                 are made from).
                 A model trained with a class head (loss term class_head) also has a probability
@@ -67,15 +68,20 @@ def run(
     )
     with atomic_path(out, is_dir=True) as tmp, ExitStack() as sinks:  # sinks end their writes first
         truth = cache.array("train_truth")
-        oof = sinks.enter_context(_Sink(tmp, "oof", role, len(oof_rows), score_size, cache.classes, truth, head))
+        train_valid = cache.valid("train")
+        oof = sinks.enter_context(
+            _Sink(tmp, "oof", role, len(oof_rows), score_size, cache.classes, truth, head, train_valid)
+        )
         for (net, s), k in zip(fold_nets, cv.folds):  # rows grouped by fold: written in order
             rows = oof_rows[folds[oof_rows] == k]
             with _on(net, device, one):
                 _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
         m = len(cache.test)
         names = ["test"] + ([f"test_fold{k}" for k in cv.folds] if cfg.fold_test else [])
+        valid = cache.valid("test")
         tests = [
-            sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes, None, head)) for name in names
+            sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes, None, head, valid))
+            for name in names
         ]
         rows, nets = np.arange(m), [n for n, _ in fold_nets]
         _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test", one)
@@ -145,7 +151,8 @@ def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size
 class _Sink:
     """Where predictions go, in row order: compressed maps for masks (and, given the training truth,
     their OOF histograms), an in-memory table for class probabilities (a classifier's, or a
-    segmentation network's class head's: `head`)."""
+    segmentation network's class head's: `head`). Given `valid` (the cache's pixels with data at
+    the scoring size), maps are 0 where it is 0 and histograms leave those pixels out."""
 
     def __init__(
         self,
@@ -157,8 +164,10 @@ class _Sink:
         classes: tuple[str, ...],
         truth: np.ndarray | None = None,
         head: bool = False,
+        valid: np.ndarray | None = None,
     ) -> None:
         self.folder, self.name, self.role, self.classes, self.truth, self.done = folder, name, role, classes, truth, 0
+        self.valid = valid
         self.array = np.zeros((n, len(classes)), np.float32) if role == "classifier" or head else None
         if role != "classifier":
             self.maps = MapWriter(maps_path(folder, name), (n, len(classes), *score_size))  # (N, C, H, W) p * 255
@@ -179,9 +188,12 @@ class _Sink:
             self.array[self.done : self.done + len(rows)] = classes.cpu().numpy()
         if self.role != "classifier":
             maps = to_uint8(masks).cpu().numpy()
+            valid = None if self.valid is None else self.valid[rows]
+            if valid is not None:
+                maps *= valid[:, None]  # no data: no class (0 in every map)
             self.maps.write(maps)
             if self.truth is not None:
-                self.hist[self.done : self.done + len(maps)] = class_histograms(maps, self.truth[rows])
+                self.hist[self.done : self.done + len(maps)] = class_histograms(maps, self.truth[rows], valid)
         self.done += len(rows)
 
     def finish(self, index: pd.DataFrame) -> None:

@@ -36,19 +36,23 @@ def _process(job: tuple) -> np.ndarray | None:
     """Write one image (and its masks) into the cache; (C,) mask areas at full size, for training images."""
     split, i, cfg, score_size, truth = job
     source = _SOURCE[0]
-    image, target = source.image(split, i), _ARRAYS[f"{split}_images"]
+    (image, valid), target = source.image_and_valid(split, i), _ARRAYS[f"{split}_images"]
     if image.shape[2] != target.shape[3]:
         raise DataError(
             f"{source.root}: {split} image {source.ids(split)[i]} has {image.shape[2]} bands (channels), the first "
             f"training image {target.shape[3]}; every image of a dataset needs the same bands"
         )
     target[i] = resize_image(image, cfg.cache_size)
+    if valid is not None:  # data.nodata: where each size has data
+        _ARRAYS[f"{split}_valid"][i] = resize_mask(valid, cfg.cache_size)
+        _ARRAYS[f"{split}_valid_score"][i] = valid_score = resize_mask(valid, score_size)
     if split == "test" and not truth:
         return None
     masks = source.masks(split, i)  # (C, H, W) at full size
     if split == "train":
         _ARRAYS["train_masks"][i] = pack_masks(np.stack([resize_mask(m, cfg.cache_size) for m in masks]))
-    _ARRAYS[f"{split}_truth"][i] = pack_masks(np.stack([resize_mask(m, score_size) for m in masks]))
+    packed = pack_masks(np.stack([resize_mask(m, score_size) for m in masks]))
+    _ARRAYS[f"{split}_truth"][i] = packed if valid is None else packed * valid_score  # no class where no data
     return masks.reshape(len(masks), -1).sum(1)
 
 
@@ -68,6 +72,9 @@ def run(data: DataConfig, cfg: PreprocessConfig, out: Path, metrics: Path) -> No
     }
     if source.has_test_truth:
         shapes["test_truth"] = (m, sh, sw)  # the demo's hidden test labels, for the test score
+    if source.nodata is not None:  # 1 where a pixel has data, at the cache and at the scoring size
+        for part, count in (("train", n), ("test", m)):
+            shapes |= {f"{part}_valid": (count, h, w), f"{part}_valid_score": (count, sh, sw)}
     with atomic_paths((out, True), (metrics, False)) as (tmp, metrics_tmp):  # both or neither
         for name, shape in shapes.items():
             array_path(tmp, name).parent.mkdir(exist_ok=True)
@@ -93,7 +100,11 @@ def _meta(source: Source, data: DataConfig, cfg: PreprocessConfig, shapes: dict,
     meta = {"kind": source.kind, "classes": list(source.classes), "bands": list(source.bands) or None}
     if part == "train":
         images = np.load(array_path(folder, "train_images"), mmap_mode="r")
-        stats = images[:: max(1, len(images) // 64)].reshape(-1, images.shape[-1]) / 255.0  # a sample's statistics
+        every = max(1, len(images) // 64)
+        stats = images[::every].reshape(-1, images.shape[-1]) / 255.0  # a sample's statistics
+        if "train_valid" in shapes:  # data.nodata: of the pixels with data
+            stats = stats[np.load(array_path(folder, "train_valid"), mmap_mode="r")[::every].reshape(-1) != 0]
+            stats = stats if len(stats) else np.zeros((1, images.shape[-1]))
         meta |= {
             "mask_bits": {c: 1 << k for k, c in enumerate(source.classes)},
             "band_limits": None if source.limits is None else source.limits.round(3).tolist(),

@@ -98,6 +98,7 @@ def run(
         "rules": subject.rules,
         "images": len(subject.oof.ids),
         **report,
+        **cache.nodata_record("train", subject.oof.ids),
         "confusion": confusion,
         "worst": [{"image_id": r.image_id, "dice": r.dice} for r in worst.itertuples()],
     }

@@ -71,7 +71,7 @@ def score(submission: Path, cache, size: tuple[int, int], metric: str = "dice") 
     for i, (row, rles) in enumerate(zip(rows, table)):  # an image at a time: memory stays flat
         preds = np.stack([decode(r, size) for r in rles])[None]
         counts[:, i] = np.stack(row_counts(preds, unpack_masks(truth[row][None], len(cache.classes))))[:, 0]
-    return metric_report(metric, *counts, cache.classes)
+    return metric_report(metric, *counts, cache.classes) | cache.nodata_record("test")  # 0 in truth and masks
 
 
 def check_submission(path: Path, data: DataConfig, cache_dir: Path) -> int:

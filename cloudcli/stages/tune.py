@@ -86,7 +86,7 @@ def run(
     report = {
         "before": metric_report(metric, *plain, seg1.truth_area, classes),
         "after": metric_report(metric, *rows[-1][1], seg1.truth_area, classes),
-    }
+    } | cache.nodata_record("train", oof.ids)  # data.nodata: pixels without data, in no score
     curve = {"threshold": (LEVELS / 255).round(4)}
     for name, c in zip(classes, seg1.counts):
         curve[name] = best(c, cfg.min_areas, metric).scores[: len(LEVELS)].max(1).round(6)

@@ -181,3 +181,50 @@ def test_auto_keeps_every_fold_model_on_a_cpu() -> None:
     assert cfg.fold_models == "auto"
     assert not infer._one_at_a_time(cfg, [torch.nn.Linear(4, 4)], torch.device("cpu"))
     assert infer._one_at_a_time(dataclasses.replace(cfg, fold_models="one"), [], torch.device("cpu"))
+
+
+def with_nodata(folder, out):
+    """A copy of the cache at `folder` as preprocess writes it with data.nodata: a no-data corner
+    (bigger on some images, none on others) in valid.npy / valid_score.npy, truth cleared under it."""
+    import json
+    import shutil
+
+    shutil.copytree(folder, out)
+    meta = json.loads((out / "train/meta.json").read_text())
+    for part in ("train", "test"):
+        images = np.load(out / part / "images.npy", mmap_mode="r")
+        n, h, w = images.shape[:3]
+        valid, score = np.ones((n, h, w), np.uint8), np.ones((n, 32, 48), np.uint8)
+        for i in range(n):
+            valid[i, : (i % 3) * 8, : (i % 3) * 16] = 0
+            score[i, : (i % 3) * 8, : (i % 3) * 12] = 0
+        np.save(out / part / "valid.npy", valid), np.save(out / part / "valid_score.npy", score)
+        if part == "train":
+            truth = np.load(out / "train/truth.npy")
+            np.save(out / "train/truth.npy", truth * score)
+            meta["arrays"] |= {"train_valid": list(valid.shape), "train_valid_score": list(score.shape)}
+    (out / "train/meta.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_no_data_pixels_are_0_in_every_map_and_in_neither_histogram(tiny_cache, trained, tmp_path) -> None:
+    plain = run_infer(tiny_cache, trained, "seg1", tta=("none",))
+    oof_plain, test_plain = load_maps(plain), load_maps(plain, "test")
+    p = load_params(tiny_cache / "params.yaml")
+    folder = with_nodata(tiny_cache / "artifacts/preprocessed", tmp_path / "cache")
+    out = tmp_path / "pred"
+    cfg = dataclasses.replace(p.infer, tta=("none",))
+    infer.run("seg1", cfg, p.cv, trained / "models", folder, tiny_cache / "artifacts/folds.csv", out)
+    cache = open_cache(folder)
+    index = pd.read_csv(out / "oof.csv", dtype={"image_id": str})
+    rows = np.array([list(cache.train["image_id"]).index(i) for i in index["image_id"]])
+    oof, test, hist = load_maps(out), load_maps(out, "test"), np.load(out / "oof_hist.npy")
+    valid = cache.valid("train")[rows][:, None].astype(bool).repeat(4, 1)
+    np.testing.assert_array_equal(oof, np.where(valid, oof_plain, 0))  # the model's maps, 0 without data
+    np.testing.assert_array_equal(test, test_plain * cache.valid("test")[:, None])
+    truth = unpack_masks(cache.array("train_truth")[rows], 4) != 0
+    for i in range(24):
+        for k in range(4):  # by brute force: the pixels with data alone
+            assert (hist[i, k, 0] == np.bincount(oof[i, k][valid[i, k]], minlength=256)).all()
+            assert (hist[i, k, 1] == np.bincount(oof[i, k][valid[i, k] & truth[i, k]], minlength=256)).all()
+    assert hist[:, 0, 0].sum(1).tolist() == valid[:, 0].sum((1, 2)).tolist() and not valid.all()

@@ -66,7 +66,16 @@ class Source:
 
     def image(self, split: str, i: int) -> np.ndarray:
         """(H, W, B) uint8: scaled to 0..255 by the band limits unless stored as uint8."""
+        return self.image_and_valid(split, i)[0]
+
+    def image_and_valid(self, split: str, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(image as `image` gives it, (H, W) uint8 1 where the pixel has data, 0 where every band
+        holds data.nodata); the second is None when data.nodata is null. One read of the raw image."""
         raw = self.raw_image(split, i)
+        valid = None if self.nodata is None else (~_nodata(raw, self.nodata)).astype(np.uint8)
+        return self._scaled(raw, split, i), valid
+
+    def _scaled(self, raw: np.ndarray, split: str, i: int) -> np.ndarray:
         if raw.dtype == np.uint8:
             return raw
         if self.limits is None:
