@@ -15,7 +15,6 @@ from cloudcli.config.schema import (
     CvConfig,
     DataConfig,
     FoldConfig,
-    InferConfig,
     ModelEntry,
     NetworkConfig,
     PreprocessConfig,
@@ -25,6 +24,7 @@ from cloudcli.config.schema import (
 )
 from cloudcli.config.schema_post import (
     EnsembleConfig,
+    InferConfig,
     Params,
     PseudoConfig,
     ReportConfig,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from cloudcli.config.schema import CLASS_HEAD, AugmentConfig, InferConfig, Size, _check
-from cloudcli.config.schema_post import ROUND_NAME, Params, PseudoConfig, RoundConfig
+from cloudcli.config.schema import CLASS_HEAD, AugmentConfig, Size, _check
+from cloudcli.config.schema_post import ROUND_NAME, InferConfig, Params, PseudoConfig, RoundConfig
 from cloudcli.errors import ConfigError
 from cloudcli.names import model_name_problem
 

@@ -1,4 +1,4 @@
-"""The data, network, training and inference sections of params.yaml: typed, frozen, checked.
+"""The data, network and training sections of params.yaml: typed, frozen, checked.
 
 Every key must be present and of the declared type (cloudcli.config.loader builds them strictly);
 `__post_init__` checks what one section can check alone. Checks across sections: checks.py.
@@ -268,37 +268,6 @@ class ModelEntry:
     loss: dict[str, float]  # loss name -> weight; the weighted sum is minimised
     network: dict = field(default_factory=dict)  # overrides of the `network` section
     train: dict = field(default_factory=dict)  # overrides of the `train` section
-
-
-@dataclass(frozen=True)
-class InferConfig:
-    tta: tuple[Literal["none", "hflip", "vflip", "hvflip", "transpose"], ...]  # averaged views
-    batch_size: int
-    device: Literal["auto", "cpu", "cuda", "mps"]
-    precision: Literal["fp32", "bf16", "fp16"]  # autocast on CUDA; CPU runs fp32
-    stack_tta: bool  # all TTA views in one forward pass (len(tta) x the batch in memory)
-    workers: int  # DataLoader worker processes
-    fold_test: bool = True  # also each fold model's test probabilities, for leak-free pseudo labels
-    fold_models: Literal["auto", "all", "one"] = (
-        "auto"  # fold models on the device at once (auto: one if they crowd it)
-    )
-    scales: tuple[float, ...] = (1.0,)  # input sizes (x the trained size) averaged with the views
-
-    def __post_init__(self) -> None:
-        _check(
-            len(self.tta) >= 1 and len(set(self.tta)) == len(self.tta),
-            "infer.tta",
-            f"must list distinct views, e.g. [none, hflip], got {list(self.tta)}",
-        )
-        _check(self.batch_size >= 1, "infer.batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.workers >= 0, "infer.workers", f"must be >= 0, got {self.workers}")
-        _check(
-            len(self.scales) >= 1 and len(set(self.scales)) == len(self.scales),
-            "infer.scales",
-            f"must list distinct scales, e.g. [1.0, 1.25], got {list(self.scales)}",
-        )
-        for scale in self.scales:
-            _check_range(scale, "infer.scales", 0.25, 4.0)
 
 
 @dataclass(frozen=True)

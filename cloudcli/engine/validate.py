@@ -90,7 +90,13 @@ def validate(
         total = all_sum(torch.stack([loss_sum, loss_sum.new_tensor(n)]), ctx)
         gathered = [all_gather_rows(_cat(x, (0, len(classes))), ctx) for x in (outputs, labels)]
         return {"loss": total[0] / max(total[1], 1)} | classifier_metrics(*gathered, classes)
-    total = all_sum(np.concatenate([_dice_sums(outputs, empty, len(classes)), [float(loss_sum), n]]), ctx)
+    return _seg_metrics(outputs, empty, heads, (loss_sum, n), classes, ctx)
+
+
+def _seg_metrics(outputs, empty, heads, loss: tuple, classes: tuple[str, ...], ctx: Context) -> dict:
+    """A segmentation pass's metrics from its batches' (3, B, C) counts, truth-is-empty flags, class
+    head probabilities and (loss sum, images), summed over processes."""
+    total = all_sum(np.concatenate([_dice_sums(outputs, empty, len(classes)), [float(loss[0]), loss[1]]]), ctx)
     report = sums_report(total[:-2], classes)
     return (
         {"loss": total[-2] / max(total[-1], 1)}
