@@ -8,7 +8,7 @@ from helpers import REPO, cloudcli
 from cloudcli.config import ConfigError, load_params, presets, read_yaml, tta_warnings
 from cloudcli.config.presets import merge, params_text, preset_names, preset_params
 
-PRESETS = ("3rd_place", "chips", "demo_5fold", "image_mask")
+PRESETS = ("1st_place", "3rd_place", "chips", "demo_5fold", "image_mask")
 
 
 def test_packaged_defaults_are_the_repository_params_byte_for_byte() -> None:
@@ -90,7 +90,7 @@ cv:
 
 def test_unknown_preset_lists_the_choices() -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown preset 'chip'; choose from 3rd_place, chips, demo_5fold, image_mask"
+        ConfigError, match=r"unknown preset 'chip'; choose from 1st_place, 3rd_place, chips, demo_5fold, image_mask"
     ):
         preset_params("chip")
 
@@ -111,7 +111,7 @@ def test_init_writes_the_defaults_or_a_preset_and_never_overwrites_unasked(tmp_p
 
     unknown = cloudcli("init", "--preset", "tiles", "--out", "p.yaml", cwd=tmp_path, check=False)
     assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
-    assert "unknown preset 'tiles'; choose from 3rd_place, chips, demo_5fold, image_mask" in unknown.stderr
+    assert "unknown preset 'tiles'; choose from 1st_place, 3rd_place, chips, demo_5fold, image_mask" in unknown.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
     help_text = cloudcli("init", "--help", cwd=tmp_path).stdout
     assert all(name in help_text for name in PRESETS)
