@@ -151,7 +151,8 @@ def _input(cache) -> dict:
     }
 
 
-SHARED = ("role", "network", "input_size", "normalization", "in_channels", "classes", "train_config")
+SHARED = ("role", "network", "loss", "input_size", "normalization", "in_channels", "classes", "train_config")
+# loss: a class_head term builds the network with its class-presence head (models.factory.has_class_head)
 
 
 def _record_settings(model: dict, settings: dict, path: Path) -> None:

@@ -90,8 +90,9 @@ def predict_parts(
     scales: tuple[float, ...] = (1.0,),
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(masks, classes): the mean sigmoid probabilities of the networks' masks (B, C, *out_size),
-    None for a classifier, and of their class scores (B, C): a classifier's, a class head's, None
-    without either; each summed over nets, scales and views in that order, then divided."""
+    at x's size without out_size (a class head asked for its classes), None for a classifier, and
+    of their class scores (B, C): a classifier's, a class head's, None without either; each summed
+    over nets, scales and views in that order, then divided."""
     masks = classes = None
     autocast = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
     for net in nets:
@@ -106,7 +107,9 @@ def predict_parts(
                     classes = probs if classes is None else classes + probs
     n = len(nets) * len(tta) * len(scales)
     if masks is not None:
-        masks = F.interpolate(masks / n, size=out_size, mode="bilinear", align_corners=False)
+        masks = masks / n
+        if out_size is not None:
+            masks = F.interpolate(masks, size=out_size, mode="bilinear", align_corners=False)
     return masks, None if classes is None else classes / n
 
 

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ from helpers import REPO, load_maps
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import open_cache, unpack_masks
-from cloudcli.engine.predict import load_fold_net, memory_format
+from cloudcli.engine.predict import load_fold_net, memory_format, scaled_size
 from cloudcli.errors import ConfigError
 from cloudcli.stages import infer, train
 
@@ -98,18 +99,88 @@ def test_transpose_needs_square_inputs(tiny_cache, trained) -> None:
     assert not (trained / "predictions/seg1_t").exists()
 
 
+@pytest.mark.parametrize("scales", [(1.0,), (1.0, 1.5)])
 @pytest.mark.parametrize("model", ["seg1", "classifier"])
-def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model) -> None:
+def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model, scales) -> None:
     flips = ("none", "hflip", "vflip", "hvflip")
     split = "oof.csv"
-    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=False)
+    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=False, scales=scales)
     sequential = load_maps(out) if model == "seg1" else pd.read_csv(out / split)
-    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=True)
+    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=True, scales=scales)
     if model == "seg1":
         assert np.abs(load_maps(out).astype(int) - sequential.astype(int)).max() <= 1
     else:
         stacked = pd.read_csv(out / split)
         np.testing.assert_allclose(stacked[list(CLASSES)], sequential[list(CLASSES)], atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["seg1", "classifier"])
+def test_scale_tta_averages_the_views_of_each_resized_input(tiny_cache, trained, model) -> None:
+    """infer.scales (1.0, 1.5): by hand for one row, the mean over the input and the input resized
+    to scaled_size (64x96 for the 32x64 cache), each plain and flipped, of the sigmoid masks resized
+    back to the input's size (or of the class probabilities); not the answer of scale 1.0 alone."""
+    read = (lambda out: load_maps(out).astype(int)) if model == "seg1" else (
+        lambda out: pd.read_csv(out / "oof.csv")[list(CLASSES)].to_numpy()
+    )  # fmt: skip
+    plain = read(run_infer(tiny_cache, trained, model, tta=("none", "hflip")))
+    out = run_infer(tiny_cache, trained, model, tta=("none", "hflip"), scales=(1.0, 1.5))
+    assert json.loads((out / "meta.json").read_text())["scales"] == [1.0, 1.5]
+    scaled = read(out)
+    cache = open_cache(tiny_cache / "artifacts/preprocessed")
+    index = pd.read_csv(out / "oof.csv", dtype={"image_id": str})
+    row = 7
+    net, settings = load_fold_net(trained / "models" / model / f"fold{int(index['fold'][row])}", torch.device("cpu"))
+    i = int(np.flatnonzero(cache.train["image_id"] == index["image_id"][row])[0])
+    mean, std = (torch.tensor(settings["normalization"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = (torch.from_numpy(cache.array("train_images")[i].copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    assert scaled_size(x.shape, 1.5) == (64, 96)
+    views = []
+    with torch.no_grad():
+        for xs in (x, F.interpolate(x, size=(64, 96), mode="bilinear", align_corners=False)):
+            for probs, back in ((torch.sigmoid(net(xs)), None), (torch.sigmoid(net(xs.flip(-1))), -1)):
+                if model == "seg1":
+                    probs = F.interpolate(probs, size=(32, 64), mode="bilinear", align_corners=False)
+                views.append(probs if back is None or model != "seg1" else probs.flip(back))
+    expected = torch.stack(views).mean(0)
+    if model == "seg1":
+        expected = (F.interpolate(expected, size=(32, 48), mode="bilinear", align_corners=False) * 255).round()
+        assert np.abs(scaled[row] - expected[0].numpy().astype(int)).max() <= 1
+        assert np.abs(scaled - plain).max() > 2
+    else:
+        np.testing.assert_allclose(scaled[row], expected[0].numpy(), atol=1e-5)
+        assert np.abs(scaled - plain).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        ((32, 64), 1.0, (32, 64)),
+        ((32, 64), 1.5, (64, 96)),  # 48 -> 64 (1.5 x 32 rounds to 2 x 32)
+        ((64, 96), 1.25, (64, 128)),  # 80 is 2.5 x 32: Python's round goes to the even multiple, 64
+        ((96, 160), 1.25, (128, 192)),  # 120 = 3.75 x 32 -> 128; 200 = 6.25 x 32 -> 192
+        ((2, 3, 320, 480), 0.75, (256, 352)),  # the last two of a batch's shape: 240 -> 256, 360 -> 352
+        ((32, 64), 0.5, (32, 32)),  # never under 32
+        ((350, 525), 1.0, (352, 512)),  # sizes not of 32 are rounded even at scale 1.0
+    ],
+)
+def test_scaled_sizes_are_multiples_of_32(size, scale, expected) -> None:
+    assert scaled_size(size, scale) == expected
+
+
+@pytest.mark.parametrize(
+    ("scales", "message"),
+    [
+        ((1.0, 1.0), r"infer.scales must list distinct scales, e.g. \[1.0, 1.25\], got \[1.0, 1.0\]"),
+        ((), r"infer.scales must list distinct scales"),
+        ((1.0, 5.0), r"infer.scales must be in \[0.25, 4.0\], got 5.0"),
+        ((0.2,), r"infer.scales must be in \[0.25, 4.0\], got 0.2"),
+    ],
+)
+def test_bad_scales_name_the_key(scales, message) -> None:
+    cfg = load_params(REPO / "params.yaml").infer
+    assert cfg.scales == (1.0,)
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(cfg, scales=scales)
 
 
 def test_worker_processes_give_the_same_predictions(tiny_cache, trained) -> None:
