@@ -8,8 +8,8 @@ bundle.json holds everything `submit` applies, with models named as in params (`
   input     how a raw image becomes the network's input: kind, raw and cache sizes, bands, band
             limits, nodata, the scoring size (masks come out at it)
   models    each model the pipeline uses (seg1, the vote members or shape model, the classifier):
-            role, folds, TTA views and its training settings (architecture, encoder, channels,
-            normalisation, input size)
+            role, folds, TTA views, scales and its training settings (architecture, encoder, loss
+            terms, channels, normalisation, input size)
   pipeline  thresholds.json's choice: seg1, shape (a model, or the vote: members, levels, min
             votes, weights), classifier, gate score, per-class rules
   infer     batch size, precision and stacking of the TTA views, as `infer` ran
