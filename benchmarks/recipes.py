@@ -117,7 +117,7 @@ def clouds(work: Path) -> dict:
 def chips(work: Path) -> dict:
     base = work / "chips"
     base.mkdir()
-    cloudcli("demo-data", "data", "--kind", "chips", cwd=base)
+    cloudcli("demo-data", preset_params("chips")["data"]["raw"], "--kind", "chips", cwd=base)
     out = {}
     for arm, fold in FOLD_ARMS.items():
         folder = work / arm.replace(" ", "_")
@@ -164,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        results = {"clouds": clouds(Path(tmp)), "chips": chips(Path(tmp))}
+        results = {"chips": chips(Path(tmp)), "clouds": clouds(Path(tmp))}
     results["wall_s"] = round(time.perf_counter() - start, 1)
     print(table(results))
     if args.out:

@@ -8,8 +8,8 @@ bundle.json holds everything `submit` applies, with models named as in params (`
   input     how a raw image becomes the network's input: kind, raw and cache sizes, bands, band
             limits, nodata, the scoring size (masks come out at it)
   models    each model the pipeline uses (seg1, the vote members or shape model, the classifier):
-            role, folds, TTA views and its training settings (architecture, encoder, channels,
-            normalisation, input size)
+            role, folds, TTA views, scales and its training settings (architecture, encoder, loss
+            terms, channels, normalisation, input size)
   pipeline  thresholds.json's choice: seg1, shape (a model, or the vote: members, levels, min
             votes, weights), classifier, gate score, per-class rules
   infer     batch size, precision and stacking of the TTA views, as `infer` ran
@@ -151,7 +151,8 @@ def _input(cache) -> dict:
     }
 
 
-SHARED = ("role", "network", "input_size", "normalization", "in_channels", "classes", "train_config")
+SHARED = ("role", "network", "loss", "input_size", "normalization", "in_channels", "classes", "train_config")
+# loss: a class_head term builds the network with its class-presence head (models.factory.has_class_head)
 
 
 def _record_settings(model: dict, settings: dict, path: Path) -> None:

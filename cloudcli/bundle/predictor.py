@@ -154,12 +154,20 @@ class Predictor:
             out.append(postprocess(seg1[i], self.rules, scores, pipeline["at_least_one"], one, self.shape_levels))
         return np.stack(out)
 
-    def predict(self, image: np.ndarray, tile: tuple[int, int] | None = None, overlap: int | None = None) -> np.ndarray:
+    def predict(
+        self,
+        image: np.ndarray,
+        tile: tuple[int, int] | None = None,
+        overlap: int | None = None,
+        valid: np.ndarray | None = None,
+    ) -> np.ndarray:
         """(C, h, w) 0/1 masks at the scoring resolution of one (H, W, B) uint8 image (read_input):
         of the training size, exactly as `submit` draws them; of any other size, a scene predicted
-        in tiles and judged cell by cell (cloudcli.bundle.tiles)."""
+        in tiles and judged cell by cell (cloudcli.bundle.tiles). `valid` (H, W), for a bundle of
+        data with no-data pixels (data.nodata): where the image has data, as the raster reader
+        gives it; without it every pixel counts as data (`cloudcli predict` passes it)."""
         if image.ndim == 3 and image.shape[:2] == tuple(self.input["raw_size"]):
-            return self.predict_batch(image[None])[0][0]
+            return self.predict_batch(image[None], None if valid is None else valid[None])[0][0]
         from cloudcli.bundle.scene import predict_array
 
         if image.ndim != 3 or image.shape[2] != self.input["channels"]:
@@ -181,16 +189,24 @@ class Predictor:
                     probs[name] = probs[name] * keep[:, None]
         return self.masks(probs), probs
 
-    def predict_many(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """The masks of each raw-size image, in order, predicted in batches of the size infer used."""
-        batch: list[np.ndarray] = []
-        for image in images:
-            batch.append(image)
+    def predict_many(
+        self, images: Iterable[np.ndarray], valid: Iterable[np.ndarray] | None = None
+    ) -> Iterator[np.ndarray]:
+        """The masks of each raw-size image, in order, predicted in batches of the size infer used;
+        `valid`: each image's (H, W) pixels with data, as in `predict`."""
+        pairs = zip(images, valid, strict=True) if valid is not None else ((image, None) for image in images)
+        batch: list[tuple] = []
+        for pair in pairs:
+            batch.append(pair)
             if len(batch) == self.batch_size:
-                yield from self.predict_batch(np.stack(batch))[0]
+                yield from self._predict_pairs(batch)
                 batch = []
         if batch:
-            yield from self.predict_batch(np.stack(batch))[0]
+            yield from self._predict_pairs(batch)
+
+    def _predict_pairs(self, batch: list[tuple]) -> np.ndarray:
+        valid = None if batch[0][1] is None else np.stack([v for _, v in batch])
+        return self.predict_batch(np.stack([image for image, _ in batch]), valid)[0]
 
     def layout(self, scene: tuple[int, int], tile: tuple[int, int] | None = None, overlap: int | None = None):
         """The tiles and cells of a scene of `scene` (H, W) input pixels (cloudcli.bundle.tiles)."""

@@ -15,7 +15,7 @@ from cloudcli.errors import CloudcliError
 def init(
     preset: Annotated[
         str | None,
-        typer.Option(help="Preset laid over the defaults: 1st_place, 3rd_place, chips, demo_5fold or image_mask; none by default"),
+        typer.Option(help="Preset laid over the defaults: 1st_place, 3rd_place, chips, demo_5fold or image_mask"),
     ] = None,
     out: Annotated[Path, typer.Option(help="Params file to write")] = Path("params.yaml"),
     force: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,

@@ -117,27 +117,31 @@ def _settings(
 ) -> dict:
     """Everything that shapes the run: a last.pt made with other settings is not resumed."""
     mean, std = normalization(spec.network, cache.band_stats)
-    return {
-        "model": spec.name,
-        "role": spec.role,
-        "fold": fold,
-        "loss": spec.loss,
-        "network": asdict(spec.network),
-        "train_config": asdict(spec.train),
-        "augment": asdict(augment),
-        "input_size": list(spec.train.input_size or cache.cache_size),
-        "normalization": {"mean": list(mean), "std": list(std)},
-        "in_channels": cache.channels,
-        "classes": list(cache.classes),
-        "monitor": MONITOR[spec.role],
-        "n_train": len(train_idx),
-        "n_valid": len(valid_idx),
-        "frozen_encoder_stages": frozen,
-        "valid_ids_sha1": hashlib.sha1(" ".join(cache.train["image_id"].iloc[valid_idx]).encode()).hexdigest(),
-    } | (
-        {}
-        if pseudo is None
-        else {"pseudo": {"folder": str(pseudo.folder), "images": len(pseudo.images), "sha1": pseudo.sha1}}
+    return (
+        {
+            "model": spec.name,
+            "role": spec.role,
+            "fold": fold,
+            "loss": spec.loss,
+            "network": asdict(spec.network),
+            "train_config": asdict(spec.train),
+            "augment": asdict(augment),
+            "input_size": list(spec.train.input_size or cache.cache_size),
+            "normalization": {"mean": list(mean), "std": list(std)},
+            "in_channels": cache.channels,
+            "classes": list(cache.classes),
+            "monitor": MONITOR[spec.role],
+            "n_train": len(train_idx),
+            "n_valid": len(valid_idx),
+            "frozen_encoder_stages": frozen,
+            "valid_ids_sha1": hashlib.sha1(" ".join(cache.train["image_id"].iloc[valid_idx]).encode()).hexdigest(),
+        }
+        | ({"nodata": True} if cache.has_valid else {})
+        | (
+            {}
+            if pseudo is None
+            else {"pseudo": {"folder": str(pseudo.folder), "images": len(pseudo.images), "sha1": pseudo.sha1}}
+        )
     )
 
 

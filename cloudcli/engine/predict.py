@@ -14,8 +14,9 @@ from torch import nn
 from cloudcli.config import NetworkConfig
 from cloudcli.engine import checkpoint
 from cloudcli.errors import DataError
-from cloudcli.models.factory import build_network, has_class_head
+from cloudcli.models.factory import Classifier, build_network, has_class_head
 
+STRIDE = 32  # the encoders' output stride: a network's input sides are multiples of it
 Flip = Callable[[torch.Tensor], torch.Tensor]
 TTA: dict[str, tuple[Flip, Flip]] = {  # name -> (transform of the input, inverse for masks)
     "none": (lambda x: x, lambda y: y),
@@ -68,8 +69,8 @@ def predict(
     (B, C) for a classifier (a segmentation network's class head, when it has one).
 
     `dtype`: autocast (CUDA) to bf16 or fp16. `stacked`: all views of a scale in one forward of
-    len(tta) * B. `scales`: input sizes (x's times each, rounded to multiples of 32) whose masks are
-    resized back to x's size before the mean.
+    len(tta) * B. `scales`: input sizes, x's times each (padded to multiples of 32, the padding
+    cropped from the masks), whose masks are resized back to x's size before the mean.
     """
     masks, classes = predict_parts(nets, x, tta, out_size, dtype, stacked, scales)
     if role == "classifier":
@@ -90,13 +91,14 @@ def predict_parts(
     scales: tuple[float, ...] = (1.0,),
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(masks, classes): the mean sigmoid probabilities of the networks' masks (B, C, *out_size),
-    None for a classifier, and of their class scores (B, C): a classifier's, a class head's, None
-    without either; each summed over nets, scales and views in that order, then divided."""
+    at x's size without out_size (a class head asked for its classes), None for a classifier, and
+    of their class scores (B, C): a classifier's, a class head's, None without either; each summed
+    over nets, scales and views in that order, then divided."""
     masks = classes = None
     autocast = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
     for net in nets:
         for scale in scales:
-            for name, out in _views(net, _rescaled(x, scale), tta, stacked, autocast):
+            for name, out in _views(net, x, tta, stacked, autocast, scale):
                 logits, class_logits = _parts(out)
                 if logits is not None:
                     probs = TTA[name][1](_resized(torch.sigmoid(logits), x.shape[-2:]))
@@ -106,17 +108,23 @@ def predict_parts(
                     classes = probs if classes is None else classes + probs
     n = len(nets) * len(tta) * len(scales)
     if masks is not None:
-        masks = F.interpolate(masks / n, size=out_size, mode="bilinear", align_corners=False)
+        masks = masks / n
+        if out_size is not None:
+            masks = F.interpolate(masks, size=out_size, mode="bilinear", align_corners=False)
     return masks, None if classes is None else classes / n
 
 
-def _views(net: nn.Module, x: torch.Tensor, tta: tuple[str, ...], stacked: bool, autocast):
-    """(view name, raw output) of `net` on every TTA view of `x`; one forward for all when `stacked`."""
+def _views(net: nn.Module, x: torch.Tensor, tta: tuple[str, ...], stacked: bool, autocast, scale: float = 1.0):
+    """(view name, raw output) of `net` on every TTA view of `x` at `scale` (_scaled_input), masks
+    cropped back to the scaled size; one forward for all views when `stacked`. A classifier's input
+    is not padded: it pools whatever size it gets, and padding would weigh the edges more."""
+    size, pad = scaled_size(x.shape[-2:], scale), not isinstance(net, Classifier)
     if not stacked:
         for name in tta:
-            yield name, _forward(net, TTA[name][0](x), autocast)
+            yield name, _cropped(_forward(net, _scaled_input(TTA[name][0](x), size, pad), autocast), size)
         return
-    out = _forward(net, torch.cat([TTA[name][0](x) for name in tta]), autocast)
+    out = _forward(net, torch.cat([_scaled_input(TTA[name][0](x), size, pad) for name in tta]), autocast)
+    out = _cropped(out, size)
     parts = [o.chunk(len(tta)) for o in out] if isinstance(out, tuple) else [out.chunk(len(tta))]
     for j, name in enumerate(tta):
         yield name, tuple(p[j] for p in parts) if isinstance(out, tuple) else parts[0][j]
@@ -131,13 +139,26 @@ def _parts(out) -> tuple[torch.Tensor | None, torch.Tensor | None]:
 
 
 def scaled_size(size: tuple[int, ...], scale: float) -> tuple[int, int]:
-    """(H, W) of an input `scale` times `size`, each rounded to a multiple of 32 (the encoders' stride)."""
-    return tuple(max(32, round(s * scale / 32) * 32) for s in size[-2:])
+    """(H, W) of an input `scale` times `size`, each side rounded to a pixel (at least 1)."""
+    return tuple(max(1, round(s * scale)) for s in size[-2:])
 
 
-def _rescaled(x: torch.Tensor, scale: float) -> torch.Tensor:
-    size = scaled_size(x.shape[-2:], scale)
-    return x if size == tuple(x.shape[-2:]) else _resized(x, size)
+def _scaled_input(x: torch.Tensor, size: tuple[int, int], pad: bool = True) -> torch.Tensor:
+    """`x` resized to `size` (bilinear), then (`pad`) padded at the bottom and right, edge pixels
+    repeated, to multiples of STRIDE, as the segmentation decoders need; unchanged at its own size
+    of such multiples."""
+    x = _resized(x, size)
+    if not pad:
+        return x
+    pad_h, pad_w = -size[0] % STRIDE, -size[1] % STRIDE
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+def _cropped(out, size: tuple[int, int]):
+    """A network's output with its masks cut back to `size` (the padding of _scaled_input dropped)."""
+    if isinstance(out, tuple):
+        return (_cropped(out[0], size), out[1])
+    return out[..., : size[0], : size[1]] if out.ndim == 4 else out
 
 
 def _resized(x: torch.Tensor, size) -> torch.Tensor:

@@ -153,9 +153,9 @@ def finish(
     train_loader.dataset.set_epoch(cfg.epochs)
     update_bn(t.net, train_loader, ctx, t.autocast, cfg.channels_last, t.frozen)
     truth = cache.array("train_truth")
-    metrics = validate(
-        t.net, valid_loader, t.loss_fn, spec.role, truth, ctx, t.autocast, cache.classes, cfg.channels_last
-    )
+    valid = cache.valid("train")  # as run_epochs validates an epoch: no-data pixels left out
+    metrics = validate(t.net, valid_loader, t.loss_fn, spec.role, truth, ctx, t.autocast, cache.classes,
+                       cfg.channels_last, valid)  # fmt: skip
     value = monitored(metrics, spec.role)
     record = {"mode": cfg.swa.mode, "epochs": [e + 1 for e in epochs], "value": value, "metrics": metrics}
     if ctx.main:

@@ -66,7 +66,9 @@ def validate(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum, n = accumulator(ctx), 0
     outputs, labels, empty = [], [], []  # per batch: (3, B, C) counts or (B, C) probs on the device; host flags
-    heads = []  # per batch: a class head's (B, C) probabilities on the device
+    # per batch: a class head's (B, C) probabilities on the device; None: the network has no head (every
+    # process knows it from the network, so all gather alike, even one without a validation batch)
+    heads = [] if getattr(net, "classification_head", None) is not None else None
     for batch in loader:
         x = batch["image"].to(ctx.device, non_blocking=True, memory_format=fmt)
         target = (batch["labels"] if role == "classifier" else batch["masks"]).to(ctx.device, non_blocking=True)
@@ -76,7 +78,7 @@ def validate(
         loss_sum += loss_fn(out, target, *extra).detach().to(loss_sum.dtype) * len(x)
         n += len(x)
         logits, class_logits = split_outputs(out)
-        if class_logits is not None:
+        if heads is not None:
             heads.append(torch.sigmoid(class_logits.float()))
         if role == "classifier":
             outputs.append(torch.sigmoid(logits.float()))
@@ -111,13 +113,13 @@ def _seg_metrics(outputs, empty, heads, loss: tuple, classes: tuple[str, ...], c
     )
 
 
-def _head_metrics(heads: list[torch.Tensor], empty: list[np.ndarray], classes: tuple[str, ...], ctx) -> dict:
+def _head_metrics(heads: list | None, empty: list[np.ndarray], classes: tuple[str, ...], ctx) -> dict:
     """A class head's AUC and accuracy against class presence at the scoring size, as head_auc,
     head_accuracy, head_auc_<class>; nothing for a network without a head."""
-    if not heads:
+    if heads is None:
         return {}
-    presence = torch.from_numpy(~np.concatenate(empty)).float()
-    probs, truth = (all_gather_rows(x, ctx) for x in (torch.cat(heads), presence))
+    presence = torch.from_numpy(~np.concatenate(empty)).float() if empty else torch.zeros(0, len(classes))
+    probs, truth = (all_gather_rows(x, ctx) for x in (_cat(heads, (0, len(classes))), presence))
     return {f"head_{k}": v for k, v in classifier_metrics(probs, truth, classes).items()}
 
 

@@ -138,8 +138,12 @@ class ClassHeadLoss(nn.Module):
     """BCE of a class-presence head's (B, C) logits against the presence of each class in the
     (B, C, H, W) target: its maximum (1 where any pixel is labelled; a soft target's peak)."""
 
-    def forward(self, class_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        presence = target.float().flatten(2).amax(-1).clamp(0, 1)
+    def forward(
+        self, class_logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`valid` (B, 1, H, W): labels under pixels without data do not make a class present."""
+        target = target.float() if valid is None else target.float() * valid
+        presence = target.flatten(2).amax(-1).clamp(0, 1)
         return F.binary_cross_entropy_with_logits(class_logits.float(), presence)
 
 
@@ -187,9 +191,7 @@ class WeightedSum(nn.Module):
             raise ValueError("the loss's class_head term needs a network with a class head, and only such a one")
         extra = () if valid is None else (valid.float(),)
         values = {
-            name: term(class_logits.float(), target.float())
-            if name == CLASS_HEAD
-            else term(logits.float(), target.float(), *extra)
+            name: term((class_logits if name == CLASS_HEAD else logits).float(), target.float(), *extra)
             for name, term in self.terms.items()
         }
         self.last = {name: v.detach() for name, v in values.items()}

@@ -86,3 +86,17 @@ def test_all_pixels_valid_is_the_plain_loss_and_none_valid_is_zero() -> None:
     ones = torch.ones(B, 1, H, W)
     assert float(loss(logits, target, ones)) == pytest.approx(float(loss(logits, target)), rel=1e-6)
     assert float(build_loss("seg1", {"bce": 1.0})(logits, target, torch.zeros(B, 1, H, W))) == 0.0
+
+
+def test_labels_under_no_data_pixels_make_no_class_present_for_the_head() -> None:
+    torch.manual_seed(0)
+    masks, heads = torch.randn(1, 2, 4, 4), torch.randn(1, 2)
+    target = torch.zeros(1, 2, 4, 4)
+    target[0, 0, 0, 0] = 1  # class 0: one labelled pixel, under no data
+    target[0, 1, 3, 3] = 1  # class 1: one labelled pixel with data
+    valid = torch.ones(1, 1, 4, 4)
+    valid[0, 0, 0, 0] = 0
+    loss = build_loss("seg1", {"class_head": 1.0, "bce": 1.0})
+    loss((masks, heads), target, valid)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(heads, torch.tensor([[0.0, 1.0]]))
+    assert loss.last["class_head"].item() == pytest.approx(expected.item(), rel=1e-6)

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ from helpers import REPO, load_maps
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import open_cache, unpack_masks
-from cloudcli.engine.predict import load_fold_net, memory_format
+from cloudcli.engine.predict import _cropped, _scaled_input, load_fold_net, memory_format, scaled_size
 from cloudcli.errors import ConfigError
 from cloudcli.stages import infer, train
 
@@ -98,18 +99,110 @@ def test_transpose_needs_square_inputs(tiny_cache, trained) -> None:
     assert not (trained / "predictions/seg1_t").exists()
 
 
+@pytest.mark.parametrize("scales", [(1.0,), (1.0, 1.5)])
 @pytest.mark.parametrize("model", ["seg1", "classifier"])
-def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model) -> None:
+def test_stacked_tta_views_give_the_sequential_answer(tiny_cache, trained, model, scales) -> None:
     flips = ("none", "hflip", "vflip", "hvflip")
     split = "oof.csv"
-    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=False)
+    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=False, scales=scales)
     sequential = load_maps(out) if model == "seg1" else pd.read_csv(out / split)
-    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=True)
+    out = run_infer(tiny_cache, trained, model, tta=flips, stack_tta=True, scales=scales)
     if model == "seg1":
         assert np.abs(load_maps(out).astype(int) - sequential.astype(int)).max() <= 1
     else:
         stacked = pd.read_csv(out / split)
         np.testing.assert_allclose(stacked[list(CLASSES)], sequential[list(CLASSES)], atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["seg1", "classifier"])
+def test_scale_tta_averages_the_views_of_each_resized_input(tiny_cache, trained, model) -> None:
+    """infer.scales (1.0, 1.5): by hand for one row, the mean over the input and the input resized
+    to scaled_size (48x96 for the 32x64 cache, padded to 64x96 by repeating its last row), each plain
+    and flipped, of the sigmoid masks cut back to 48x96 and resized to the input's size (or of the
+    class probabilities); not the answer of scale 1.0 alone."""
+    read = (lambda out: load_maps(out).astype(int)) if model == "seg1" else (
+        lambda out: pd.read_csv(out / "oof.csv")[list(CLASSES)].to_numpy()
+    )  # fmt: skip
+    plain = read(run_infer(tiny_cache, trained, model, tta=("none", "hflip")))
+    out = run_infer(tiny_cache, trained, model, tta=("none", "hflip"), scales=(1.0, 1.5))
+    assert json.loads((out / "meta.json").read_text())["scales"] == [1.0, 1.5]
+    scaled = read(out)
+    cache = open_cache(tiny_cache / "artifacts/preprocessed")
+    index = pd.read_csv(out / "oof.csv", dtype={"image_id": str})
+    row = 7
+    net, settings = load_fold_net(trained / "models" / model / f"fold{int(index['fold'][row])}", torch.device("cpu"))
+    i = int(np.flatnonzero(cache.train["image_id"] == index["image_id"][row])[0])
+    mean, std = (torch.tensor(settings["normalization"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = (torch.from_numpy(cache.array("train_images")[i].copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    assert scaled_size(x.shape, 1.5) == (48, 96)
+
+    def run(view: torch.Tensor, scaled: bool) -> torch.Tensor:
+        if not scaled:
+            return torch.sigmoid(net(view))
+        small = F.interpolate(view, size=(48, 96), mode="bilinear", align_corners=False)
+        if model != "seg1":  # a classifier pools the scaled input as it is
+            return torch.sigmoid(net(small))
+        padded = torch.cat([small, small[..., -1:, :].expand(-1, -1, 16, -1)], -2)  # 64 rows: 16 copies of the last
+        probs = torch.sigmoid(net(padded))
+        return F.interpolate(probs[..., :48, :], size=(32, 64), mode="bilinear", align_corners=False)
+
+    views = []
+    with torch.no_grad():
+        for scaled_view in (False, True):
+            views.append(run(x, scaled_view))
+            flipped = run(x.flip(-1), scaled_view)
+            views.append(flipped.flip(-1) if model == "seg1" else flipped)
+    expected = torch.stack(views).mean(0)
+    if model == "seg1":
+        expected = (F.interpolate(expected, size=(32, 48), mode="bilinear", align_corners=False) * 255).round()
+        assert np.abs(scaled[row] - expected[0].numpy().astype(int)).max() <= 1
+        assert np.abs(scaled - plain).max() > 2
+    else:
+        np.testing.assert_allclose(scaled[row], expected[0].numpy(), atol=1e-5)
+        assert np.abs(scaled - plain).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        ((32, 64), 1.0, (32, 64)),
+        ((32, 64), 1.5, (48, 96)),
+        ((64, 96), 1.25, (80, 120)),
+        ((2, 3, 320, 480), 0.75, (240, 360)),  # the last two of a batch's shape
+        ((350, 525), 1.1, (385, 578)),  # 577.5 rounds to the even 578
+        ((32, 64), 0.01, (1, 1)),  # never under a pixel
+    ],
+)
+def test_scaled_sizes_keep_the_scale(size, scale, expected) -> None:
+    assert scaled_size(size, scale) == expected
+
+
+def test_scaled_inputs_are_padded_to_multiples_of_32_and_outputs_cut_back() -> None:
+    x = torch.arange(2 * 3 * 48 * 96, dtype=torch.float32).reshape(2, 3, 48, 96)
+    padded = _scaled_input(x, (48, 96))  # its own size: no resize, only the padding
+    assert padded.shape == (2, 3, 64, 96) and torch.equal(padded[..., :48, :], x)
+    assert torch.equal(padded[..., 48:, :], x[..., -1:, :].expand(-1, -1, 16, -1))  # edge rows repeated
+    assert torch.equal(_scaled_input(x[..., :32, :], (32, 96)), x[..., :32, :])  # multiples of 32: as it is
+    masks, classes = torch.zeros(2, 4, 64, 96), torch.zeros(2, 4)
+    cut = _cropped((masks, classes), (48, 96))
+    assert cut[0].shape == (2, 4, 48, 96) and cut[1] is classes
+    assert _cropped(classes, (48, 96)) is classes  # a classifier's (B, C): nothing to cut
+
+
+@pytest.mark.parametrize(
+    ("scales", "message"),
+    [
+        ((1.0, 1.0), r"infer.scales must list distinct scales, e.g. \[1.0, 1.25\], got \[1.0, 1.0\]"),
+        ((), r"infer.scales must list distinct scales"),
+        ((1.0, 5.0), r"infer.scales must be in \[0.25, 4.0\], got 5.0"),
+        ((0.2,), r"infer.scales must be in \[0.25, 4.0\], got 0.2"),
+    ],
+)
+def test_bad_scales_name_the_key(scales, message) -> None:
+    cfg = load_params(REPO / "params.yaml").infer
+    assert cfg.scales == (1.0,)
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(cfg, scales=scales)
 
 
 def test_worker_processes_give_the_same_predictions(tiny_cache, trained) -> None:
