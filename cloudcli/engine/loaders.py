@@ -17,7 +17,7 @@ from cloudcli.data.dataset import (
     ShardSampler,
     build_transform,
 )
-from cloudcli.data.folds import read_folds
+from cloudcli.data.folds import read_split
 from cloudcli.data.pseudo import PseudoSet, read_pseudo
 from cloudcli.engine.distributed import Context
 from cloudcli.errors import DataError
@@ -26,9 +26,10 @@ from cloudcli.parallel import worker_cap
 
 
 def split_indices(cache_train_ids: list[str], folds_csv: Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, valid rows) of the cache for `fold`, from the folds table."""
-    folds = read_folds(folds_csv, cache_train_ids, need=(fold,))
-    return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    """(train rows, valid rows) of the cache for `fold`, from the folds table; images it marks
+    excluded (data.exclude) are in neither."""
+    folds, excluded = read_split(folds_csv, cache_train_ids, need=(fold,))
+    return np.flatnonzero((folds != fold) & ~excluded), np.flatnonzero((folds == fold) & ~excluded)
 
 
 def pseudo_set(folder: Path, cache: Cache, fold: int | None = None) -> PseudoSet:

@@ -5,8 +5,9 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
                 scoring size (350x525), compressed (cloudcli.data.maps); each OOF row comes from the
                 fold model that did not see it, rows grouped by fold (one model at a time, written in
                 order); test rows average every fold model; oof.csv (image_id, fold) and test.csv give
-                row order. oof_hist.npy (n_oof, 4, 2, 256) int32: per image and class, the level
-                histogram of all pixels and of those inside the truth, what every level search needs
+                row order; images data.exclude leaves out (folds.csv's excluded column) have no OOF
+                row. oof_hist.npy (n_oof, 4, 2, 256) int32: per image and class, the level histogram
+                of all pixels and of those inside the truth, what every level search needs
                 (later stages read it instead of the maps). With data.nodata, a pixel without data
                 is 0 in every map and in neither histogram. With infer.fold_test, also
                 test_fold<k>.zarr/.csv: fold k's model alone (what leak-free pseudo labels for fold k
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader
 from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
-from cloudcli.data.folds import read_folds
+from cloudcli.data.folds import read_split
 from cloudcli.data.maps import MapWriter, maps_path
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import autocast_dtype, load_fold_net, mean_of, memory_format, predict_parts, to_uint8
@@ -127,9 +128,10 @@ def _on(net, device: torch.device, one: bool):
 
 def _oof_rows(cache: Cache, folds_csv: Path, cv: CvConfig) -> tuple[np.ndarray, np.ndarray]:
     """The fold of every cache training row, and the rows predicted out of fold (in cv.folds), in
-    the OOF order: grouped by fold in cv.folds' order, in cache order within a fold."""
-    folds = read_folds(folds_csv, list(cache.train["image_id"]), need=tuple(cv.folds))
-    return folds, np.concatenate([np.flatnonzero(folds == k) for k in cv.folds])
+    the OOF order: grouped by fold in cv.folds' order, in cache order within a fold. Images the
+    folds table marks excluded (data.exclude) get no OOF row, so no later stage scores them."""
+    folds, excluded = read_split(folds_csv, list(cache.train["image_id"]), need=tuple(cv.folds))
+    return folds, np.concatenate([np.flatnonzero((folds == k) & ~excluded) for k in cv.folds])
 
 
 def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size: tuple, classes: tuple) -> dict:
