@@ -78,11 +78,12 @@ def test_excluded_images_get_no_oof_row(tmp_path) -> None:
     kept = [i for i, out in zip(IDS, OUT) if not out]
     rest = folds_csv(tmp_path / "rest.csv", kept, FOLDS[~OUT])
     config = SimpleNamespace(folds=(2, 0, 1))
-    folds, rows = infer._oof_rows(SimpleNamespace(train=pd.DataFrame({"image_id": IDS})), marked, config)
-    folds_rest, rows_rest = infer._oof_rows(SimpleNamespace(train=pd.DataFrame({"image_id": kept})), rest, config)
+    folds, rows, out = infer._oof_rows(SimpleNamespace(train=pd.DataFrame({"image_id": IDS})), marked, config)
+    folds_rest, rows_rest, none = infer._oof_rows(SimpleNamespace(train=pd.DataFrame({"image_id": kept})), rest, config)
     assert np.array_equal(folds, FOLDS)  # every image keeps its fold
     assert [IDS[i] for i in rows] == [kept[i] for i in rows_rest]
     assert np.array_equal(folds[rows], folds_rest[rows_rest]) and not OUT[rows].any()
+    assert out.tolist() == [1, 4, 5, 12, 20, 29] and none.size == 0  # predicted as unseen images, in cache order
 
 
 def test_cv_scores_the_remaining_images_only(tmp_path) -> None:
