@@ -6,7 +6,7 @@ which no fold model trained on either. Rows are aligned across the models."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ class Split:
     maps: list  # (N, C, H, W) uint8 per model, read lazily: seg1, then the shape models
     classifier: np.ndarray | None  # (N, C)
     folds: np.ndarray | None = None  # (N,) the fold of each out-of-fold row
-    source: np.ndarray | None = None  # (N,) candidates: test or excluded, per row
+    source: np.ndarray | None = None  # (N,) of candidate images: test or excluded
 
 
 def read_oof(sources: Labellers) -> tuple[Split, list[str]]:
@@ -73,8 +73,8 @@ def read_candidates(sources: Labellers, which: tuple[str, ...], fold: int | None
     excluded), one after the other: by the mean of the fold models (`fold` None), or by fold
     `fold`'s models alone (<source>_fold<k>)."""
     parts = [_read_split(sources, source if fold is None else f"{source}_fold{fold}") for source in which]
-    if len(parts) == 1:  # test images only, as before sources
-        return parts[0]
+    if len(parts) == 1:  # one source: its maps as they are
+        return replace(parts[0], source=np.full(len(parts[0].ids), which[0]))
     return Split(
         [i for p in parts for i in p.ids],
         [_Joined([p.maps[m] for p in parts]) for m in range(len(parts[0].maps))],

@@ -115,7 +115,7 @@ def _label_set(cfg: PseudoConfig, cache, sources: Labellers, candidates: Split, 
     keep, confidence = select(cfg, candidates.classifier, candidates.maps[0])
     rows = np.flatnonzero(keep)
     kept_ids = [candidates.ids[i] for i in rows]
-    source = np.full(len(keep), "test") if candidates.source is None else candidates.source
+    source = candidates.source
     cache_row, truths = _kept(cache, kept_ids, source[rows], sources.seg1)
     classes = cache.classes
     folder.mkdir()
