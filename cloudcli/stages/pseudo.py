@@ -17,6 +17,10 @@ never shape it. `pseudo.labels: mean` (the 3rd place's way) labels once with the
 fold model and rules fitted on every OOF row: each fold's validation labels then shape its own
 pseudo-label model's training data, and its out-of-fold score comes out optimistic.
 
+Candidates (params `pseudo.sources`): the test images and/or the training images data.exclude
+leaves out (infer predicts those as unseen images: excluded / excluded_fold<k>); both are kept and
+labelled by the same rules, and the set says each image's source (cloudcli.data.pseudo).
+
 Writes one set per trained fold, `<out>/fold<k>/` as described in cloudcli.data.pseudo, a
 round meta.json, and metrics (images kept, the labels' OOF Dice, and on the demo their Dice
 against test_truth.csv; per fold and their mean).
