@@ -28,6 +28,7 @@ CACHE = Path("artifacts/preprocessed")
 CACHE_TRAIN = CACHE / "train"  # what the training stages depend on: new test images retrain nothing
 CACHE_TEST = CACHE / "test"
 FOLDS = Path("artifacts/folds.csv")
+LABELS = Path("labels")  # data.exclude's lists of image ids: a dependency of the fold stage
 MODELS = Path("models")
 PREDICTIONS = Path("predictions")
 PSEUDO = Path("pseudo")

@@ -61,6 +61,7 @@ def tiny_repo(tiny_demo: Path, tmp_path: Path) -> Path:
     repo = git_dvc_repo(tmp_path / "repo")
     shutil.copytree(tiny_demo, repo / "data")
     shutil.copy(REPO / "dvc.yaml", repo)
+    shutil.copytree(REPO / "labels", repo / "labels")  # the fold stage depends on it (data.exclude)
     params = tiny_params(
         fold={"n_splits": 3},
         train={"epochs": 1, "batch_size": 4},

@@ -206,6 +206,13 @@ def test_model_overrides_apply_on_the_shared_defaults() -> None:
         (lambda p: p["pseudo"].update(pixel_high=1.5), r"pseudo.pixel_low and pseudo.pixel_high must satisfy"),
         (lambda p: p["pseudo"].update(min_share=1.0), r"pseudo.min_share must be in \[0, 1\), got 1.0"),
         (lambda p: p["pseudo"].update(rule="both"), r"pseudo.rule must be one of 'classifier', 'pixels'"),
+        (
+            lambda p: p["pseudo"].update(sources=["test", "excluded"]),
+            r"pseudo.sources lists excluded, but data.exclude is null: .* or set pseudo.sources: \[test\]",
+        ),
+        (lambda p: p["pseudo"].update(sources=[]), r"pseudo.sources must list at least one value, each once"),
+        (lambda p: p["pseudo"].update(sources=["test", "test"]), r"pseudo.sources must list at least one value"),
+        (lambda p: p["pseudo"].update(sources=["train"]), r"pseudo.sources\[0\] must be one of 'test', 'excluded'"),
         (lambda p: p["pseudo_rounds"]["r1"].update(after="r2"), r"pseudo_rounds.r1.after must be base or an earlier"),
         (
             lambda p: p["pseudo_rounds"].update(base={"after": "base", "relabel": {}}),
@@ -309,6 +316,18 @@ def test_pseudo_labels_switch_off_with_no_rounds(tmp_path) -> None:
     params["pseudo"]["models"] = []  # nothing to train when no round runs
     loaded = load_params(write(tmp_path, params))
     assert loaded.pseudo_rounds == {} and loaded.ensemble.members == ("seg2", "seg2_unet")
+
+
+def test_excluded_images_are_candidates_with_data_exclude(tmp_path) -> None:
+    params = repo_params()
+    assert load_params(REPO / "params.yaml").pseudo.sources == ("test",)
+    params["pseudo"]["sources"] = ["test", "excluded"]
+    params["data"]["exclude"] = "labels/exclude.txt"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert load_params(tmp_path / "params.yaml").pseudo.sources == ("test", "excluded")
+    del params["pseudo"]["sources"]  # params written before the key: test images only
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert load_params(tmp_path / "params.yaml").pseudo.sources == ("test",)
 
 
 def test_rounds_keep_their_order_and_relabel_after_an_earlier_round(tmp_path) -> None:

@@ -27,6 +27,7 @@ def first_place_repo(tiny_demo: Path, tmp_path: Path) -> Path:
     repo = git_dvc_repo(tmp_path / "repo")
     shutil.copytree(tiny_demo, repo / "data")
     shutil.copy(REPO / "dvc.yaml", repo)
+    shutil.copytree(REPO / "labels", repo / "labels")  # the fold stage depends on it (data.exclude)
     params = preset_params("1st_place")
     params["data"].update(raw_size=[TINY["height"], TINY["width"]], score_size=[32, 48])
     params["preprocess"].update(cache_size=[32, 64], workers=1)

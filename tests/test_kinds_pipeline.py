@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +48,7 @@ def kind_repo(tmp_path: Path, kind: str, raw: str, **sections: dict) -> Path:
         params[name].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    shutil.copytree(REPO / "labels", repo / "labels")  # the fold stage depends on it (data.exclude)
     run("dvc", "add", "-q", raw, cwd=repo)
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", kind, cwd=repo)

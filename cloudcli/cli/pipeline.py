@@ -147,8 +147,9 @@ def pseudo(
     (pseudo.rule: classifier, 0.3 / 0.7) or when most of its seg1 pixels are confident (pixels).
     Its masks are the base two-stage masks (seg1 rule, seg2 vote, classifier gate fitted on
     out-of-fold maps), made by the base models or, in a later round, with some of them replaced by
-    the previous round's pseudo-label models (pseudo_rounds.ROUND.relabel). `cloudcli train
-    --round ROUND` adds the set to the training part of every fold.
+    the previous round's pseudo-label models (pseudo_rounds.ROUND.relabel). With pseudo.sources
+    listing excluded, the training images data.exclude leaves out are candidates too (relabelled).
+    `cloudcli train --round ROUND` adds the set to the training part of every fold.
     """
     from cloudcli.config import load_params
 

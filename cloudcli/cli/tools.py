@@ -43,6 +43,9 @@ def demo_data(
     width: Annotated[int | None, typer.Option(help="Image width [kaggle_clouds 2100, others 128]")] = None,
     workers: Annotated[int, typer.Option(help="Processes drawing images")] = 2,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder")] = False,
+    label_noise: Annotated[
+        float, typer.Option(help="kaggle_clouds: share of training images given wrong labels (answer key written)")
+    ] = 0.0,
 ) -> None:
     """Write a synthetic dataset of one kind (params data.kind).
 
@@ -50,10 +53,14 @@ def demo_data(
     train_images/, test_images/ and test_truth.csv (the hidden test masks). chips: On Cloud N's
     layout, 4 uint16 GeoTIFF bands per chip, labels and metadata (cloudcli init --preset chips).
     image_mask: building tiles, PNG images and masks (cloudcli init --preset image_mask).
+
+    --label-noise 0.15 (kaggle_clouds) gives round(0.15 * n_train) training images a wrong mask in
+    train.csv (a class dropped, a mask shifted, or two classes swapped); label_noise.csv lists them
+    and train_truth.csv holds the true labels: an answer key for measuring, never read by the pipeline.
     """
     from cloudcli.data.demo_kinds import generate_demo
 
-    generate_demo(kind, out, (n_train, n_test, height, width), seed, workers, force)
+    generate_demo(kind, out, (n_train, n_test, height, width), seed, workers, force, label_noise)
 
 
 def export_masks(

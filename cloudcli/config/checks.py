@@ -17,6 +17,12 @@ def _check_combination(params: Params) -> None:
     base, models, pseudo = params.cv.models, params.models, params.pseudo
     segs = [m for m in base if models[m].role != "classifier"]
     _check_pseudo(pseudo, base, segs, models)
+    _check(
+        "excluded" not in pseudo.sources or params.data.exclude is not None,
+        "pseudo.sources",
+        "lists excluded, but data.exclude is null: name the list of training images to relabel "
+        "(data.exclude: labels/<file>), or set pseudo.sources: [test]",
+    )
     _check_rounds(params.pseudo_rounds, pseudo, models)
     # predictions by name: a base model, or <pseudo model>@<round>
     every_seg = segs + [

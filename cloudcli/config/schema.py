@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Literal
 
 from cloudcli import CLASSES
@@ -56,6 +57,7 @@ class DataConfig:
     band_percentiles: tuple[float, float]  # 16-bit bands: clipped to these percentiles of training pixels
     nodata: int | None  # a pixel with this value in every band has no data (kept 0); null = none
     metadata: str | None  # CSV in `raw`, one row per training image, read by fold.stratify and fold.group; null = none
+    exclude: str | None = None  # labels/<file>: training image ids left out of training, validation and scores
 
     def __post_init__(self) -> None:
         for key in ("raw_size", "score_size"):
@@ -97,6 +99,13 @@ class DataConfig:
         )
         if self.nodata is not None:
             _check_range(self.nodata, "data.nodata", 0, 65535)  # a uint8 or uint16 band value
+        parts = PurePosixPath(self.exclude or "x").parts
+        _check(
+            self.exclude is None or (len(parts) == 2 and parts[0] == "labels" and _plain_file(parts[1])),
+            "data.exclude",
+            f"must name a file in the labels/ folder (dvc.yaml's fold stage depends on that folder, so DVC sees "
+            f"an edit), e.g. labels/exclude.txt; got {self.exclude!r}",
+        )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from cloudcli.config.schema import (
     Size,
     TrainConfig,
     _check,
+    _check_distinct,
     _check_range,
 )
 
@@ -132,6 +133,7 @@ class PseudoConfig:
     min_areas: tuple[int, ...]  # candidate min_area values of the label rules, pixels at data.score_size
     soft: bool  # train on soft targets (the label models' mean probability) instead of binary masks
     labels: Literal["fold", "mean"] = "fold"  # fold k's set made by the fold-k models (no leak), or by all (leaks)
+    sources: tuple[Literal["test", "excluded"], ...] = ("test",)  # candidate images: test, excluded training images
 
     def __post_init__(self) -> None:
         _check(
@@ -151,6 +153,7 @@ class PseudoConfig:
         _check(0.0 <= self.min_share < 1.0, "pseudo.min_share", f"must be in [0, 1), got {self.min_share}")
         values = list(self.min_areas)
         _check(len(values) >= 1 and min(values) >= 0, "pseudo.min_areas", f"must list values >= 0, got {values}")
+        _check_distinct(tuple(self.sources), "pseudo.sources", "[test] or [test, excluded]")
 
 
 ROUND_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a folder name in models/, predictions/, pseudo/

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cloudcli import CLASSES
+from cloudcli.data.demo_noise import corrupt
 from cloudcli.data.kaggle import IMAGE_DIRS, SUBMISSION_CSV, TEST_TRUTH_CSV, TRAIN_CSV
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_path
@@ -26,6 +27,7 @@ from cloudcli.ui import info
 N_CLASSES_P = (0.24, 0.43, 0.28, 0.05)  # P(1, 2, 3, 4 classes in an image), as in train.csv
 CLASS_P = np.array([2781, 2365, 2939, 3751]) / 11836  # Fish, Flower, Gravel, Sugar label counts
 JPEG_QUALITY = 85
+NOISE_KEY, TRAIN_TRUTH_CSV = "label_noise.csv", "train_truth.csv"  # --label-noise's answer key: never read
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class DemoSpec:
     seed: int = 0
     height: int = 1400
     width: int = 2100
+    label_noise: float = 0.0  # share of training images given wrong labels (cloudcli.data.demo_noise)
 
 
 def sample_classes(rng: np.random.Generator) -> np.ndarray:
@@ -126,6 +129,8 @@ def generate(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 2, for
         raise DataError(f"{out}: folder is not empty; pass --force to replace it")
     if spec.n_train < 1 or spec.n_test < 1 or min(spec.height, spec.width) < 8:
         raise DataError("demo data needs n_train >= 1, n_test >= 1 and images of at least 8x8 pixels")
+    if not 0.0 <= spec.label_noise <= 1.0:
+        raise DataError(f"--label-noise {spec.label_noise}: must be a share of the training images, 0 to 1")
     rng = np.random.default_rng(spec.seed)
     ids = [f"{n:07x}.jpg" for n in rng.choice(16**7, spec.n_train + spec.n_test, replace=False)]
     splits = {"train": sorted(ids[: spec.n_train]), "test": sorted(ids[spec.n_train :])}
@@ -139,15 +144,25 @@ def generate(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 2, for
             ]
             rles = pmap(_write_one, jobs, workers, f"demo {split} images", "images")
             labels[split] = _labels(image_ids, rles)
+            if split == "train" and spec.label_noise > 0:
+                noisy, key = corrupt(image_ids, rles, spec.label_noise, spec.seed, (spec.height, spec.width), CLASSES)
+                labels["train_truth"], labels["train"] = labels["train"], _labels(image_ids, noisy)
         write = {
             TRAIN_CSV: labels["train"],
             TEST_TRUTH_CSV: labels["test"],
             SUBMISSION_CSV: labels["test"].assign(EncodedPixels="1 1"),
         }
+        if spec.label_noise > 0:  # the answer key, for measuring a bad-label search; the pipeline never reads it
+            write |= {TRAIN_TRUTH_CSV: labels["train_truth"], NOISE_KEY: key}
         for name, frame in write.items():
             frame.to_csv(tmp / name, index=False, lineterminator="\n")
     non_empty = (labels["train"]["EncodedPixels"] != "").mean()
     info(
         f"demo data: {spec.n_train} train + {spec.n_test} test images of {spec.height}x{spec.width} "
         f"in {out}; {non_empty:.0%} of train labels non-empty"
+        + (
+            f"; {len(key)} with wrong labels (answer key {NOISE_KEY}, {TRAIN_TRUTH_CSV})"
+            if spec.label_noise > 0
+            else ""
+        )
     )

@@ -181,16 +181,24 @@ DEMO_SIZES = {  # kind -> (n_train, n_test, height, width) by default
 
 
 def generate_demo(
-    kind: str, out: str | Path, sizes: tuple[int | None, ...], seed: int, workers: int, force: bool
+    kind: str,
+    out: str | Path,
+    sizes: tuple[int | None, ...],
+    seed: int,
+    workers: int,
+    force: bool,
+    label_noise: float = 0.0,
 ) -> None:
     """`cloudcli demo-data`: a dataset of `kind`; `sizes` (n_train, n_test, height, width), None
-    taking DEMO_SIZES's value."""
+    taking DEMO_SIZES's value; `label_noise` (kaggle_clouds) the share of training images mislabelled."""
     if kind not in DEMO_SIZES:
         raise CloudcliError(f"--kind: unknown dataset kind {kind!r}; choose from {', '.join(DEMO_SIZES)}")
     n_train, n_test, height, width = (g if g is not None else d for g, d in zip(sizes, DEMO_SIZES[kind]))
     if kind == "kaggle_clouds":
-        generate(out, DemoSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
+        generate(out, DemoSpec(n_train, n_test, seed, height, width, label_noise), max(workers, 1), force)
         return
+    if label_noise:
+        raise CloudcliError(f"--label-noise: only kaggle_clouds demo data has label noise, not {kind}; drop the option")
     generate_kind(kind, out, KindSpec(n_train, n_test, seed, height, width), max(workers, 1), force)
 
 

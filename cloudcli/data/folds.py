@@ -57,12 +57,25 @@ def make_folds(
 
 def read_folds(path: Path, ids: list[str] | tuple[str, ...], need: tuple[int, ...] = ()) -> np.ndarray:
     """(N,) int64 fold of each of `ids` from the folds table `cloudcli fold` wrote: a row per id,
-    and no other; folds numbered 0..K-1, each non-empty, holding every fold of `need` (cv.folds)."""
+    and no other; folds numbered 0..K-1, each non-empty, holding every fold of `need` (cv.folds).
+    Excluded images (data.exclude) have their fold too: see read_split."""
+    return read_split(path, ids, need)[0]
+
+
+def read_split(
+    path: Path, ids: list[str] | tuple[str, ...], need: tuple[int, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """(folds, excluded): read_folds's (N,) folds and (N,) bool, whether data.exclude leaves the
+    image out (the table's optional `excluded` column, 0/1); each fold of `need` keeps an image."""
     rerun = "rerun `cloudcli fold` (or `dvc repro fold`)"
     table = _read_folds_csv(Path(path), rerun)
     bad = table[~table["fold"].str.fullmatch(r"[0-9]{1,6}")]
     if len(bad):
         raise DataError(f"{path} line {bad.index[0]}: fold {bad['fold'].iloc[0][:40]!r} is not a fold number; {rerun}")
+    marks = table["excluded"] if "excluded" in table.columns else pd.Series("0", index=table.index)
+    bad = marks[~marks.isin(("0", "1"))]
+    if len(bad):
+        raise DataError(f"{path} line {bad.index[0]}: excluded {bad.iloc[0][:40]!r} is not 0 or 1; {rerun}")
     dup = table[table["image_id"].duplicated()]
     if len(dup):
         raise DataError(f"{path} line {dup.index[0]}: image {dup['image_id'].iloc[0]!r} has a second row; {rerun}")
@@ -78,7 +91,15 @@ def read_folds(path: Path, ids: list[str] | tuple[str, ...], need: tuple[int, ..
             f"{path}: fold {absent[0]} has no images (folds 0..{max(present)}); check cv.folds against fold.n_splits "
             f"in params.yaml, then {rerun}"
         )
-    return fold_of.loc[list(ids)].to_numpy()
+    excluded = pd.Series((marks == "1").to_numpy(), index=fold_of.index).loc[list(ids)].to_numpy()
+    folds = fold_of.loc[list(ids)].to_numpy()
+    emptied = [k for k in need if excluded[folds == k].all()]
+    if emptied:
+        raise DataError(
+            f"{path}: every image of fold {emptied[0]} is excluded (data.exclude): nothing validates it; "
+            f"list fewer images, then {rerun}"
+        )
+    return folds, excluded
 
 
 def _same_ids(path: Path, listed: set[str], ids: set[str], rerun: str) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from cloudcli import paths
 from cloudcli.config import CvConfig, ModelEntry
-from cloudcli.data.folds import read_folds
+from cloudcli.data.folds import read_split
 from cloudcli.errors import DataError
 from cloudcli.io import need_keys, read_json, write_json
 from cloudcli.metrics import sums_report
@@ -87,8 +87,9 @@ def round_or_none(value: float | None) -> float | None:
 
 
 def all_empty_dice(cache: Path, folds_csv: Path, folds: tuple[int, ...]) -> float:
-    """Dice of predicting every mask empty on the validation rows of `folds`: the empty-row share."""
+    """Dice of predicting every mask empty on the validation rows of `folds` (excluded images,
+    data.exclude, are no validation rows): the empty-row share."""
     presence = pd.read_csv(cache / "train" / "index.csv", dtype={"image_id": str}).set_index("image_id")
-    fold_of = read_folds(folds_csv, list(presence.index), need=tuple(folds))
-    rows = presence[np.isin(fold_of, folds)]
+    fold_of, excluded = read_split(folds_csv, list(presence.index), need=tuple(folds))
+    rows = presence[np.isin(fold_of, folds) & ~excluded]
     return float((rows.to_numpy() == 0).mean())

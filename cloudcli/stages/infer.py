@@ -5,15 +5,21 @@ Writes to `out`, streamed batch by batch (memory stays bounded whatever the data
                 scoring size (350x525), compressed (cloudcli.data.maps); each OOF row comes from the
                 fold model that did not see it, rows grouped by fold (one model at a time, written in
                 order); test rows average every fold model; oof.csv (image_id, fold) and test.csv give
-                row order. oof_hist.npy (n_oof, 4, 2, 256) int32: per image and class, the level
-                histogram of all pixels and of those inside the truth, what every level search needs
+                row order; images data.exclude leaves out (folds.csv's excluded column) have no OOF
+                row. oof_hist.npy (n_oof, 4, 2, 256) int32: per image and class, the level histogram
+                of all pixels and of those inside the truth, what every level search needs
                 (later stages read it instead of the maps). With data.nodata, a pixel without data
                 is 0 in every map and in neither histogram. With infer.fold_test, also
                 test_fold<k>.zarr/.csv: fold k's model alone (what leak-free pseudo labels for fold k
                 are made from).
+                When the folds table marks images excluded (data.exclude), no fold model trained on
+                them, so they are predicted as unseen images, like the test set: excluded.zarr/.csv
+                (the fold mean, cache order) and, with infer.fold_test, excluded_fold<k> (what
+                pseudo.sources: [excluded] relabels them from); none without excluded images.
                 A model trained with a class head (loss term class_head) also has a probability
                 column per class in oof.csv and test.csv (and test_fold<k>.csv), as a classifier's.
-  classifier:   oof.csv and test.csv (and test_fold<k>.csv) with one probability column per class.
+  classifier:   oof.csv and test.csv (and test_fold<k>.csv; excluded.csv, excluded_fold<k>.csv) with one
+                probability column per class.
   meta.json:    TTA, folds, shapes, versions.
 """
 
@@ -31,7 +37,7 @@ from torch.utils.data import DataLoader
 from cloudcli.config import CvConfig, InferConfig
 from cloudcli.data.cache import Cache, open_cache
 from cloudcli.data.dataset import CacheDataset, build_transform
-from cloudcli.data.folds import read_folds
+from cloudcli.data.folds import read_split
 from cloudcli.data.maps import MapWriter, maps_path
 from cloudcli.engine.distributed import pick_device
 from cloudcli.engine.predict import autocast_dtype, load_fold_net, mean_of, memory_format, predict_parts, to_uint8
@@ -52,7 +58,7 @@ def run(
 ) -> None:
     device = pick_device(cfg.device)
     cache = open_cache(cache_dir)
-    folds, oof_rows = _oof_rows(cache, folds_csv, cv)  # checked before any model loads
+    folds, oof_rows, excluded = _oof_rows(cache, folds_csv, cv)  # checked before any model loads
     fold_nets = _load_fold_nets(model, models_dir, cv, cfg)  # in host memory
     settings, one = fold_nets[0][1], _one_at_a_time(cfg, [n for n, _ in fold_nets], device)
     if not one:
@@ -60,7 +66,9 @@ def run(
             net.to(device, memory_format=memory_format(s))
     score_size, role, head = cache.score_size, settings["role"], has_class_head(settings.get("loss"))
     info(
-        f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images, {len(cv.folds)} fold models, "
+        f"infer {model}: {len(oof_rows)} OOF + {len(cache.test)} test images"
+        + (f" + {len(excluded)} excluded training images" if len(excluded) else "")
+        + f", {len(cv.folds)} fold models, "
         f"TTA {'+'.join(cfg.tta)}"
         + (f" at scales {', '.join(map(str, cfg.scales))}" if cfg.scales != (1.0,) else "")
         + f", on {device}"
@@ -76,19 +84,12 @@ def run(
             rows = oof_rows[folds[oof_rows] == k]
             with _on(net, device, one):
                 _predict_into([oof], [net], cache, rows, "train_images", s, cfg, device, f"infer {model} fold {k}")
-        m = len(cache.test)
-        names = ["test"] + ([f"test_fold{k}" for k in cv.folds] if cfg.fold_test else [])
-        valid = cache.valid("test")
-        tests = [
-            sinks.enter_context(_Sink(tmp, name, role, m, score_size, cache.classes, None, head, valid))
-            for name in names
-        ]
-        rows, nets = np.arange(m), [n for n, _ in fold_nets]
-        _predict_into(tests, nets, cache, rows, "test_images", settings, cfg, device, f"infer {model} test", one)
+        nets = [n for n, _ in fold_nets]
+        for split, rows in (("test", np.arange(len(cache.test))), ("excluded", excluded)):
+            if split == "test" or len(rows):  # no excluded image: no excluded split
+                _unseen(sinks, tmp, split, rows, cache, nets, settings, cfg, cv, device, f"infer {model} {split}", one)
         oof_ids = cache.train["image_id"].iloc[oof_rows].to_numpy()
         oof.finish(pd.DataFrame({"image_id": oof_ids, "fold": folds[oof_rows]}))
-        for sink in tests:
-            sink.finish(pd.DataFrame({"image_id": cache.test["image_id"]}))
         write_json(tmp / "meta.json", _meta(model, settings, cv, cfg, score_size, cache.classes))
     info(f"infer {model}: wrote {out}")
 
@@ -125,11 +126,34 @@ def _on(net, device: torch.device, one: bool):
                 torch.cuda.empty_cache()
 
 
-def _oof_rows(cache: Cache, folds_csv: Path, cv: CvConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The fold of every cache training row, and the rows predicted out of fold (in cv.folds), in
-    the OOF order: grouped by fold in cv.folds' order, in cache order within a fold."""
-    folds = read_folds(folds_csv, list(cache.train["image_id"]), need=tuple(cv.folds))
-    return folds, np.concatenate([np.flatnonzero(folds == k) for k in cv.folds])
+def _oof_rows(cache: Cache, folds_csv: Path, cv: CvConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fold of every cache training row, the rows predicted out of fold (in cv.folds), in the
+    OOF order: grouped by fold in cv.folds' order, in cache order within a fold, and the excluded
+    rows in cache order. Images the folds table marks excluded (data.exclude) get no OOF row, so no
+    later stage scores them; no fold model trained on them, so they are predicted like test images."""
+    folds, excluded = read_split(folds_csv, list(cache.train["image_id"]), need=tuple(cv.folds))
+    oof = np.concatenate([np.flatnonzero((folds == k) & ~excluded) for k in cv.folds])
+    return folds, oof, np.flatnonzero(excluded)
+
+
+def _unseen(
+    sinks: ExitStack, tmp: Path, split: str, rows: np.ndarray, cache: Cache, nets: list, settings: dict,
+    cfg: InferConfig, cv: CvConfig, device: torch.device, title: str, one: bool,
+) -> None:  # fmt: skip
+    """Predict cache `rows` that no fold model saw (split test: the test images; excluded: the
+    excluded training images) into `split` (the fold mean) and, with infer.fold_test, into
+    `split`_fold<k> (fold k's model alone); each table lists the rows' image ids in order."""
+    part = "test" if split == "test" else "train"
+    names = [split] + ([f"{split}_fold{k}" for k in cv.folds] if cfg.fold_test else [])
+    role, head, valid = settings["role"], has_class_head(settings.get("loss")), cache.valid(part)
+    outs = [
+        sinks.enter_context(_Sink(tmp, name, role, len(rows), cache.score_size, cache.classes, None, head, valid))
+        for name in names
+    ]
+    _predict_into(outs, nets, cache, rows, f"{part}_images", settings, cfg, device, title, one)
+    ids = (cache.test if part == "test" else cache.train)["image_id"].to_numpy()[rows]
+    for sink in outs:
+        sink.finish(pd.DataFrame({"image_id": ids}))
 
 
 def _meta(model: str, settings: dict, cv: CvConfig, cfg: InferConfig, score_size: tuple, classes: tuple) -> dict:

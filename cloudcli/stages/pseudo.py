@@ -17,6 +17,10 @@ never shape it. `pseudo.labels: mean` (the 3rd place's way) labels once with the
 fold model and rules fitted on every OOF row: each fold's validation labels then shape its own
 pseudo-label model's training data, and its out-of-fold score comes out optimistic.
 
+Candidates (params `pseudo.sources`): the test images and/or the training images data.exclude
+leaves out (infer predicts those as unseen images: excluded / excluded_fold<k>); both are kept and
+labelled by the same rules, and the set says each image's source (cloudcli.data.pseudo).
+
 Writes one set per trained fold, `<out>/fold<k>/` as described in cloudcli.data.pseudo, a
 round meta.json, and metrics (images kept, the labels' OOF Dice, and on the demo their Dice
 against test_truth.csv; per fold and their mean).
@@ -25,7 +29,6 @@ against test_truth.csv; per fold and their mean).
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +36,9 @@ import pandas as pd
 
 from cloudcli.config import PseudoConfig, RoundConfig
 from cloudcli.data.cache import open_cache, pack_masks, resize_mask, unpack_masks
-from cloudcli.data.predictions import (
-    OofTruth,
-    aligned_masks,
-    model_folder,
-    read_classifier,
-    read_meta,
-)
+from cloudcli.data.labellers import Labellers, Split, read_candidates, read_oof
+from cloudcli.data.predictions import OofTruth
+from cloudcli.data.pseudo import PART
 from cloudcli.errors import DataError
 from cloudcli.io import atomic_paths, new_array, write_csv, write_json
 from cloudcli.metrics import dice_from_counts, row_counts, summarize
@@ -60,31 +59,6 @@ from cloudcli.versions import versions
 PARAMS = ("pseudo", "pseudo_rounds.<round>")
 
 
-@dataclass(frozen=True)
-class Labellers:
-    """Prediction folders of the models that pick and label the test images."""
-
-    seg1: Path
-    shape: tuple[Path, ...]
-    classifier: Path | None
-
-    @classmethod
-    def of_round(cls, cfg: PseudoConfig, round_: RoundConfig, predictions: Path) -> Labellers:
-        """The base models of params `pseudo`, each named in `round_.relabel` replaced by that pseudo
-        model of round `round_.after`; their folders under `predictions` (cloudcli.paths)."""
-
-        def folder(name: str) -> Path:
-            return model_folder(
-                f"{round_.relabel[name]}@{round_.after}" if name in round_.relabel else name, predictions
-            )
-
-        return cls(
-            folder(cfg.seg1),
-            tuple(folder(m) for m in cfg.shape),
-            None if cfg.classifier is None else folder(cfg.classifier),
-        )
-
-
 def run(
     cfg: PseudoConfig, name: str, round_: RoundConfig, predictions: Path, cache_dir: Path, out: Path, metrics: Path
 ) -> dict:
@@ -101,22 +75,12 @@ def run(
     return report
 
 
-@dataclass(frozen=True)
-class _Split:
-    """One split's predictions by the labellers, rows aligned across models."""
-
-    ids: list[str]
-    maps: list[np.ndarray]  # (N, C, H, W) uint8 per model: seg1, then the shape models
-    classifier: np.ndarray | None  # (N, C)
-    folds: np.ndarray | None = None  # (N,) the fold of each out-of-fold row
-
-
 def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> dict:
     """Label the test images for every fold the labellers were trained on, the set of fold k in
     `out`/fold<k>/ (see the module docstring for which models and rows make it; `out` is an empty
     folder); the report."""
     cache = open_cache(cache_dir)
-    oof, roles = _read_oof(sources)
+    oof, roles = read_oof(sources)
     truth = OofTruth(cache, oof.ids, sources.seg1 / "oof.csv")
     hists = [oof_histograms(f, m, truth) for f, m in zip((sources.seg1, *sources.shape), oof.maps)]
     trained = sorted(set(oof.folds.tolist()))
@@ -137,40 +101,53 @@ def label(cfg: PseudoConfig, sources: Labellers, cache_dir: Path, out: Path) -> 
             shutil.copytree(out / first, out / name)
             reports[name] = reports[first]
             continue
-        test = _read_test(sources, f"test_fold{k}" if cfg.labels == "fold" else "test")
-        reports[name] = _label_set(cfg, cache, sources, test, fitted[made.index(k)], out / name)
-        done = reports[name]
-        info(f"pseudo {name}: {done['images']} images kept, labels' OOF Dice {done['oof']['dice']:.4f}")
+        candidates = read_candidates(sources, cfg.sources, k if cfg.labels == "fold" else None)
+        reports[name] = done = _label_set(cfg, cache, sources, candidates, fitted[made.index(k)], out / name)
+        by = done.get("sources", {})
+        info(
+            f"pseudo {name}: {done['images']} images kept"
+            + "".join(f", {n['images']} of {n['candidates']} {s}" for s, n in by.items())
+            + f", labels' OOF Dice {done['oof']['dice']:.4f}"
+        )
     report = {"labels_from": cfg.labels, "leak_free": leak_free, **_mean(list(reports.values())), "folds": reports}
     write_json(out / "meta.json", _round_meta(cfg, sources, report))
     return report
 
 
-def _label_set(cfg: PseudoConfig, cache, sources: Labellers, test: _Split, fit: FoldFit, folder: Path) -> dict:
-    """Select the confident images of `test`, label them with `fit`'s rules into `folder`; the report."""
-    keep, confidence = select(cfg, test.classifier, test.maps[0])
+def _label_set(cfg: PseudoConfig, cache, sources: Labellers, candidates: Split, fit: FoldFit, folder: Path) -> dict:
+    """Select the confident images of `candidates`, label them with `fit`'s rules into `folder`; the report."""
+    keep, confidence = select(cfg, candidates.classifier, candidates.maps[0])
     rows = np.flatnonzero(keep)
-    kept_ids = [test.ids[i] for i in rows]
-    test_row, truths = _kept(cache, kept_ids, sources.seg1)
+    kept_ids = [candidates.ids[i] for i in rows]
+    source = candidates.source
+    cache_row, truths = _kept(cache, kept_ids, source[rows], sources.seg1)
     classes = cache.classes
     folder.mkdir()
-    truths = None if truths is None or not len(rows) else (truths, test_row)
-    presence, label_dice, empty_truth, rles = _write_masks(folder, cfg.soft, test, rows, fit, cache, truths)
-    table = pd.DataFrame({"image_id": kept_ids, "test_row": test_row})
+    presence, label_dice, empty_truth, rles = _write_masks(folder, cfg.soft, candidates, rows, fit, cache, truths)
+    if "excluded" in cfg.sources:  # which cache part each image lies in
+        table = pd.DataFrame({"image_id": kept_ids, "source": source[rows], "cache_row": cache_row})
+    else:
+        table = pd.DataFrame({"image_id": kept_ids, "test_row": cache_row})
     table = table.assign(**{c: presence[:, k] for k, c in enumerate(classes)}, confidence=confidence[rows].round(6))
     write_csv(folder / "images.csv", table)
     labels = [f"{i}_{c}" for i in kept_ids for c in classes]
     write_csv(folder / "labels.csv", pd.DataFrame({"Image_Label": labels, "EncodedPixels": rles}))
-    report = {
-        "images": len(rows),
-        "test_images": len(keep),
-        "share": round(len(rows) / max(len(keep), 1), 4),
-        "oof": summarize(np.stack([f.dice for f in fit.fits], 1), fit.empty, classes).as_dict(),  # on the fit rows
-    }
-    if truths is not None:
-        report["labels"] = summarize(label_dice, empty_truth, classes).as_dict()
+    report = _counts(cfg, keep, source)
+    report["oof"] = summarize(np.stack([f.dice for f in fit.fits], 1), fit.empty, classes).as_dict()  # fit rows
+    if truths is not None:  # the test images' labels against the demo's test masks
+        judged = truths[1] >= 0
+        report["labels"] = summarize(label_dice[judged], empty_truth[judged], classes).as_dict()
     write_json(folder / "meta.json", _meta(cfg, sources, fit, classes, report))
     return report
+
+
+def _counts(cfg: PseudoConfig, keep: np.ndarray, source: np.ndarray) -> dict:
+    """Images kept of the candidates (and, with pseudo.sources listing excluded, per source)."""
+    kept = int(keep.sum())
+    if "excluded" not in cfg.sources:
+        return {"images": kept, "test_images": len(keep), "share": round(kept / max(len(keep), 1), 4)}
+    by = {s: {"images": int(keep[source == s].sum()), "candidates": int((source == s).sum())} for s in cfg.sources}
+    return {"images": kept, "candidates": len(keep), "share": round(kept / max(len(keep), 1), 4), "sources": by}
 
 
 def _mean(reports: list[dict]) -> dict:
@@ -186,50 +163,36 @@ def _mean(reports: list[dict]) -> dict:
     return out
 
 
-def _read_oof(sources: Labellers) -> tuple[_Split, list[str]]:
-    """The labellers' out-of-fold predictions (with the fold of each row), and each segmentation model's role."""
-    folders = [sources.seg1, *sources.shape]
-    roles = [read_meta(f)["role"] for f in folders]
-    for folder, role in zip(folders, roles):
-        if role == "classifier":
-            raise DataError(
-                f"{folder}: a classifier's predictions; pseudo.seg1 and pseudo.shape name segmentation models"
-            )
-    ids, oofs = aligned_masks(folders, "oof")
-    folds = pd.read_csv(sources.seg1 / "oof.csv", dtype={"image_id": str})["fold"].to_numpy()
-    classifier = None if sources.classifier is None else read_classifier(sources.classifier, "oof", ids)
-    return _Split(ids, oofs, classifier, folds), roles
-
-
-def _read_test(sources: Labellers, split: str) -> _Split:
-    """The labellers' test predictions: `test` (the mean of the fold models) or `test_fold<k>`."""
-    folders = [sources.seg1, *sources.shape] + ([sources.classifier] if sources.classifier else [])
-    for folder in folders:
-        if split != "test" and not (folder / f"{split}.csv").exists():
-            raise DataError(
-                f"{folder / split}.csv: missing; pseudo.labels fold labels each fold with that fold's models "
-                "alone: set infer.fold_test: true and rerun `dvc repro infer` (or set pseudo.labels: mean)"
-            )
-    ids, maps = aligned_masks([sources.seg1, *sources.shape], split)
-    classifier = None if sources.classifier is None else read_classifier(sources.classifier, split, ids)
-    return _Split(ids, maps, classifier)
-
-
-def _kept(cache, kept_ids: list[str], seg1: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The kept images' rows in the cache's test arrays and, where the cache has them (the demos
-    know the test masks: how good are the labels?), the (M, H, W) packed test truth, read lazily."""
-    test_row = pd.Index(cache.test["image_id"]).get_indexer(kept_ids)
-    if (test_row < 0).any():
-        raise DataError(f"{seg1 / 'test.csv'}: images not in {cache.folder}; rerun `dvc repro infer`")
-    return test_row, cache.array("test_truth") if cache.has_test_truth else None
+def _kept(cache, kept_ids: list[str], source: np.ndarray, seg1: Path) -> tuple[np.ndarray, tuple | None]:
+    """The kept images' rows in the cache part of their `source` (test: test arrays; excluded:
+    training arrays) and, where the cache has them (the demos know the test masks: how good are the
+    labels?), the (M, H, W) packed test truth, read lazily, with each kept image's row in it (-1:
+    not a test image, not judged); None without test truth or kept test images."""
+    cache_row = np.zeros(len(kept_ids), np.int64)
+    for name, part in PART.items():
+        at = np.flatnonzero(source == name)
+        if len(at):
+            table = cache.test if part == "test" else cache.train
+            cache_row[at] = pd.Index(table["image_id"]).get_indexer([kept_ids[j] for j in at])
+            if (cache_row[at] < 0).any():
+                raise DataError(f"{seg1 / f'{name}.csv'}: images not in {cache.folder}; rerun `dvc repro infer`")
+    if (source == "excluded").any() and cache.test_size != cache.cache_size:
+        raise DataError(
+            f"{cache.folder}: test and training images cached at different sizes ({cache.test_size}, "
+            f"{cache.cache_size}): one pseudo set cannot hold both; rerun `dvc repro preprocess`"
+        )
+    is_test = source == "test"
+    if not cache.has_test_truth or not is_test.any():
+        return cache_row, None
+    return cache_row, (cache.array("test_truth"), np.where(is_test, cache_row, -1))
 
 
 def _write_masks(
-    tmp: Path, soft_labels: bool, test: _Split, rows: np.ndarray, fit: FoldFit, cache, truths
+    tmp: Path, soft_labels: bool, test: Split, rows: np.ndarray, fit: FoldFit, cache, truths
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Label the kept test `rows` into masks.npy (and soft.npy); (K, C) presence, (K, C) Dice
+    """Label the kept candidate `rows` into masks.npy (and soft.npy); (K, C) presence, (K, C) Dice
     against the true masks and (K, C) emptiness of those (0 without `truths`: the packed test truth
-    and each kept image's row in it) and the RLE of every mask at the predictions' size."""
+    and each kept image's row in it, -1 for none) and the RLE of every mask at the predictions' size."""
     classes, fits, levels = cache.classes, fit.fits, fit.levels
     cache_size = cache.test_size
     rules, shape_levels = [f.rule for f in fits], [f.shape_level for f in fits]
@@ -253,7 +216,7 @@ def _write_masks(
                 soft[j] = soft_label([np.asarray(t[i]) for t in test.maps], masks, cache_size)
             presence[j] = masks.reshape(len(masks), -1).any(1)
             rles += [encode(m) for m in masks]
-            if truths is not None:  # (packed test truth, row of each kept image)
+            if truths is not None and truths[1][j] >= 0:  # (packed test truth, row of each kept image)
                 truth = unpack_masks(truths[0][truths[1][j]][None], len(classes))
                 label_dice[j] = dice_from_counts(*row_counts(masks[None], truth))[0]
                 empty_truth[j] = ~truth[0].reshape(len(classes), -1).any(1)
@@ -269,6 +232,7 @@ def _meta(cfg: PseudoConfig, sources: Labellers, fit: FoldFit, classes: tuple, r
         "rule": cfg.rule,
         "soft": cfg.soft,
         "labels": cfg.labels,
+        **({"sources": list(cfg.sources)} if "excluded" in cfg.sources else {}),
         "thresholds": (
             {"low": cfg.low, "high": cfg.high}
             if cfg.rule == "classifier"
@@ -292,4 +256,12 @@ def _labellers(sources: Labellers) -> dict:
 
 def _round_meta(cfg: PseudoConfig, sources: Labellers, report: dict) -> dict:
     """meta.json of the round: who labelled, how, and every fold set's report."""
-    return {"rule": cfg.rule, "soft": cfg.soft, **_labellers(sources), "report": report, "versions": versions()}
+    extended = {"sources": list(cfg.sources)} if "excluded" in cfg.sources else {}
+    return {
+        "rule": cfg.rule,
+        "soft": cfg.soft,
+        **extended,
+        **_labellers(sources),
+        "report": report,
+        "versions": versions(),
+    }

@@ -227,3 +227,78 @@ def test_a_tiny_training_run_records_the_pseudo_set(tiny_cache, pseudo_dir, tmp_
     assert config["pseudo"] == {"folder": str(folder), "images": len(images), "sha1": set_sha1(folder)}
     samples = json.loads((tmp_path / "live/metrics.json").read_text())["train"]["samples"]
     assert samples == config["n_train"] + len(images)  # every training and pseudo-labelled image once
+
+
+EXCLUDED_ROWS = [7, 2, 13]  # cache training rows data.exclude leaves out, relabelled; not in order
+
+
+def write_mixed(folder: Path, cache, masks: np.ndarray) -> pd.DataFrame:
+    """A set with pseudo.sources [test, excluded]: two test images, then the excluded training
+    images, then one more test image; masks (K, 4, h, w) 0/1."""
+    test_ids, train_ids = cache.test["image_id"], cache.train["image_id"]
+    entries = [("test", 5), ("test", 0), *(("excluded", r) for r in EXCLUDED_ROWS), ("test", 3)]
+    ids = [(test_ids if s == "test" else train_ids)[r] for s, r in entries]
+    images = write_pseudo(folder, ids, [r for _, r in entries], masks)
+    images = images.rename(columns={"test_row": "cache_row"})
+    images.insert(1, "source", [s for s, _ in entries])
+    images.to_csv(folder / "images.csv", index=False)
+    return images
+
+
+@pytest.mark.parametrize("fold", [0, 1, 2])
+def test_relabelled_excluded_images_train_and_never_validate(tiny_cache, tmp_path, fold: int) -> None:
+    """pseudo.sources [test, excluded]: fold k's loaders train on its training rows, the set's test
+    images (from test_images) and its relabelled training images (from train_images, with the set's
+    masks and labels, not their own); validation is the fold's other rows, none of them relabelled."""
+    cache, spec = cache_of(tiny_cache), spec_of(tiny_cache)
+    table = pd.read_csv(tiny_cache / "artifacts/folds.csv", dtype={"image_id": str})
+    out_ids = set(cache.train["image_id"].iloc[EXCLUDED_ROWS])
+    table.assign(excluded=table["image_id"].isin(out_ids).astype(int)).to_csv(tmp_path / "folds.csv", index=False)
+    train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tmp_path / "folds.csv", fold)
+    masks = pseudo_masks(cache.test_size, 6)
+    images = write_mixed(tmp_path / "set", cache, masks)
+    pseudo = pseudo_set(tmp_path / "set", cache)
+    train_loader, valid_loader = build_loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo)
+
+    seen = torch.cat([b["index"] for b in valid_loader]).numpy()
+    assert sorted(seen) == sorted(valid_idx) and not set(seen) & set(EXCLUDED_ROWS)
+    folds = table.set_index("image_id")["fold"].loc[cache.train["image_id"]].to_numpy()
+    assert sorted(valid_idx) == [r for r in np.flatnonzero(folds == fold) if r not in EXCLUDED_ROWS]
+
+    data, n = train_loader.dataset, len(train_idx)
+    assert [len(d) for d in data.datasets] == [n, 3, 3] and not set(train_idx) & set(EXCLUDED_ROWS)
+    assert [d.images_file for d in data.datasets[1:]] == [cache.path("test_images"), cache.path("train_images")]
+    expected = [
+        ("test", 5, 0),
+        ("test", 0, 1),
+        ("test", 3, 5),
+        *(("train", r, 2 + j) for j, r in enumerate(EXCLUDED_ROWS)),
+    ]
+    for j, (part, row, at) in enumerate(expected):
+        item = data[n + j]
+        assert item["index"] == row
+        np.testing.assert_allclose(
+            item["image"].numpy(), normalised(cache.array(f"{part}_images")[row], spec), atol=1e-5
+        )
+        np.testing.assert_array_equal(item["masks"].numpy(), masks[at])  # the set's labels, not the cache's
+        assert item["labels"].tolist() == images.loc[at, list(CLASSES)].astype(float).tolist()
+
+
+def test_relabelled_images_that_would_validate_are_refused(tiny_cache, tmp_path) -> None:
+    """A set of relabelled images whose folds table no longer marks them excluded: an error, not a
+    training that validates on images it trains on."""
+    cache, spec = cache_of(tiny_cache), spec_of(tiny_cache)
+    write_mixed(tmp_path / "set", cache, pseudo_masks(cache.test_size, 6))
+    folds = pd.read_csv(tiny_cache / "artifacts/folds.csv", dtype={"image_id": str})
+    fold = int(folds.set_index("image_id")["fold"][cache.train["image_id"][EXCLUDED_ROWS[0]]])
+    train_idx, valid_idx = split_indices(list(cache.train["image_id"]), tiny_cache / "artifacts/folds.csv", fold)
+    with pytest.raises(
+        DataError, match=r"set/images.csv: 1 relabelled images are validation images of the fold \(e.g. row 7"
+    ):
+        build_loaders(spec, NO_AUG, cache, train_idx, valid_idx, CPU, pseudo_set(tmp_path / "set", cache))
+    bad = pd.read_csv(tmp_path / "set/images.csv").assign(
+        cache_row=lambda t: t["cache_row"].where(t["source"] == "test", 0)
+    )
+    bad.to_csv(tmp_path / "set/images.csv", index=False)
+    with pytest.raises(DataError, match=r"cache_row does not match the cache's training images \(source excluded\)"):
+        pseudo_set(tmp_path / "set", cache)

@@ -321,3 +321,56 @@ def test_no_data_pixels_are_0_in_every_map_and_in_neither_histogram(tiny_cache, 
             assert (hist[i, k, 0] == np.bincount(oof[i, k][valid[i, k]], minlength=256)).all()
             assert (hist[i, k, 1] == np.bincount(oof[i, k][valid[i, k] & truth[i, k]], minlength=256)).all()
     assert hist[:, 0, 0].sum(1).tolist() == valid[:, 0].sum((1, 2)).tolist() and not valid.all()
+
+
+@pytest.mark.parametrize("model", ["seg1", "classifier"])
+def test_excluded_images_are_predicted_like_test_images(tiny_cache, trained, tmp_path, model) -> None:
+    """data.exclude: the excluded training images get no OOF row but an excluded split, the mean of
+    every fold model (by hand for one image: each fold model run alone, averaged) and, with
+    infer.fold_test, excluded_fold<k>; the test split is bit for bit the same. Without excluded
+    images (no column, or all 0) infer writes no excluded file."""
+    cache = open_cache(tiny_cache / "artifacts/preprocessed")
+    table = pd.read_csv(tiny_cache / "artifacts/folds.csv", dtype={"image_id": str})
+    rows = [1, 4, 9, 17]  # cache rows; every fold keeps images
+    out_ids = list(cache.train["image_id"].to_numpy()[rows])
+    table.assign(excluded=table["image_id"].isin(out_ids).astype(int)).to_csv(tmp_path / "folds.csv", index=False)
+    p = load_params(tiny_cache / "params.yaml")
+    cfg = dataclasses.replace(p.infer, tta=("none",))
+    out = tmp_path / "pred"
+    infer.run(model, cfg, p.cv, trained / "models", cache.folder, tmp_path / "folds.csv", out)
+    plain = run_infer(tiny_cache, trained, model, tta=("none",))
+    names = ["excluded", *(f"excluded_fold{k}" for k in (0, 1, 2))]
+    for name in names:
+        assert list(pd.read_csv(out / f"{name}.csv", dtype={"image_id": str})["image_id"]) == out_ids
+    oof = pd.read_csv(out / "oof.csv", dtype={"image_id": str})
+    assert len(oof) == 20 and not set(oof["image_id"]) & set(out_ids)
+    read = (lambda f, s: load_maps(f, s).astype(float)) if model == "seg1" else (
+        lambda f, s: pd.read_csv(f / f"{s}.csv")[list(CLASSES)].to_numpy()
+    )  # fmt: skip
+    for split in ("test", "test_fold0", "test_fold2"):
+        np.testing.assert_array_equal(read(out, split), read(plain, split))
+
+    j = 2  # the excluded image at cache row 9, by hand: each fold model alone, then their mean
+    each = []
+    for k in (0, 1, 2):
+        net, settings = load_fold_net(trained / "models" / model / f"fold{k}", torch.device("cpu"))
+        mean, std = (torch.tensor(settings["normalization"][n]).view(1, 3, 1, 1) for n in ("mean", "std"))
+        x = torch.from_numpy(cache.array("train_images")[rows[j]].copy()).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            each.append(torch.sigmoid(net((x - mean) / std)))
+    tolerance = 1.0 if model == "seg1" else 1e-5  # uint8 maps: rounded once
+    if model == "seg1":
+        each = [(F.interpolate(e, size=(32, 48), mode="bilinear", align_corners=False) * 255) for e in each]
+    final = (lambda t: t.round().numpy()) if model == "seg1" else (lambda t: t.numpy())
+    assert np.abs(read(out, "excluded")[j] - final(torch.stack(each).mean(0)[0])).max() <= tolerance
+    for k in (0, 1, 2):
+        assert np.abs(read(out, f"excluded_fold{k}")[j] - final(each[k][0])).max() <= tolerance
+    assert (each[0] - each[1]).abs().max().item() > 2 * tolerance  # the fold models differ: the mean is not any one
+    assert not list(plain.glob("excluded*"))
+
+    none = tmp_path / "none"
+    table.assign(excluded=0).to_csv(tmp_path / "folds0.csv", index=False)
+    infer.run(model, dataclasses.replace(cfg, fold_test=False), p.cv, trained / "models", cache.folder,
+              tmp_path / "folds0.csv", none)  # fmt: skip
+    assert not list(none.glob("excluded*")) and not list(none.glob("test_fold*"))
+    np.testing.assert_array_equal(read(none, "test"), read(plain, "test"))
