@@ -95,7 +95,15 @@ def _read_oof(cfg: ReportLabelsConfig, predictions: Path, cache) -> _Oof:
             f"{maps[0].path}: maps of shape {maps[0].shape}, the cache's truth is {expected} (images, classes, "
             "data.score_size); rerun `dvc repro infer`"
         )
-    probs = None if cfg.classifier is None else read_classifier(model_folder(cfg.classifier, predictions), "oof", ids)
+    probs = None
+    if cfg.classifier is not None:
+        folder = model_folder(cfg.classifier, predictions)
+        probs = read_classifier(folder, "oof", ids)
+        if probs.shape[1] != len(cache.classes):
+            raise DataError(
+                f"{folder / 'oof.csv'}: {probs.shape[1]} class columns, the cache has {len(cache.classes)}; "
+                f"rerun `dvc repro infer@{cfg.classifier}`"
+            )
     return _Oof(ids, maps, truth, probs)
 
 

@@ -16,6 +16,7 @@ from helpers import cloudcli_here, save_model, tiny_params
 from cloudcli import CLASSES
 from cloudcli.config import ConfigError, load_params
 from cloudcli.data.cache import open_cache, unpack_masks
+from cloudcli.data.maps import open_maps
 from cloudcli.errors import DataError
 from cloudcli.stages import report_labels
 from cloudcli.suspects import KINDS, confident_levels, disagreement, judge
@@ -239,3 +240,23 @@ def test_bad_params_name_the_key(tmp_path, change, message) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.slow
+def test_labels_report_of_the_reproduced_pipeline_agrees_with_a_pixel_by_pixel_rescore(baseline) -> None:
+    p = load_params(baseline / "params.yaml")
+    table = pd.read_csv(baseline / "reports/labels/suspects.csv", dtype={"image_id": str}, keep_default_na=False)
+    summary = json.loads((baseline / "metrics/labels.json").read_text())
+    assert summary["listed"] == len(table) <= p.report_labels.rows and (table["score"] > 0).all()
+    assert len(table) == p.report_labels.rows or summary["disagreeing"] == len(table)
+    assert len(list((baseline / "reports/labels/overlays").iterdir())) == min(p.report_labels.top, len(table))
+    if table.empty:
+        return
+    folders = [baseline / "predictions/base" / m for m in p.report_labels.models]
+    ids = list(pd.read_csv(folders[0] / "oof.csv", dtype={"image_id": str})["image_id"])
+    cache = open_cache(baseline / "artifacts/preprocessed")
+    i, row = ids.index(table["image_id"][0]), pd.Index(cache.train["image_id"]).get_loc(table["image_id"][0])
+    truth = unpack_masks(cache.array("train_truth")[row : row + 1], len(CLASSES))
+    maps = [open_maps(f, "oof")[i : i + 1] for f in folders]
+    expected = brute_force(maps, truth, p.report_labels.low, p.report_labels.high)[0]
+    np.testing.assert_allclose(table.loc[0, list(CLASSES)].to_numpy(float), expected, atol=1e-6)
