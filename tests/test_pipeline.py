@@ -42,6 +42,7 @@ def test_cloudcli_run_reproduces_the_pipeline_as_dvc_repro_would(baseline, tmp_p
         "submit",
         "report_data",
         "report_predictions",
+        "report_labels",
     }
     run("dvc", "checkout", "--relink", cwd=repo)  # outputs become links to the cache (.dvc/config cache.type)
     if "reflink" not in re.search(r"Cache types: (.*)", run("dvc", "version", cwd=repo)).group(1):
@@ -101,7 +102,8 @@ def test_cloudcli_run_reproduces_the_pipeline_as_dvc_repro_would(baseline, tmp_p
     out = run("dvc", "exp", "run", "-S", "models.seg2.loss.dice_pos=0.5", cwd=repo)
     relabelled = {"train_pl@r1-seg2_pl-0", "infer_pl@r1-seg2_pl"}  # when seg2's new masks change the pseudo labels
     after_labels = {"pseudo@r1", "ensemble", "tune", "submit", "report_predictions"}
-    assert ran(out) - relabelled == {"train@seg2-0", "infer@seg2", "cv"} | after_labels
+    # report_labels reads predictions/base (seg1's maps alone, but DVC sees the folder change)
+    assert ran(out) - relabelled == {"train@seg2-0", "infer@seg2", "cv", "report_labels"} | after_labels
     # What would re-run, without running it: only the stages that read the changed params.
     seg2_pl = stale(repo, lambda p: p["models"]["seg2_pl"]["loss"].update(dice_pos=0.5))
     assert seg2_pl == {"train_pl@r1-seg2_pl-0", "cv"}  # cv reads `models` (the roles) too

@@ -45,10 +45,12 @@ for command in COMMANDS:
     app.command()(command)
 
 report_app = typer.Typer(
-    no_args_is_help=True, help="Reports to look at: the labels, and a model's out-of-fold predictions."
+    no_args_is_help=True,
+    help="Reports to look at: the labels, a model's out-of-fold predictions, the labels they contradict.",
 )
 report_app.command("data")(reports.report_data)
 report_app.command("predictions")(reports.report_predictions)
+report_app.command("labels")(reports.report_labels)
 app.add_typer(report_app, name="report")
 
 

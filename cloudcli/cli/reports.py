@@ -1,4 +1,5 @@
-"""Commands to look at the data and the predictions: `report data`, `report predictions`, `show`."""
+"""Commands to look at the data and the predictions: `report data`, `report predictions`, `report labels`,
+`show`."""
 
 from __future__ import annotations
 
@@ -62,6 +63,28 @@ def report_predictions(
         stage.run(name, p.report, p.tune, p.data, predictions, cache, thresholds, submission, folds, out / name)
     if not model:  # the stage's output: exactly the configured reports
         stage.remove_stale(out, names)
+
+
+def report_labels(
+    params: ParamsOpt = Path("params.yaml"),
+    predictions: Annotated[Path, typer.Option(help="Folder of model predictions")] = paths.PREDICTIONS,
+    cache: Annotated[Path, typer.Option(help="Preprocessed cache folder")] = paths.CACHE,
+    folds: Annotated[Path, typer.Option(help="Folds table")] = paths.FOLDS,
+    out: Annotated[Path, typer.Option(help="Report folder to write (replaced)")] = paths.REPORTS / "labels",
+    metrics: Annotated[Path, typer.Option(help="Metrics file to write")] = paths.METRICS / "labels.json",
+) -> None:
+    """Training labels the out-of-fold predictions contradict most confidently, ranked.
+
+    Writes suspects.csv (most suspect first: score, class, kind of disagreement, fold, each class's
+    score), the first report_labels.top drawn as overlays, and the counts in metrics/labels.json.
+    Copy the ids you confirm wrong into the exclude file (data.exclude) to leave them out.
+    """
+    from cloudcli.config import load_params
+
+    p = load_params(params)
+    from cloudcli.stages import report_labels as stage
+
+    stage.run(p.report_labels, p.report.tile, p.data, predictions, cache, folds, out, metrics)
 
 
 def show(

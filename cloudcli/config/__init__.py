@@ -28,6 +28,7 @@ from cloudcli.config.schema_post import (
     Params,
     PseudoConfig,
     ReportConfig,
+    ReportLabelsConfig,
     RoundConfig,
     TuneConfig,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "PreprocessConfig",
     "PseudoConfig",
     "ReportConfig",
+    "ReportLabelsConfig",
     "ResolvedModel",
     "RoundConfig",
     "Size",

@@ -1,4 +1,4 @@
-"""Checks across sections: the models that pseudo, ensemble, tune and report name exist in the
+"""Checks across sections: the models that pseudo, ensemble, tune and the reports name exist in the
 pipeline and have the right role; the augmentations suit the input sizes and the TTA views."""
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def _check_combination(params: Params) -> None:
         f"{tune.class_score} needs tune.classifier; use topk or none, or name a classifier",
     )
     _check(tune.top_k >= 1, "tune.top_k", f"must be >= 1, got {tune.top_k}")
+    _check_reports(params, segs, every_seg)
+
+
+def _check_reports(params: Params, segs: list[str], every_seg: list[str]) -> None:
+    """The reports name ensemble, segmentation models (report_labels: base ones) and a classifier."""
     for m in params.report.models:
         _check(
             m == "ensemble" or m in every_seg,
@@ -61,6 +66,14 @@ def _check_combination(params: Params) -> None:
             f"{m!r} is not ensemble or a segmentation model of cv.models or <pseudo model>@<round> "
             f"({', '.join(every_seg)})",
         )
+    labels = params.report_labels
+    for m in labels.models:
+        _check(
+            m in segs,
+            "report_labels.models",
+            f"{m!r} is not a segmentation model of cv.models ({', '.join(segs)}); its OOF maps judge the labels",
+        )
+    _check_classifier(labels.classifier, "report_labels.classifier", params.cv.models, params.models)
 
 
 def check_names(params: Params) -> None:

@@ -1,4 +1,4 @@
-"""The post-training sections of params.yaml (inference, pseudo labels, ensemble, tune, report) and `Params`,
+"""The post-training sections of params.yaml (inference, pseudo labels, ensemble, tune, reports) and `Params`,
 the whole file: typed, frozen, checked section by section."""
 
 from __future__ import annotations
@@ -185,6 +185,33 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class ReportLabelsConfig:
+    """What `cloudcli report labels` ranks and draws: labels the OOF predictions contradict."""
+
+    models: tuple[str, ...]  # segmentation models of cv.models whose OOF maps judge the labels (all must be sure)
+    classifier: str | None  # its OOF class probabilities weigh each class's disagreement; null = none
+    low: float  # a pixel is confidently without a class below this probability
+    high: float  # ... and confidently with it above this one
+    rows: int  # most suspect images listed in suspects.csv
+    top: int  # of them, the first drawn as overlays
+
+    def __post_init__(self) -> None:
+        m = list(self.models)
+        _check(len(m) >= 1 and len(set(m)) == len(m), "report_labels.models", f"must list distinct models, got {m}")
+        _check(
+            0.0 < self.low < self.high < 1.0,
+            "report_labels.low",
+            f"and report_labels.high must satisfy 0 < low < high < 1, got {self.low} and {self.high}",
+        )
+        _check(self.rows >= 1, "report_labels.rows", f"must be >= 1, got {self.rows}")
+        _check(
+            0 <= self.top <= self.rows,
+            "report_labels.top",
+            f"must be in 0..report_labels.rows ({self.rows}), got {self.top}",
+        )
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig
     preprocess: PreprocessConfig
@@ -200,3 +227,4 @@ class Params:
     ensemble: EnsembleConfig
     tune: TuneConfig
     report: ReportConfig
+    report_labels: ReportLabelsConfig
