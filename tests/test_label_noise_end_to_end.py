@@ -6,8 +6,8 @@ corrupted images).
 The setting: 90 training images of 256x384 (textures keep their look at the 64x96 cache, as in
 make demo), round(0.15 x 90) = 14 of them mislabelled, a third each dropped, shifted or swapped;
 2 folds, so each seg1 trains on 45 images and judges the other 45, for 10 epochs in batches of 4
-(120 steps, as many as the fuller demo's seg1); report_labels at its defaults (seg1, p < 0.1 and
-p > 0.9). About 2.5 minutes on 2 cores, most of it the two trainings.
+(120 steps; the fuller demo's seg1 takes 144); report_labels at its defaults (seg1, p < 0.1 and
+p > 0.9). Expected to take 2.5-3 minutes on 2 cores, most of it the two trainings.
 
 The bound: a ranking that knows nothing puts a hypergeometric number of the 14 corrupted images in
 its top 14 (90 images, 14 marked, 14 drawn): k x k / n = 2.2 on average, precision k / n = 0.156.
