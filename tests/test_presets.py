@@ -97,8 +97,11 @@ def test_unknown_preset_lists_the_choices() -> None:
 
 def test_init_writes_the_defaults_or_a_preset_and_never_overwrites_unasked(tmp_path) -> None:
     out = cloudcli("init", cwd=tmp_path).stdout
-    assert out.strip() == "params.yaml: the defaults"
+    assert out.splitlines()[0] == "params.yaml: the defaults"
     assert (tmp_path / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()
+    # the folder the fold stage depends on (data.exclude's lists), as the repository has it
+    assert (tmp_path / "labels/README.md").read_bytes() == (REPO / "labels/README.md").read_bytes()
+    (tmp_path / "labels/exclude.txt").write_text("a\n")
 
     again = cloudcli("init", "--preset", "chips", cwd=tmp_path, check=False)
     assert again.returncode == 1 and "Traceback" not in again.stderr
@@ -112,7 +115,8 @@ def test_init_writes_the_defaults_or_a_preset_and_never_overwrites_unasked(tmp_p
     unknown = cloudcli("init", "--preset", "tiles", "--out", "p.yaml", cwd=tmp_path, check=False)
     assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
     assert "unknown preset 'tiles'; choose from 1st_place, 3rd_place, chips, demo_5fold, image_mask" in unknown.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "params.yaml"]
+    assert (tmp_path / "labels/exclude.txt").read_text() == "a\n"  # an existing folder is left as it is
     help_text = cloudcli("init", "--help", cwd=tmp_path).stdout
     assert all(name in help_text for name in PRESETS)
 

@@ -26,9 +26,12 @@ def init(
     written keeps the defaults' comments on the values the preset leaves alone.
     """
     from cloudcli.config.presets import write_params
+    from cloudcli.data.exclude import make_labels_folder
 
     write_params(out, preset, force)
     print(f"{out}: the defaults" + (f" with preset {preset}" if preset else ""))
+    if make_labels_folder(out.parent):
+        print(f"{out.parent / 'labels'}/: for data.exclude's lists (the fold stage depends on it)")
 
 
 def demo_data(

@@ -9,6 +9,26 @@ from pathlib import Path
 import numpy as np
 
 from cloudcli.errors import DataError
+from cloudcli.io import write_text
+from cloudcli.paths import LABELS
+
+LABELS_README = """# labels/
+
+Lists of training image ids about their labels, for `data.exclude` in params.yaml: e.g.
+`labels/exclude.txt`, one image id a line (blank lines and `#` comments allowed). The `fold` stage
+depends on this folder, so `dvc repro` notices an edit. See docs/datasets.md, "Bad labels".
+"""
+
+
+def make_labels_folder(root: Path) -> bool:
+    """The folder of exclude lists under `root` (the fold stage depends on it, so it must exist),
+    with its README; False when it was there already (left as it is)."""
+    folder = Path(root) / LABELS
+    if folder.exists():
+        return False
+    folder.mkdir(parents=True)
+    write_text(folder / "README.md", LABELS_README)
+    return True
 
 
 def read_exclude(path: Path, train_ids: list[str] | tuple[str, ...]) -> np.ndarray:
