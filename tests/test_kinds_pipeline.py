@@ -24,7 +24,7 @@ from helpers import REPO, cloudcli, cloudcli_here
 
 from cloudcli.config import load_params
 from cloudcli.config.presets import preset_params
-from cloudcli.data.cache import resize_mask
+from cloudcli.data.cache import open_cache, resize_mask
 from cloudcli.data.sources import open_source
 from cloudcli.rle import decode
 
@@ -135,8 +135,13 @@ def test_chips_bundle_is_the_pipeline(chips: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(label[~empty], masks[~empty])
         assert not masks[empty].any()  # data.nodata: no cloud where a chip holds no data
     assert nodata > 0  # the demo chips have no-data corners
-    for name in ("tune", "test"):  # the scores leave them out, and say how many
-        assert json.loads((repo / f"metrics/{name}.json").read_text())["nodata_pixels"] > 0, name
+    cache = open_cache(repo / "artifacts/preprocessed")  # the scores leave them out, and say how many
+    oof = pd.read_csv(repo / "predictions/base/seg1/oof.csv", dtype={"image_id": str})["image_id"]
+    rows = pd.Index(cache.train["image_id"]).get_indexer(oof)
+    expected = {"tune": int((cache.valid("train")[rows] == 0).sum()), "test": int((cache.valid("test") == 0).sum())}
+    assert expected["test"] > 0  # the test chips' no-data corners, at the scoring size too
+    for name, count in expected.items():
+        assert json.loads((repo / f"metrics/{name}.json").read_text())["nodata_pixels"] == count, name
     code_competition_main_py(repo, tmp_path / "competition")
 
 
@@ -168,9 +173,13 @@ def test_tiles_are_invisible(chips: Path, tmp_path: Path) -> None:
     - With overlap (a quarter tile, 8 pixels), most tiles hold parts of two unrelated chips, and
       these one-epoch networks see a whole 32-pixel chip (their deepest features are 1x1): what a
       pixel gets depends on the chip beside it, which no tiling can avoid. The tolerance is what
-      these networks allow: 8 pixels from a chip's edges, seg1's probabilities stay within 12
-      levels (5%) of the chip's own and at least 95% of mask pixels agree (measured: 7 levels,
-      96.6%); the vote members, more context-bound, move the masks' pixels near their level."""
+      these networks allow: 8 pixels from a chip's edges, seg1's probabilities stay within 24
+      levels (9%) of the chip's own and at least 95% of mask pixels agree (measured with the
+      chips preset's grouped folds and no-data loss: 21 levels on one chip, 14 or less on the
+      others, and every mask pixel agreeing; 7 levels and 96.6% with the earlier stratified folds);
+      the vote members, more context-bound, move the masks' pixels near their level.
+      Both are judged on the pixels with data: with data.nodata, no loss ever trained the networks'
+      output on the others, no score reads it and every output writes them as no data."""
     from cloudcli.bundle import Input, Predictor, read_input
     from cloudcli.bundle.raster import Raster
     from cloudcli.bundle.scene import predict_scene
@@ -180,6 +189,8 @@ def test_tiles_are_invisible(chips: Path, tmp_path: Path) -> None:
     p = Predictor.load(chips / "bundle", "cpu")
     alone = [p.predict_batch(read_input(Input(chips / "data_chips/train_features" / c, c), p.input)[None]) for c in ids]
     seg1, inner = p.spec["pipeline"]["seg1"], np.s_[:, 8:-8, 8:-8]
+    bands = [[tifffile.imread(chips / "data_chips/train_features" / c / f"{b}.tif") for b in BANDS] for c in ids]
+    has_data = [~(np.stack(chip) == 0).all(0)[None][inner] for chip in bands]  # (1, h, w) inner pixels
     with Raster(Input(tmp_path / "scene.tif", "scene"), p.input) as scene:
         for overlap in (0, 8):
             strips = list(predict_scene(p, scene, p.layout(scene.shape, overlap=overlap)))
@@ -193,9 +204,10 @@ def test_tiles_are_invisible(chips: Path, tmp_path: Path) -> None:
                     np.testing.assert_array_equal(masks[window], chip_masks[0])
                     np.testing.assert_array_equal(probs[window], chip_probs[seg1][0])
                     continue
-                drift = np.abs(probs[window][inner].astype(int) - chip_probs[seg1][0][inner])
-                assert drift.max() <= 12, (k, drift.max())
-                agree.append((masks[window][inner] == chip_masks[0][inner]).mean())
+                data = np.broadcast_to(has_data[k], probs[window][inner].shape)
+                drift = np.abs(probs[window][inner].astype(int) - chip_probs[seg1][0][inner])[data]
+                assert drift.max() <= 24, (k, drift.max())
+                agree.append((masks[window][inner] == chip_masks[0][inner])[data].mean())
             assert overlap == 0 or np.mean(agree) >= 0.95, agree
 
 
