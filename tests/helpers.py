@@ -159,3 +159,25 @@ def load_benchmark(script: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def train_each_fold(project: Path, spec, root: Path, folds: tuple[int, ...] = (0, 1, 2), epochs: int = 1) -> None:
+    """The ResolvedModel `spec` trained `epochs` on each of `folds` of the project's cache (tiny_cache),
+    into root/models/<name>/fold<k> (curves in root/live/...), as `cloudcli train` does."""
+    import dataclasses
+
+    from cloudcli.config import load_params
+    from cloudcli.stages import train
+
+    augment = load_params(project / "params.yaml").augment
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
+    for fold in folds:
+        train.run(
+            spec,
+            augment,
+            project / "artifacts/preprocessed",
+            project / "artifacts/folds.csv",
+            fold,
+            root / "models" / spec.name / f"fold{fold}",
+            root / "live" / spec.name / f"fold{fold}",
+        )

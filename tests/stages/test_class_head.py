@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from helpers import load_maps, save_model, tiny_params
+from helpers import load_maps, save_model, tiny_params, train_each_fold
 
 from cloudcli import CLASSES
 from cloudcli.bundle.export import Sources, export
@@ -25,7 +25,7 @@ from cloudcli.engine.predict import load_fold_net
 from cloudcli.engine.validate import classifier_metrics
 from cloudcli.errors import ConfigError, DataError
 from cloudcli.post.tuned import load_tuned
-from cloudcli.stages import infer, train, tune
+from cloudcli.stages import infer, tune
 
 MODEL = "seg1h"
 LOSS = {"bce": 1.0, "class_head": 0.4}
@@ -46,18 +46,9 @@ def head(tiny_cache, tmp_path_factory):
     its predictions (TTA none + hflip) in pred/base/seg1h."""
     root = tmp_path_factory.mktemp("head")
     p = load_params(tiny_cache / "params.yaml")
-    spec = resolve_model(MODEL, p.network, p.train, {**p.models, MODEL: ModelEntry("seg1", LOSS)})
-    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=1))
-    for fold in (0, 1, 2):
-        train.run(
-            spec,
-            p.augment,
-            tiny_cache / "artifacts/preprocessed",
-            tiny_cache / "artifacts/folds.csv",
-            fold,
-            root / "models" / MODEL / f"fold{fold}",
-            root / "live" / MODEL / f"fold{fold}",
-        )
+    train_each_fold(
+        tiny_cache, resolve_model(MODEL, p.network, p.train, {**p.models, MODEL: ModelEntry("seg1", LOSS)}), root
+    )
     run_infer(tiny_cache, root, root / "pred/base" / MODEL)
     return root
 

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, load_maps
+from helpers import REPO, load_maps, train_each_fold
 
 from cloudcli import CLASSES
 from cloudcli.config import load_params, resolve_model
 from cloudcli.data.cache import open_cache, unpack_masks
 from cloudcli.engine.predict import _cropped, _scaled_input, load_fold_net, memory_format, scaled_size
 from cloudcli.errors import ConfigError
-from cloudcli.stages import infer, train
+from cloudcli.stages import infer
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +22,7 @@ def trained(tiny_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     p = load_params(tiny_cache / "params.yaml")
     for name in ("seg1", "classifier"):
-        spec = resolve_model(name, p.network, p.train, p.models)
-        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=1))
-        for fold in (0, 1, 2):
-            train.run(
-                spec,
-                p.augment,
-                tiny_cache / "artifacts/preprocessed",
-                tiny_cache / "artifacts/folds.csv",
-                fold,
-                root / "models" / name / f"fold{fold}",
-                root / "live" / name / f"fold{fold}",
-            )
+        train_each_fold(tiny_cache, resolve_model(name, p.network, p.train, p.models), root)
     return root
 
 
